@@ -1,0 +1,244 @@
+/*
+ * kernels_avx2.c -- AVX2/FMA path for x86-64.
+ *
+ * Compiled for the baseline ISA like the rest of the library: only the
+ * functions in the target region below use AVX2/FMA (CRoaring's
+ * CROARING_TARGET_AVX2 idea), so no -mavx2 reaches the build and the
+ * library still loads on a CPU without AVX2; platform.c selects this table
+ * only after cpuid + xgetbv say it is safe.
+ */
+#include "internal.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+
+#if defined(__clang__)
+#  pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
+#  pragma GCC push_options
+#  pragma GCC target("avx2,fma")
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2_MR 6
+
+/* ---- micro-kernel: 6 x 16 tile, 12 accumulators ---- */
+
+static void gemm_tile_avx2(int64_t mr, int64_t nr, int64_t K,
+                           const float *A, int64_t rsa, int64_t csa,
+                           const float *Bp, float alpha, float beta,
+                           float *C, int64_t ldc) {
+    __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+    __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+    __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+    __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+    __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+    __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+    /* Rows past mr read row 0 again (always valid memory); their results
+     * are never stored.  This keeps one loop body for every tile. */
+    const float *a0 = A;
+    const float *a1 = A + (mr > 1 ? 1 : 0) * rsa;
+    const float *a2 = A + (mr > 2 ? 2 : 0) * rsa;
+    const float *a3 = A + (mr > 3 ? 3 : 0) * rsa;
+    const float *a4 = A + (mr > 4 ? 4 : 0) * rsa;
+    const float *a5 = A + (mr > 5 ? 5 : 0) * rsa;
+    for (int64_t k = 0; k < K; ++k) {
+        const __m256 b0 = _mm256_loadu_ps(Bp + k * DRE_NR);
+        const __m256 b1 = _mm256_loadu_ps(Bp + k * DRE_NR + 8);
+        const int64_t o = k * csa;
+        __m256 a;
+        a = _mm256_broadcast_ss(a0 + o); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+        a = _mm256_broadcast_ss(a1 + o); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+        a = _mm256_broadcast_ss(a2 + o); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+        a = _mm256_broadcast_ss(a3 + o); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+        a = _mm256_broadcast_ss(a4 + o); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+        a = _mm256_broadcast_ss(a5 + o); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+    }
+    __m256 acc[AVX2_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+    for (int64_t i = 0; i < mr; ++i) {
+        float *c = C + i * ldc;
+        if (nr == DRE_NR) {
+            __m256 r0 = _mm256_mul_ps(va, acc[i][0]), r1 = _mm256_mul_ps(va, acc[i][1]);
+            if (beta != 0.0f) {
+                r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), r0);
+                r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + 8), r1);
+            }
+            _mm256_storeu_ps(c, r0);
+            _mm256_storeu_ps(c + 8, r1);
+        } else {
+            float tmp[DRE_NR];
+            _mm256_storeu_ps(tmp, acc[i][0]);
+            _mm256_storeu_ps(tmp + 8, acc[i][1]);
+            for (int64_t j = 0; j < nr; ++j)
+                c[j] = (beta == 0.0f) ? alpha * tmp[j] : alpha * tmp[j] + beta * c[j];
+        }
+    }
+}
+
+/* ---- gemv: 4 rows at a time, two accumulators each ---- */
+
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline __m256i tail_mask(int64_t rem) { /* rem in [0, 8) lanes on */
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), lane);
+}
+
+void dre__gemv_avx2(int64_t n, int64_t D, const float *W, int64_t ldw,
+                      const int32_t *idx, const float *x, const float *bias, float *y) {
+    const int64_t D16 = D & ~(int64_t)15, D8 = D & ~(int64_t)7, rem = D - D8;
+    const __m256i m = tail_mask(rem);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        int64_t r[4];
+        const float *w[4];
+        for (int q = 0; q < 4; ++q) {
+            r[q] = idx ? (int64_t)idx[i + q] : i + q;
+            w[q] = W + r[q] * ldw;
+        }
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+        __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+        __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
+        __m256 t2 = _mm256_setzero_ps(), t3 = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k < D16; k += 16) {
+            const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[0] + k), x0, s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w[1] + k), x0, s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w[2] + k), x0, s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w[3] + k), x0, s3);
+            t0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[0] + k + 8), x1, t0);
+            t1 = _mm256_fmadd_ps(_mm256_loadu_ps(w[1] + k + 8), x1, t1);
+            t2 = _mm256_fmadd_ps(_mm256_loadu_ps(w[2] + k + 8), x1, t2);
+            t3 = _mm256_fmadd_ps(_mm256_loadu_ps(w[3] + k + 8), x1, t3);
+        }
+        for (; k < D8; k += 8) {
+            const __m256 x0 = _mm256_loadu_ps(x + k);
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[0] + k), x0, s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w[1] + k), x0, s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w[2] + k), x0, s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w[3] + k), x0, s3);
+        }
+        if (rem) { /* masked loads never touch memory past the row's end */
+            const __m256 x0 = _mm256_maskload_ps(x + k, m);
+            s0 = _mm256_fmadd_ps(_mm256_maskload_ps(w[0] + k, m), x0, s0);
+            s1 = _mm256_fmadd_ps(_mm256_maskload_ps(w[1] + k, m), x0, s1);
+            s2 = _mm256_fmadd_ps(_mm256_maskload_ps(w[2] + k, m), x0, s2);
+            s3 = _mm256_fmadd_ps(_mm256_maskload_ps(w[3] + k, m), x0, s3);
+        }
+        y[i + 0] = hsum256(_mm256_add_ps(s0, t0)) + (bias ? bias[r[0]] : 0.0f);
+        y[i + 1] = hsum256(_mm256_add_ps(s1, t1)) + (bias ? bias[r[1]] : 0.0f);
+        y[i + 2] = hsum256(_mm256_add_ps(s2, t2)) + (bias ? bias[r[2]] : 0.0f);
+        y[i + 3] = hsum256(_mm256_add_ps(s3, t3)) + (bias ? bias[r[3]] : 0.0f);
+    }
+    for (; i < n; ++i) {
+        const int64_t r = idx ? (int64_t)idx[i] : i;
+        const float *w = W + r * ldw;
+        __m256 s = _mm256_setzero_ps();
+        int64_t k = 0;
+        for (; k < D8; k += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), s);
+        if (rem) s = _mm256_fmadd_ps(_mm256_maskload_ps(w + k, m), _mm256_maskload_ps(x + k, m), s);
+        y[i] = hsum256(s) + (bias ? bias[r] : 0.0f);
+    }
+}
+
+/* ---- activations ---- */
+
+/* exp(x) for float lanes: Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2,
+ * and the Cephes expf polynomial (about 1 ulp); inputs clamped to
+ * [-87.3, 88.0] so 2^n stays a normal float (round(88 log2 e) = 127). */
+static inline __m256 exp256(__m256 x) {
+    const __m256 hi = _mm256_set1_ps(88.0f), lo = _mm256_set1_ps(-87.3365478515625f);
+    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+    const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+static inline __m256 sigmoid256(__m256 x) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+/* tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|): no overflow for any
+ * x; absolute error a few 1e-8 (relative accuracy degrades only for
+ * |x| < 1e-3, where tanh(x) ~ x is tiny anyway). */
+static inline __m256 tanh256(__m256 x) {
+    const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0f));
+    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 e = exp256(_mm256_mul_ps(ax, _mm256_set1_ps(-2.0f)));
+    const __m256 t = _mm256_div_ps(_mm256_sub_ps(one, e), _mm256_add_ps(one, e));
+    return _mm256_or_ps(t, sign);
+}
+
+void dre__gru_gates_avx2(int64_t H, const float *gi, const float *gh,
+                           const float *h, float *h_out, float *cache) {
+    for (int64_t j = 0; j < H; j += 8) {
+        const int64_t rem = H - j;
+        if (rem >= 8) {
+            const __m256 r = sigmoid256(_mm256_add_ps(_mm256_loadu_ps(gi + j), _mm256_loadu_ps(gh + j)));
+            const __m256 z = sigmoid256(_mm256_add_ps(_mm256_loadu_ps(gi + H + j), _mm256_loadu_ps(gh + H + j)));
+            const __m256 ghn = _mm256_loadu_ps(gh + 2 * H + j);
+            const __m256 n = tanh256(_mm256_fmadd_ps(r, ghn, _mm256_loadu_ps(gi + 2 * H + j)));
+            const __m256 hp = _mm256_loadu_ps(h + j);
+            if (cache) {
+                _mm256_storeu_ps(cache + j, r);
+                _mm256_storeu_ps(cache + H + j, z);
+                _mm256_storeu_ps(cache + 2 * H + j, n);
+                _mm256_storeu_ps(cache + 3 * H + j, ghn);
+            }
+            _mm256_storeu_ps(h_out + j, _mm256_fmadd_ps(z, _mm256_sub_ps(hp, n), n));
+        } else {
+            /* same math on a masked tail: identical rounding for every lane */
+            const __m256i m = tail_mask(rem);
+            const __m256 r = sigmoid256(_mm256_add_ps(_mm256_maskload_ps(gi + j, m), _mm256_maskload_ps(gh + j, m)));
+            const __m256 z = sigmoid256(_mm256_add_ps(_mm256_maskload_ps(gi + H + j, m), _mm256_maskload_ps(gh + H + j, m)));
+            const __m256 ghn = _mm256_maskload_ps(gh + 2 * H + j, m);
+            const __m256 n = tanh256(_mm256_fmadd_ps(r, ghn, _mm256_maskload_ps(gi + 2 * H + j, m)));
+            const __m256 hp = _mm256_maskload_ps(h + j, m);
+            if (cache) {
+                _mm256_maskstore_ps(cache + j, m, r);
+                _mm256_maskstore_ps(cache + H + j, m, z);
+                _mm256_maskstore_ps(cache + 2 * H + j, m, n);
+                _mm256_maskstore_ps(cache + 3 * H + j, m, ghn);
+            }
+            _mm256_maskstore_ps(h_out + j, m, _mm256_fmadd_ps(z, _mm256_sub_ps(hp, n), n));
+        }
+    }
+}
+
+static const dre_kernels dre__avx2_table = {
+    DRE_PATH_AVX2, AVX2_MR, gemm_tile_avx2, dre__gemv_avx2, dre__gru_gates_avx2,
+};
+
+#if defined(__clang__)
+#  pragma clang attribute pop
+#else
+#  pragma GCC pop_options
+#endif
+
+const dre_kernels *dre__kernels_avx2(void) { return &dre__avx2_table; }
+
+#else /* not x86-64 */
+
+const dre_kernels *dre__kernels_avx2(void) { return 0; }
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * kernels_avx512.c -- AVX-512F GEMM tile for x86-64.
+ *
+ * A packed-B panel row (DRE_NR = 16 floats) is exactly one ZMM register, so
+ * the tile is 12 rows x 16 columns with 12 accumulators, each k step one
+ * panel load and 12 broadcast-FMAs.  Doubling the FMA width pays where the
+ * GRU is GEMM-bound (bench/); gemv and the gate math reuse the AVX2 code.
+ * Compiled under a target region like kernels_avx2.c; selected only after
+ * cpuid + xgetbv (ZMM state) checks.
+ */
+#include "internal.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+
+#if defined(__clang__)
+#  pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+#else
+#  pragma GCC push_options
+#  pragma GCC target("avx512f,avx2,fma")
+#endif
+
+#include <immintrin.h>
+
+#define AVX512_MR 12
+
+static void gemm_tile_avx512(int64_t mr, int64_t nr, int64_t K,
+                             const float *A, int64_t rsa, int64_t csa,
+                             const float *Bp, float alpha, float beta,
+                             float *C, int64_t ldc) {
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    __m512 c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    /* rows past mr read row 0 again (valid memory); never stored */
+    const int64_t o1 = (mr > 1 ? 1 : 0) * rsa, o2 = (mr > 2 ? 2 : 0) * rsa;
+    const int64_t o3 = (mr > 3 ? 3 : 0) * rsa, o4 = (mr > 4 ? 4 : 0) * rsa;
+    const int64_t o5 = (mr > 5 ? 5 : 0) * rsa, o6 = (mr > 6 ? 6 : 0) * rsa;
+    const int64_t o7 = (mr > 7 ? 7 : 0) * rsa, o8 = (mr > 8 ? 8 : 0) * rsa;
+    const int64_t o9 = (mr > 9 ? 9 : 0) * rsa, o10 = (mr > 10 ? 10 : 0) * rsa;
+    const int64_t o11 = (mr > 11 ? 11 : 0) * rsa;
+    const float *a = A;
+    for (int64_t k = 0; k < K; ++k, a += csa) {
+        const __m512 b = _mm512_loadu_ps(Bp + k * DRE_NR);
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(a[0]), b, c0);
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(a[o1]), b, c1);
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(a[o2]), b, c2);
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(a[o3]), b, c3);
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(a[o4]), b, c4);
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(a[o5]), b, c5);
+        c6 = _mm512_fmadd_ps(_mm512_set1_ps(a[o6]), b, c6);
+        c7 = _mm512_fmadd_ps(_mm512_set1_ps(a[o7]), b, c7);
+        c8 = _mm512_fmadd_ps(_mm512_set1_ps(a[o8]), b, c8);
+        c9 = _mm512_fmadd_ps(_mm512_set1_ps(a[o9]), b, c9);
+        c10 = _mm512_fmadd_ps(_mm512_set1_ps(a[o10]), b, c10);
+        c11 = _mm512_fmadd_ps(_mm512_set1_ps(a[o11]), b, c11);
+    }
+    const __m512 acc[AVX512_MR] = {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11};
+    /* masked loads/stores never touch columns past nr (fault-suppressing) */
+    const __mmask16 m = (__mmask16)((nr >= 16) ? 0xFFFFu : ((1u << nr) - 1u));
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int64_t i = 0; i < mr; ++i) {
+        float *c = C + i * ldc;
+        __m512 r = _mm512_mul_ps(va, acc[i]);
+        if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), r);
+        _mm512_mask_storeu_ps(c, m, r);
+    }
+}
+
+static const dre_kernels dre__avx512_table = {
+    DRE_PATH_AVX512, AVX512_MR, gemm_tile_avx512, dre__gemv_avx2, dre__gru_gates_avx2,
+};
+
+#if defined(__clang__)
+#  pragma clang attribute pop
+#else
+#  pragma GCC pop_options
+#endif
+
+const dre_kernels *dre__kernels_avx512(void) { return &dre__avx512_table; }
+
+#else /* not x86-64 */
+
+const dre_kernels *dre__kernels_avx512(void) { return 0; }
+
+#endif

@@ -1,0 +1,592 @@
+"""Training engine shared by on-device fine-tuning and the cloud trainer.
+
+Everything here is numpy plus the C kernels (:mod:`deeprec_edge.kernels`):
+
+- :class:`Params` -- the model's arrays, float32, mutable in place;
+- :func:`make_segments` -- cut a click sequence into windows (at session
+  starts when states reset, and every ``window`` clicks);
+- :func:`run_segments` -- exact forward of a stack of GRU layers over
+  segments, batched in *waves* (the k-th window of every stream at once), so
+  that a 100,000-click history never needs more than one window batch of
+  activations in memory;
+- :class:`NegativeSampler` -- negatives drawn proportionally to
+  popularity^alpha, optionally mixed with a candidate set, with the log
+  sampling probabilities for logQ correction;
+- :class:`Trainer` -- truncated BPTT over shuffled windows with the sampled
+  softmax (or BPR-max) loss, for the top ``n_trainable`` layers and the head
+  (and, for the cloud trainer, embeddings and the output table).
+
+Truncated BPTT uses *epoch-start states*: at the start of an epoch one
+forward pass (no gradients) computes each window's initial state for every
+trainable layer; windows are then independent and can be shuffled and
+batched freely.  A window's gradient stops at its start, as in any truncated
+BPTT; the initial states lag the weights by at most one epoch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from . import kernels as K
+
+__all__ = [
+    "Params",
+    "Segments",
+    "make_segments",
+    "next_targets",
+    "run_segments",
+    "NegativeSampler",
+    "TrainConfig",
+    "Trainer",
+]
+
+F32 = np.float32
+
+
+# --------------------------------------------------------------------------
+# parameters
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Params:
+    """The arrays of a GRU next-item model (float32, C-contiguous).
+
+    ``layers[l] = [W_ih, W_hh, b_ih, b_hh]`` with PyTorch layout and gate
+    order r, z, n.  ``O is None`` means tied embeddings (``O = E``).
+    """
+
+    E: np.ndarray
+    layers: List[List[np.ndarray]]
+    W_p: np.ndarray
+    b_p: np.ndarray
+    O: Optional[np.ndarray]
+    b_out: np.ndarray
+    activation: str = "tanh"
+
+    @property
+    def out_table(self) -> np.ndarray:
+        """The output item table (``E`` when tied)."""
+        return self.E if self.O is None else self.O
+
+    @property
+    def n_items(self) -> int:
+        return int(self.E.shape[0])
+
+    @property
+    def hidden_sizes(self) -> List[int]:
+        return [int(l[1].shape[1]) for l in self.layers]
+
+    def copy(self) -> "Params":
+        """A deep copy (fine-tuning never mutates the caller's model)."""
+        return Params(
+            self.E.copy(),
+            [[a.copy() for a in layer] for layer in self.layers],
+            self.W_p.copy(),
+            self.b_p.copy(),
+            None if self.O is None else self.O.copy(),
+            self.b_out.copy(),
+            self.activation,
+        )
+
+
+# --------------------------------------------------------------------------
+# segments and targets
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Segments:
+    """Windows of a click sequence.
+
+    ``start[s]``, ``length[s]``: the clicks ``start .. start+length-1``.
+    ``prev[s]``: the segment whose final state is this one's initial state,
+    or -1 for a zero initial state (a session start when states reset, or
+    the beginning of the sequence).  Segments are in sequence order, so
+    ``prev[s] < s``.
+    """
+
+    start: np.ndarray
+    length: np.ndarray
+    prev: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.start.shape[0])
+
+
+def make_segments(n: int, session_start: Optional[np.ndarray], window: int,
+                  reset_at_sessions: bool = True) -> Segments:
+    """Cut ``n`` clicks into windows of at most ``window`` clicks.
+
+    With ``reset_at_sessions`` a window never spans a session start (the
+    state resets there, so a new session begins from a zero state);
+    otherwise the state is carried through the whole sequence.
+    """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    if n == 0:
+        e = np.zeros(0, np.int64)
+        return Segments(e, e.copy(), e.copy())
+    if session_start is None or not reset_at_sessions:
+        bounds = np.array([0], np.int64)
+    else:
+        bounds = np.flatnonzero(np.asarray(session_start, bool)).astype(np.int64)
+        if bounds.size == 0 or bounds[0] != 0:
+            bounds = np.concatenate([[0], bounds])
+    ends = np.concatenate([bounds[1:], [n]])
+    starts, lengths, prevs = [], [], []
+    for b, e in zip(bounds.tolist(), ends.tolist()):
+        s = b
+        first = True
+        while s < e:
+            ln = min(window, e - s)
+            starts.append(s)
+            lengths.append(ln)
+            prevs.append(-1 if first else len(starts) - 2)
+            first = False
+            s += ln
+    return Segments(np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
+                    np.asarray(prevs, np.int64))
+
+
+def next_targets(items: np.ndarray, session_start: Optional[np.ndarray],
+                 reset_at_sessions: bool = True, limit: Optional[int] = None) -> np.ndarray:
+    """Target of each click: the next click's item, or -1.
+
+    A click has no target if it is the last one (or the last before
+    ``limit``), or, when states reset at sessions, the last of its session.
+    """
+    n = items.shape[0]
+    t = np.full(n, -1, np.int32)
+    if n > 1:
+        t[:-1] = items[1:]
+        if reset_at_sessions and session_start is not None:
+            ss = np.asarray(session_start, bool)
+            t[:-1][ss[1:]] = -1
+    if limit is not None and limit < n:
+        t[max(limit - 1, 0):] = -1
+    return t
+
+
+def _waves(seg: Segments) -> List[np.ndarray]:
+    """Group segments by depth (number of predecessors): each group's
+    segments are independent given the previous groups' final states."""
+    depth = np.zeros(len(seg), np.int64)
+    prev = seg.prev
+    for s in range(len(seg)):  # prev[s] < s, one pass suffices
+        if prev[s] >= 0:
+            depth[s] = depth[prev[s]] + 1
+    order = np.argsort(depth, kind="stable")
+    bounds = np.flatnonzero(np.diff(depth[order])) + 1
+    return [g for g in np.split(order, bounds) if g.size]
+
+
+def _batch_positions(seg: Segments, group: np.ndarray):
+    """Time-major click positions of a batch of segments, sorted by length
+    (descending, so the GRU kernels work on a prefix of active rows).
+    Returns (group_sorted, T, lengths int32 [B], pos int64 [T, B] (-1 pads))."""
+    order = np.argsort(-seg.length[group], kind="stable")
+    g = group[order]
+    lengths = seg.length[g].astype(np.int32)
+    T = int(lengths.max()) if g.size else 0
+    t = np.arange(T)[:, None]
+    pos = seg.start[g][None, :] + t
+    pos = np.where(t < lengths[None, :], pos, -1)
+    return g, T, lengths, pos
+
+
+def run_segments(params: Params, layer_ids: Sequence[int], inputs: Callable[[np.ndarray], np.ndarray],
+                 seg: Segments, out: Optional[np.ndarray] = None, max_batch: int = 256,
+                 keep_states: bool = False):
+    """Exact forward (no gradients) of GRU layers ``layer_ids`` over segments.
+
+    ``inputs(pos)`` returns the first layer's inputs for click positions
+    ``pos`` (int64 [T, B], -1 for padding, whose rows may be anything
+    finite) as float32 [T, B, I].  The last layer's outputs are written to
+    ``out[pos]`` when ``out`` is given.  With ``keep_states`` returns a list
+    (per layer) of float32 [n_segments, H] initial states of each segment.
+    """
+    nseg = len(seg)
+    Hs = [int(params.layers[l][1].shape[1]) for l in layer_ids]
+    h_end = [np.zeros((nseg, H), F32) for H in Hs]
+    h_start = [np.zeros((nseg, H), F32) for H in Hs] if keep_states else None
+    for wave in _waves(seg):
+        for c in range(0, wave.size, max_batch):
+            g, T, lengths, pos = _batch_positions(seg, wave[c:c + max_batch])
+            x = inputs(pos)
+            prev = seg.prev[g]
+            has_prev = prev >= 0
+            for j, l in enumerate(layer_ids):
+                W_ih, W_hh, b_ih, b_hh = params.layers[l]
+                h0 = np.zeros((g.size, Hs[j]), F32)
+                if has_prev.any():
+                    h0[has_prev] = h_end[j][prev[has_prev]]
+                if keep_states:
+                    h_start[j][g] = h0
+                x, h_n, _ = K.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=h0, lengths=lengths)
+                h_end[j][g] = h_n
+            if out is not None:
+                valid = pos >= 0
+                out[pos[valid]] = x[valid]
+    return h_start
+
+
+# --------------------------------------------------------------------------
+# negatives
+# --------------------------------------------------------------------------
+
+
+class NegativeSampler:
+    """Negatives drawn proportionally to ``popularity ** alpha``.
+
+    With a candidate set, a share ``candidate_share`` of the probability
+    mass goes uniformly to the candidates (device-side fine-tuning: the
+    items the user will actually be ranked among).  ``logq(items)`` gives
+    the log of each item's sampling probability for logQ correction.  A
+    floor of 1e-3 of the uniform mass keeps every item's probability
+    positive, so logQ stays finite for never-seen items.
+    """
+
+    def __init__(self, popularity: np.ndarray, alpha: float = 0.75,
+                 candidates: Optional[np.ndarray] = None, candidate_share: float = 0.5,
+                 rng: Optional[np.random.Generator] = None):
+        pop = np.asarray(popularity, np.float64)
+        n = pop.shape[0]
+        if n == 0:
+            raise ValueError("cannot sample negatives from an empty item table")
+        w = np.power(np.maximum(pop, 0.0), alpha)
+        s = w.sum()
+        p = w / s if s > 0 else np.full(n, 1.0 / n)
+        if candidates is not None and len(candidates) > 0:
+            c = np.zeros(n)
+            c[np.asarray(candidates, np.int64)] = 1.0
+            p = (1.0 - candidate_share) * p + candidate_share * c / c.sum()
+        p = (1.0 - 1e-3) * p + 1e-3 / n
+        self.p = p
+        self.cdf = np.cumsum(p)
+        self.cdf /= self.cdf[-1]
+        self._logp = np.log(p).astype(F32)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+
+    def sample(self, k: int) -> np.ndarray:
+        """``k`` item indices (int32), with replacement."""
+        u = self.rng.random(k)
+        return np.minimum(np.searchsorted(self.cdf, u, side="right"), self.p.shape[0] - 1).astype(np.int32)
+
+    def logq(self, items: np.ndarray) -> np.ndarray:
+        """log sampling probability of each item (float32)."""
+        return self._logp[items]
+
+
+# --------------------------------------------------------------------------
+# optimiser state
+# --------------------------------------------------------------------------
+
+
+class _Optimizer:
+    """Adagrad / Adam / SGD over dense arrays and sparse table rows."""
+
+    def __init__(self, kind: str, lr: float, momentum: float = 0.0, eps: float = 1e-6,
+                 beta1: float = 0.9, beta2: float = 0.999):
+        if kind not in ("adagrad", "adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adagrad', 'adam' or 'sgd', got {kind!r}")
+        self.kind, self.lr, self.momentum, self.eps = kind, lr, momentum, eps
+        self.beta1, self.beta2 = beta1, beta2
+        self.state = {}
+        self.step_no = 0
+
+    def _slots(self, key, p):
+        st = self.state.get(key)
+        if st is None:
+            if self.kind == "adam":
+                st = (np.zeros_like(p), np.zeros_like(p))
+            elif self.kind == "adagrad":
+                st = (np.zeros_like(p),)
+            else:
+                st = (np.zeros_like(p),) if self.momentum > 0 else ()
+            self.state[key] = st
+        return st
+
+    def begin_step(self):
+        self.step_no += 1
+
+    def dense(self, key, p, g):
+        st = self._slots(key, p)
+        pf, gf = p.reshape(-1), g.reshape(-1)
+        if self.kind == "adagrad":
+            K.adagrad_step(pf, gf, st[0].reshape(-1), self.lr, self.eps)
+        elif self.kind == "adam":
+            K.adam_step(pf, gf, st[0].reshape(-1), st[1].reshape(-1), self.step_no, self.lr,
+                        self.beta1, self.beta2, 1e-8)
+        else:
+            K.sgd_step(pf, gf, self.lr, velocity=st[0].reshape(-1) if st else None,
+                       momentum=self.momentum)
+
+    def rows(self, key, table, rows, grad_rows):
+        st = self._slots(key, table)
+        if self.kind == "adagrad":
+            K.adagrad_rows(table, st[0], rows, grad_rows, self.lr, self.eps)
+        elif self.kind == "adam":
+            K.adam_rows(table, st[0], st[1], rows, grad_rows, self.step_no, self.lr,
+                        self.beta1, self.beta2, 1e-8)
+        else:
+            K.sgd_rows(table, rows, grad_rows, self.lr)
+
+
+def _sum_rows(idx: np.ndarray, grads: np.ndarray):
+    """Unique row ids and the summed gradient of each (sparse updates must
+    list each row once)."""
+    uniq, inv = np.unique(idx, return_inverse=True)
+    out = np.zeros((uniq.size, grads.shape[1]), F32)
+    np.add.at(out, inv, grads)
+    return uniq.astype(np.int32), out
+
+
+# --------------------------------------------------------------------------
+# trainer
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of :class:`Trainer` (defaults: GRU4Rec-like)."""
+
+    epochs: int = 5
+    window: int = 20
+    batch_size: int = 32
+    n_negatives: int = 256
+    alpha: float = 0.75
+    loss: str = "xe"                 # "xe" (sampled softmax + logQ) or "bpr-max"
+    logq: float = 1.0                # weight of the logQ correction (xe)
+    bpreg: float = 1.0               # BPR-max score regulariser
+    optimizer: str = "adagrad"
+    lr: float = 0.05
+    momentum: float = 0.0
+    clip_norm: float = 0.0           # global-norm clipping (0: off)
+    candidate_share: float = 0.5
+    seed: int = 0
+    train_embeddings: bool = False   # E and O/b rows (cloud trainer)
+    dropout_in: float = 0.0          # dropout on the first layer's input (cloud trainer)
+    dropout_hidden: float = 0.0      # dropout on the last layer's output (cloud trainer)
+
+
+class Trainer:
+    """Truncated-BPTT training of the top ``n_trainable`` GRU layers + head.
+
+    ``items`` are dense item indices in time order, ``session_start`` a bool
+    array (or None), ``train_limit`` the number of leading clicks whose
+    targets may be trained on (later clicks are held out).  Layers below the
+    trainable ones are frozen: their outputs over the history are computed
+    once here and reused every epoch.
+    """
+
+    def __init__(self, params: Params, items: np.ndarray, session_start: Optional[np.ndarray],
+                 config: TrainConfig, n_trainable: int = 1, reset_at_sessions: bool = True,
+                 popularity: Optional[np.ndarray] = None, candidates: Optional[np.ndarray] = None,
+                 train_limit: Optional[int] = None):
+        L = len(params.layers)
+        if not 1 <= n_trainable <= L:
+            raise ValueError(f"n_trainable must be in [1, {L}], got {n_trainable}")
+        if config.train_embeddings and n_trainable != L:
+            raise ValueError("training embeddings needs every layer trainable")
+        self.p = params
+        self.cfg = config
+        self.items = np.ascontiguousarray(items, np.int32)
+        self.n = int(self.items.shape[0])
+        self.session_start = session_start
+        self.reset = reset_at_sessions
+        self.first = L - n_trainable
+        self.trainable = list(range(self.first, L))
+        self.rng = np.random.default_rng(config.seed)
+        pop = popularity if popularity is not None else np.ones(params.n_items)
+        self.sampler = NegativeSampler(pop, config.alpha, candidates, config.candidate_share,
+                                       rng=self.rng)
+        self.targets = next_targets(self.items, session_start, reset_at_sessions, train_limit)
+        self.seg = make_segments(self.n, session_start, config.window, reset_at_sessions)
+        # keep only windows with at least one target
+        self.opt = _Optimizer(config.optimizer, config.lr, config.momentum)
+        self.X = None
+        if self.first > 0:
+            # frozen lower layers: outputs over the whole history, once
+            H = params.hidden_sizes[self.first - 1]
+            self.X = np.zeros((self.n, H), F32)
+            seg_exact = make_segments(self.n, session_start, 1024, reset_at_sessions)
+            run_segments(params, list(range(self.first)), self._embed, seg_exact, out=self.X)
+
+    # ---- inputs ----
+    def _embed(self, pos: np.ndarray) -> np.ndarray:
+        idx = np.where(pos >= 0, self.items[np.maximum(pos, 0)], 0)
+        return self.p.E[idx]
+
+    def _layer_input(self, pos: np.ndarray) -> np.ndarray:
+        if self.X is None:
+            return self._embed(pos)
+        return self.X[np.maximum(pos, 0)]
+
+    # ---- one epoch ----
+    def epoch(self, progress: Optional[Callable[[int, int, float], None]] = None) -> float:
+        """One pass over the training windows; returns the mean loss."""
+        cfg, p = self.cfg, self.p
+        h_start = run_segments(p, self.trainable, self._layer_input, self.seg, keep_states=True)
+        has_t = np.zeros(len(self.seg), bool)
+        tpos = np.flatnonzero(self.targets >= 0)
+        if tpos.size:
+            has_t[np.searchsorted(self.seg.start, tpos, side="right") - 1] = True
+        order = np.flatnonzero(has_t)
+        self.rng.shuffle(order)
+        total, count = 0.0, 0
+        nb = max(1, math.ceil(order.size / cfg.batch_size))
+        for bi in range(0, order.size, cfg.batch_size):
+            g = order[bi:bi + cfg.batch_size]
+            loss, npos = self._step(g, h_start)
+            total += loss * npos
+            count += npos
+            if progress is not None:
+                progress(bi // cfg.batch_size + 1, nb, total / max(count, 1))
+        return total / max(count, 1)
+
+    def _dropout_mask(self, shape, rate: float) -> Optional[np.ndarray]:
+        """Inverted-dropout mask (None when off)."""
+        if rate <= 0:
+            return None
+        return (self.rng.random(shape) >= rate).astype(F32) / F32(1.0 - rate)
+
+    def _step(self, group: np.ndarray, h_start) -> tuple:
+        cfg, p = self.cfg, self.p
+        g, T, lengths, pos = _batch_positions(self.seg, group)
+        B = g.size
+        x0 = self._layer_input(pos)
+        mask_in = self._dropout_mask(x0.shape, cfg.dropout_in) if cfg.train_embeddings else None
+        if mask_in is not None:
+            x0 = x0 * mask_in
+        xs, ys, caches, h0s = [x0], [], [], []
+        x = x0
+        for j, l in enumerate(self.trainable):
+            W_ih, W_hh, b_ih, b_hh = p.layers[l]
+            h0 = np.ascontiguousarray(h_start[j][g])
+            y, _, cache = K.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=h0, lengths=lengths,
+                                        keep_cache=True)
+            h0s.append(h0)
+            ys.append(y)
+            caches.append(cache)
+            x = y
+            xs.append(y)
+        tgt = np.where(pos >= 0, self.targets[np.maximum(pos, 0)], -1)
+        tsel = np.flatnonzero(tgt.reshape(-1) >= 0)
+        P = tsel.size
+        if P == 0:
+            return 0.0, 0
+        H = ys[-1].shape[2]
+        hid = ys[-1].reshape(-1, H)[tsel]
+        mask = self._dropout_mask(hid.shape, cfg.dropout_hidden)
+        if mask is not None:
+            hid = hid * mask
+        hid = np.ascontiguousarray(hid)
+        u = K.head_forward(hid, p.W_p, p.b_p, p.activation)
+        # columns: every target of the batch, then shared negatives
+        t_items = tgt.reshape(-1)[tsel].astype(np.int32)
+        negs = self.sampler.sample(cfg.n_negatives)
+        cols = np.concatenate([t_items, negs]).astype(np.int32)
+        Otab = p.out_table
+        O_s = Otab[cols]
+        b_s = p.b_out[cols]
+        logq = None
+        if cfg.loss == "xe" and cfg.logq > 0:
+            logq = np.ascontiguousarray(self.sampler.logq(cols) * F32(cfg.logq))
+        target_col = np.arange(P, dtype=np.int32)
+        need_out = cfg.train_embeddings
+        loss, _, dU, dO_s, db_s = K.sampled_loss(
+            u, O_s, target_col, b_s=b_s, col_ids=cols, logq=logq, loss=cfg.loss, bpreg=cfg.bpreg,
+            dO_s=np.zeros_like(O_s) if need_out else None,
+            db_s=np.zeros_like(b_s) if need_out else None)
+        self.opt.begin_step()
+        dW_p = np.zeros_like(p.W_p)
+        db_p = np.zeros_like(p.b_p)
+        dh, _, _ = K.head_backward(hid, p.W_p, u, dU, p.activation, dW_p=dW_p, db_p=db_p)
+        if mask is not None:
+            dh *= mask
+        dy = np.zeros((T * B, H), F32)
+        dy[tsel] = dh
+        dy = dy.reshape(T, B, H)
+        grads = []
+        for j in range(len(self.trainable) - 1, -1, -1):
+            l = self.trainable[j]
+            W_ih, W_hh, _, _ = p.layers[l]
+            need_dx = j > 0 or cfg.train_embeddings
+            dx, _, dW_ih, dW_hh, db_ih, db_hh = K.gru_backward(
+                xs[j], W_ih, W_hh, ys[j], caches[j], dy=dy, h0=h0s[j], lengths=lengths,
+                need_dx=need_dx)
+            grads.append((l, dW_ih, dW_hh, db_ih, db_hh))
+            dy = dx
+        dense = [dW_p, db_p] + [a for gr in grads for a in gr[1:]]
+        if cfg.clip_norm > 0:
+            K.clip_by_global_norm(dense, cfg.clip_norm)
+        self.opt.dense("W_p", p.W_p, dW_p)
+        self.opt.dense("b_p", p.b_p, db_p)
+        for l, dW_ih, dW_hh, db_ih, db_hh in grads:
+            for name, prm, gr in zip(("W_ih", "W_hh", "b_ih", "b_hh"), p.layers[l],
+                                     (dW_ih, dW_hh, db_ih, db_hh)):
+                self.opt.dense(f"{name}{l}", prm, gr)
+        if cfg.train_embeddings:
+            # input embeddings: gradient of the first layer's input rows
+            if mask_in is not None:
+                dy = dy * mask_in
+            valid = pos.reshape(-1) >= 0
+            rows_in = self.items[pos.reshape(-1)[valid]]
+            g_in = dy.reshape(T * B, -1)[valid]
+            if p.O is None:
+                rows = np.concatenate([rows_in, cols])
+                gr = np.concatenate([g_in, dO_s])
+                r, gsum = _sum_rows(rows, gr)
+                self.opt.rows("E", p.E, r, gsum)
+            else:
+                r, gsum = _sum_rows(rows_in, g_in)
+                self.opt.rows("E", p.E, r, gsum)
+                r, gsum = _sum_rows(cols, dO_s)
+                self.opt.rows("O", p.O, r, gsum)
+            r, bsum = _sum_rows(cols, db_s[:, None])
+            self.opt.rows("b_out", p.b_out.reshape(-1, 1), r, bsum)
+        return float(loss), P
+
+
+# --------------------------------------------------------------------------
+# evaluation helpers
+# --------------------------------------------------------------------------
+
+
+def user_vectors(params: Params, items: np.ndarray, session_start: Optional[np.ndarray],
+                 positions: np.ndarray, reset_at_sessions: bool = True) -> np.ndarray:
+    """User embeddings u after each click in ``positions`` (exact states over
+    the whole sequence up to there).  float32 [len(positions), d]."""
+    items = np.ascontiguousarray(items, np.int32)
+    n = items.shape[0]
+    H = params.hidden_sizes[-1]
+    out = np.zeros((n, H), F32)
+    seg = make_segments(n, session_start, 1024, reset_at_sessions)
+
+    def embed(pos):
+        return params.E[np.where(pos >= 0, items[np.maximum(pos, 0)], 0)]
+
+    run_segments(params, list(range(len(params.layers))), embed, seg, out=out)
+    h = np.ascontiguousarray(out[positions])
+    return K.head_forward(h, params.W_p, params.b_p, params.activation)
+
+
+def ranks_full(params: Params, U: np.ndarray, targets: np.ndarray, chunk: int = 512):
+    """Rank of each target among all items (0 = best), optimistic and
+    conservative tie handling (DESIGN.md §9), by chunks of users."""
+    Otab = params.out_table
+    opt = np.zeros(targets.shape[0], np.int64)
+    cons = np.zeros(targets.shape[0], np.int64)
+    for c in range(0, U.shape[0], chunk):
+        S = K.sgemm(np.ascontiguousarray(U[c:c + chunk]), Otab, trans_b=True)
+        S += params.b_out[None, :]
+        t = targets[c:c + chunk]
+        ts = S[np.arange(t.size), t][:, None]
+        opt[c:c + chunk] = (S > ts).sum(1)
+        cons[c:c + chunk] = (S >= ts).sum(1) - 1
+    return opt, cons

@@ -1,0 +1,237 @@
+# Included at the end of _core.pyx (one extension module, so one dispatch
+# state shared with the other kernels).  The streaming hot path: one click
+# advances every GRU layer with the batch-1 step kernel and recomputes the
+# user vector, all in one call without the GIL; top-k ranks with the fused
+# scoring kernel.  The Python-level Session (deeprec_edge/session.py) adds
+# locking, item-id mapping and persistence on top.
+
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.math cimport tanhf
+from libc.string cimport memset, memcpy
+
+
+cdef class StreamCore:
+    """Streaming state of a stacked GRU and its dense head.
+
+    Parameters
+    ----------
+    E : float32 [N, e]
+        Input item embeddings.
+    layers : sequence of (W_ih, W_hh, b_ih, b_hh)
+        GRU layers (PyTorch layout, gate order r, z, n); layer 0 has input
+        size ``e``, layer l input size ``H_{l-1}``.
+    W_p, b_p : float32 [d, H_L], [d]
+        Dense head ``u = act(W_p h + b_p)``.
+    O, b_out : float32 [N, d], [N]
+        Output item table and bias: ``score(i) = O_i . u + b_out_i``.
+    activation : {"tanh", "identity"}
+
+    The arrays are referenced, not copied: do not modify them while the
+    object is in use.  Not thread-safe by itself (Session adds a lock).
+    """
+    cdef object _keep          # references keeping the arrays alive
+    cdef object _state         # float32 [sum(H)]: every layer's state
+    cdef object _u             # float32 [d]
+    cdef object _ws            # uint8 workspace of the largest step
+    cdef int64_t N, e, L, d, Hsum
+    cdef int64_t *ins
+    cdef int64_t *hs
+    cdef int64_t *offs
+    cdef const float **wih
+    cdef const float **whh
+    cdef const float **bih
+    cdef const float **bhh
+    cdef const float *E_p
+    cdef const float *Wp_p
+    cdef const float *bp_p
+    cdef const float *O_p
+    cdef const float *bo_p
+    cdef float *state_p
+    cdef float *u_p
+    cdef void *ws_p
+    cdef size_t ws_bytes
+    cdef bint tanh_act
+
+    def __cinit__(self, E, layers, W_p, b_p, O, b_out, activation="tanh"):
+        cdef Py_ssize_t dims[2]
+        cdef int64_t l, inp, H
+        self.ins = NULL
+        layers = list(layers)
+        if len(layers) < 1:
+            raise ValueError("layers: expected at least one GRU layer, got 0")
+        if activation not in ("tanh", "identity"):
+            raise ValueError(f"activation: expected 'tanh' or 'identity', got {activation!r}")
+        self.tanh_act = activation == "tanh"
+        dims[0] = -1; dims[1] = -1
+        _check(E, "E", _F32, 2, dims, "(N, e)")
+        self.N = dims[0]; self.e = dims[1]
+        self.L = len(layers)
+        self.ins = <int64_t *>PyMem_Malloc(3 * self.L * sizeof(int64_t))
+        self.wih = <const float **>PyMem_Malloc(4 * self.L * sizeof(float *))
+        if self.ins == NULL or self.wih == NULL:
+            raise MemoryError()
+        self.hs = self.ins + self.L
+        self.offs = self.ins + 2 * self.L
+        self.whh = self.wih + self.L
+        self.bih = self.wih + 2 * self.L
+        self.bhh = self.wih + 3 * self.L
+        keep = [E, W_p, b_p, O, b_out]
+        inp = self.e
+        self.Hsum = 0
+        cdef size_t ws_max = 0, ws
+        for l in range(self.L):
+            if len(layers[l]) != 4:
+                raise ValueError(f"layers[{l}]: expected (W_ih, W_hh, b_ih, b_hh), got {len(layers[l])} arrays")
+            W_ih, W_hh, b_ih, b_hh = layers[l]
+            dims[0] = -1; dims[1] = -1
+            _check(W_hh, f"layers[{l}].W_hh", _F32, 2, dims, "(3H, H)")
+            H = dims[1]
+            if dims[0] != 3 * H:
+                raise ValueError(f"layers[{l}].W_hh: expected shape (3H, H), got {tuple(W_hh.shape)}")
+            dims[0] = 3 * H; dims[1] = inp
+            _check(W_ih, f"layers[{l}].W_ih", _F32, 2, dims, f"(3H={3 * H}, I={inp})")
+            dims[0] = 3 * H
+            _check(b_ih, f"layers[{l}].b_ih", _F32, 1, dims, f"(3H={3 * H},)")
+            _check(b_hh, f"layers[{l}].b_hh", _F32, 1, dims, f"(3H={3 * H},)")
+            self.ins[l] = inp
+            self.hs[l] = H
+            self.offs[l] = self.Hsum
+            self.Hsum += H
+            self.wih[l] = _f(W_ih); self.whh[l] = _f(W_hh)
+            self.bih[l] = _f(b_ih); self.bhh[l] = _f(b_hh)
+            keep.extend([W_ih, W_hh, b_ih, b_hh])
+            ws = dre_gru_step_workspace_size(inp, H)
+            if ws > ws_max:
+                ws_max = ws
+            inp = H
+        dims[0] = -1; dims[1] = inp
+        _check(W_p, "W_p", _F32, 2, dims, f"(d, H={inp})")
+        self.d = dims[0]
+        _check(b_p, "b_p", _F32, 1, dims, f"(d={self.d},)")
+        dims[0] = self.N; dims[1] = self.d
+        _check(O, "O", _F32, 2, dims, f"(N={self.N}, d={self.d})")
+        _check(b_out, "b_out", _F32, 1, dims, f"(N={self.N},)")
+        self._keep = keep
+        self.E_p = _f(E); self.Wp_p = _f(W_p); self.bp_p = _f(b_p)
+        self.O_p = _f(O); self.bo_p = _f(b_out)
+        self._state = np.zeros(max(self.Hsum, 1), np.float32)
+        self._u = np.zeros(max(self.d, 1), np.float32)
+        self._ws = _workspace(ws_max)
+        self.state_p = _f(self._state)
+        self.u_p = _f(self._u)
+        self.ws_p = _data(self._ws)
+        self.ws_bytes = ws_max
+        self._head()
+
+    def __dealloc__(self):
+        PyMem_Free(self.ins)
+        PyMem_Free(self.wih)
+
+    cdef dre_status _head(self) noexcept nogil:
+        """u = act(W_p h_L + b_p): a d-row gemv through dre_score."""
+        cdef int64_t j
+        cdef dre_status st = dre_score(self.d, self.hs[self.L - 1], self.Wp_p, self.bp_p,
+                                       self.state_p + self.offs[self.L - 1], NULL, self.d,
+                                       self.u_p)
+        if st == DRE_OK and self.tanh_act:
+            for j in range(self.d):
+                self.u_p[j] = tanhf(self.u_p[j])
+        return st
+
+    @property
+    def n_items(self):
+        """Number of items N."""
+        return self.N
+
+    @property
+    def dim(self):
+        """User-vector size d."""
+        return self.d
+
+    def click(self, int64_t item):
+        """Advance every layer by one click on dense item index ``item``.
+
+        Raises IndexError for an index outside [0, N).
+        """
+        cdef int64_t l
+        cdef const float *x
+        cdef dre_status st = DRE_OK
+        if item < 0 or item >= self.N:
+            raise IndexError(f"click: item index {item} is outside [0, {self.N - 1}]")
+        with nogil:
+            x = self.E_p + item * self.e
+            for l in range(self.L):
+                st = dre_gru_step(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
+                                  self.wih[l], self.whh[l], self.bih[l], self.bhh[l],
+                                  self.state_p + self.offs[l], self.ws_p, self.ws_bytes)
+                if st != DRE_OK:
+                    break
+                x = self.state_p + self.offs[l]
+            if st == DRE_OK:
+                st = self._head()
+        if st != DRE_OK:
+            _raise_status(st, "StreamCore.click")
+
+    def reset(self):
+        """Zero every layer's state (a new session) and recompute u."""
+        memset(self.state_p, 0, self.Hsum * sizeof(float))
+        self._head()
+
+    def topk(self, int64_t k, idx=None, exclude=None):
+        """The ``k`` best items for the current user vector.
+
+        ``idx`` (int32 [n], None: every item) restricts the candidates;
+        ``exclude`` (uint8/bool [N]) marks items never returned.  Returns
+        ``(items int32 [m], scores float32 [m])``, best first, ties to the
+        lower index, ``m = min(k, eligible)``.
+        """
+        cdef Py_ssize_t dims[1]
+        cdef int64_t n = self.N, n_out = 0
+        cdef const int32_t *ip = NULL
+        cdef const uint8_t *xp = NULL
+        cdef dre_status st
+        if k < 0:
+            raise ValueError(f"k: expected k >= 0, got {k}")
+        if idx is not None:
+            dims[0] = -1
+            _check(idx, "idx", _I32, 1, dims, "(n,)")
+            n = dims[0]
+            ip = <const int32_t *>_data(idx)
+        if exclude is not None:
+            dims[0] = self.N
+            _check(exclude, "exclude", _MASK, 1, dims, f"(N={self.N},)")
+            xp = <const uint8_t *>_data(exclude)
+        cdef int64_t kk = k if k < n else n
+        out_i = np.empty(kk, np.int32)
+        out_s = np.empty(kk, np.float32)
+        cdef int32_t *oi = <int32_t *>_data(out_i) if kk > 0 else NULL
+        cdef float *os_ = _f(out_s) if kk > 0 else NULL
+        with nogil:
+            st = dre_score_topk(self.N, self.d, self.O_p, self.bo_p, self.u_p, ip, n, xp,
+                                kk, oi, os_, &n_out)
+        if st != DRE_OK:
+            _raise_status(st, "StreamCore.topk", "idx", idx, 0, self.N)
+        if n_out < kk:
+            return out_i[:n_out].copy(), out_s[:n_out].copy()
+        return out_i, out_s
+
+    @property
+    def user_vector(self):
+        """A copy of the current user vector u (float32 [d])."""
+        return self._u[:self.d].copy()
+
+    def get_state(self):
+        """A copy of every layer's state, concatenated (float32 [sum H])."""
+        return self._state[:self.Hsum].copy()
+
+    def set_state(self, state):
+        """Restore states saved by :meth:`get_state` (and recompute u)."""
+        a = np.asarray(state)
+        if a.dtype != np.float32 or a.ndim != 1 or a.shape[0] != self.Hsum:
+            raise ValueError(f"state: expected float32 array of shape ({self.Hsum},), "
+                             f"got {a.dtype} array of shape {a.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError("state: contains NaN or Inf")
+        a = np.ascontiguousarray(a)
+        memcpy(self.state_p, _f(a), self.Hsum * sizeof(float))
+        self._head()

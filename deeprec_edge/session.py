@@ -1,0 +1,172 @@
+"""Streaming sessions: one click at a time, recommendations in microseconds.
+
+A :class:`Session` keeps every GRU layer's state for one user.  ``click``
+advances all layers with the batch-1 step kernel and recomputes the user
+vector in a single C call; ``recommend`` ranks the candidates (or the whole
+catalogue) with the fused scoring + top-k kernel.  A session is safe to use
+from several threads (one lock per session), and its state can be saved and
+restored (``state_dict`` / ``load_state_dict``, or ``save`` / ``load`` to an
+``.npz`` written atomically).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Iterable, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._core import StreamCore
+from ._atomic import atomic_write
+
+__all__ = ["Session"]
+
+_STATE_FORMAT = "deeprec-edge/session"
+
+
+class Session:
+    """Streaming next-item recommendations for one user.
+
+    Parameters
+    ----------
+    model : deeprec_edge.model.Model
+        A global or personal model.
+    candidates : sequence of catalogue item ids, optional
+        Rank only these items (default: the whole catalogue).  Unknown ids
+        are ignored.
+    exclude_clicked : bool
+        Never recommend an item already clicked in this session (default
+        True).
+
+    Clicks carry an optional unix timestamp: a gap longer than the model's
+    session gap starts a new session (every layer's state is reset), unless
+    the model was trained with carried-over user state.
+    """
+
+    def __init__(self, model, candidates: Optional[Iterable] = None, exclude_clicked: bool = True):
+        from .model import params_of
+        p = params_of(model)
+        self.model = model
+        self._params = p
+        self._core = StreamCore(p.E, p.layers, p.W_p, p.b_p, p.out_table, p.b_out, p.activation)
+        self._lock = threading.Lock()
+        self._ids = np.asarray(model.item_ids)
+        self._index = {k: i for i, k in enumerate(self._ids.tolist())}
+        self._clicked = np.zeros(self._ids.shape[0], np.uint8)
+        self._history: list = []
+        self.exclude_clicked = bool(exclude_clicked)
+        self._cand = None if candidates is None else self._dense(candidates)
+        cfg = getattr(model, "config", {}) or {}
+        self.session_gap = float(cfg.get("session_gap_seconds", 3600.0))
+        self.carry_state = bool(cfg.get("carry_state", False))
+        self._last_time: Optional[float] = None
+
+    # -- ids ------------------------------------------------------------
+    def _dense(self, ids: Iterable) -> np.ndarray:
+        idx = [self._index[i] for i in ids if i in self._index]
+        return np.asarray(idx, np.int32)
+
+    def _lookup(self, item) -> int:
+        try:
+            return self._index[item]
+        except KeyError:
+            # accept numpy scalars and int-like strings for integer catalogues
+            key = item.item() if isinstance(item, np.generic) else item
+            if key in self._index:
+                return self._index[key]
+            raise KeyError(f"unknown item id {item!r}: not in the model's catalogue") from None
+
+    # -- streaming ------------------------------------------------------
+    def click(self, item, timestamp: Optional[float] = None) -> None:
+        """Record a click on catalogue item id ``item`` (at unix time
+        ``timestamp``, optional).  Raises KeyError for an unknown id."""
+        i = self._lookup(item)
+        with self._lock:
+            if (timestamp is not None and self._last_time is not None and not self.carry_state
+                    and timestamp - self._last_time > self.session_gap):
+                self._core.reset()
+                self._clicked[:] = 0
+            if timestamp is not None:
+                self._last_time = float(timestamp)
+            self._core.click(i)
+            self._clicked[i] = 1
+            self._history.append(i)
+
+    def recommend(self, k: int = 20, candidates: Optional[Iterable] = None,
+                  exclude_clicked: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best items now: ``(item ids, scores)``, best first.
+
+        ``candidates`` overrides the session's candidate list for this call.
+        """
+        cand = self._cand if candidates is None else self._dense(candidates)
+        excl = self.exclude_clicked if exclude_clicked is None else exclude_clicked
+        with self._lock:
+            idx, scores = self._core.topk(k, cand, self._clicked if excl else None)
+        return self._ids[idx], scores
+
+    def reset(self) -> None:
+        """Start a new session: zero every layer's state and forget clicks."""
+        with self._lock:
+            self._core.reset()
+            self._clicked[:] = 0
+            self._history.clear()
+            self._last_time = None
+
+    @property
+    def user_vector(self) -> np.ndarray:
+        """The current user embedding u (float32 [d])."""
+        with self._lock:
+            return self._core.user_vector
+
+    @property
+    def clicks(self) -> int:
+        """Number of clicks since the last reset."""
+        return len(self._history)
+
+    # -- persistence ----------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to resume: layer states, clicked items, last time."""
+        with self._lock:
+            return {
+                "state": self._core.get_state(),
+                "clicked": np.asarray(self._history, np.int32),
+                "last_time": np.float64(np.nan if self._last_time is None else self._last_time),
+            }
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore a :meth:`state_dict` taken from a session of the same model."""
+        clicked = np.asarray(d["clicked"])
+        if clicked.size and (clicked.min() < 0 or clicked.max() >= self._ids.shape[0]):
+            raise ValueError("session state: clicked item indices out of range for this model")
+        with self._lock:
+            self._core.set_state(np.asarray(d["state"], np.float32))
+            self._clicked[:] = 0
+            self._clicked[clicked.astype(np.int64)] = 1
+            self._history = clicked.astype(np.int64).tolist()
+            lt = float(d.get("last_time", np.nan))
+            self._last_time = None if np.isnan(lt) else lt
+
+    def save(self, path) -> None:
+        """Write the session state to ``path`` (.npz, atomically)."""
+        sd = self.state_dict()
+        meta = json.dumps({"format": _STATE_FORMAT, "version": 1,
+                           "model_fingerprint": self.model.fingerprint()})
+
+        def write(f):
+            np.savez(f, meta=np.array(meta), **sd)
+
+        atomic_write(path, write)
+
+    def load(self, path) -> None:
+        """Restore a state written by :meth:`save` for the same model."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"][()]))
+                d = {k: z[k] for k in ("state", "clicked", "last_time")}
+        except (OSError, ValueError, KeyError) as e:
+            raise ValueError(f"{path}: not a deeprec-edge session state ({e})") from None
+        if meta.get("format") != _STATE_FORMAT:
+            raise ValueError(f"{path}: not a deeprec-edge session state")
+        if meta.get("model_fingerprint") != self.model.fingerprint():
+            raise ValueError(f"{path}: the session state belongs to a different model")
+        self.load_state_dict(d)

@@ -1,0 +1,51 @@
+"""Build of the C core and its Cython binding; all metadata is in pyproject.toml.
+
+The C99 core in csrc/ is compiled as its own static library with its own
+flags (C99, -O3, hidden visibility).  SIMD paths are enabled per function with
+target attributes inside the sources, so nothing here is host-specific: no
+-march=native, no -mavx2, no -ffast-math.  The wheel runs on any CPU of its
+architecture and picks the best path at run time.
+"""
+import glob
+import os
+import sys
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("csrc", "src")
+C_SOURCES = sorted(glob.glob(os.path.join(CSRC, "*.c")))
+
+if sys.platform == "win32":
+    core_cflags = ["/O2"]
+    ext_cflags = ["/O2"]
+else:
+    core_cflags = ["-std=c99", "-O3", "-fPIC", "-fvisibility=hidden",
+                   "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    ext_cflags = ["-O3", "-fvisibility=hidden"]
+
+extensions = [
+    Extension(
+        "deeprec_edge._core",
+        sources=[os.path.join("deeprec_edge", "_core.pyx")],
+        include_dirs=[os.path.join("csrc", "include"), np.get_include()],
+        libraries=["dre_core"] + ([] if sys.platform == "win32" else ["m"]),
+        extra_compile_args=ext_cflags,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+]
+
+setup(
+    libraries=[
+        ("dre_core", {
+            "sources": C_SOURCES,
+            "include_dirs": [os.path.join("csrc", "include"), CSRC],
+            "cflags": core_cflags,
+        })
+    ],
+    ext_modules=cythonize(extensions, language_level=3,
+                          compiler_directives={"boundscheck": False, "wraparound": False,
+                                               "embedsignature": True}),
+)
