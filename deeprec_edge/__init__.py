@@ -4,9 +4,40 @@ A global GRU next-item model, trained in the cloud on consented logs, is
 fine-tuned on the device on the user's private clicks (last GRU layer and
 dense head only); the personal model's user embedding ranks candidate items
 by inner product.  The hot paths are a C99 core with scalar, AVX2/FMA,
-AVX-512 and NEON paths chosen at run time (`deeprec_edge.kernels`).
+AVX-512 and NEON paths chosen at run time (:mod:`deeprec_edge.kernels`).
 
 The runtime depends on numpy alone and makes no network calls.
+
+Main entry points::
+
+    model = load_model("weights.npz")              # validated, no pickle
+    hist = read_history("history.csv", model=model)
+    result = finetune(model, hist)                 # personal model + summary
+    save_model(result.model, "personal.npz")       # atomic
+    ids, scores = recommend(result.model, hist, k=20)
+    s = Session(result.model); s.click(item_id); s.recommend(20)
 """
 
 __version__ = "0.1.0"
+
+from .model import Model, ModelFormatError, load_model, save_model  # noqa: E402
+from .history import History, HistoryError, read_history  # noqa: E402
+from .api import finetune, recommend, user_embedding  # noqa: E402
+from ._finetune import FinetuneResult  # noqa: E402
+from .session import Session  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "Model",
+    "ModelFormatError",
+    "load_model",
+    "save_model",
+    "History",
+    "HistoryError",
+    "read_history",
+    "finetune",
+    "recommend",
+    "user_embedding",
+    "FinetuneResult",
+    "Session",
+]

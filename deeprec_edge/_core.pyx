@@ -1457,3 +1457,4 @@ def sgd_rows(table, rows, grad_rows, float lr):
 # ---------------------------------------------------------------------------
 
 include "_stream.pxi"
+

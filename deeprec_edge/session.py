@@ -51,14 +51,13 @@ class Session:
         self._core = StreamCore(p.E, p.layers, p.W_p, p.b_p, p.out_table, p.b_out, p.activation)
         self._lock = threading.Lock()
         self._ids = np.asarray(model.item_ids)
-        self._index = {k: i for i, k in enumerate(self._ids.tolist())}
+        self._index = model.id_to_index
         self._clicked = np.zeros(self._ids.shape[0], np.uint8)
         self._history: list = []
         self.exclude_clicked = bool(exclude_clicked)
         self._cand = None if candidates is None else self._dense(candidates)
-        cfg = getattr(model, "config", {}) or {}
-        self.session_gap = float(cfg.get("session_gap_seconds", 3600.0))
-        self.carry_state = bool(cfg.get("carry_state", False))
+        self.session_gap = model.session_gap_seconds
+        self.carry_state = model.carry_state
         self._last_time: Optional[float] = None
 
     # -- ids ------------------------------------------------------------

@@ -113,10 +113,6 @@ def assert_close(got, want, tol: Tol, what: str = "", equal_nan: bool = False):
             f"max error {worst:.3g}")
 
 
-def max_abs_err(got, want) -> float:
-    return float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
-
-
 # --------------------------------------------------------------------------
 # Data helpers
 # --------------------------------------------------------------------------

@@ -471,3 +471,19 @@ def test_stepper_sequence_equals_forward(path, rng, K):
         st.step(x[t, 0], h, out=h)
     _, hn_r, _ = ref.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0)
     assert_close(h, hn_r[0], TOL_F32_GRU, "streamed state vs reference forward")
+
+
+def test_zero_input_size(path, rng, K):
+    """I = 0: the recurrence alone (biases and W_hh) still runs."""
+    T, B, I, H = 3, 2, 0, 5
+    x = np.zeros((T, B, I), np.float32)
+    W_ih, W_hh, b_ih, b_hh = gru_weights(rng, I, H)
+    h0 = randn(rng, B, H)
+    y, h_n, cache = K.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=h0, keep_cache=True)
+    y_r, hn_r, _ = ref.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0)
+    assert_close(y, y_r, TOL_F32_GRU, "y (I = 0)")
+    dy = randn(rng, T, B, H)
+    got = dict(zip(GRAD_NAMES, K.gru_backward(x, W_ih, W_hh, y, cache, dy=dy, h0=h0)))
+    want = ref.gru_backward(x, W_ih, W_hh, b_ih, b_hh, h0, dy=dy)
+    for k in GRAD_NAMES:
+        assert_close(got[k], want[k], TOL_F32_GRAD, f"{k} (I = 0)")

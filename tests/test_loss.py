@@ -298,3 +298,15 @@ def test_row_without_negatives(path, rng, K, loss):
         assert_close(got[0], want[0], TOL_F32_LOSS, "loss")
         for g in got[2:]:
             assert np.all(g == 0.0)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_zero_embedding_size(path, K, loss):
+    """D = 0: every logit is its bias; the loss is still defined."""
+    U, O_s = np.zeros((3, 0), np.float32), np.zeros((5, 0), np.float32)
+    b_s = f32([0.5, -1.0, 2.0, 0.0, 0.25])
+    target = i32([0, 2, -1])
+    got = K.sampled_loss(U, O_s, target, b_s=b_s, loss=loss)
+    want = ref.sampled_loss(U, O_s, target, b_s, None, None, loss)
+    assert_close(got[0], want[0], TOL_F32_LOSS, "loss (D = 0)")
+    assert_close(got[4], want[4], TOL_F32_LOSS, "db_s (D = 0)")

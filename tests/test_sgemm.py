@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import reference as ref
-from conftest import EDGE_SIZES, TOL_F32_DOT, assert_close, f32, randn
+from conftest import EDGE_SIZES, TOL_F32_DOT, assert_close, randn
 
 # (M, N, Kd): each edge size appears in every role; N crosses the 16-wide
 # packed panels, M the micro-tile rows; plus a few larger blocked shapes.

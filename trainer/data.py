@@ -739,10 +739,9 @@ def read_movielens(path: PathLike, *, fmt: str = "auto", min_rating: Optional[fl
     if fmt == "auto":
         name = _base_name(p)
         fmt = "dat" if name.endswith(".dat") else "csv" if name.endswith(".csv") else "100k"
-    filt = None
-    if min_rating is not None:
-        def filt(chunk: pd.DataFrame, lines: np.ndarray) -> np.ndarray:
-            return _float_column(chunk["rating"], "rating", p, lines) >= float(min_rating)
+    def liked(chunk: pd.DataFrame, lines: np.ndarray) -> np.ndarray:
+        return _float_column(chunk["rating"], "rating", p, lines) >= float(min_rating)
+    filt = liked if min_rating is not None else None
     if fmt == "100k":
         names = ["user", "item", "rating", "time"]
         chunks = _csv_chunks(p, sep="\t", header=False, names=names, chunksize=chunksize)

@@ -120,6 +120,10 @@ class SyntheticOracle:
         return P
 
     # -- evaluation on a log --------------------------------------------
+    def _batch(self) -> int:
+        """Events per block so that a (block, N) probability matrix has ~2**22 entries."""
+        return max(1, (1 << 22) // max(1, self.n_items))
+
     def events(self, inter: Interactions, include_session_starts: bool = False
                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(users, prev_items, times, targets)`` in oracle codes for every
@@ -141,13 +145,14 @@ class SyntheticOracle:
         return us[keep], prev[keep], inter.times[keep], it[keep]
 
     def expected_recall(self, inter: Interactions, k: int = 20, *, include_session_starts: bool = False,
-                        which: str = "actual", batch_size: int = 2048) -> float:
+                        which: str = "actual", batch_size: Optional[int] = None) -> float:
         """Mean over the events of `inter` of the oracle's top-k probability
         mass: the Recall@k the oracle achieves in expectation (and an upper
         bound for any model, in expectation)."""
         u, p, t, _ = self.events(inter, include_session_starts)
         if len(u) == 0:
             return float("nan")
+        batch_size = batch_size or self._batch()
         total = 0.0
         for a in range(0, len(u), batch_size):
             P = self.next_item_probs(u[a:a + batch_size], p[a:a + batch_size], t[a:a + batch_size],
@@ -158,10 +163,11 @@ class SyntheticOracle:
         return total / len(u)
 
     def ranks(self, inter: Interactions, *, include_session_starts: bool = False, which: str = "actual",
-              ties: str = "optimistic", batch_size: int = 2048) -> Tuple[np.ndarray, np.ndarray]:
+              ties: str = "optimistic", batch_size: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """``(ranks, users)``: the rank of each observed next click under the
         oracle's probabilities (for the empirical oracle metrics)."""
         u, p, t, y = self.events(inter, include_session_starts)
+        batch_size = batch_size or self._batch()
         out = np.empty(len(u), np.int64)
         for a in range(0, len(u), batch_size):
             P = self.next_item_probs(u[a:a + batch_size], p[a:a + batch_size], t[a:a + batch_size],
@@ -286,10 +292,18 @@ def make_synthetic(n_users: int = 200, n_items: int = 300, n_clusters: int = 6, 
         pos = np.searchsorted(key, c + r, side="right")
         return order_in_cluster[np.minimum(pos, N - 1)]
 
+    # per-user cluster CDFs laid end to end (row u shifted by u): one binary
+    # search per draw, O(draws) memory whatever the number of clusters
+    shift = np.arange(U, dtype=np.float64)[:, None]
+    flat_before = (shift + cum_theta).ravel()
+    flat_after = (shift + cum_theta_after).ravel()
+
     def draw_pref(users: np.ndarray, tt: np.ndarray) -> np.ndarray:
         after = tt >= cutoff
-        cum = np.where(after[:, None], cum_theta_after[users], cum_theta[users])
-        return draw_in_cluster(_draw_rows(cum, rng.random(len(users))))
+        x = users + rng.random(len(users))
+        pos = np.where(after, np.searchsorted(flat_after, x, side="right"),
+                       np.searchsorted(flat_before, x, side="right"))
+        return draw_in_cluster(np.minimum(pos - users * K, K - 1))
 
     items = np.empty(n_ev, np.int64)
     for t in range(int(sess_len.max())):

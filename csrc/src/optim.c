@@ -17,7 +17,12 @@
  * Hyperparameters are checked (finite and in range) before anything is
  * touched; so are row indices.  The element loops are plain restrict-
  * qualified loops that gcc -O3 vectorises with the baseline ISA; param,
- * grad and state buffers must not overlap.
+ * grad and state buffers must not overlap.  (The Adagrad and Adam loops
+ * call sqrtf, which gcc vectorises only under -fno-math-errno: with the
+ * default -fmath-errno it must keep a scalar call for the errno side
+ * effect.  -fno-math-errno changes no result; nothing here reads errno.)
+ * eps == 0 is accepted, so an Adagrad element whose accumulator is still 0
+ * with g == 0 gets 0/0 = NaN, exactly as the formula says.
  */
 #include "internal.h"
 

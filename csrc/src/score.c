@@ -19,9 +19,10 @@
  * The fused top-k keeps a bounded heap of the best k seen so far directly in
  * the caller's top_idx/top_score arrays (root = the worst of them), scores
  * the candidates in chunks of DRE_TOPK_CHUNK rows into a stack buffer (no
- * n-sized buffer, no malloc) and, once the heap is full, rejects a chunk
- * element with a single float comparison against the root's score unless it
- * can possibly enter.  For n = 1e5, k = 20 almost every element takes that
+ * n-sized buffer, no malloc) and, once the heap is full, rejects a whole
+ * chunk with one vectorised compare-and-or pass against the root's score,
+ * or else each element with a single float comparison unless it can
+ * possibly enter.  For n = 1e5, k = 20 almost every element takes that
  * path, so the run time is the gemv's.
  */
 #include "internal.h"
@@ -151,6 +152,12 @@ dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const float *bia
             /* contiguous rows base..base+c-1: offset the table and bias */
             kt->gemv(c, D, O + (D > 0 ? base * D : 0), D, NULL, u,
                      bias ? bias + base : NULL, buf);
+        }
+        if (fast) {
+            /* Whole-chunk rejection: one vectorisable pass (compare + or). */
+            int any = 0;
+            for (int64_t j = 0; j < c; ++j) any |= buf[j] >= thr;
+            if (!any) continue;
         }
         for (int64_t j = 0; j < c; ++j) {
             const float s = buf[j];

@@ -48,6 +48,8 @@ static long g_pass, g_fail;            /* current group */
 static const char *g_group = "";
 static char g_ctx[512];                /* current path / case, for messages */
 static int g_verbose;
+static double g_worst_ratio;           /* largest error/tolerance seen (-v) */
+static char g_worst_where[640];
 #define T_MAX_MSGS_PER_GROUP 25
 
 static void ctx(const char *fmt, ...) {
@@ -61,12 +63,19 @@ static void group_begin(const char *name) {
     g_group = name;
     g_pass = g_fail = 0;
     g_ctx[0] = '\0';
+    g_worst_ratio = 0.0;
+    g_worst_where[0] = '\0';
 }
 
+static int g_guard_front; /* see guard_alloc */
+
 static void group_end(void) {
-    printf("%-28s %6ld checks  %s\n", g_group, g_pass + g_fail,
-           g_fail ? "FAILED" : "ok");
+    char name[64];
+    snprintf(name, sizeof name, "%s%s", g_group, g_guard_front ? " (front guard)" : "");
+    printf("%-28s %6ld checks  %s\n", name, g_pass + g_fail, g_fail ? "FAILED" : "ok");
     if (g_fail) printf("%-28s %6ld failed\n", "", g_fail);
+    if (g_verbose && g_worst_ratio > 0.0)
+        printf("%-28s worst error/tolerance %.3g at %s\n", "", g_worst_ratio, g_worst_where);
     fflush(stdout);
     t_pass += g_pass;
     t_fail += g_fail;
@@ -79,7 +88,8 @@ static int check_v(int ok, int line, const char *fmt, va_list ap) {
     }
     ++g_fail;
     if (g_fail <= T_MAX_MSGS_PER_GROUP || g_verbose) {
-        printf("FAIL [%s] %s (test_core line %d): ", g_group, g_ctx, line);
+        printf("FAIL [%s%s] %s (test_core line %d): ", g_group, g_guard_front ? ", front guard" : "",
+               g_ctx, line);
         vprintf(fmt, ap);
         printf("\n");
     } else if (g_fail == T_MAX_MSGS_PER_GROUP + 1) {
@@ -159,28 +169,33 @@ static void die(const char *msg) {
     exit(3);
 }
 
-/* `bytes` bytes whose last byte is followed by a PROT_NONE page.  The
- * buffer starts at (page end - bytes): its alignment is whatever `bytes`
- * makes it (4-byte for float arrays; any for a workspace).  Freed by
- * guard_free_all().  Contents: a 0xA5 pattern (not zero, so a kernel that
- * forgets to write an output shows). */
+/* `bytes` bytes between two PROT_NONE pages.  Default: the buffer ends
+ * exactly where the upper guard page begins (starts at page end - bytes, so
+ * its alignment is whatever `bytes` makes it: 4-byte for float arrays, any
+ * for a workspace).  With g_guard_front set, the buffer starts right after
+ * the lower guard page instead (catches reads before the start).  Freed by
+ * case_end().  Contents: a 0xA5 pattern (not zero, so an output a kernel
+ * forgets to write shows). */
+
 static void *guard_alloc(size_t bytes) {
     if (guard_page == 0) {
         const long ps = sysconf(_SC_PAGESIZE);
         guard_page = ps > 0 ? (size_t)ps : 4096u;
     }
     const size_t data = (bytes + guard_page - 1) / guard_page * guard_page;
-    const size_t len = data + guard_page;
-    void *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (base == MAP_FAILED) die("mmap failed");
-    if (mprotect((char *)base + data, guard_page, PROT_NONE) != 0) die("mprotect failed");
+    const size_t len = guard_page + data + guard_page;
+    char *base = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if ((void *)base == MAP_FAILED) die("mmap failed");
+    if (mprotect(base, guard_page, PROT_NONE) != 0 ||
+        mprotect(base + guard_page + data, guard_page, PROT_NONE) != 0)
+        die("mprotect failed");
     guard_map *m = (guard_map *)malloc(sizeof *m);
     if (!m) die("out of memory");
     m->base = base;
     m->len = len;
     m->next = guard_list;
     guard_list = m;
-    char *p = (char *)base + (data - bytes);
+    char *p = base + guard_page + (g_guard_front ? 0 : data - bytes);
     memset(p, 0xA5, bytes);
     return p;
 }
@@ -209,11 +224,36 @@ static void guard_free_all(void) {
     }
 }
 
-/* plain heap arrays for references (double) */
+/* plain heap arrays for references (double); caller frees */
 static double *dalloc(int64_t n) {
     double *p = (double *)calloc((size_t)(n > 0 ? n : 1), sizeof(double));
     if (!p) die("out of memory");
     return p;
+}
+
+/* zeroed doubles freed at case_end() */
+typedef struct tmp_block {
+    struct tmp_block *next;
+    double data[];
+} tmp_block;
+static tmp_block *tmp_list;
+
+static double *dtmp(int64_t n) {
+    tmp_block *b = (tmp_block *)calloc(1, sizeof(tmp_block) + (size_t)(n > 0 ? n : 1) * sizeof(double));
+    if (!b) die("out of memory");
+    b->next = tmp_list;
+    tmp_list = b;
+    return b->data;
+}
+
+/* Release every guard buffer and temporary of the case just run. */
+static void case_end(void) {
+    guard_free_all();
+    while (tmp_list) {
+        tmp_block *b = tmp_list;
+        tmp_list = b->next;
+        free(b);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -252,11 +292,20 @@ static int close_enough(double got, double ref, double atol, double rtol) {
 }
 
 /* One check over an array: float results against a double reference. */
+static void note_ratio(double ratio, const char *what) {
+    if (ratio > g_worst_ratio) {
+        g_worst_ratio = ratio;
+        snprintf(g_worst_where, sizeof g_worst_where, "%s: %s", g_ctx, what);
+    }
+}
+
 static int check_close_at(int line, const char *what, const float *got, const double *ref,
                           int64_t n, double atol, double rtol) {
     int64_t worst = -1, bad = 0;
     double worst_ratio = -1.0;
     for (int64_t i = 0; i < n; ++i) {
+        if (g_verbose && isfinite(ref[i]) && atol + rtol * fabs(ref[i]) > 0.0)
+            note_ratio(fabs((double)got[i] - ref[i]) / (atol + rtol * fabs(ref[i])), what);
         if (close_enough(got[i], ref[i], atol, rtol)) continue;
         ++bad;
         const double d = fabs((double)got[i] - ref[i]);

@@ -1,0 +1,968 @@
+"""The model file ``weights.npz`` (schema version 1): load, validate, save.
+
+A model is a GRU next-item recommender (``DESIGN.md`` section 2): input
+embeddings ``E``, ``L`` stacked GRU layers (PyTorch ``nn.GRU`` layout, gate
+order r, z, n), a dense head ``u = act(W_p h_L + b_p)``, output item
+embeddings ``O`` (or ``E`` when tied) and output bias ``b``, plus the
+catalogue's own item ids and item popularity.  A *personal* model is the
+same file plus a ``personal`` JSON record (fingerprint of the global model it
+came from, fine-tuning metadata) and optionally personal output biases for
+some items.  The full schema is in ``docs/model-format.md``.
+
+:func:`load_model` reads with ``allow_pickle=False`` and validates every
+name, dtype, shape and value; anything wrong raises :class:`ModelFormatError`
+saying exactly what.  :func:`save_model` validates first, then writes
+atomically (:mod:`deeprec_edge._atomic`), so a failed or interrupted save
+leaves the previous file intact.
+
+This module needs numpy only; it never imports the compiled kernels
+(:func:`params_of` imports the training engine lazily).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ._atomic import atomic_write
+
+__all__ = [
+    "FORMAT_TAG",
+    "FORMAT_VERSION",
+    "SUPPORTED_FLAGS",
+    "RESERVED_FLAGS",
+    "DEFAULT_SESSION_GAP_SECONDS",
+    "ModelFormatError",
+    "GRULayer",
+    "Model",
+    "load_model",
+    "save_model",
+    "validate_arrays",
+    "model_from_params",
+    "make_personal",
+    "params_of",
+]
+
+#: The value of the ``format`` array of every model file.
+FORMAT_TAG = "deeprec-edge/model"
+#: The newest schema version this code reads and the one it writes.
+FORMAT_VERSION = 1
+#: Config flags this version understands (none yet: plain float32 models).
+SUPPORTED_FLAGS: frozenset = frozenset()
+#: Flags reserved for later variants of the same format, with what they mean.
+RESERVED_FLAGS: Dict[str, str] = {
+    "sliced": "a sliced model holding only the items one device needs",
+    "pruned": "a pruned (sparse) model",
+    "float16": "a compressed model with float16 weights",
+    "int8": "a compressed model with int8-quantised weights",
+}
+#: Session gap (seconds) used when the config does not give one (GRU4Rec's 1 hour).
+DEFAULT_SESSION_GAP_SECONDS = 3600.0
+
+ACTIVATIONS = ("tanh", "identity")
+_REQUIRED_CONFIG = ("n_items", "e", "L", "H", "d", "activation", "tied", "carry_state")
+_REQUIRED_PERSONAL = ("base_fingerprint", "clicks_used", "last_timestamp", "seed", "epochs",
+                      "created")
+_LAYER_PARTS = ("W_ih", "W_hh", "b_ih", "b_hh")
+_FINGERPRINT_DOMAIN = b"deeprec-edge/model-fingerprint/v1\0"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+class ModelFormatError(ValueError):
+    """A model file (or an in-memory model about to be saved) breaks the
+    schema: the message names the file and exactly what is wrong."""
+
+
+class GRULayer(NamedTuple):
+    """One GRU layer's weights, PyTorch layout, gate order r, z, n:
+    ``W_ih`` [3H, in], ``W_hh`` [3H, H], ``b_ih`` [3H], ``b_hh`` [3H]."""
+
+    W_ih: np.ndarray
+    W_hh: np.ndarray
+    b_ih: np.ndarray
+    b_hh: np.ndarray
+
+
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"{type(o).__name__} is not JSON-serialisable")
+
+
+def _dump_json(obj: Any, what: str) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, allow_nan=False, default=_json_default,
+                          ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        raise ModelFormatError(f"{what} cannot be written as JSON: {e}") from None
+
+
+def _canonical_json(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False,
+                      ensure_ascii=False, default=_json_default).encode("utf-8")
+
+
+@dataclass(eq=False)
+class Model:
+    """A global or personal GRU next-item model, all weights float32.
+
+    Attributes mirror the file (``docs/model-format.md``): ``config`` (the
+    JSON config as a dict, exactly as stored), ``item_ids`` (the catalogue's
+    ids, int64 or unicode, length N), ``E`` [N, e], ``layers`` (a list of
+    :class:`GRULayer`, bottom first), ``W_p`` [d, H] and ``b_p`` [d] (the
+    head, ``head.W``/``head.b`` in the file), ``O`` [N, d] or None when tied,
+    ``b`` [N], ``popularity`` [N], and for a personal model ``personal`` (the
+    metadata dict) and optionally ``personal_bias_index`` / ``personal_bias``
+    (dense item indices and their personal output biases).
+
+    Build one with :func:`load_model`, :func:`model_from_params` or
+    :func:`make_personal`; :meth:`validate` checks an in-memory model
+    against the schema (:func:`save_model` always does).
+    """
+
+    config: Dict[str, Any]
+    item_ids: np.ndarray
+    E: np.ndarray
+    layers: List[GRULayer]
+    W_p: np.ndarray
+    b_p: np.ndarray
+    O: Optional[np.ndarray]
+    b: np.ndarray
+    popularity: np.ndarray
+    personal: Optional[Dict[str, Any]] = None
+    personal_bias_index: Optional[np.ndarray] = None
+    personal_bias: Optional[np.ndarray] = None
+    _lookup: Optional[Tuple[np.ndarray, np.ndarray]] = field(default=None, init=False, repr=False)
+    _id_dict: Optional[dict] = field(default=None, init=False, repr=False)
+
+    # -- shape ---------------------------------------------------------
+    @property
+    def n_items(self) -> int:
+        """Number of items N in the catalogue."""
+        return int(self.E.shape[0])
+
+    @property
+    def embedding_dim(self) -> int:
+        """Input embedding size e."""
+        return int(self.E.shape[1])
+
+    @property
+    def n_layers(self) -> int:
+        """Number of GRU layers L."""
+        return len(self.layers)
+
+    @property
+    def hidden_sizes(self) -> List[int]:
+        """Hidden size of every GRU layer, bottom first."""
+        return [int(layer.W_hh.shape[1]) for layer in self.layers]
+
+    @property
+    def hidden_size(self) -> int:
+        """Hidden size H of the last GRU layer (the one fine-tuned)."""
+        return int(self.layers[-1].W_hh.shape[1])
+
+    @property
+    def dim(self) -> int:
+        """User / output embedding size d."""
+        return int(self.W_p.shape[0])
+
+    @property
+    def activation(self) -> str:
+        """Head activation: ``"tanh"`` or ``"identity"``."""
+        return str(self.config.get("activation", "tanh"))
+
+    @property
+    def tied(self) -> bool:
+        """True when the output table is the input embedding (``O is E``)."""
+        return self.O is None
+
+    @property
+    def carry_state(self) -> bool:
+        """True when hidden states carry over session starts (never reset)."""
+        return bool(self.config.get("carry_state", False))
+
+    @property
+    def session_gap_seconds(self) -> float:
+        """A gap longer than this starts a new session (default 3600)."""
+        return float(self.config.get("session_gap_seconds", DEFAULT_SESSION_GAP_SECONDS))
+
+    @property
+    def flags(self) -> List[str]:
+        """Format variant flags (always empty in this version)."""
+        return list(self.config.get("flags", []))
+
+    @property
+    def is_personal(self) -> bool:
+        """True for a fine-tuned personal model."""
+        return self.personal is not None
+
+    @property
+    def out_table(self) -> np.ndarray:
+        """The output item table: ``O``, or ``E`` when tied."""
+        return self.E if self.O is None else self.O
+
+    @property
+    def output_bias(self) -> np.ndarray:
+        """The output bias in effect: ``b`` with the personal biases applied
+        (``b`` itself, not a copy, when there are none)."""
+        if self.personal_bias_index is None or self.personal_bias is None:
+            return self.b
+        out = self.b.copy()
+        out[self.personal_bias_index] = self.personal_bias
+        return out
+
+    @property
+    def n_parameters(self) -> int:
+        """Number of float weights (embeddings, GRU, head, output table and bias)."""
+        n = self.E.size + self.W_p.size + self.b_p.size + self.b.size
+        n += sum(a.size for layer in self.layers for a in layer)
+        return int(n + (0 if self.O is None else self.O.size))
+
+    # -- item ids ------------------------------------------------------
+    def _sorted_ids(self) -> Tuple[np.ndarray, np.ndarray]:
+        if self._lookup is None:
+            order = np.argsort(self.item_ids, kind="stable")
+            self._lookup = (self.item_ids[order], order.astype(np.int64))
+        return self._lookup
+
+    def item_index(self, ids: Any) -> Tuple[np.ndarray, np.ndarray]:
+        """Map catalogue item ids to dense indices 0..N-1.
+
+        ``ids``: a sequence or array of ids (a scalar gives 0-d results).
+        Integer catalogues also accept ids given as decimal strings (``"42"``),
+        string catalogues accept integers (compared as their decimal text).
+        Returns ``(indices int64, unknown_mask bool)``; unknown ids get
+        index -1.  Uses a sorted search: O((N + n) log N), no Python loop for
+        array input of the catalogue's kind.
+        """
+        q = np.asarray(ids)
+        scalar = q.ndim == 0
+        q = q.reshape(-1)
+        sorted_ids, order = self._sorted_ids()
+        valid = np.ones(q.shape[0], bool)
+        if sorted_ids.dtype.kind in "iu":
+            if q.dtype.kind in "iu":
+                q = q.astype(np.int64, copy=False)
+            elif q.dtype.kind in "f":
+                valid = np.isfinite(q) & (q == np.round(q)) & (np.abs(q) < 2.0 ** 63)
+                q = np.where(valid, q, 0).astype(np.int64)
+            elif q.dtype.kind == "b":
+                valid[:] = False
+                q = np.zeros(q.shape[0], np.int64)
+            else:  # strings, bytes, objects: parse decimal integers
+                vals = np.zeros(q.shape[0], np.int64)
+                for i, x in enumerate(q.tolist()):
+                    v = _as_int(x)
+                    if v is None:
+                        valid[i] = False
+                    else:
+                        vals[i] = v
+                q = vals
+        else:
+            if q.dtype.kind != "U":
+                q = np.array([_as_str(x) for x in q.tolist()], dtype=str) if q.size else \
+                    np.zeros(0, dtype="<U1")
+        n = sorted_ids.shape[0]
+        if q.size == 0 or n == 0:
+            idx = np.full(q.shape[0], -1, np.int64)
+        else:
+            pos = np.searchsorted(sorted_ids, q)
+            posc = np.minimum(pos, n - 1)
+            found = valid & (pos < n) & (sorted_ids[posc] == q)
+            idx = np.where(found, order[posc], -1)
+        unknown = idx < 0
+        if scalar:
+            return idx.reshape(()), unknown.reshape(())
+        return idx, unknown
+
+    @property
+    def id_to_index(self) -> dict:
+        """A dict from catalogue id (Python int or str) to dense index (cached;
+        treat as read-only)."""
+        if self._id_dict is None:
+            self._id_dict = {k: i for i, k in enumerate(self.item_ids.tolist())}
+        return self._id_dict
+
+    # -- identity ------------------------------------------------------
+    def to_arrays(self) -> Dict[str, np.ndarray]:
+        """The arrays of the file, by name (shares memory with the model)."""
+        arrays: Dict[str, np.ndarray] = {
+            "format": np.array(FORMAT_TAG),
+            "version": np.array(FORMAT_VERSION, dtype=np.int64),
+            "config": np.array(_dump_json(self.config, "config")),
+            "item_ids": np.asarray(self.item_ids),
+            "E": self.E,
+        }
+        for l, layer in enumerate(self.layers):
+            for part, a in zip(_LAYER_PARTS, layer):
+                arrays[f"gru{l}.{part}"] = a
+        arrays["head.W"] = self.W_p
+        arrays["head.b"] = self.b_p
+        if self.O is not None:
+            arrays["O"] = self.O
+        arrays["b"] = self.b
+        arrays["popularity"] = self.popularity
+        if self.personal is not None:
+            arrays["personal"] = np.array(_dump_json(self.personal, "personal"))
+        if self.personal_bias_index is not None:
+            arrays["personal.bias_index"] = self.personal_bias_index
+        if self.personal_bias is not None:
+            arrays["personal.bias"] = self.personal_bias
+        return arrays
+
+    def fingerprint(self) -> str:
+        """sha256 (hex) of the model's arrays computed canonically.
+
+        Independent of array order, zip layout, compression and byte order:
+        every array is hashed in sorted name order as name, kind, shape and
+        canonical bytes (numbers little-endian, strings UTF-8 with lengths,
+        the JSON arrays re-serialised with sorted keys).  Two files have the
+        same fingerprint exactly when they hold the same model.  See
+        ``docs/model-format.md`` for the exact definition.
+        """
+        return _fingerprint(self.to_arrays())
+
+    def validate(self) -> None:
+        """Check the in-memory model against the schema; raises
+        :class:`ModelFormatError` naming the problem."""
+        validate_arrays(self.to_arrays(), where="model")
+
+    def copy(self) -> "Model":
+        """A deep copy (arrays and metadata)."""
+        cp = lambda a: None if a is None else a.copy()  # noqa: E731
+        return Model(
+            config=json.loads(_dump_json(self.config, "config")),
+            item_ids=self.item_ids.copy(),
+            E=self.E.copy(),
+            layers=[GRULayer(*(a.copy() for a in layer)) for layer in self.layers],
+            W_p=self.W_p.copy(), b_p=self.b_p.copy(), O=cp(self.O), b=self.b.copy(),
+            popularity=self.popularity.copy(),
+            personal=None if self.personal is None else json.loads(_dump_json(self.personal,
+                                                                              "personal")),
+            personal_bias_index=cp(self.personal_bias_index),
+            personal_bias=cp(self.personal_bias),
+        )
+
+    def describe(self) -> Dict[str, Any]:
+        """A summary for people and ``deeprec-edge info``: shape, settings,
+        provenance and, for a personal model, its fine-tuning record."""
+        c = self.config
+        info: Dict[str, Any] = {
+            "kind": "personal" if self.is_personal else "global",
+            "format": f"{FORMAT_TAG} v{FORMAT_VERSION}",
+            "items": self.n_items,
+            "item_id_type": "string" if self.item_ids.dtype.kind == "U" else "integer",
+            "embedding_dim": self.embedding_dim,
+            "layers": self.n_layers,
+            "hidden_sizes": self.hidden_sizes,
+            "dim": self.dim,
+            "activation": self.activation,
+            "tied": self.tied,
+            "carry_state": self.carry_state,
+            "session_gap_seconds": self.session_gap_seconds,
+            "parameters": self.n_parameters,
+            "flags": self.flags,
+        }
+        for k in ("loss", "alpha", "trained_on", "created"):
+            if k in c:
+                info[k] = c[k]
+        info["fingerprint"] = self.fingerprint()
+        if self.personal is not None:
+            p = self.personal
+            info["base_fingerprint"] = p.get("base_fingerprint")
+            info["clicks_used"] = p.get("clicks_used")
+            ts = p.get("last_timestamp")
+            info["last_timestamp"] = ts
+            if isinstance(ts, (int, float)) and math.isfinite(ts):
+                info["last_click_utc"] = _dt.datetime.fromtimestamp(
+                    ts, _dt.timezone.utc).isoformat()
+            for k in ("seed", "epochs", "finetunes", "clicks_used_total"):
+                if k in p:
+                    info[k] = p[k]
+            info["personal_created"] = p.get("created")
+            info["personal_biases"] = (0 if self.personal_bias_index is None
+                                       else int(self.personal_bias_index.shape[0]))
+        return info
+
+
+# --------------------------------------------------------------------------
+# fingerprint
+# --------------------------------------------------------------------------
+
+
+def _canonical_bytes(name: str, a: np.ndarray) -> Tuple[bytes, Iterable[bytes]]:
+    if name in ("config", "personal"):
+        obj = json.loads(str(a[()]))
+        return b"json", [_canonical_json(obj)]
+    kind = a.dtype.kind
+    if kind == "U":
+        def gen():
+            for s in a.reshape(-1).tolist():
+                b = s.encode("utf-8")
+                yield struct.pack("<Q", len(b))
+                yield b
+        return b"utf8", gen()
+    if kind in "iub":
+        return b"<i8", [np.ascontiguousarray(a, dtype="<i8").tobytes()]
+    if kind == "f":
+        dt = f"<f{a.dtype.itemsize}"
+        arr = np.ascontiguousarray(a, dtype=dt)
+        return dt.encode(), [memoryview(arr).cast("B")]
+    raise ModelFormatError(f"array '{name}' has dtype {a.dtype}, which has no canonical form")
+
+
+def _fingerprint(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256(_FINGERPRINT_DOMAIN)
+    for name in sorted(arrays):
+        a = np.asarray(arrays[name])
+        tag, chunks = _canonical_bytes(name, a)
+        shape = ",".join(str(int(s)) for s in a.shape).encode()
+        h.update(name.encode("utf-8") + b"\0" + tag + b"\0" + shape + b"\0")
+        for c in chunks:
+            h.update(c)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------
+
+
+def _as_int(x: Any) -> Optional[int]:
+    if isinstance(x, bytes):
+        x = x.decode("utf-8", "replace")
+    if isinstance(x, str):
+        s = x.strip()
+        if not re.fullmatch(r"[+-]?\d+", s):
+            return None
+        v = int(s)
+    elif isinstance(x, (bool, np.bool_)):
+        return None
+    elif isinstance(x, (int, np.integer)):
+        v = int(x)
+    elif isinstance(x, (float, np.floating)) and math.isfinite(x) and float(x).is_integer():
+        v = int(x)
+    else:
+        return None
+    return v if -(1 << 63) <= v < (1 << 63) else None
+
+
+def _as_str(x: Any) -> str:
+    if isinstance(x, bytes):
+        return x.decode("utf-8", "replace")
+    if isinstance(x, (np.generic,)):
+        x = x.item()
+    return str(x)
+
+
+def _names(names: Iterable[str]) -> str:
+    return ", ".join(repr(n) for n in sorted(names))
+
+
+def _examples(values: Sequence[Any], k: int = 5) -> str:
+    shown = ", ".join(repr(v) for v in list(values)[:k])
+    return shown + (", ..." if len(values) > k else "")
+
+
+class _Checker:
+    """Validates one model's arrays; every error names ``where``."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, msg: str) -> ModelFormatError:
+        return ModelFormatError(f"{self.where}: {msg}")
+
+    # -- scalars and JSON ----------------------------------------------
+    def string_scalar(self, name: str, a: np.ndarray) -> str:
+        if a.dtype.kind != "U" or a.ndim != 0:
+            raise self.fail(f"array '{name}' must be a 0-d unicode string, got dtype "
+                            f"{a.dtype} with shape {a.shape}")
+        return str(a[()])
+
+    def json_obj(self, name: str, a: np.ndarray) -> Dict[str, Any]:
+        text = self.string_scalar(name, a)
+
+        def bad_constant(c: str) -> Any:
+            raise ValueError(f"{c} is not allowed")
+
+        try:
+            obj = json.loads(text, parse_constant=bad_constant)
+        except ValueError as e:
+            raise self.fail(f"'{name}' is not valid JSON ({e})") from None
+        if not isinstance(obj, dict):
+            raise self.fail(f"'{name}' must be a JSON object, got {type(obj).__name__}")
+        return obj
+
+    @staticmethod
+    def _is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    @staticmethod
+    def _is_num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def config(self, cfg: Dict[str, Any]) -> Tuple[int, int, List[int], int, bool]:
+        missing = [k for k in _REQUIRED_CONFIG if k not in cfg]
+        if missing:
+            raise self.fail(f"config is missing key(s) {_names(missing)}")
+        for k in ("n_items", "e", "L", "d"):
+            if not self._is_int(cfg[k]) or cfg[k] < 1:
+                raise self.fail(f"config {k} must be a positive integer, got {cfg[k]!r}")
+        L = cfg["L"]
+        H = cfg["H"]
+        if self._is_int(H) and H >= 1:
+            hs = [H] * L
+        elif (isinstance(H, list) and len(H) == L
+              and all(self._is_int(h) and h >= 1 for h in H)):
+            hs = list(H)
+        else:
+            raise self.fail(f"config H must be a positive integer or a list of L={L} positive "
+                            f"integers, got {H!r}")
+        if cfg["activation"] not in ACTIVATIONS:
+            raise self.fail(f"config activation must be one of {list(ACTIVATIONS)}, got "
+                            f"{cfg['activation']!r}")
+        for k in ("tied", "carry_state"):
+            if not isinstance(cfg[k], bool):
+                raise self.fail(f"config {k} must be true or false, got {cfg[k]!r}")
+        if cfg["tied"] and cfg["e"] != cfg["d"]:
+            raise self.fail(f"config says tied=true but e={cfg['e']} != d={cfg['d']} "
+                            f"(tied embeddings need e == d)")
+        gap = cfg.get("session_gap_seconds", DEFAULT_SESSION_GAP_SECONDS)
+        if not self._is_num(gap) or gap <= 0:
+            raise self.fail(f"config session_gap_seconds must be a positive number, got {gap!r}")
+        flags = cfg.get("flags", [])
+        if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+            raise self.fail(f"config flags must be a list of strings, got {flags!r}")
+        for f in flags:
+            if f in SUPPORTED_FLAGS:
+                continue
+            if f in RESERVED_FLAGS:
+                raise self.fail(f"flag {f!r} ({RESERVED_FLAGS[f]}) is not supported by this "
+                                f"version of deeprec-edge; use a plain float32 model or a "
+                                f"newer deeprec-edge")
+            raise self.fail(f"unknown flag {f!r} in config flags (this version knows "
+                            f"{sorted(SUPPORTED_FLAGS | set(RESERVED_FLAGS))} and supports "
+                            f"{sorted(SUPPORTED_FLAGS) or 'none'})")
+        for k, ok, what in (("loss", lambda v: isinstance(v, str), "a string"),
+                            ("alpha", self._is_num, "a number"),
+                            ("created", lambda v: isinstance(v, str), "a string")):
+            if k in cfg and not ok(cfg[k]):
+                raise self.fail(f"config {k} must be {what}, got {cfg[k]!r}")
+        return cfg["n_items"], cfg["e"], hs, cfg["d"], cfg["tied"]
+
+    def personal(self, p: Dict[str, Any]) -> None:
+        missing = [k for k in _REQUIRED_PERSONAL if k not in p]
+        if missing:
+            raise self.fail(f"personal record is missing key(s) {_names(missing)}")
+        fp = p["base_fingerprint"]
+        if not (isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp)):
+            raise self.fail(f"personal base_fingerprint must be 64 lowercase hex digits "
+                            f"(sha256), got {fp!r}")
+        for k in ("clicks_used", "epochs"):
+            if not self._is_int(p[k]) or p[k] < 0:
+                raise self.fail(f"personal {k} must be a non-negative integer, got {p[k]!r}")
+        if not self._is_int(p["seed"]):
+            raise self.fail(f"personal seed must be an integer, got {p['seed']!r}")
+        ts = p["last_timestamp"]
+        if ts is not None and not self._is_num(ts):
+            raise self.fail(f"personal last_timestamp must be unix seconds or null, got {ts!r}")
+        if not isinstance(p["created"], str):
+            raise self.fail(f"personal created must be a string, got {p['created']!r}")
+
+    # -- arrays --------------------------------------------------------
+    def finite(self, name: str, a: np.ndarray) -> None:
+        flat = a.reshape(-1)
+        step = 1 << 20
+        for i in range(0, flat.shape[0], step):
+            if not np.isfinite(flat[i:i + step]).all():
+                n_nan = int(np.isnan(flat).sum())
+                n_inf = int(np.isinf(flat).sum())
+                parts = []
+                if n_nan:
+                    parts.append(f"{n_nan} NaN")
+                if n_inf:
+                    parts.append(f"{n_inf} infinite")
+                raise self.fail(f"array '{name}' has {' and '.join(parts)} value(s) "
+                                f"(of {flat.shape[0]})")
+
+    def float32(self, name: str, a: np.ndarray, shape: Tuple[int, ...], desc: str) -> np.ndarray:
+        if a.dtype == np.float16:
+            raise self.fail(f"array '{name}' is float16: compressed float16 models are not "
+                            f"supported yet by this version of deeprec-edge; export the "
+                            f"model with float32 weights")
+        if a.dtype.kind != "f" or a.dtype.itemsize != 4:
+            raise self.fail(f"array '{name}' has dtype {a.dtype.name}, expected float32")
+        if a.shape != shape:
+            raise self.fail(f"array '{name}' has shape {a.shape}, expected {shape} {desc}")
+        a = _native(a, np.float32)
+        self.finite(name, a)
+        return a
+
+    def item_ids(self, a: np.ndarray, n: int) -> np.ndarray:
+        if a.dtype.kind in "iu":
+            if a.dtype.kind == "u" and a.dtype.itemsize == 8 and a.size and \
+                    int(a.max()) >= (1 << 63):
+                raise self.fail("array 'item_ids' has ids >= 2**63 (must fit int64)")
+            a = _native(a, np.int64)
+        elif a.dtype.kind == "U":
+            a = _native(a, a.dtype)
+        else:
+            raise self.fail(f"array 'item_ids' has dtype {a.dtype}, expected int64 or a "
+                            f"unicode string array")
+        if a.ndim != 1:
+            raise self.fail(f"array 'item_ids' must be 1-d, got shape {a.shape}")
+        if a.shape[0] != n:
+            raise self.fail(f"array 'item_ids' has {a.shape[0]} ids, expected n_items={n} "
+                            f"(config)")
+        if n > 1:
+            s = np.sort(a, kind="stable")
+            dup_mask = s[1:] == s[:-1]
+            if dup_mask.any():
+                dups = np.unique(s[1:][dup_mask])
+                raise self.fail(f"array 'item_ids' has {dups.shape[0]} duplicate id(s) "
+                                f"(e.g. {_examples(dups.tolist())}); item ids must be unique")
+        return a
+
+
+def _native(a: np.ndarray, dtype: Any) -> np.ndarray:
+    """C-contiguous, native byte order, the given dtype."""
+    dt = np.dtype(dtype)
+    if not dt.isnative:
+        dt = dt.newbyteorder("=")
+    return np.ascontiguousarray(a, dtype=dt)
+
+
+def _expected_names(L: int, tied: bool, personal: bool) -> List[str]:
+    names = ["format", "version", "config", "item_ids", "E"]
+    names += [f"gru{l}.{p}" for l in range(L) for p in _LAYER_PARTS]
+    names += ["head.W", "head.b", "b", "popularity"]
+    if not tied:
+        names.append("O")
+    if personal:
+        names.append("personal")
+    return names
+
+
+def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> Model:
+    """Validate a model's arrays (as stored in the file, by name) and build
+    the :class:`Model`.  Raises :class:`ModelFormatError` whose message starts
+    with ``where`` and names exactly what is wrong: wrong format tag,
+    unsupported version, invalid or incomplete config, missing or unexpected
+    arrays, wrong dtype, wrong shape (expected vs got), NaN/Inf (which array,
+    how many), duplicate item ids, bad personal record."""
+    ck = _Checker(where)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    names = set(arrays)
+    if "format" not in names:
+        raise ck.fail(f"not a deeprec-edge model file: it has no 'format' array (it holds "
+                      f"{_names(names) or 'no arrays'})")
+    tag = ck.string_scalar("format", arrays["format"])
+    if tag != FORMAT_TAG:
+        raise ck.fail(f"format tag is {tag!r}, expected {FORMAT_TAG!r}: not a deeprec-edge "
+                      f"model file")
+    if "version" not in names:
+        raise ck.fail("missing array 'version'")
+    v = arrays["version"]
+    if v.ndim != 0 or v.dtype.kind not in "iu":
+        raise ck.fail(f"array 'version' must be a 0-d integer, got dtype {v.dtype} with shape "
+                      f"{v.shape}")
+    version = int(v[()])
+    if version > FORMAT_VERSION:
+        raise ck.fail(f"model file version {version} is newer than this deeprec-edge supports "
+                      f"(version {FORMAT_VERSION}); upgrade deeprec-edge to read it")
+    if version < 1:
+        raise ck.fail(f"model file version {version} is invalid (versions start at 1)")
+    if "config" not in names:
+        raise ck.fail("missing array 'config'")
+    cfg = ck.json_obj("config", arrays["config"])
+    n, e, hs, d, tied = ck.config(cfg)
+    L = len(hs)
+    is_personal = "personal" in names
+
+    expected = set(_expected_names(L, tied, is_personal))
+    optional = {"personal.bias_index", "personal.bias"} if is_personal else set()
+    missing = [k for k in _expected_names(L, tied, is_personal) if k not in names]
+    if missing:
+        raise ck.fail(f"missing array(s) {_names(missing)} (config: L={L}, tied="
+                      f"{str(tied).lower()})")
+    extra = sorted(names - expected - optional)
+    if extra:
+        hints = []
+        if "O" in extra and tied:
+            hints.append("'O' is present but config says tied=true (the output table is E)")
+        if any(x.startswith("gru") for x in extra):
+            hints.append(f"config says L={L} (layers gru0..gru{L - 1})")
+        if any(x.startswith("personal.") for x in extra) and not is_personal:
+            hints.append("personal biases need the 'personal' record")
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise ck.fail(f"unexpected array(s) {_names(extra)}{hint}")
+
+    item_ids = ck.item_ids(arrays["item_ids"], n)
+    E = ck.float32("E", arrays["E"], (n, e), f"= (n_items, e) with n_items={n}, e={e}")
+    layers = []
+    inp, inp_name = e, "e"
+    for l, H in enumerate(hs):
+        sym = f"with H={H}, {inp_name}={inp}" if inp_name != "H" else f"with H={H}, H_prev={inp}"
+        ws = []
+        for part, shape, desc in (
+                ("W_ih", (3 * H, inp), f"= (3*H, {'e' if l == 0 else 'H_prev'}) {sym}"),
+                ("W_hh", (3 * H, H), f"= (3*H, H) with H={H}"),
+                ("b_ih", (3 * H,), f"= (3*H,) with H={H}"),
+                ("b_hh", (3 * H,), f"= (3*H,) with H={H}")):
+            ws.append(ck.float32(f"gru{l}.{part}", arrays[f"gru{l}.{part}"], shape, desc))
+        layers.append(GRULayer(*ws))
+        inp, inp_name = H, "H"
+    H_last = hs[-1]
+    W_p = ck.float32("head.W", arrays["head.W"], (d, H_last),
+                     f"= (d, H) with d={d}, H={H_last}")
+    b_p = ck.float32("head.b", arrays["head.b"], (d,), f"= (d,) with d={d}")
+    O = None
+    if not tied:
+        O = ck.float32("O", arrays["O"], (n, d), f"= (n_items, d) with n_items={n}, d={d}")
+    b = ck.float32("b", arrays["b"], (n,), f"= (n_items,) with n_items={n}")
+
+    pop = arrays["popularity"]
+    if pop.dtype == np.float16:
+        raise ck.fail("array 'popularity' is float16, expected float32 or float64")
+    if pop.dtype.kind not in "iuf":
+        raise ck.fail(f"array 'popularity' has dtype {pop.dtype}, expected float32 or float64 "
+                      f"(counts or probabilities)")
+    if pop.shape != (n,):
+        raise ck.fail(f"array 'popularity' has shape {pop.shape}, expected ({n},) = (n_items,)")
+    pop = _native(pop, pop.dtype)
+    if pop.dtype.kind == "f":
+        ck.finite("popularity", pop)
+    n_neg = int((pop < 0).sum())
+    if n_neg:
+        raise ck.fail(f"array 'popularity' has {n_neg} negative value(s); popularity must be "
+                      f">= 0")
+
+    personal = None
+    bias_index = bias = None
+    if is_personal:
+        personal = ck.json_obj("personal", arrays["personal"])
+        ck.personal(personal)
+        has_i, has_b = "personal.bias_index" in names, "personal.bias" in names
+        if has_i != has_b:
+            raise ck.fail("missing array " + ("'personal.bias'" if has_i else
+                                              "'personal.bias_index'") +
+                          " ('personal.bias_index' and 'personal.bias' come together)")
+        if has_i:
+            bi = arrays["personal.bias_index"]
+            if bi.dtype.kind not in "iu" or bi.ndim != 1:
+                raise ck.fail(f"array 'personal.bias_index' must be a 1-d int64 array, got "
+                              f"dtype {bi.dtype} with shape {bi.shape}")
+            bi = _native(bi, np.int64)
+            k = bi.shape[0]
+            if k and (bi.min() < 0 or bi.max() >= n):
+                raise ck.fail(f"array 'personal.bias_index' has indices outside 0..{n - 1}")
+            if np.unique(bi).shape[0] != k:
+                raise ck.fail("array 'personal.bias_index' has duplicate indices")
+            bias = ck.float32("personal.bias", arrays["personal.bias"], (k,),
+                              "= (len(personal.bias_index),)")
+            bias_index = bi
+
+    return Model(config=cfg, item_ids=item_ids, E=E, layers=layers, W_p=W_p, b_p=b_p, O=O,
+                 b=b, popularity=pop, personal=personal, personal_bias_index=bias_index,
+                 personal_bias=bias)
+
+
+# --------------------------------------------------------------------------
+# load / save
+# --------------------------------------------------------------------------
+
+
+def load_model(path: Any) -> Model:
+    """Load and validate a model file (``allow_pickle=False``).
+
+    Raises :class:`ModelFormatError` (a :class:`ValueError`) naming the file
+    and the problem when it is not an npz archive, is truncated or corrupt,
+    has the wrong format tag, a newer version, a missing or unexpected
+    array, a wrong dtype or shape, NaN/Inf values, duplicate item ids or an
+    invalid config.  A missing file raises :class:`FileNotFoundError`.
+    """
+    p = os.fspath(path)
+    # the file is opened here, not by np.load, so it is closed on every error
+    with open(p, "rb") as f:  # FileNotFoundError / IsADirectoryError as they are
+        arrays = _read_npz(f, p)
+    return validate_arrays(arrays, where=p)
+
+
+def _read_npz(f: Any, p: str) -> Dict[str, np.ndarray]:
+    head = f.read(6)
+    if not head:
+        raise ModelFormatError(f"{p} is empty (0 bytes): not a deeprec-edge model file")
+    if head.startswith(b"\x93NUMPY"):
+        raise ModelFormatError(f"{p} is a single .npy array, not a deeprec-edge model file "
+                               f"(an npz archive)")
+    if not head.startswith(_ZIP_MAGIC):
+        raise ModelFormatError(f"{p} is not a deeprec-edge model file (not an npz archive)")
+    f.seek(0)
+    try:
+        z = np.load(f, allow_pickle=False)
+    except Exception as e:  # BadZipFile, EOFError, ValueError, OSError, ...
+        raise ModelFormatError(f"{p} is truncated or corrupt: the npz (zip) archive cannot "
+                               f"be read ({type(e).__name__}: {e})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):  # pragma: no cover - magic checked above
+        raise ModelFormatError(f"{p} is not a deeprec-edge model file (not an npz archive)")
+    arrays: Dict[str, np.ndarray] = {}
+    with z:
+        members = z.zip.namelist()
+        odd = [m for m in members if not m.endswith(".npy")]
+        if odd:
+            raise ModelFormatError(f"{p}: the archive holds non-array member(s) {_names(odd)}: "
+                                   f"not a deeprec-edge model file")
+        for name in z.files:
+            try:
+                arrays[name] = z[name]
+            except ValueError as e:
+                if "allow_pickle" in str(e) or "Object arrays" in str(e):
+                    raise ModelFormatError(
+                        f"{p}: array '{name}' holds Python objects (needs pickle); model files "
+                        f"hold only numeric and string arrays") from None
+                raise ModelFormatError(f"{p} is truncated or corrupt: array '{name}' cannot "
+                                       f"be read ({e})") from None
+            except Exception as e:  # BadZipFile (CRC), zlib.error, EOFError, OSError, ...
+                raise ModelFormatError(f"{p} is truncated or corrupt: array '{name}' cannot "
+                                       f"be read ({type(e).__name__}: {e})") from None
+    return arrays
+
+
+def _write_arrays(f: Any, arrays: Mapping[str, np.ndarray], compressed: bool) -> None:
+    (np.savez_compressed if compressed else np.savez)(f, **arrays)
+
+
+def save_model(model: Model, path: Any, *, compressed: bool = False) -> None:
+    """Validate ``model`` and write it to ``path`` atomically.
+
+    The file is written to a temporary file in the same directory, fsynced
+    and renamed over ``path``; on any error the temporary file is removed
+    and an existing ``path`` is left untouched.  An invalid model raises
+    :class:`ModelFormatError` before anything is written; a missing or
+    unwritable directory raises :class:`OSError` naming the path.
+    ``compressed`` uses zip deflate (smaller, slower to load).
+    """
+    p = os.fspath(path)
+    arrays = model.to_arrays()
+    validate_arrays(arrays, where=f"{p} (not written)")
+    atomic_write(p, lambda f: _write_arrays(f, arrays, compressed))
+
+
+# --------------------------------------------------------------------------
+# building models
+# --------------------------------------------------------------------------
+
+
+def model_from_params(params: Any, item_ids: Any, popularity: Any,
+                      config: Optional[Mapping[str, Any]] = None) -> Model:
+    """A global :class:`Model` from training-engine ``Params`` (or anything
+    with ``E, layers, W_p, b_p, O, b_out, activation``).
+
+    The shape keys of the config (n_items, e, L, H, d, activation, tied) are
+    derived from the arrays; ``config`` adds the rest (carry_state defaults
+    to False, session_gap_seconds to 3600, flags to [], created to now;
+    loss, alpha, trained_on, ... are kept as given).  The result is
+    validated.
+    """
+    layers = [GRULayer(*(np.ascontiguousarray(a, np.float32) for a in layer))
+              for layer in params.layers]
+    hs = [int(layer.W_hh.shape[1]) for layer in layers]
+    E = np.ascontiguousarray(params.E, np.float32)
+    W_p = np.ascontiguousarray(params.W_p, np.float32)
+    cfg = dict(config or {})
+    cfg.update(n_items=int(E.shape[0]), e=int(E.shape[1]), L=len(layers),
+               H=hs[0] if len(set(hs)) == 1 else hs, d=int(W_p.shape[0]),
+               activation=str(params.activation), tied=params.O is None)
+    cfg.setdefault("carry_state", False)
+    cfg.setdefault("session_gap_seconds", DEFAULT_SESSION_GAP_SECONDS)
+    cfg.setdefault("flags", [])
+    cfg.setdefault("created", _utc_now())
+    ids = np.asarray(item_ids)
+    if ids.dtype.kind in "iu":
+        ids = ids.astype(np.int64)
+    elif ids.dtype.kind in "OS":
+        ids = np.array([_as_str(x) for x in ids.tolist()], dtype=str)
+    model = Model(config=json.loads(_dump_json(cfg, "config")), item_ids=ids, E=E,
+                  layers=layers, W_p=W_p, b_p=np.ascontiguousarray(params.b_p, np.float32),
+                  O=None if params.O is None else np.ascontiguousarray(params.O, np.float32),
+                  b=np.ascontiguousarray(params.b_out, np.float32),
+                  popularity=np.asarray(popularity))
+    model.validate()
+    return model
+
+
+def make_personal(base: Model, params: Any, *, clicks_used: int,
+                  last_timestamp: Optional[float], seed: int, epochs: int,
+                  bias_index: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None,
+                  **extra: Any) -> Model:
+    """A personal model: ``base`` with the last GRU layer and the head taken
+    from the fine-tuned ``params`` (everything else is shared with ``base``,
+    not copied -- it is frozen).
+
+    The ``personal`` record gets ``base_fingerprint`` (the *global* model's
+    fingerprint: ``base``'s own, or inherited when ``base`` is already
+    personal), ``parent_fingerprint`` (``base``'s fingerprint), the
+    fine-tuning metadata, ``finetunes`` (how many fine-tunes led here),
+    ``clicks_used_total`` and any ``extra`` keys.  ``bias_index``/``bias``
+    set personal output biases (dense indices); by default a personal base's
+    biases are kept.
+    """
+    parent = base.fingerprint()
+    prev = base.personal or {}
+    record: Dict[str, Any] = dict(extra)
+    record.update(
+        base_fingerprint=prev.get("base_fingerprint", parent),
+        parent_fingerprint=parent,
+        clicks_used=int(clicks_used),
+        clicks_used_total=int(prev.get("clicks_used_total", prev.get("clicks_used", 0)))
+        + int(clicks_used),
+        finetunes=int(prev.get("finetunes", 0)) + 1,
+        last_timestamp=None if last_timestamp is None else float(last_timestamp),
+        seed=int(seed),
+        epochs=int(epochs),
+        created=_utc_now(),
+    )
+    last = params.layers[-1]
+    layers = list(base.layers[:-1]) + [GRULayer(*(np.ascontiguousarray(a, np.float32)
+                                                   for a in last))]
+    if bias_index is None and bias is None:
+        bias_index, bias = base.personal_bias_index, base.personal_bias
+    elif bias_index is not None and bias is not None:
+        bias_index = np.asarray(bias_index, np.int64)
+        bias = np.ascontiguousarray(bias, np.float32)
+    else:
+        raise ValueError("bias_index and bias go together")
+    model = Model(config=json.loads(_dump_json(base.config, "config")), item_ids=base.item_ids,
+                  E=base.E, layers=layers, W_p=np.ascontiguousarray(params.W_p, np.float32),
+                  b_p=np.ascontiguousarray(params.b_p, np.float32), O=base.O, b=base.b,
+                  popularity=base.popularity, personal=json.loads(_dump_json(record,
+                                                                             "personal")),
+                  personal_bias_index=bias_index, personal_bias=bias)
+    model._lookup, model._id_dict = base._lookup, base._id_dict
+    return model
+
+
+def params_of(model: Model) -> Any:
+    """The training engine's ``Params`` view of ``model`` (arrays shared, not
+    copied; ``b_out`` is :attr:`Model.output_bias`).  Imports the engine and
+    hence the compiled kernels."""
+    from ._engine import Params  # lazy: this module works without the C core
+
+    return Params(model.E, [list(layer) for layer in model.layers], model.W_p, model.b_p,
+                  model.O, model.output_bias, model.activation)
