@@ -56,7 +56,8 @@ def _fsync_dir(directory: str) -> None:
 
 
 def _cannot_write(path: str, directory: str, exc: OSError) -> OSError:
-    """A copy of ``exc`` (same class and errno) whose message names the path."""
+    """A copy of ``exc`` (same class and errno) whose message names the path
+    (``filename`` is left unset so the message is not repeated)."""
     why = exc.strerror or str(exc)
     if exc.errno in (errno.EACCES, errno.EPERM):
         msg = f"cannot write {path}: directory {directory} is not writable ({why})"
@@ -68,9 +69,7 @@ def _cannot_write(path: str, directory: str, exc: OSError) -> OSError:
         msg = f"cannot write {path}: {directory} is not a directory"
     else:
         msg = f"cannot write {path}: {why}"
-    new = type(exc)(exc.errno, msg) if exc.errno is not None else type(exc)(msg)
-    new.filename = path
-    return new
+    return type(exc)(exc.errno, msg) if exc.errno is not None else type(exc)(msg)
 
 
 def atomic_write(path: PathLike, writer_fn: Callable[[IO[bytes]], object]) -> None:
@@ -92,7 +91,7 @@ def atomic_write(path: PathLike, writer_fn: Callable[[IO[bytes]], object]) -> No
         path = os.fsdecode(path)
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
-        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a directory", path)
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {path}: it is a directory")
     try:
         mode = stat.S_IMODE(os.stat(path).st_mode)
     except FileNotFoundError:

@@ -24,6 +24,7 @@ BPTT; the initial states lag the weights by at most one epoch.
 """
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass, field
@@ -277,6 +278,33 @@ class NegativeSampler:
         u = self.rng.random(k)
         return np.minimum(np.searchsorted(self.cdf, u, side="right"), self.p.shape[0] - 1).astype(np.int32)
 
+    def sample_many(self, k: int) -> np.ndarray:
+        """``k`` item indices (int32) from the same distribution as
+        :meth:`sample`, by Vose's alias method (O(1) per draw; the table is
+        built on first use, O(n_items))."""
+        if getattr(self, "_alias_prob", None) is None:
+            self._build_alias()
+        n = self.p.shape[0]
+        idx = self.rng.integers(0, n, k)
+        u = self.rng.random(k)
+        return np.where(u < self._alias_prob[idx], idx, self._alias_idx[idx]).astype(np.int32)
+
+    def _build_alias(self) -> None:
+        n = self.p.shape[0]
+        prob = (self.p * n).tolist()
+        alias = list(range(n))
+        small = [i for i, q in enumerate(prob) if q < 1.0]
+        large = [i for i, q in enumerate(prob) if q >= 1.0]
+        while small and large:
+            s, l = small.pop(), large.pop()
+            alias[s] = l
+            prob[l] -= 1.0 - prob[s]
+            (small if prob[l] < 1.0 else large).append(l)
+        for i in small + large:  # leftovers are 1 up to rounding
+            prob[i] = 1.0
+        self._alias_prob = np.asarray(prob)
+        self._alias_idx = np.asarray(alias, np.int64)
+
     def logq(self, items: np.ndarray) -> np.ndarray:
         """log sampling probability of each item (float32)."""
         return self._logp[items]
@@ -305,7 +333,7 @@ class _Optimizer:
             if self.kind == "adam":
                 st = (np.zeros_like(p), np.zeros_like(p))
             elif self.kind == "adagrad":
-                st = (np.zeros_like(p),)
+                st = (np.zeros_like(p), np.zeros_like(p)) if self.momentum > 0 else (np.zeros_like(p),)
             else:
                 st = (np.zeros_like(p),) if self.momentum > 0 else ()
             self.state[key] = st
@@ -318,7 +346,10 @@ class _Optimizer:
         st = self._slots(key, p)
         pf, gf = p.reshape(-1), g.reshape(-1)
         if self.kind == "adagrad":
-            K.adagrad_step(pf, gf, st[0].reshape(-1), self.lr, self.eps)
+            if self.momentum > 0:
+                _adagrad_momentum(p, g, st[0], st[1], self.lr, self.momentum, self.eps)
+            else:
+                K.adagrad_step(pf, gf, st[0].reshape(-1), self.lr, self.eps)
         elif self.kind == "adam":
             K.adam_step(pf, gf, st[0].reshape(-1), st[1].reshape(-1), self.step_no, self.lr,
                         self.beta1, self.beta2, 1e-8)
@@ -329,12 +360,29 @@ class _Optimizer:
     def rows(self, key, table, rows, grad_rows):
         st = self._slots(key, table)
         if self.kind == "adagrad":
-            K.adagrad_rows(table, st[0], rows, grad_rows, self.lr, self.eps)
+            if self.momentum > 0:
+                a, m, t = st[0][rows], st[1][rows], table[rows]
+                _adagrad_momentum(t, grad_rows, a, m, self.lr, self.momentum, self.eps)
+                st[0][rows], st[1][rows], table[rows] = a, m, t
+            else:
+                K.adagrad_rows(table, st[0], rows, grad_rows, self.lr, self.eps)
         elif self.kind == "adam":
             K.adam_rows(table, st[0], st[1], rows, grad_rows, self.step_no, self.lr,
                         self.beta1, self.beta2, 1e-8)
         else:
             K.sgd_rows(table, rows, grad_rows, self.lr)
+
+
+def _adagrad_momentum(p, g, acc, mom, lr, momentum, eps):
+    """GRU4Rec's ``IndexedAdagradM`` step, in place (numpy; no C kernel has
+    momentum Adagrad): acc += g^2; mom = momentum * mom - lr * g / sqrt(acc + eps);
+    p += mom."""
+    acc += g * g
+    step = np.sqrt(acc + F32(eps))
+    np.divide(g, step, out=step)
+    mom *= F32(momentum)
+    mom -= F32(lr) * step
+    p += mom
 
 
 def _sum_rows(idx: np.ndarray, grads: np.ndarray):
@@ -344,6 +392,191 @@ def _sum_rows(idx: np.ndarray, grads: np.ndarray):
     out = np.zeros((uniq.size, grads.shape[1]), F32)
     np.add.at(out, inv, grads)
     return uniq.astype(np.int32), out
+
+
+# --------------------------------------------------------------------------
+# session-parallel mini-batches (GRU4Rec)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Schedule:
+    """GRU4Rec's session-parallel mini-batches, precomputed.
+
+    Step ``s`` trains the events ``ptr[s]:ptr[s+1]``: event ``e`` feeds click
+    ``pos[e]`` (its target is the next click) in slot ``slot[e]`` (slots are
+    increasing within a step), and ``reset[e]`` says that click starts its
+    stream (the slot's state is zeroed first).
+    """
+
+    ptr: np.ndarray
+    pos: np.ndarray
+    slot: np.ndarray
+    reset: np.ndarray
+    n_slots: int
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.ptr.shape[0] - 1)
+
+
+def _session_schedule(targets: np.ndarray, session_start: Optional[np.ndarray],
+                      reset_at_sessions: bool, batch_size: int) -> _Schedule:
+    """Streams (sessions, or the whole sequence when states are carried) go
+    through ``batch_size`` slots in sequence order, one click per step, all
+    slots in lockstep; when a stream ends, its slot takes the next stream
+    (slots freed at the same step take them in slot order), and once no
+    stream is left, finished slots drop out -- GRU4Rec's
+    ``SessionDataIterator``.  A stream's trained clicks are those with a
+    target, which :func:`next_targets` makes a prefix of the stream."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = int(targets.shape[0])
+    e64 = np.zeros(0, np.int64)
+    if n == 0:
+        return _Schedule(np.zeros(1, np.int64), e64, e64.copy(), np.zeros(0, bool), 0)
+    if session_start is None or not reset_at_sessions:
+        starts = np.array([0], np.int64)
+    else:
+        starts = np.flatnonzero(np.asarray(session_start, bool)).astype(np.int64)
+        if starts.size == 0 or starts[0] != 0:
+            starts = np.concatenate([[0], starts])
+    has = targets >= 0
+    cnt = np.add.reduceat(has.astype(np.int64), starts)
+    keep = cnt > 0
+    starts, cnt = starts[keep], cnt[keep]
+    ns = int(starts.size)
+    if ns == 0:
+        return _Schedule(np.zeros(1, np.int64), e64, e64.copy(), np.zeros(0, bool), 0)
+    n_slots = min(batch_size, ns)
+    heap = [(0, b) for b in range(n_slots)]
+    step0 = np.empty(ns, np.int64)
+    slot = np.empty(ns, np.int64)
+    for k, c in enumerate(cnt.tolist()):
+        f, b = heapq.heappop(heap)
+        step0[k] = f
+        slot[k] = b
+        heapq.heappush(heap, (f + c, b))
+    total = int(cnt.sum())
+    off = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    ev_step = np.repeat(step0, cnt) + off
+    ev_slot = np.repeat(slot, cnt)
+    ev_pos = np.repeat(starts, cnt) + off
+    if not has[ev_pos].all():  # pragma: no cover - next_targets guarantees prefixes
+        raise ValueError("targets of a stream must be a prefix of it")
+    order = np.lexsort((ev_slot, ev_step))
+    ev_step = ev_step[order]
+    ptr = np.searchsorted(ev_step, np.arange(int(ev_step[-1]) + 2))
+    return _Schedule(ptr.astype(np.int64), ev_pos[order], ev_slot[order], (off == 0)[order],
+                     n_slots)
+
+
+def _elu(Z: np.ndarray, a: float):
+    """ELU(Z, a) and its derivative (both float32, new arrays)."""
+    neg = Z < 0
+    E = np.exp(np.minimum(Z, 0))
+    E -= 1
+    E *= F32(a)
+    O = np.where(neg, E, Z)
+    d = np.where(neg, O + F32(a), F32(1))
+    return O, d
+
+
+def distinct_loss(Z: np.ndarray, tcol: np.ndarray, n_tgt: np.ndarray, n_neg: np.ndarray,
+                  kind: str = "bpr-max", bpreg: float = 0.0, elu: float = 0.0,
+                  logq_t: Optional[np.ndarray] = None, logq_n: Optional[np.ndarray] = None,
+                  scale: float = 1.0):
+    """GRU4Rec's sampled losses over *distinct* columns with multiplicities.
+
+    GRU4Rec scores every row against the columns [the batch's targets, the
+    shared negatives], duplicates included; row ``b``'s own target column is
+    its positive and every other column a negative (an in-batch duplicate of
+    the target too).  Here each distinct item is one column ``j`` occurring
+    ``n_tgt[j]`` times among the batch's targets and ``n_neg[j]`` times among
+    the negatives; ``tcol[b]`` is row ``b``'s target column.  A softmax over
+    duplicated columns equals one over distinct columns with log-counts added,
+    so the loss and the gradient (summed over duplicates) are exactly
+    GRU4Rec's, with fewer columns to score.
+
+    - ``"xe"``: softmax cross-entropy; with logQ the logit of an occurrence
+      is ``Z - logq_t`` (as a batch target) or ``Z - logq_n`` (as a
+      negative), GRU4Rec's ``logq * log(pop)`` and ``logq * alpha * log(pop)``.
+    - ``"bpr-max"``: on ``o = ELU(Z, elu)`` (``elu=0``: ``o = Z``),
+      ``-log(sum_j w_j sigmoid(o_t - o_j)) + bpreg * sum_j w_j o_j^2`` with
+      ``w`` the softmax of ``o`` over the row's negatives.
+
+    Z float32 [B, U]; returns ``(row_loss float32 [B], G float32 [B, U])``
+    with ``G = scale * d loss / d Z``.
+    """
+    Bn, U = Z.shape
+    ar = np.arange(Bn)
+    nt = n_tgt.astype(F32)
+    nn_ = n_neg.astype(F32)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        if kind == "xe":
+            if logq_t is None:
+                logw = np.log(nt + nn_)
+                pos_off = np.zeros(Bn, F32)
+            else:
+                logw = np.log(nt * np.exp(-logq_t) + nn_ * np.exp(-logq_n)).astype(F32)
+                pos_off = -logq_t[tcol]
+            A = Z + logw
+            m = A.max(1, keepdims=True)
+            A -= m
+            np.exp(A, out=A)
+            ssum = A.sum(1, keepdims=True)
+            A /= ssum
+            loss = (m[:, 0] + np.log(ssum[:, 0])) - (Z[ar, tcol] + pos_off)
+            A[ar, tcol] -= 1
+            if scale != 1.0:
+                A *= F32(scale)
+            return loss.astype(F32), A
+        if kind != "bpr-max":
+            raise ValueError(f"loss must be 'xe' or 'bpr-max', got {kind!r}")
+        if elu > 0:
+            O, dO = _elu(Z, elu)
+        else:
+            O, dO = Z, None
+        c = nt + nn_
+        logc = np.log(c)
+        W = O + logc
+        ot = O[ar, tcol]
+        W[ar, tcol] = ot + np.log(c[tcol] - 1)  # the row's own occurrence is no negative
+        m = W.max(1, keepdims=True)
+        m[~np.isfinite(m)] = 0
+        W -= m
+        np.exp(W, out=W)
+        z = W.sum(1, keepdims=True)
+        z[z == 0] = 1  # no negative at all: zero weights, constant loss
+        W /= z
+        # sigmoid(o_t - o_j) = 1 / (1 + exp(o_j - o_t))
+        Sg = O - ot[:, None]
+        np.exp(Sg, out=Sg)
+        Sg += 1
+        np.reciprocal(Sg, out=Sg)
+        WS = W * Sg
+        P = WS.sum(1)
+        O2 = O * O
+        R = (W * O2).sum(1)
+        T = (WS - WS * Sg).sum(1)  # sum_j w_j s_j (1 - s_j)
+        inv = 1.0 / (P + 1e-24)
+        loss = -np.log(P + 1e-24) + F32(bpreg) * R
+        # dP/do_k = w_k (s_k^2 - P); dR/do_k = w_k (o_k^2 - R + 2 o_k)
+        G = WS * Sg
+        G -= W * P[:, None]
+        G *= -inv[:, None].astype(F32)
+        if bpreg > 0:
+            O2 -= R[:, None]
+            O2 += 2 * O
+            O2 *= W
+            O2 *= F32(bpreg)
+            G += O2
+        G[ar, tcol] -= (T * inv).astype(F32)
+        if dO is not None:
+            G *= dO
+        if scale != 1.0:
+            G *= F32(scale)
+        return loss.astype(F32), G
 
 
 # --------------------------------------------------------------------------
@@ -372,6 +605,15 @@ class TrainConfig:
     train_embeddings: bool = False   # E and O/b rows (cloud trainer)
     dropout_in: float = 0.0          # dropout on the first layer's input (cloud trainer)
     dropout_hidden: float = 0.0      # dropout on the last layer's output (cloud trainer)
+    # GRU4Rec's session-parallel mini-batches: ``batch_size`` sessions run side
+    # by side, one click per step, hidden states carried from step to step and
+    # reset where a session starts (a finished session's slot takes the next
+    # session in sequence order); gradients stop at the step's initial state.
+    # ``window`` is ignored.  The loss is computed over the *distinct* items of
+    # the step (counts fold duplicates back in exactly), sum / batch_size.
+    session_parallel: bool = False
+    elu: float = 0.0                 # BPR-max on ELU(scores, elu) as GRU4Rec (0: off); session_parallel only
+    train_head: bool = True          # False: W_p, b_p frozen (identity head = GRU4Rec's h . O)
 
 
 class Trainer:
@@ -409,6 +651,16 @@ class Trainer:
         self.seg = make_segments(self.n, session_start, config.window, reset_at_sessions)
         # keep only windows with at least one target
         self.opt = _Optimizer(config.optimizer, config.lr, config.momentum)
+        self.popularity = np.asarray(pop, np.float64)
+        self.sched = None
+        if config.session_parallel:
+            self.sched = _session_schedule(self.targets, session_start, reset_at_sessions,
+                                           config.batch_size)
+        W_p = params.W_p
+        self._identity_head = (not config.train_head and params.activation == "identity"
+                               and W_p.shape[0] == W_p.shape[1]
+                               and np.array_equal(W_p, np.eye(W_p.shape[0], dtype=F32))
+                               and not params.b_p.any())
         self.X = None
         if self.first > 0:
             # frozen lower layers: outputs over the whole history, once
@@ -430,6 +682,8 @@ class Trainer:
     # ---- one epoch ----
     def epoch(self, progress: Optional[Callable[[int, int, float], None]] = None) -> float:
         """One pass over the training windows; returns the mean loss."""
+        if self.sched is not None:
+            return self._epoch_session_parallel(progress)
         cfg, p = self.cfg, self.p
         h_start = run_segments(p, self.trainable, self._layer_input, self.seg, keep_states=True)
         has_t = np.zeros(len(self.seg), bool)
@@ -448,6 +702,138 @@ class Trainer:
             if progress is not None:
                 progress(bi // cfg.batch_size + 1, nb, total / max(count, 1))
         return total / max(count, 1)
+
+    # ---- session-parallel (GRU4Rec) ----
+    def _epoch_session_parallel(self, progress) -> float:
+        """One pass of session-parallel mini-batches (states start at zero)."""
+        cfg, p, sc = self.cfg, self.p, self.sched
+        h = [np.zeros((sc.n_slots, p.hidden_sizes[l]), F32) for l in self.trainable]
+        n_steps = sc.n_steps
+        S_n = cfg.n_negatives
+        block = 64
+        negs = None
+        total, count = 0.0, 0
+        ptr = sc.ptr.tolist()
+        for st in range(n_steps):
+            if S_n > 0 and st % block == 0:
+                negs = self.sampler.sample_many(block * S_n).reshape(block, S_n)
+            neg = negs[st % block] if S_n > 0 else np.zeros(0, np.int32)
+            lo, hi = ptr[st], ptr[st + 1]
+            total += self._sp_step(lo, hi, h, neg)
+            count += hi - lo
+            if progress is not None and ((st + 1) % 100 == 0 or st + 1 == n_steps):
+                progress(st + 1, n_steps, total / max(count, 1))
+        return total / max(count, 1)
+
+    def _sp_step(self, lo: int, hi: int, h: List[np.ndarray], neg: np.ndarray) -> float:
+        """One session-parallel step: forward one click per active slot,
+        loss over the step's distinct items, backward through that step only
+        (GRU4Rec's 1-step BPTT), updates.  Returns the summed row loss."""
+        cfg, p, sc = self.cfg, self.p, self.sched
+        n = hi - lo
+        full = n == sc.n_slots
+        slots = None if full else sc.slot[lo:hi]
+        pos = sc.pos[lo:hi]
+        reset = sc.reset[lo:hi]
+        reset_rows = np.flatnonzero(reset) if reset.any() else None
+        in_items = self.items[pos]
+        tgt = self.targets[pos]
+        emb = cfg.train_embeddings
+        x = p.E[in_items] if self.X is None else self.X[pos]
+        mask_in = self._dropout_mask(x.shape, cfg.dropout_in) if emb else None
+        if mask_in is not None:
+            x *= mask_in
+        xs, ys, caches, h0s, masks = [], [], [], [], []
+        for j, l in enumerate(self.trainable):
+            W_ih, W_hh, b_ih, b_hh = p.layers[l]
+            h0 = h[j] if full else h[j][slots]
+            if reset_rows is not None:
+                h0[reset_rows] = 0
+            y, _, cache = K.gru_forward(x[None], W_ih, W_hh, b_ih, b_hh, h0=h0, keep_cache=True)
+            out = y[0]
+            m = self._dropout_mask(out.shape, cfg.dropout_hidden)
+            if m is not None:
+                out = out * m  # GRU4Rec carries the dropped-out state too
+            xs.append(x)
+            ys.append(y)
+            caches.append(cache)
+            h0s.append(h0)
+            masks.append(m)
+            if full:
+                h[j] = out
+            else:
+                h[j][slots] = out
+            x = out
+        hid = x
+        u = hid if self._identity_head else K.head_forward(hid, p.W_p, p.b_p, p.activation)
+
+        # distinct columns: batch targets, negatives (and, tied, the inputs' rows)
+        tied_in = emb and p.O is None and self.X is None
+        keys = np.concatenate([tgt, neg, in_items]) if tied_in else np.concatenate([tgt, neg])
+        N = p.n_items
+        if N <= 16 * keys.size:
+            cnt = np.bincount(keys, minlength=N)
+            uniq = np.flatnonzero(cnt)
+            lut = np.empty(N, np.int64)
+            lut[uniq] = np.arange(uniq.size)
+            inv = lut[keys]
+        else:
+            uniq, inv = np.unique(keys, return_inverse=True)
+        Uc = uniq.size
+        S_t = n + neg.size
+        tcol = inv[:n]
+        n_tgt = np.bincount(tcol, minlength=Uc)
+        n_neg = np.bincount(inv[n:S_t], minlength=Uc)
+        Otab = p.out_table
+        O_u = Otab[uniq]
+        Z = K.sgemm(u, O_u, trans_b=True)
+        Z += p.b_out[uniq]
+        logq_t = logq_n = None
+        if cfg.loss == "xe" and cfg.logq > 0:
+            lp = np.log(np.maximum(self.popularity[uniq], 1e-12)).astype(F32)
+            logq_t = F32(cfg.logq) * lp
+            logq_n = F32(cfg.logq * cfg.alpha) * lp
+        row_loss, G = distinct_loss(Z, tcol, n_tgt, n_neg, cfg.loss, cfg.bpreg, cfg.elu,
+                                    logq_t, logq_n, scale=1.0 / cfg.batch_size)
+        dU = K.sgemm(G, O_u)
+        self.opt.begin_step()
+        if self._identity_head:
+            dh = dU
+        elif cfg.train_head:
+            dW_p = np.zeros_like(p.W_p)
+            db_p = np.zeros_like(p.b_p)
+            dh, _, _ = K.head_backward(hid, p.W_p, u, dU, p.activation, dW_p=dW_p, db_p=db_p)
+            self.opt.dense("W_p", p.W_p, dW_p)
+            self.opt.dense("b_p", p.b_p, db_p)
+        else:
+            dh, _, _ = K.head_backward(hid, p.W_p, u, dU, p.activation)
+        for j in range(len(self.trainable) - 1, -1, -1):
+            l = self.trainable[j]
+            W_ih, W_hh, b_ih, b_hh = p.layers[l]
+            dy = dh if masks[j] is None else dh * masks[j]
+            need_dx = j > 0 or emb
+            dx, _, dW_ih, dW_hh, db_ih, db_hh = K.gru_backward(
+                xs[j][None], W_ih, W_hh, ys[j], caches[j], dy=dy[None], h0=h0s[j],
+                need_dx=need_dx)
+            self.opt.dense(f"W_ih{l}", W_ih, dW_ih)
+            self.opt.dense(f"W_hh{l}", W_hh, dW_hh)
+            self.opt.dense(f"b_ih{l}", b_ih, db_ih)
+            self.opt.dense(f"b_hh{l}", b_hh, db_hh)
+            dh = dx[0] if need_dx else None
+        if emb:
+            dO_u = K.sgemm(G, u, trans_a=True)
+            db_u = G.sum(0, keepdims=True).T
+            g_in = dh if mask_in is None else dh * mask_in
+            rows = uniq.astype(np.int32)
+            if tied_in:
+                np.add.at(dO_u, inv[S_t:], g_in)
+                self.opt.rows("E", p.E, rows, dO_u)
+            else:
+                r, gsum = _sum_rows(in_items, g_in)
+                self.opt.rows("E", p.E, r, gsum)
+                self.opt.rows("O", p.O, rows, dO_u)
+            self.opt.rows("b_out", p.b_out.reshape(-1, 1), rows, np.ascontiguousarray(db_u))
+        return float(row_loss.sum())
 
     def _dropout_mask(self, shape, rate: float) -> Optional[np.ndarray]:
         """Inverted-dropout mask (None when off)."""

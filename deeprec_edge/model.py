@@ -149,6 +149,12 @@ class Model:
     _lookup: Optional[Tuple[np.ndarray, np.ndarray]] = field(default=None, init=False, repr=False)
     _id_dict: Optional[dict] = field(default=None, init=False, repr=False)
 
+    def __repr__(self) -> str:
+        kind = "personal" if self.is_personal else "global"
+        return (f"Model({kind}, n_items={self.n_items}, e={self.embedding_dim}, "
+                f"H={self.hidden_sizes}, d={self.dim}, activation={self.activation!r}, "
+                f"tied={self.tied}, carry_state={self.carry_state})")
+
     # -- shape ---------------------------------------------------------
     @property
     def n_items(self) -> int:
@@ -256,6 +262,9 @@ class Model:
         valid = np.ones(q.shape[0], bool)
         if sorted_ids.dtype.kind in "iu":
             if q.dtype.kind in "iu":
+                if q.dtype.kind == "u" and q.dtype.itemsize == 8:
+                    valid = q < np.uint64(1 << 63)
+                    q = np.where(valid, q, 0)
                 q = q.astype(np.int64, copy=False)
             elif q.dtype.kind in "f":
                 valid = np.isfinite(q) & (q == np.round(q)) & (np.abs(q) < 2.0 ** 63)

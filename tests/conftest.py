@@ -63,6 +63,8 @@ TOL_F64 = Tol(rtol=1e-10, atol=1e-11)
 TOL_FD64 = Tol(rtol=1e-6, atol=1e-7)
 #: elementwise float32 maths (optimisers, clipping): a few ulps.
 TOL_F32_ELEM = Tol(rtol=2e-6, atol=1e-7)
+#: several float32 optimiser steps (state carried in float32) vs float64.
+TOL_F32_OPT = Tol(rtol=1e-5, atol=1e-6)
 #: float32 dot products / GEMM (K up to a few hundred) vs float64.
 TOL_F32_DOT = Tol(rtol=2e-5, atol=2e-6)
 #: float32 GRU forward (error accumulates through the recurrence).

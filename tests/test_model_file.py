@@ -4,7 +4,6 @@ process killed mid-save).  numpy only: no compiled kernels needed."""
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ from deeprec_edge import _atomic  # noqa: E402
 from deeprec_edge import model as M  # noqa: E402
 from deeprec_edge._atomic import atomic_write  # noqa: E402
 from deeprec_edge.model import (FORMAT_TAG, FORMAT_VERSION, Model, ModelFormatError,  # noqa: E402
-                                load_model, make_personal, model_from_params, save_model,
+                                load_model, model_from_params, save_model,
                                 validate_arrays)
 from helpers_model import (random_arrays, random_model, random_personal, set_config,  # noqa: E402
                            write_npz)
@@ -559,14 +558,33 @@ def test_unwritable_directory(tmp_path, monkeypatch):
         save_model(random_model(seed=2), p)
     msg = str(ei.value)
     assert f"cannot write {p}: directory {d} is not writable" in msg, msg
-    assert ei.value.filename == str(p)
+    assert ei.value.errno == errno.EACCES
     monkeypatch.undo()
     _assert_previous_intact(d, p, before)
 
 
-@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
-                    reason="needs POSIX permissions enforced (not root)")
+_UNWRITABLE_CHILD = textwrap.dedent("""
+    import os, sys
+    import deeprec_edge.model as M
+    from helpers_model import random_model
+
+    model = random_model(seed=2)
+    if os.geteuid() == 0:      # root writes anywhere: drop to 'nobody' first
+        os.setgid(65534)
+        os.setuid(65534)
+    try:
+        M.save_model(model, sys.argv[1])
+    except PermissionError as e:
+        print("PermissionError:", e)
+        sys.exit(3)
+    sys.exit(0)
+""")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs POSIX permissions")
 def test_unwritable_directory_chmod(tmp_path):
+    """A real permission failure (run as an unprivileged process even when
+    the tests run as root)."""
     d = tmp_path / "ro"
     d.mkdir()
     p = d / "weights.npz"
@@ -574,11 +592,12 @@ def test_unwritable_directory_chmod(tmp_path):
     before = p.read_bytes()
     os.chmod(d, 0o555)
     try:
-        with pytest.raises(PermissionError, match=f"cannot write {p}: directory .* is not "
-                                                  f"writable"):
-            save_model(random_model(seed=2), p)
+        r = subprocess.run([sys.executable, "-c", _UNWRITABLE_CHILD, str(p)], env=_child_env(),
+                           capture_output=True, text=True, timeout=120)
     finally:
         os.chmod(d, 0o755)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert f"cannot write {p}: directory " in r.stdout and "is not writable" in r.stdout
     _assert_previous_intact(d, p, before)
 
 

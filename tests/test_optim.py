@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 import reference as ref
-from conftest import EDGE_SIZES, TOL_F32_ELEM, TOL_F64, Tol, assert_close, f32, i32, randn
+from conftest import (EDGE_SIZES, TOL_F32_ELEM, TOL_F32_OPT, TOL_F64, assert_close, f32, i32,
+                      randn)
 
-#: several float32 steps compared with float64 ones (state carried in float32)
-TOL_F32_OPT = Tol(rtol=1e-5, atol=1e-6)
 SIZES = EDGE_SIZES + (1000,)
 STEPS = 4
 

@@ -36,6 +36,8 @@ class FitConfig:
     hidden: List[int] = field(default_factory=lambda: [100])
     dim: int = 0                  # d; 0 = the last hidden size
     activation: str = "tanh"
+    head: bool = True             # trainable head u = act(W_p h + b_p); False: u = h (GRU4Rec),
+                                  # stored as W_p = I, b_p = 0, identity activation, never trained
     tied: bool = True             # GRU4Rec's constrained embedding: O = E
     carry_state: bool = False     # carry states across a user's sessions
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -64,10 +66,17 @@ def init_params(n_items: int, cfg: FitConfig, seed: int = 0) -> Params:
         layers.append([np.ascontiguousarray(W_ih), np.ascontiguousarray(W_hh),
                        np.zeros(3 * H, np.float32), np.zeros(3 * H, np.float32)])
         inp = H
-    W_p = _uniform(rng, (d, H_last), H_last, d, cfg.init_scale)
+    if cfg.head:
+        W_p = _uniform(rng, (d, H_last), H_last, d, cfg.init_scale)
+        activation = cfg.activation
+    else:
+        if d != H_last:
+            raise ValueError(f"head=False needs dim == hidden[-1] ({H_last}), got dim {d}")
+        W_p = np.eye(d, dtype=np.float32)
+        activation = "identity"
     b_p = np.zeros(d, np.float32)
     O = None if cfg.tied else _uniform(rng, (n_items, d), n_items, d, cfg.init_scale)
-    return Params(E, layers, W_p, b_p, O, np.zeros(n_items, np.float32), cfg.activation)
+    return Params(E, layers, W_p, b_p, O, np.zeros(n_items, np.float32), activation)
 
 
 def sequence_from_sessions(items: np.ndarray, sessions: np.ndarray, times: np.ndarray,
@@ -126,6 +135,7 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
     log = log or (lambda s: print(s, file=sys.stderr))
     tc = cfg.train
     tc.train_embeddings = True
+    tc.train_head = cfg.head
     if popularity is None:
         popularity = np.bincount(items, minlength=params.n_items).astype(np.float64)
     trainer = Trainer(params, items, reset, tc, n_trainable=len(params.layers),
