@@ -100,6 +100,9 @@ static void test_status_and_paths(const char *expect_path) {
     CHECK(!dre_path_supported(DRE_PATH_NEON), "neon claimed on a non-arm64 build");
 #endif
     CHECK(dre_path_supported(DRE_PATH_SCALAR) == 1, "scalar must always be supported");
+    for (int i = 0; i < n_paths; ++i)
+        CHECK(strcmp(dre_path_name(paths[i]), "unknown") != 0, "supported path %d has no name",
+              (int)paths[i]);
     CHECK(dre_path_supported((dre_path)9) == 0, "path 9 supported?");
     CHECK(dre_path_supported((dre_path)-1) == 0, "path -1 supported?");
 
