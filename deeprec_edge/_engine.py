@@ -471,21 +471,22 @@ def _session_schedule(targets: np.ndarray, session_start: Optional[np.ndarray],
                      n_slots)
 
 
-def _elu(Z: np.ndarray, a: float):
-    """ELU(Z, a) and its derivative (both float32, new arrays)."""
-    neg = Z < 0
-    E = np.exp(np.minimum(Z, 0))
-    E -= 1
-    E *= F32(a)
-    O = np.where(neg, E, Z)
-    d = np.where(neg, O + F32(a), F32(1))
-    return O, d
+def _buf(ws: Optional[dict], name: str, shape, dtype=F32) -> np.ndarray:
+    """A scratch array from ``ws`` (grown as needed, reused across calls:
+    fresh arrays of a few hundred kB cost page faults on every step)."""
+    if ws is None:
+        return np.empty(shape, dtype)
+    size = int(np.prod(shape))
+    a = ws.get(name)
+    if a is None or a.size < size or a.dtype != dtype:
+        a = ws[name] = np.empty(max(size, 1), dtype)
+    return a[:size].reshape(shape)
 
 
 def distinct_loss(Z: np.ndarray, tcol: np.ndarray, n_tgt: np.ndarray, n_neg: np.ndarray,
                   kind: str = "bpr-max", bpreg: float = 0.0, elu: float = 0.0,
                   logq_t: Optional[np.ndarray] = None, logq_n: Optional[np.ndarray] = None,
-                  scale: float = 1.0):
+                  scale: float = 1.0, ws: Optional[dict] = None):
     """GRU4Rec's sampled losses over *distinct* columns with multiplicities.
 
     GRU4Rec scores every row against the columns [the batch's targets, the
@@ -496,17 +497,19 @@ def distinct_loss(Z: np.ndarray, tcol: np.ndarray, n_tgt: np.ndarray, n_neg: np.
     the negatives; ``tcol[b]`` is row ``b``'s target column.  A softmax over
     duplicated columns equals one over distinct columns with log-counts added,
     so the loss and the gradient (summed over duplicates) are exactly
-    GRU4Rec's, with fewer columns to score.
+    GRU4Rec's, with fewer columns to score.  Columns with no occurrence
+    (count 0) get zero weight and zero gradient.
 
     - ``"xe"``: softmax cross-entropy; with logQ the logit of an occurrence
       is ``Z - logq_t`` (as a batch target) or ``Z - logq_n`` (as a
       negative), GRU4Rec's ``logq * log(pop)`` and ``logq * alpha * log(pop)``.
     - ``"bpr-max"``: on ``o = ELU(Z, elu)`` (``elu=0``: ``o = Z``),
-      ``-log(sum_j w_j sigmoid(o_t - o_j)) + bpreg * sum_j w_j o_j^2`` with
-      ``w`` the softmax of ``o`` over the row's negatives.
+      ``-log(sum_j w_j sigmoid(o_t - o_j) + 1e-24) + bpreg * sum_j w_j o_j^2``
+      with ``w`` the softmax of ``o`` over the row's negatives.
 
-    Z float32 [B, U]; returns ``(row_loss float32 [B], G float32 [B, U])``
-    with ``G = scale * d loss / d Z``.
+    Z float32 [B, U] (overwritten); returns ``(row_loss float32 [B], G float32
+    [B, U])`` with ``G = scale * d loss / d Z``; G may live in ``ws`` (scratch
+    buffers reused across calls) or in Z's memory.
     """
     Bn, U = Z.shape
     ar = np.arange(Bn)
@@ -520,58 +523,75 @@ def distinct_loss(Z: np.ndarray, tcol: np.ndarray, n_tgt: np.ndarray, n_neg: np.
             else:
                 logw = np.log(nt * np.exp(-logq_t) + nn_ * np.exp(-logq_n)).astype(F32)
                 pos_off = -logq_t[tcol]
-            A = Z + logw
+            zt = Z[ar, tcol] + pos_off
+            A = Z
+            A += logw
             m = A.max(1, keepdims=True)
             A -= m
             np.exp(A, out=A)
-            ssum = A.sum(1, keepdims=True)
-            A /= ssum
-            loss = (m[:, 0] + np.log(ssum[:, 0])) - (Z[ar, tcol] + pos_off)
-            A[ar, tcol] -= 1
-            if scale != 1.0:
-                A *= F32(scale)
+            ssum = A.sum(1)
+            loss = (m[:, 0] + np.log(ssum)) - zt
+            A *= (F32(scale) / ssum)[:, None]
+            A[ar, tcol] -= F32(scale)
             return loss.astype(F32), A
         if kind != "bpr-max":
             raise ValueError(f"loss must be 'xe' or 'bpr-max', got {kind!r}")
+        shape = (Bn, U)
+        W = _buf(ws, "W", shape)
+        Sg = _buf(ws, "S", shape)
+        Q = _buf(ws, "Q", shape)
+        dO = None
         if elu > 0:
-            O, dO = _elu(Z, elu)
-        else:
-            O, dO = Z, None
+            # o = ELU(Z) = max(Z, 0) + a (exp(min(Z, 0)) - 1);  do/dZ = 1 (Z > 0) or a exp(Z)
+            a = F32(elu)
+            dO = _buf(ws, "dO", shape)
+            np.minimum(Z, F32(0), out=dO)
+            np.exp(dO, out=dO)
+            dO *= a
+            np.maximum(Z, F32(0), out=Q)
+            np.subtract(dO, a, out=Z)
+            Z += Q
+            gt = _buf(ws, "gt", shape, np.bool_)
+            np.greater(Q, F32(0), out=gt)
+            np.multiply(gt, F32(1) - a, out=Q)
+            dO += Q
+        O = Z
         c = nt + nn_
-        logc = np.log(c)
-        W = O + logc
+        np.add(O, np.log(c), out=W)
         ot = O[ar, tcol]
         W[ar, tcol] = ot + np.log(c[tcol] - 1)  # the row's own occurrence is no negative
         m = W.max(1, keepdims=True)
         m[~np.isfinite(m)] = 0
         W -= m
         np.exp(W, out=W)
-        z = W.sum(1, keepdims=True)
+        z = W.sum(1)
         z[z == 0] = 1  # no negative at all: zero weights, constant loss
-        W /= z
-        # sigmoid(o_t - o_j) = 1 / (1 + exp(o_j - o_t))
-        Sg = O - ot[:, None]
+        W *= (1 / z)[:, None]
+        # s_j = sigmoid(o_t - o_j) = 1 / (1 + exp(o_j - o_t))
+        np.subtract(O, ot[:, None], out=Sg)
         np.exp(Sg, out=Sg)
-        Sg += 1
+        Sg += F32(1)
         np.reciprocal(Sg, out=Sg)
-        WS = W * Sg
-        P = WS.sum(1)
-        O2 = O * O
-        R = (W * O2).sum(1)
-        T = (WS - WS * Sg).sum(1)  # sum_j w_j s_j (1 - s_j)
-        inv = 1.0 / (P + 1e-24)
-        loss = -np.log(P + 1e-24) + F32(bpreg) * R
-        # dP/do_k = w_k (s_k^2 - P); dR/do_k = w_k (o_k^2 - R + 2 o_k)
-        G = WS * Sg
-        G -= W * P[:, None]
-        G *= -inv[:, None].astype(F32)
+        P = np.einsum("ij,ij->i", W, Sg)
+        np.add(O, F32(2), out=Q)
+        Q *= O                                        # o^2 + 2 o
+        R = np.einsum("ij,ij->i", W, Q) - 2 * np.einsum("ij,ij->i", W, O)
+        np.multiply(Sg, Sg, out=Sg)                   # s^2
+        T = P - np.einsum("ij,ij->i", W, Sg)          # sum_j w_j s_j (1 - s_j)
+        inv = 1 / (P + F32(1e-24))
+        loss = -np.log(P + F32(1e-24)) + F32(bpreg) * R
+        # d loss / d o_k = w_k [bpreg (o_k^2 + 2 o_k - R) - (s_k^2 - P) / P]
+        #                = w_k [bpreg (o_k^2 + 2 o_k) - s_k^2 / P + 1 - bpreg R]
+        Sg *= inv[:, None]
         if bpreg > 0:
-            O2 -= R[:, None]
-            O2 += 2 * O
-            O2 *= W
-            O2 *= F32(bpreg)
-            G += O2
-        G[ar, tcol] -= (T * inv).astype(F32)
+            Q *= F32(bpreg)
+            Q -= Sg
+        else:
+            np.negative(Sg, out=Q)
+        Q += (1 - F32(bpreg) * R)[:, None]
+        Q *= W
+        G = Q
+        G[ar, tcol] -= T * inv                        # the positive's own path
         if dO is not None:
             G *= dO
         if scale != 1.0:
@@ -653,6 +673,7 @@ class Trainer:
         self.opt = _Optimizer(config.optimizer, config.lr, config.momentum)
         self.popularity = np.asarray(pop, np.float64)
         self.sched = None
+        self._ws = {}
         if config.session_parallel:
             self.sched = _session_schedule(self.targets, session_start, reset_at_sessions,
                                            config.batch_size)
@@ -794,7 +815,7 @@ class Trainer:
             logq_t = F32(cfg.logq) * lp
             logq_n = F32(cfg.logq * cfg.alpha) * lp
         row_loss, G = distinct_loss(Z, tcol, n_tgt, n_neg, cfg.loss, cfg.bpreg, cfg.elu,
-                                    logq_t, logq_n, scale=1.0 / cfg.batch_size)
+                                    logq_t, logq_n, scale=1.0 / cfg.batch_size, ws=self._ws)
         dU = K.sgemm(G, O_u)
         self.opt.begin_step()
         if self._identity_head:

@@ -25,9 +25,15 @@ def files(tmp_path):
 
 
 def run(*args):
-    """The installed command in a subprocess (exit code, stdout, stderr)."""
+    """The installed command in a subprocess (exit code, stdout, stderr).
+
+    Runs in the tests folder: ``python -m`` puts the working directory first
+    on sys.path, and from the repository root that would import the source
+    tree (which has no compiled extension) instead of the installed package.
+    """
     p = subprocess.run([sys.executable, "-m", "deeprec_edge", *map(str, args)],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.abspath(__file__)))
     return p.returncode, p.stdout, p.stderr
 
 

@@ -592,7 +592,7 @@ def test_unwritable_directory_chmod(tmp_path):
     before = p.read_bytes()
     os.chmod(d, 0o555)
     try:
-        r = subprocess.run([sys.executable, "-c", _UNWRITABLE_CHILD, str(p)], env=_child_env(),
+        r = subprocess.run([sys.executable, "-c", _UNWRITABLE_CHILD, str(p)], env=_child_env(), cwd=HERE,
                            capture_output=True, text=True, timeout=120)
     finally:
         os.chmod(d, 0o755)
@@ -682,7 +682,7 @@ def test_sigkill_mid_save_leaves_previous_file_intact(tmp_path):
     before = p.read_bytes()
     marker = tmp_path / "started"
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(p), str(marker)],
-                            env=_child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=_child_env(), cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(marker.exists, 60, proc)
         temps = [n for n in os.listdir(tmp_path) if n.startswith(".weights.npz.")]
@@ -731,7 +731,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(tmp_path):
           random_model(n_items=4000, e=16, hidden=32, seed=12).fingerprint()}
     rng = np.random.default_rng(0)
     for trial in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", _LOOP_CHILD, str(p)], env=_child_env(),
+        proc = subprocess.Popen([sys.executable, "-c", _LOOP_CHILD, str(p)], env=_child_env(), cwd=HERE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             line = proc.stdout.readline()

@@ -31,11 +31,13 @@ typedef struct dre_kernels {
     int mr;
     /* C tile [mr x nr] (mr <= this->mr, nr <= DRE_NR):
      *   acc[i][j] = sum_k A[i*rsa + k*csa] * Bp[k*DRE_NR + j]
-     *   C[i*ldc + j] = alpha*acc + (beta == 0 ? 0 : beta*C[i*ldc + j])  */
+     *   C[i*ldc + j] = alpha*acc + (beta == 0 ? 0 : beta*C[i*ldc + j])
+     *                  + (bias ? bias[j] : 0)
+     * (evaluated as (alpha*acc + beta*C) + bias). */
     void (*gemm_tile)(int64_t mr, int64_t nr, int64_t K,
                       const float *A, int64_t rsa, int64_t csa,
                       const float *Bp, float alpha, float beta,
-                      float *C, int64_t ldc);
+                      const float *bias, float *C, int64_t ldc);
     /* y[i] = W[r*ldw : r*ldw + D] . x + (bias ? bias[r] : 0), r = idx ? idx[i] : i,
      * for i in [0, n).  idx entries are trusted (checked by the caller). */
     void (*gemv)(int64_t n, int64_t D, const float *W, int64_t ldw,
@@ -83,6 +85,12 @@ DRE_HIDDEN void dre__gemm_packed(int64_t M, int64_t N, int64_t K, float alpha,
                                  const float *A, int64_t rsa, int64_t csa,
                                  const float *Bp, float beta, float *C, int64_t ldc,
                                  const dre_kernels *kt);
+/* The same plus a row vector: C = (alpha A B + beta C) + bias[j] for every
+ * row (bias NULL: none), without a pass over C to set it up. */
+DRE_HIDDEN void dre__gemm_packed_bias(int64_t M, int64_t N, int64_t K, float alpha,
+                                      const float *A, int64_t rsa, int64_t csa,
+                                      const float *Bp, float beta, const float *bias,
+                                      float *C, int64_t ldc, const dre_kernels *kt);
 
 /* ---- size arithmetic with overflow checks ---- */
 

@@ -28,7 +28,7 @@
 static void gemm_tile_avx2(int64_t mr, int64_t nr, int64_t K,
                            const float *A, int64_t rsa, int64_t csa,
                            const float *Bp, float alpha, float beta,
-                           float *C, int64_t ldc) {
+                           const float *bias, float *C, int64_t ldc) {
     __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
     __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
     __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
@@ -65,14 +65,20 @@ static void gemm_tile_avx2(int64_t mr, int64_t nr, int64_t K,
                 r0 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c), r0);
                 r1 = _mm256_fmadd_ps(vb, _mm256_loadu_ps(c + 8), r1);
             }
+            if (bias) {
+                r0 = _mm256_add_ps(r0, _mm256_loadu_ps(bias));
+                r1 = _mm256_add_ps(r1, _mm256_loadu_ps(bias + 8));
+            }
             _mm256_storeu_ps(c, r0);
             _mm256_storeu_ps(c + 8, r1);
         } else {
             float tmp[DRE_NR];
             _mm256_storeu_ps(tmp, acc[i][0]);
             _mm256_storeu_ps(tmp + 8, acc[i][1]);
-            for (int64_t j = 0; j < nr; ++j)
-                c[j] = (beta == 0.0f) ? alpha * tmp[j] : alpha * tmp[j] + beta * c[j];
+            for (int64_t j = 0; j < nr; ++j) {
+                const float v = (beta == 0.0f) ? alpha * tmp[j] : alpha * tmp[j] + beta * c[j];
+                c[j] = bias ? v + bias[j] : v;
+            }
         }
     }
 }

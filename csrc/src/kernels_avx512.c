@@ -26,7 +26,7 @@
 static void gemm_tile_avx512(int64_t mr, int64_t nr, int64_t K,
                              const float *A, int64_t rsa, int64_t csa,
                              const float *Bp, float alpha, float beta,
-                             float *C, int64_t ldc) {
+                             const float *bias, float *C, int64_t ldc) {
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
     __m512 c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
     /* rows past mr read row 0 again (valid memory); never stored */
@@ -56,10 +56,12 @@ static void gemm_tile_avx512(int64_t mr, int64_t nr, int64_t K,
     /* masked loads/stores never touch columns past nr (fault-suppressing) */
     const __mmask16 m = (__mmask16)((nr >= 16) ? 0xFFFFu : ((1u << nr) - 1u));
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __m512 vbias = bias ? _mm512_maskz_loadu_ps(m, bias) : _mm512_setzero_ps();
     for (int64_t i = 0; i < mr; ++i) {
         float *c = C + i * ldc;
         __m512 r = _mm512_mul_ps(va, acc[i]);
         if (beta != 0.0f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m, c), r);
+        if (bias) r = _mm512_add_ps(r, vbias);
         _mm512_mask_storeu_ps(c, m, r);
     }
 }

@@ -17,7 +17,7 @@
 static void gemm_tile_neon(int64_t mr, int64_t nr, int64_t K,
                            const float *A, int64_t rsa, int64_t csa,
                            const float *Bp, float alpha, float beta,
-                           float *C, int64_t ldc) {
+                           const float *bias, float *C, int64_t ldc) {
     float32x4_t acc[NEON_MR][4];
     for (int i = 0; i < NEON_MR; ++i)
         for (int q = 0; q < 4; ++q) acc[i][q] = vdupq_n_f32(0.0f);
@@ -46,6 +46,8 @@ static void gemm_tile_neon(int64_t mr, int64_t nr, int64_t K,
         } else {
             for (int64_t j = 0; j < nr; ++j) c[j] = alpha * tmp[j] + beta * c[j];
         }
+        if (bias)
+            for (int64_t j = 0; j < nr; ++j) c[j] += bias[j];
     }
 }
 

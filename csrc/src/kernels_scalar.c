@@ -11,14 +11,14 @@
 
 #define DRE_SCALAR_MR 4
 
-/* C tile = alpha * A Bp + beta * C over mr <= 4 rows and nr <= 16 columns.
+/* C tile = alpha * A Bp + beta * C (+ bias row) over mr <= 4 rows and nr <= 16 columns.
  * Rows past mr read row 0 again (always valid) and are never stored, so one
  * fixed-shape loop serves every tile and the compiler keeps the 4 x 16
  * accumulators in registers. */
 static void gemm_tile_scalar(int64_t mr, int64_t nr, int64_t K,
                              const float *A, int64_t rsa, int64_t csa,
                              const float *Bp, float alpha, float beta,
-                             float *C, int64_t ldc) {
+                             const float *bias, float *C, int64_t ldc) {
     float acc0[DRE_NR] = {0}, acc1[DRE_NR] = {0}, acc2[DRE_NR] = {0}, acc3[DRE_NR] = {0};
     const float *a0 = A, *a1 = A + (mr > 1 ? rsa : 0);
     const float *a2 = A + (mr > 2 ? 2 * rsa : 0), *a3 = A + (mr > 3 ? 3 * rsa : 0);
@@ -40,6 +40,8 @@ static void gemm_tile_scalar(int64_t mr, int64_t nr, int64_t K,
         } else {
             for (int64_t j = 0; j < nr; ++j) c[j] = alpha * acc[i][j] + beta * c[j];
         }
+        if (bias)
+            for (int64_t j = 0; j < nr; ++j) c[j] += bias[j];
     }
 }
 

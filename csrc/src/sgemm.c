@@ -69,10 +69,10 @@ static void pack_a(int64_t m, int64_t kb, const float *DRE_RESTRICT A, int64_t r
     }
 }
 
-void dre__gemm_packed(int64_t M, int64_t N, int64_t K, float alpha,
-                      const float *A, int64_t rsa, int64_t csa,
-                      const float *Bp, float beta, float *C, int64_t ldc,
-                      const dre_kernels *kt) {
+void dre__gemm_packed_bias(int64_t M, int64_t N, int64_t K, float alpha,
+                           const float *A, int64_t rsa, int64_t csa,
+                           const float *Bp, float beta, const float *bias,
+                           float *C, int64_t ldc, const dre_kernels *kt) {
     /* 64-byte aligned micro-panel of A: at most DRE_MR_MAX x DRE_KC floats */
     float ap_buf[DRE_MR_MAX * DRE_KC + 16];
     float *Ap = (float *)(((uintptr_t)ap_buf + 63u) & ~(uintptr_t)63u);
@@ -80,6 +80,7 @@ void dre__gemm_packed(int64_t M, int64_t N, int64_t K, float alpha,
     for (int64_t k0 = 0; k0 < K || (K == 0 && k0 == 0); k0 += DRE_KC) {
         const int64_t kb = (K - k0 < DRE_KC) ? K - k0 : DRE_KC;
         const float b_eff = (k0 == 0) ? beta : 1.0f; /* later blocks accumulate */
+        const float *bias_k = (k0 == 0) ? bias : NULL; /* added once */
         for (int64_t jc = 0; jc < N; jc += DRE_NC) {
             const int64_t nc = (N - jc < DRE_NC) ? N - jc : DRE_NC;
             /* a row-major A is read in place (packing it measured slower) */
@@ -96,12 +97,19 @@ void dre__gemm_packed(int64_t M, int64_t N, int64_t K, float alpha,
                     const int64_t nr = (N - j0 < DRE_NR) ? N - j0 : DRE_NR;
                     const float *panel = Bp + (j0 / DRE_NR) * K * DRE_NR + k0 * DRE_NR;
                     kt->gemm_tile(m, nr, kb, a, ars, acs, panel, alpha, b_eff,
-                                  C + i0 * ldc + j0, ldc);
+                                  bias_k ? bias_k + j0 : NULL, C + i0 * ldc + j0, ldc);
                 }
             }
         }
         if (K == 0) break;
     }
+}
+
+void dre__gemm_packed(int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t rsa, int64_t csa,
+                      const float *Bp, float beta, float *C, int64_t ldc,
+                      const dre_kernels *kt) {
+    dre__gemm_packed_bias(M, N, K, alpha, A, rsa, csa, Bp, beta, NULL, C, ldc, kt);
 }
 
 size_t dre_sgemm_workspace_size(int64_t N, int64_t K) {
