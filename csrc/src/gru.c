@@ -120,11 +120,13 @@ dre_status dre_gru_forward(int64_t T, int64_t B, int64_t I, int64_t H,
     float *zero_h = (float *)(ws + L.zero_h);
     const int sorted = lengths_sorted(lengths, B);
 
-    /* Input projections of every step at once: gi = x W_ih^T + b_ih. */
-    for (int64_t r = 0; r < TB; ++r) memcpy(gi + r * G, b_ih, (size_t)G * sizeof(float));
+    /* Input projections of every step at once: gi = x W_ih^T + b_ih (the
+     * bias is added as the GEMM stores, not by a pass over gi first). */
     if (I > 0 && TB > 0) {
         dre__packb(1, I, G, W_ih, I, wih_p);
-        dre__gemm_packed(TB, G, I, 1.0f, x, I, 1, wih_p, 1.0f, gi, G, kt);
+        dre__gemm_packed_bias(TB, G, I, 1.0f, x, I, 1, wih_p, 0.0f, b_ih, gi, G, kt);
+    } else {
+        for (int64_t r = 0; r < TB; ++r) memcpy(gi + r * G, b_ih, (size_t)G * sizeof(float));
     }
     dre__packb(1, H, G, W_hh, H, whh_p);
 
@@ -137,8 +139,7 @@ dre_status dre_gru_forward(int64_t T, int64_t B, int64_t I, int64_t H,
         const float *hprev = (t == 0) ? h_init : y + (t - 1) * B * H;
         float *yt = y + t * B * H;
         const int64_t M = active_rows(lengths, sorted, B, t);
-        for (int64_t b = 0; b < M; ++b) memcpy(gh + b * G, b_hh, (size_t)G * sizeof(float));
-        if (M > 0) dre__gemm_packed(M, G, H, 1.0f, hprev, H, 1, whh_p, 1.0f, gh, G, kt);
+        if (M > 0) dre__gemm_packed_bias(M, G, H, 1.0f, hprev, H, 1, whh_p, 0.0f, b_hh, gh, G, kt);
         for (int64_t b = 0; b < B; ++b) {
             float *c = cache ? cache + (t * B + b) * 4 * H : NULL;
             if (b < M && t < seq_len(lengths, b, T)) {
@@ -161,23 +162,33 @@ dre_status dre_gru_forward(int64_t T, int64_t B, int64_t I, int64_t H,
 /* ---- backward ---- */
 
 typedef struct {
-    size_t whh_p, wih_p, dgi, dgh, dh, dh2, pack, total;
+    size_t whh_p, wih_p, dgi, dghn, dh, dh2, dbias, pack, total;
 } bwd_layout;
 
 static int bwd_plan(int64_t T, int64_t B, int64_t I, int64_t H, bwd_layout *L) {
     size_t off = 0, n, p1, p2;
     const size_t f = sizeof(float);
     const int64_t TB = T * B;
-    L->whh_p = off; n = dre__packb_floats(3 * H, H) * f; off = dre__round64(off + n);
+    /* W_hh packed as two K ranges: the r,z rows (2H) and the n rows (H) */
+    L->whh_p = off;
+    n = (dre__packb_floats(2 * H, H) + dre__packb_floats(H, H)) * f;
+    off = dre__round64(off + n);
     L->wih_p = off; n = dre__packb_floats(3 * H, I) * f; off = dre__round64(off + n);
     L->dgi = off;
     if (!dre__mul3(&n, TB, 3 * H, (int64_t)f)) return 0;
     off = dre__round64(off + n);
-    L->dgh = off; off = dre__round64(off + n);
+    /* recurrent-side gradient: only its n block differs from dgi */
+    L->dghn = off;
+    if (!dre__mul3(&n, TB, H, (int64_t)f)) return 0;
+    off = dre__round64(off + n);
     L->dh = off;
     if (!dre__mul3(&n, B, H, (int64_t)f)) return 0;
     off = dre__round64(off + n);
     L->dh2 = off; off = dre__round64(off + n);
+    /* bias-gradient accumulators: 3H (input side) + H (n block of b_hh) */
+    L->dbias = off;
+    if (!dre__mul3(&n, 4, H, (int64_t)f)) return 0;
+    off = dre__round64(off + n);
     /* one region reused for packing x (TB x I), y (TB x H) and h0 (B x H) */
     p1 = dre__packb_floats(TB, I);
     p2 = dre__packb_floats(TB, H);
@@ -193,38 +204,56 @@ size_t dre_gru_backward_workspace_size(int64_t T, int64_t B, int64_t I, int64_t 
     return L.total;
 }
 
-/* Gate backward for one (t, b): given dh_t (gradient of h_t), the cached
- * r, z, n, ghn and h_{t-1} (NULL: the zero initial state), write the gradients of the pre-activations:
- * dgi = [dr_pre, dz_pre, dn_pre] (input side, also d b_ih) and
- * dgh = [dr_pre, dz_pre, dn_pre * r] (recurrent side, also d b_hh), and the
- * direct part of dh_{t-1}: dh_t * z.
+/* Gate backward for one (t, b): given dh (gradient of h_t from later
+ * steps) and dy (NULL: none; dh_t = dh + dy), the cached r, z, n, ghn and
+ * h_{t-1} (NULL: the zero initial state), write the gradients of the
+ * pre-activations, dgi = [dr_pre, dz_pre, dn_pre] (input side), and of the
+ * recurrent n pre-activation, dghn = dn_pre * r (the recurrent r and z
+ * gradients equal the input-side ones, so they are not stored twice); the
+ * direct part of dh_{t-1}, dh_t * z; and add dgi to dbi and dghn to dbhn
+ * (the bias gradients, summed here while the row is in registers).
  *   h_t = n + z (h_{t-1} - n),  n = tanh(a_n + r ghn). */
-static void gates_backward(int64_t H, const float *DRE_RESTRICT dh_t,
-                           const float *DRE_RESTRICT cache, const float *DRE_RESTRICT hprev,
-                           float *DRE_RESTRICT dgi, float *DRE_RESTRICT dgh,
-                           float *DRE_RESTRICT dh_direct) {
+/* The loop body with the two optional inputs as compile-time flags, so each
+ * of the four instances has no branch inside and gcc vectorises it. */
+static inline void gates_backward_loop(int64_t H, const float *DRE_RESTRICT dh,
+                                       const float *DRE_RESTRICT dy,
+                                       const float *DRE_RESTRICT cache,
+                                       const float *DRE_RESTRICT hprev,
+                                       float *DRE_RESTRICT dgi, float *DRE_RESTRICT dghn,
+                                       float *DRE_RESTRICT dh_direct,
+                                       float *DRE_RESTRICT dbi, float *DRE_RESTRICT dbhn,
+                                       const int has_dy, const int has_h) {
     const float *r = cache, *z = cache + H, *n = cache + 2 * H, *ghn = cache + 3 * H;
     for (int64_t j = 0; j < H; ++j) {
-        const float g = dh_t[j];
+        const float g = has_dy ? dh[j] + dy[j] : dh[j];
         const float dn_pre = g * (1.0f - z[j]) * (1.0f - n[j] * n[j]);
-        const float hp = hprev ? hprev[j] : 0.0f;
+        const float hp = has_h ? hprev[j] : 0.0f;
         const float dz_pre = g * (hp - n[j]) * z[j] * (1.0f - z[j]);
         const float dr_pre = dn_pre * ghn[j] * r[j] * (1.0f - r[j]);
+        const float dhn = dn_pre * r[j];
         dgi[j] = dr_pre;
         dgi[H + j] = dz_pre;
         dgi[2 * H + j] = dn_pre;
-        dgh[j] = dr_pre;
-        dgh[H + j] = dz_pre;
-        dgh[2 * H + j] = dn_pre * r[j];
+        dghn[j] = dhn;
         dh_direct[j] = g * z[j];
+        dbi[j] += dr_pre;
+        dbi[H + j] += dz_pre;
+        dbi[2 * H + j] += dn_pre;
+        dbhn[j] += dhn;
     }
 }
 
-static void add_column_sums(int64_t rows, int64_t cols, const float *A, float *out) {
-    for (int64_t r = 0; r < rows; ++r) {
-        const float *a = A + r * cols;
-        for (int64_t c = 0; c < cols; ++c) out[c] += a[c];
-    }
+static void gates_backward(int64_t H, const float *dh, const float *dy, const float *cache,
+                           const float *hprev, float *dgi, float *dghn, float *dh_direct,
+                           float *dbi, float *dbhn) {
+    if (dy && hprev)
+        gates_backward_loop(H, dh, dy, cache, hprev, dgi, dghn, dh_direct, dbi, dbhn, 1, 1);
+    else if (dy)
+        gates_backward_loop(H, dh, dy, cache, hprev, dgi, dghn, dh_direct, dbi, dbhn, 1, 0);
+    else if (hprev)
+        gates_backward_loop(H, dh, dy, cache, hprev, dgi, dghn, dh_direct, dbi, dbhn, 0, 1);
+    else
+        gates_backward_loop(H, dh, dy, cache, hprev, dgi, dghn, dh_direct, dbi, dbhn, 0, 0);
 }
 
 dre_status dre_gru_backward(int64_t T, int64_t B, int64_t I, int64_t H,
@@ -255,8 +284,10 @@ dre_status dre_gru_backward(int64_t T, int64_t B, int64_t I, int64_t H,
     const dre_kernels *kt = dre__kernels();
     char *ws = dre__ws_align(workspace);
     float *whh_p = (float *)(ws + L.whh_p), *wih_p = (float *)(ws + L.wih_p);
-    float *dgi = (float *)(ws + L.dgi), *dgh = (float *)(ws + L.dgh);
+    float *dgi = (float *)(ws + L.dgi), *dghn = (float *)(ws + L.dghn);
     float *dh = (float *)(ws + L.dh), *dh2 = (float *)(ws + L.dh2);
+    float *dbi = (float *)(ws + L.dbias), *dbhn = dbi + G;
+    float *whh_rz_p = whh_p, *whh_n_p = whh_p + dre__packb_floats(2 * H, H);
     float *pack = (float *)(ws + L.pack);
     const int sorted = lengths_sorted(lengths, B);
 
@@ -264,34 +295,35 @@ dre_status dre_gru_backward(int64_t T, int64_t B, int64_t I, int64_t H,
      * dh_n, which reaches a sequence at its own last step. */
     if (dh_n) memcpy(dh, dh_n, (size_t)(B * H) * sizeof(float));
     else memset(dh, 0, (size_t)(B * H) * sizeof(float));
-    if (TB > 0) {
-        memset(dgi, 0, (size_t)(TB * G) * sizeof(float));
-        memset(dgh, 0, (size_t)(TB * G) * sizeof(float));
-    }
-    /* d h_{t-1} += dgh_t W_hh: B operand is W_hh [3H][H] itself. */
-    dre__packb(0, G, H, W_hh, H, whh_p);
+    memset(dbi, 0, (size_t)(4 * H) * sizeof(float));
+    /* d h_{t-1} += dgh_t W_hh = dgi_t[:, :2H] W_hh[:2H] + dghn_t W_hh[2H:]:
+     * B operands are row ranges of W_hh [3H][H] itself. */
+    dre__packb(0, 2 * H, H, W_hh, H, whh_rz_p);
+    dre__packb(0, H, H, W_hh + 2 * H * H, H, whh_n_p);
 
     for (int64_t t = T - 1; t >= 0; --t) {
         const int64_t M = active_rows(lengths, sorted, B, t);
-        float *dgi_t = dgi + t * B * G, *dgh_t = dgh + t * B * G;
+        float *dgi_t = dgi + t * B * G, *dghn_t = dghn + t * B * H;
         for (int64_t b = 0; b < B; ++b) {
             float *dnext = dh2 + b * H;
             if (b < M && t < seq_len(lengths, b, T)) {
-                /* dh_t = dh + dy, built in place: row b of dh is not needed after */
-                float *g = dh + b * H;
-                if (dy) {
-                    const float *dyb = dy + (t * B + b) * H;
-                    for (int64_t j = 0; j < H; ++j) g[j] += dyb[j];
-                }
                 const float *hprev = (t == 0) ? (h0 ? h0 + b * H : NULL)
                                               : y + ((t - 1) * B + b) * H;
-                gates_backward(H, g, cache + (t * B + b) * 4 * H, hprev,
-                               dgi_t + b * G, dgh_t + b * G, dnext);
+                gates_backward(H, dh + b * H, dy ? dy + (t * B + b) * H : NULL,
+                               cache + (t * B + b) * 4 * H, hprev,
+                               dgi_t + b * G, dghn_t + b * H, dnext, dbi, dbhn);
             } else {
+                /* padded step: no gradient flows; its rows of the weight
+                 * GEMMs below must be zero */
                 memcpy(dnext, dh + b * H, (size_t)H * sizeof(float));
+                memset(dgi_t + b * G, 0, (size_t)G * sizeof(float));
+                memset(dghn_t + b * H, 0, (size_t)H * sizeof(float));
             }
         }
-        if (M > 0) dre__gemm_packed(M, H, G, 1.0f, dgh_t, G, 1, whh_p, 1.0f, dh2, H, kt);
+        if (M > 0) {
+            dre__gemm_packed(M, H, 2 * H, 1.0f, dgi_t, G, 1, whh_rz_p, 1.0f, dh2, H, kt);
+            dre__gemm_packed(M, H, H, 1.0f, dghn_t, H, 1, whh_n_p, 1.0f, dh2, H, kt);
+        }
         float *swap = dh; dh = dh2; dh2 = swap;
     }
     if (dh0) memcpy(dh0, dh, (size_t)(B * H) * sizeof(float));
@@ -307,19 +339,28 @@ dre_status dre_gru_backward(int64_t T, int64_t B, int64_t I, int64_t H,
         dre__packb(0, TB, I, x, I, pack);
         dre__gemm_packed(G, I, TB, 1.0f, dgi, 1, G, pack, 1.0f, dW_ih, I, kt);
     }
-    /* dW_hh += dgh_0^T h0 + sum_{t>=1} dgh_t^T y_{t-1} */
+    /* dW_hh += dgh_0^T h0 + sum_{t>=1} dgh_t^T y_{t-1}, where the rows of
+     * dgh^T are those of dgi^T (r, z blocks) and of dghn^T (n block) */
     if (dW_hh) {
         if (T > 1) {
-            dre__packb(0, (T - 1) * B, H, y, H, pack);
-            dre__gemm_packed(G, H, (T - 1) * B, 1.0f, dgh + B * G, 1, G, pack, 1.0f, dW_hh, H, kt);
+            const int64_t K1 = (T - 1) * B;
+            dre__packb(0, K1, H, y, H, pack);
+            dre__gemm_packed(2 * H, H, K1, 1.0f, dgi + B * G, 1, G, pack, 1.0f, dW_hh, H, kt);
+            dre__gemm_packed(H, H, K1, 1.0f, dghn + B * H, 1, H, pack, 1.0f,
+                             dW_hh + 2 * H * H, H, kt);
         }
         if (h0) {
             dre__packb(0, B, H, h0, H, pack);
-            dre__gemm_packed(G, H, B, 1.0f, dgh, 1, G, pack, 1.0f, dW_hh, H, kt);
+            dre__gemm_packed(2 * H, H, B, 1.0f, dgi, 1, G, pack, 1.0f, dW_hh, H, kt);
+            dre__gemm_packed(H, H, B, 1.0f, dghn, 1, H, pack, 1.0f, dW_hh + 2 * H * H, H, kt);
         }
     }
-    if (db_ih) add_column_sums(TB, G, dgi, db_ih);
-    if (db_hh) add_column_sums(TB, G, dgh, db_hh);
+    if (db_ih)
+        for (int64_t j = 0; j < G; ++j) db_ih[j] += dbi[j];
+    if (db_hh) {
+        for (int64_t j = 0; j < 2 * H; ++j) db_hh[j] += dbi[j];
+        for (int64_t j = 0; j < H; ++j) db_hh[2 * H + j] += dbhn[j];
+    }
     return DRE_OK;
 }
 

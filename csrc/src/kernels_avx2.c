@@ -162,7 +162,9 @@ void dre__gemv_avx2(int64_t n, int64_t D, const float *W, int64_t ldw,
  * [-87.3, 88.0] so 2^n stays a normal float (round(88 log2 e) = 127). */
 static inline __m256 exp256(__m256 x) {
     const __m256 hi = _mm256_set1_ps(88.0f), lo = _mm256_set1_ps(-87.3365478515625f);
-    x = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+    /* operand order keeps NaN: minps/maxps return the second operand when
+     * either is NaN, so x goes second (NaN in, NaN out, as the scalar path) */
+    x = _mm256_max_ps(lo, _mm256_min_ps(hi, x));
     const __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
