@@ -52,12 +52,8 @@ void dre__packb(int trans_b, int64_t K, int64_t N, const float *B, int64_t ldb, 
  * amortised over the NC/16 panels of the column block.  A row-major A is
  * read in place: its mr rows are contiguous streams the prefetchers follow,
  * and packing it measured slower. */
-#ifndef DRE_KC
 #define DRE_KC 256
-#endif
-#ifndef DRE_NC
 #define DRE_NC 256
-#endif
 
 /* Ap[k*ldp + i] = A[i*rsa + k*csa] for i < m, k < kb. */
 static void pack_a(int64_t m, int64_t kb, const float *DRE_RESTRICT A, int64_t rsa,

@@ -260,6 +260,7 @@ static void case_end(void) {
 /* fault handler: name the case that faulted (guard page hit)                */
 /* ------------------------------------------------------------------------ */
 
+#if !defined(DRE_TEST_ASAN) /* ASan's own report has the stack trace */
 static void on_fault(int sig) {
     char buf[800];
     const int n = snprintf(buf, sizeof buf,
@@ -272,9 +273,10 @@ static void on_fault(int sig) {
     }
     _exit(2);
 }
+#endif
 
 static void install_fault_handler(void) {
-#if !defined(DRE_TEST_ASAN) /* ASan's own report has the stack trace */
+#if !defined(DRE_TEST_ASAN)
     signal(SIGSEGV, on_fault);
     signal(SIGBUS, on_fault);
 #endif

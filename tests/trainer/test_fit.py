@@ -195,19 +195,19 @@ def test_sequence_from_sessions_orders_and_flags():
 
 
 def _gru4rec_iterator(lengths, B):
-    """GRU4Rec's SessionDataIterator, transcribed: per step the (input
-    position, reset) of every active slot."""
+    """GRU4Rec's SessionDataIterator (and its reset hook), transcribed: per
+    step, the input position and the state reset of every active slot."""
     offs = np.concatenate([[0], np.cumsum(lengths)])
     ns = len(lengths)
     iters = np.arange(min(B, ns))
     maxiter = iters.max()
     start, end = offs[iters].copy(), offs[iters + 1].copy()
-    fresh = np.ones(len(iters), bool)
+    new = np.ones(iters.size, bool)           # H starts at zero
     steps = []
     while True:
         minlen = (end - start).min()
         for i in range(minlen - 1):
-            steps.append(((start + i).tolist(), (fresh & (i == 0)).tolist()))
+            steps.append(((start + i).tolist(), (new & (i == 0)).tolist()))
         start = start + minlen - 1
         finished = end - start <= 1
         nf = int(finished.sum())
@@ -216,13 +216,10 @@ def _gru4rec_iterator(lengths, B):
         valid = iters < ns
         if valid.sum() == 0:
             break
-        mask = finished & valid
+        mask = finished & valid                # H[finished] = 0, then the batch shrinks
         start[mask] = offs[iters[mask]]
         end[mask] = offs[iters[mask] + 1]
-        fresh = mask.copy() | (~finished & False)
-        iters, start, end, fresh = iters[valid], start[valid], end[valid], fresh[valid]
-        # a slot still in its session keeps its state; the first minlen-1 loop
-        # above only resets slots whose session starts in this round
+        iters, start, end, new = iters[valid], start[valid], end[valid], mask[valid]
     return steps
 
 

@@ -1,0 +1,808 @@
+"""The ``deeprec-train`` command: the cloud side of deeprec-edge.
+
+Subcommands (``deeprec-train COMMAND --help`` for every flag):
+
+- ``fit``: train the global GRU model on a click log and write ``weights.npz``;
+- ``candidates``: per-user candidate sets (item-item CF + embedding
+  neighbours) as npz and/or CSV, with their recall;
+- ``export``: re-export a model file, or slice it to a list of items;
+- ``evaluate``: the DeepRec protocol on a user log (popularity, item-kNN,
+  global, centralized and personal models);
+- ``evaluate-sessions``: GRU4Rec's session protocol on a train/test pair;
+- ``demo-data``: rebuild the runtime's embedded demo model and history.
+
+This module imports only the standard library at import time, so the
+command exists without the trainer extra and then says how to install it
+(``pip install "deeprec-edge[trainer]"``).  User errors exit with status 2
+and one line on stderr; progress goes to stderr; tables go to stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional
+
+__all__ = ["main", "build_parser", "INSTALL_HINT"]
+
+INSTALL_HINT = 'pip install "deeprec-edge[trainer]"'
+_EXTRA_MODULES = ("pandas", "scipy", "tqdm")
+FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto", "tianchi")
+
+
+class UserError(Exception):
+    """An error caused by the input, reported as one line."""
+
+
+def _err(msg: str) -> None:
+    print(f"deeprec-train: error: {msg}", file=sys.stderr)
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _check_extra() -> None:
+    import importlib.util
+    missing = [m for m in _EXTRA_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"deeprec-train needs the trainer extra, which is not installed "
+                        f"(missing: {', '.join(missing)}); install it with: {INSTALL_HINT}")
+
+
+def _check_writable(path: str) -> None:
+    d = os.path.dirname(os.path.abspath(path)) or "."
+    if not os.path.isdir(d):
+        raise UserError(f"cannot write {path}: directory {d} does not exist")
+    if not os.access(d, os.W_OK):
+        raise UserError(f"cannot write {path}: directory {d} is not writable")
+    if os.path.isdir(path):
+        raise UserError(f"cannot write {path}: it is a directory")
+
+
+# --------------------------------------------------------------------------
+# reading logs
+# --------------------------------------------------------------------------
+
+def _guess_format(path: str) -> str:
+    name = os.path.basename(path).lower()
+    for suffix in (".gz", ".bz2", ".xz", ".zip"):
+        if name.endswith(suffix) and not name.endswith(".jsonl" + suffix):
+            name = name[: -len(suffix)]
+    if name == "u.data" or name.startswith("ratings.") or name.startswith("ml-"):
+        return "movielens"
+    if name.endswith(".jsonl") or name.endswith(".jsonl.gz"):
+        return "otto"
+    if name.startswith("yoochoose-clicks") and name.endswith(".dat"):
+        return "yoochoose"
+    if name.startswith("userbehavior"):
+        return "tianchi"
+    if "item-views" in name or "train-purchases" in name:
+        return "diginetica"
+    if name.endswith(".txt") or name.endswith(".tsv"):
+        try:
+            with open(path, "r", encoding="utf-8", errors="replace") as f:
+                head = f.readline()
+            if "SessionId" in head.split("\t"):
+                return "session-tsv"
+        except OSError:
+            pass
+    if name.endswith(".csv"):
+        return "csv"
+    raise UserError(f"cannot tell the format of {path}; give --format "
+                    f"({', '.join(FORMATS)})")
+
+
+def _reader_kwargs(a, fmt: str) -> Dict[str, Any]:
+    kw: Dict[str, Any] = {}
+    gap = None if a.no_session_gap else a.session_gap
+    if fmt == "csv":
+        if not a.item_col or not a.time_col:
+            raise UserError("--format csv needs --item-col and --time-col (and --user-col "
+                            "and/or --session-col)")
+        if not a.user_col and not a.session_col:
+            raise UserError("--format csv needs --user-col and/or --session-col")
+        kw.update(item_col=a.item_col, time_col=a.time_col, user_col=a.user_col,
+                  session_col=a.session_col, sep=_sep(a.sep or ","), header=not a.no_header,
+                  time_unit=a.time_unit, session_gap=gap)
+        if a.names:
+            kw["names"] = [n.strip() for n in a.names.split(",")]
+    elif fmt == "session-tsv":
+        kw.update(session_col=a.session_col or "SessionId", item_col=a.item_col or "ItemId",
+                  time_col=a.time_col or "Time", sep=_sep(a.sep or "\t"),
+                  time_unit="s" if a.time_unit == "auto" else a.time_unit)
+    elif fmt == "movielens":
+        kw.update(min_rating=a.min_rating, session_gap=gap)
+    elif fmt == "yoochoose":
+        pass
+    elif fmt == "diginetica":
+        kw.update(users=a.diginetica_users, session_gap=gap)
+    elif fmt == "otto":
+        kw.update(event_types=tuple(t.strip() for t in a.event_types.split(",")),
+                  as_sessions=a.otto_sessions, session_gap=gap)
+    elif fmt == "tianchi":
+        kw.update(behaviors=tuple(t.strip() for t in a.behaviors.split(",")), session_gap=gap)
+    return kw
+
+
+def _when(s: Optional[str]) -> Any:
+    """A cutoff given on the command line: unix seconds or a date/datetime text."""
+    if s is None:
+        return None
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def _sep(s: str) -> str:
+    return {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";"}.get(s, s)
+
+
+def _read(a, path: str, item_vocab=None):
+    from .data import read_interactions
+    if not os.path.exists(path):
+        raise UserError(f"{path}: no such file")
+    fmt = a.format if a.format != "auto" else _guess_format(path)
+    kw = _reader_kwargs(a, fmt)
+    if item_vocab is not None:
+        kw["item_vocab"] = item_vocab
+    t0 = time.perf_counter()
+    inter = read_interactions(path, fmt, **kw)
+    inter.info.setdefault("source", path)
+    inter.info["source"] = path
+    inter.info.setdefault("format", fmt)
+    dt = time.perf_counter() - t0
+    if not a.quiet:
+        _say(f"read {path} ({fmt}): {inter.n_events:,} clicks, {inter.n_items:,} items, "
+             f"{inter.n_users:,} {inter.user_kind}s in {dt:.1f} s")
+    return inter
+
+
+def _preprocess(a, inter, *, filter_items: bool = True):
+    from .data import filter_support, remove_consecutive_repeats
+    if a.remove_repeats:
+        inter = remove_consecutive_repeats(inter)
+    if filter_items and (a.min_item_support > 1 or a.min_session_length > 1
+                         or a.min_user_events > 1):
+        inter = filter_support(inter, min_item_support=a.min_item_support,
+                               min_session_length=a.min_session_length,
+                               min_user_events=a.min_user_events)
+    if len(inter) == 0:
+        raise UserError("no clicks left after preprocessing (lower --min-item-support / "
+                        "--min-session-length)")
+    return inter
+
+
+def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
+                 min_session_length: int = 2) -> None:
+    g = p.add_argument_group("reading the log")
+    g.add_argument("--format", choices=("auto",) + FORMATS, default=default_format,
+                   help=f"log format (default {default_format}: guessed from the file name: "
+                        "u.data/ratings.* -> movielens, *.jsonl -> otto, "
+                        "yoochoose-clicks*.dat -> yoochoose, UserBehavior* -> tianchi, "
+                        "a .txt/.tsv with a SessionId header -> session-tsv)")
+    g.add_argument("--user-col", help="csv: user id column")
+    g.add_argument("--item-col", help="csv/session-tsv: item id column (session-tsv: ItemId)")
+    g.add_argument("--time-col", help="csv/session-tsv: timestamp column (session-tsv: Time)")
+    g.add_argument("--session-col", help="csv/session-tsv: session id column "
+                   "(session-tsv: SessionId)")
+    g.add_argument("--sep", help="csv/session-tsv: field separator (',' / tab; 'tab' and "
+                   "'\\t' mean a tab)")
+    g.add_argument("--no-header", action="store_true", help="csv: the file has no header; "
+                   "name the columns with --names")
+    g.add_argument("--names", help="csv: comma-separated column names of a file without header")
+    g.add_argument("--time-unit", default="auto", choices=("auto", "iso", "s", "ms", "us", "ns"),
+                   help="csv/session-tsv: timestamp unit (default auto: ISO text or numbers "
+                        "by magnitude; session-tsv: s)")
+    g.add_argument("--min-rating", type=float, help="movielens: keep ratings >= this")
+    g.add_argument("--event-types", default="clicks",
+                   help="otto: comma-separated event types kept (clicks,carts,orders; "
+                        "default clicks)")
+    g.add_argument("--otto-sessions", action="store_true",
+                   help="otto: keep each OTTO session as a session (default: as a user with "
+                        "sessions by time gap)")
+    g.add_argument("--behaviors", default="pv",
+                   help="tianchi: comma-separated behaviours that count as clicks "
+                        "(pv,buy,cart,fav; default pv)")
+    g.add_argument("--diginetica-users", action="store_true",
+                   help="diginetica: users as the unit (rows without userId dropped)")
+    g = p.add_argument_group("preprocessing")
+    g.add_argument("--session-gap", type=float, default=3600.0,
+                   help="seconds: a longer gap between a user's clicks starts a new session "
+                        "(default 3600); also stored in the model file")
+    g.add_argument("--no-session-gap", action="store_true",
+                   help="one session per user (no time-gap rule)")
+    g.add_argument("--remove-repeats", action="store_true",
+                   help="drop a click on the same item as the previous click of the session")
+    g.add_argument("--min-item-support", type=int, default=min_item_support,
+                   help=f"drop items with fewer clicks, iteratively (default {min_item_support})")
+    g.add_argument("--min-session-length", type=int, default=min_session_length,
+                   help=f"drop shorter sessions, iteratively (default {min_session_length})")
+    g.add_argument("--min-user-events", type=int, default=0,
+                   help="drop users with fewer clicks, iteratively (default 0: off)")
+
+
+# --------------------------------------------------------------------------
+# the model / training flags
+# --------------------------------------------------------------------------
+
+_FIT_FLAGS = {  # flag dest -> (FitConfig path)
+    "hidden": "hidden", "embedding": "embedding", "dim": "dim", "activation": "activation",
+    "head": "head", "tied": "tied", "carry_state": "carry_state", "init_scale": "init_scale",
+    "patience": "patience",
+    "epochs": "train.epochs", "batch_size": "train.batch_size", "window": "train.window",
+    "negatives": "train.n_negatives", "alpha": "train.alpha", "loss": "train.loss",
+    "logq": "train.logq", "bpreg": "train.bpreg", "optimizer": "train.optimizer",
+    "lr": "train.lr", "momentum": "train.momentum", "clip_norm": "train.clip_norm",
+    "dropout_in": "train.dropout_in", "dropout_hidden": "train.dropout_hidden",
+    "session_parallel": "train.session_parallel", "elu": "train.elu", "seed": "train.seed",
+}
+
+
+def _model_args(p) -> None:
+    g = p.add_argument_group("model and training (defaults: the trainer's FitConfig / "
+                             "TrainConfig)")
+    B = argparse.BooleanOptionalAction
+    g.add_argument("--hidden", help="GRU hidden sizes, bottom first, comma-separated "
+                   "(e.g. 100 or 128,64)")
+    g.add_argument("--embedding", type=int, help="input embedding size e (untied models)")
+    g.add_argument("--dim", type=int, help="user/output embedding size d (0: last hidden size)")
+    g.add_argument("--activation", choices=("tanh", "identity"), help="head activation")
+    g.add_argument("--head", action=B, default=None,
+                   help="trainable dense head (--no-head: u = h, GRU4Rec)")
+    g.add_argument("--tied", action=B, default=None, help="tie the output table to E")
+    g.add_argument("--carry-state", action=B, default=None,
+                   help="carry hidden states across a user's sessions")
+    g.add_argument("--epochs", type=int, help="training epochs")
+    g.add_argument("--batch-size", type=int, help="mini-batch size")
+    g.add_argument("--window", type=int, help="BPTT window (clicks)")
+    g.add_argument("--negatives", type=int, help="shared negatives per mini-batch")
+    g.add_argument("--alpha", type=float, help="negatives drawn proportionally to support^alpha")
+    g.add_argument("--loss", choices=("xe", "bpr-max"), help="sampled softmax + logQ, or BPR-max")
+    g.add_argument("--logq", type=float, help="weight of the logQ correction (xe)")
+    g.add_argument("--bpreg", type=float, help="BPR-max score regularisation")
+    g.add_argument("--optimizer", choices=("adagrad", "adam"), help="optimiser")
+    g.add_argument("--lr", type=float, help="learning rate")
+    g.add_argument("--momentum", type=float, help="momentum (adagrad)")
+    g.add_argument("--clip-norm", type=float, help="global gradient-norm clipping (0: off)")
+    g.add_argument("--dropout-in", type=float, help="dropout on the first layer's input")
+    g.add_argument("--dropout-hidden", type=float, help="dropout on the last layer's output")
+    g.add_argument("--session-parallel", action=B, default=None,
+                   help="GRU4Rec's session-parallel mini-batches")
+    g.add_argument("--elu", type=float, help="BPR-max on ELU(scores) (session-parallel only)")
+    g.add_argument("--init-scale", type=float, help="scale of the uniform initialisation")
+    g.add_argument("--patience", type=int, help="early stopping on validation Recall@20 "
+                   "(epochs without improvement; 0: off)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any other FitConfig field, e.g. --set train.momentum=0.1 "
+                        "(repeatable; values parsed as JSON when possible)")
+
+
+def _assign(cfg, path: str, value: Any) -> None:
+    obj = cfg
+    parts = path.split(".")
+    for name in parts[:-1]:
+        obj = getattr(obj, name)
+    name = parts[-1]
+    fields = {f.name for f in dataclasses.fields(obj)}
+    if name not in fields:
+        raise UserError(f"--set {path}: no such field (choose among "
+                        f"{', '.join(sorted(fields))})")
+    setattr(obj, name, value)
+
+
+def _fit_config(a):
+    from .fit import FitConfig
+    cfg = FitConfig()
+    for dest, path in _FIT_FLAGS.items():
+        v = getattr(a, dest, None)
+        if v is None:
+            continue
+        if dest == "hidden":
+            try:
+                v = [int(x) for x in str(v).split(",") if x.strip()]
+            except ValueError:
+                raise UserError(f"--hidden must be comma-separated integers, got {a.hidden!r}")
+            if not v or min(v) < 1:
+                raise UserError(f"--hidden must be positive sizes, got {a.hidden!r}")
+        _assign(cfg, path, v)
+    for item in a.set:
+        if "=" not in item:
+            raise UserError(f"--set needs FIELD=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            val = json.loads(v)
+        except ValueError:
+            val = v
+        _assign(cfg, k.strip(), val)
+    return cfg
+
+
+# --------------------------------------------------------------------------
+# fit
+# --------------------------------------------------------------------------
+
+def _cmd_fit(a) -> int:
+    from deeprec_edge.model import save_model
+    from .data import filter_sessions, remap_items, split_by_time
+    from .evaluate import train_model
+
+    _check_writable(a.output)
+    cfg = _fit_config(a)
+    inter = _read(a, a.log)
+    if a.before is not None or a.before_quantile is not None:
+        inter = split_by_time(inter, a.before_quantile or 0.8, cutoff=_when(a.before)).train
+        if not a.quiet:
+            _say(f"kept the {len(inter):,} clicks before the cutoff")
+    inter = _preprocess(a, inter)
+    valid = None
+    if a.valid and a.valid_split:
+        raise UserError("give --valid or --valid-split, not both")
+    if a.valid_split:
+        if not 0.0 < a.valid_split < 1.0:
+            raise UserError(f"--valid-split must be in (0, 1), got {a.valid_split}")
+        tr, va, _ = split_by_time(inter, 1.0 - a.valid_split, unit="session")
+        inter = tr.compact_items()
+        valid = va
+    elif a.valid:
+        valid = _read(a, a.valid)
+    if valid is not None:
+        valid = filter_sessions(remap_items(valid, inter.item_ids), 2)
+        if not a.quiet:
+            _say(f"validation: {len(valid):,} clicks in {valid.n_sessions:,} sessions")
+    if cfg.patience and valid is None:
+        raise UserError("--patience needs --valid or --valid-split")
+    gap = None if a.no_session_gap else a.session_gap
+    model, hist = train_model(inter, cfg, valid=valid, session_gap=gap,
+                              trained_on={"source": a.log, **inter.summary()},
+                              log=_say if not a.quiet else (lambda s: None),
+                              progress=not a.quiet)
+    save_model(model, a.output, compressed=a.compressed)
+    eps = [e.get("events_per_s") for e in hist.get("epochs", []) if e.get("events_per_s")]
+    summary = {"output": a.output, "items": model.n_items, "clicks": len(inter),
+               "epochs": len(hist.get("epochs", [])), "seconds": round(hist["seconds"], 2),
+               "clicks_per_s": round(float(sum(eps) / len(eps)), 1) if eps else None,
+               "fingerprint": model.fingerprint()}
+    last = (hist.get("epochs") or [{}])[-1]
+    if "recall@20" in last:
+        summary["valid_recall@20"] = last["recall@20"]
+        summary["valid_mrr@20"] = last.get("mrr@20")
+    if a.report:
+        from .evaluate import write_json
+        write_json({"summary": summary, "fit": hist, "config": model.config}, a.report)
+    print(json.dumps(summary, indent=2) if a.json else
+          f"wrote {a.output}: {model.n_items:,} items, {summary['epochs']} epochs on "
+          f"{len(inter):,} clicks in {hist['seconds']:.1f} s "
+          f"({summary['clicks_per_s'] or 0:,.0f} clicks/s)")
+    return 0
+
+
+# --------------------------------------------------------------------------
+# candidates
+# --------------------------------------------------------------------------
+
+def _candidate_sets(a, hist, model):
+    from .candidates import item_item_cf, user_candidates
+    cf = None if a.no_cf else item_item_cf(hist, a.cf_neighbors, by=a.by, shrink=a.shrink)
+    emb = None
+    if model is not None and not a.no_embedding:
+        emb = model.out_table
+    if cf is None and emb is None:
+        raise UserError("nothing to build candidates from: CF is off (--no-cf) and there is "
+                        "no --model for embedding neighbours")
+    pop = model.popularity if model is not None else None
+    return user_candidates(hist, a.n, cf=cf, embeddings=emb, metric=a.metric,
+                           n_recent=a.n_recent, recency_decay=a.decay,
+                           exclude_seen=not a.keep_seen, popularity=pop)
+
+
+def _cmd_candidates(a) -> int:
+    from deeprec_edge.model import load_model
+    from .candidates import candidate_recall
+    from .data import filter_support, remap_items, split_by_time
+
+    if not a.output and not a.csv:
+        raise UserError("give -o FILE.npz and/or --csv FILE.csv")
+    for p in (a.output, a.csv):
+        if p:
+            _check_writable(p)
+    model = load_model(a.model) if a.model else None
+    inter = _read(a, a.log)
+    if model is not None:
+        inter = remap_items(inter, model.item_ids)
+        inter = _preprocess(a, inter, filter_items=False)
+        if a.min_item_support > 1 or a.min_session_length > 1:
+            inter = filter_support(inter, min_item_support=a.min_item_support,
+                                   min_session_length=a.min_session_length, compact=False)
+    else:
+        inter = _preprocess(a, inter)
+    report: Dict[str, Any] = {"log": a.log, "users": None, "items": inter.n_items}
+    if a.test:
+        test = _read(a, a.test, item_vocab=inter.item_ids)
+        cands = _candidate_sets(a, inter, model)
+        rec = candidate_recall(cands, test)
+        report["recall"] = dict(rec, measured_on=a.test)
+    else:
+        cands = None
+        if a.eval_quantile:
+            pre, post, cut = split_by_time(inter, a.eval_quantile)
+            c_pre = _candidate_sets(a, pre, model)
+            rec = candidate_recall(c_pre, post)
+            report["recall"] = dict(rec, measured_on=f"clicks after the {a.eval_quantile} time "
+                                                    f"quantile, sets built before it")
+        cands = _candidate_sets(a, inter, model)
+    report["users"] = len(cands)
+    report["mean_set_size"] = float(cands.sizes().mean()) if len(cands) else 0.0
+    if a.output:
+        cands.to_npz(a.output)
+    if a.csv:
+        cands.to_csv(a.csv)
+    if a.report:
+        from .evaluate import write_json
+        write_json(report, a.report)
+    lines = [f"candidate sets for {len(cands):,} users, {report['mean_set_size']:.1f} items on "
+             f"average" + "".join(f"; wrote {p}" for p in (a.output, a.csv) if p)]
+    if "recall" in report:
+        r = report["recall"]
+        lines.append(f"candidate recall: {r['recall']:.4f} of {r['n_events']:,} next clicks "
+                     f"(per-user mean {r['user_recall']:.4f}; {r['n_users_without_set']} users "
+                     f"without a set) -- {r['measured_on']}")
+    print(json.dumps(report, indent=2, default=float) if a.json else "\n".join(lines))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# export
+# --------------------------------------------------------------------------
+
+def _cmd_export(a) -> int:
+    from .export import export_model, read_item_list
+    _check_writable(a.output)
+    items = None
+    if a.items:
+        items = []
+        for path in a.items:
+            items += read_item_list(path)
+    info = export_model(a.model, a.output, items=items, top_popular=a.top_popular,
+                        compressed=a.compressed)
+    if a.json:
+        print(json.dumps(info, indent=2))
+    else:
+        what = (f"sliced to {info['items']:,} of {info['source_items']:,} items"
+                if info["sliced"] else f"{info['items']:,} items")
+        msg = f"wrote {info['output']} ({what}, {info['bytes']:,} bytes)"
+        if info["unknown"]:
+            msg += (f"; {info['unknown']} requested ids not in the catalogue (e.g. "
+                    f"{', '.join(info['unknown_examples'])})")
+        print(msg)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------
+
+def _methods(s: str, allowed) -> tuple:
+    ms = tuple(m.strip() for m in s.split(",") if m.strip())
+    bad = [m for m in ms if m not in allowed]
+    if bad:
+        raise UserError(f"unknown method(s) {', '.join(bad)}; choose among {', '.join(allowed)}")
+    return ms
+
+
+def _ks(s: str) -> tuple:
+    try:
+        ks = tuple(sorted({int(x) for x in s.split(",") if x.strip()}))
+    except ValueError:
+        raise UserError(f"--ks must be comma-separated integers, got {s!r}")
+    if not ks or ks[0] < 1:
+        raise UserError(f"--ks must be positive, got {s!r}")
+    return ks
+
+
+def _outputs(a, report) -> None:
+    from .evaluate import markdown_report, plot_report, write_json
+    report["command"] = ["deeprec-train"] + list(a._argv)
+    md = markdown_report(report)
+    if a.json_report:
+        write_json(report, a.json_report)
+    if a.markdown:
+        with open(a.markdown, "w", encoding="utf-8") as f:
+            f.write(md)
+    if a.plot:
+        if not plot_report(report, a.plot):
+            _say("matplotlib is not installed: no plot written (pip install matplotlib)")
+    print(md, end="")
+
+
+def _output_args(p) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--json", dest="json_report", metavar="FILE",
+                   help="write the full report as JSON (keys in docs/trainer.md)")
+    g.add_argument("--markdown", metavar="FILE", help="also write the markdown tables here")
+    g.add_argument("--plot", metavar="FILE.png",
+                   help="bar chart of Recall@20/MRR@20 with intervals (needs matplotlib)")
+    g.add_argument("--ks", default="5,10,20", help="cutoffs k (default 5,10,20)")
+    g.add_argument("--ci", choices=("normal", "bootstrap"), default="normal",
+                   help="95%% interval over users (sessions protocol: events): normal "
+                        "approximation or bootstrap (default normal)")
+
+
+def _cmd_evaluate(a) -> int:
+    from deeprec_edge.model import load_model
+    from .evaluate import DEEPREC_METHODS, DeepRecSettings, FinetuneSettings, evaluate_deeprec
+
+    for p in (a.json_report, a.markdown, a.plot):
+        if p:
+            _check_writable(p)
+    cfg = _fit_config(a)
+    ft = FinetuneSettings(epochs=a.ft_epochs, lr=a.ft_lr, window=a.ft_window,
+                          batch_size=a.ft_batch_size, n_negatives=a.ft_negatives,
+                          alpha=a.ft_alpha, optimizer=a.ft_optimizer, holdout=a.ft_holdout,
+                          early_stopping=a.ft_early_stopping, use_candidates=a.ft_candidates)
+    st = DeepRecSettings(
+        quantile=a.quantile, cutoff=_when(a.cutoff), min_post_clicks=a.min_post_clicks,
+        finetune_share=a.finetune_share, min_item_support=a.min_item_support,
+        min_session_length=a.min_session_length,
+        methods=_methods(a.methods, DEEPREC_METHODS), ks=_ks(a.ks),
+        n_candidates=a.candidates, candidate_history=a.candidate_history,
+        cf_neighbors=a.cf_neighbors, knn_neighbors=a.knn_neighbors,
+        exclude_seen=a.exclude_seen, session_starts=a.session_starts, max_users=a.max_users,
+        validation=a.validation, ci=a.ci, seed=a.seed, finetune=ft)
+    model = load_model(a.model) if a.model else None
+    inter = _read(a, a.log)
+    from .data import remove_consecutive_repeats
+    if a.remove_repeats:
+        inter = remove_consecutive_repeats(inter)
+    report = evaluate_deeprec(inter, st, cfg, model=model,
+                              session_gap=None if a.no_session_gap else a.session_gap,
+                              log=_say if not a.quiet else (lambda s: None),
+                              progress=not a.quiet)
+    _outputs(a, report)
+    return 0
+
+
+def _cmd_evaluate_sessions(a) -> int:
+    from deeprec_edge.model import load_model
+    from .evaluate import SESSION_METHODS, evaluate_sessions
+
+    for p in (a.json_report, a.markdown, a.plot):
+        if p:
+            _check_writable(p)
+    cfg = _fit_config(a)
+    model = load_model(a.model) if a.model else None
+    train = _preprocess(a, _read(a, a.train))
+    test = _read(a, a.test, item_vocab=train.item_ids)
+    if a.remove_repeats:
+        from .data import remove_consecutive_repeats
+        test = remove_consecutive_repeats(test)
+    report = evaluate_sessions(train, test, cfg, methods=_methods(a.methods, SESSION_METHODS),
+                               model=model, ks=_ks(a.ks), knn_neighbors=a.knn_neighbors,
+                               ci=a.ci, seed=a.seed,
+                               session_gap=None if a.no_session_gap else a.session_gap,
+                               log=_say if not a.quiet else (lambda s: None),
+                               progress=not a.quiet)
+    _outputs(a, report)
+    return 0
+
+
+# --------------------------------------------------------------------------
+# demo-data
+# --------------------------------------------------------------------------
+
+def _cmd_demo_data(a) -> int:
+    from .demo import build_demo
+    out = a.output
+    if out is None:
+        out = os.path.join("deeprec_edge", "data")
+        if not os.path.isdir("deeprec_edge"):
+            raise UserError("run from the repository root (no ./deeprec_edge here) or give -o DIR")
+    os.makedirs(out, exist_ok=True)
+    build_demo(out, seed=a.seed, log=_say if not a.quiet else (lambda s: None))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deeprec-train",
+        description="Cloud side of deeprec-edge: train the global GRU model on consented "
+                    "click logs, build candidate sets, export model files, and evaluate "
+                    "(the DeepRec protocol and GRU4Rec's session protocol). Needs the "
+                    f"trainer extra: {INSTALL_HINT}.")
+    try:
+        from deeprec_edge import __version__ as v
+    except Exception:  # pragma: no cover - the runtime's compiled part is missing
+        v = "?"
+    p.add_argument("--version", action="version", version=f"deeprec-train {v}")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    sub.required = True
+
+    f = sub.add_parser("fit", help="train the global model and write weights.npz",
+                       description="Read a click log, preprocess it (sessions, support "
+                                   "filtering) and train the global GRU model with the C core; "
+                                   "write the runtime's model file.")
+    f.add_argument("log", help="click log")
+    f.add_argument("-o", "--output", required=True, help="model file to write (weights.npz)")
+    f.add_argument("--valid", help="validation log (same format; mapped onto the training items)")
+    f.add_argument("--valid-split", type=float,
+                   help="hold out the newest share of sessions (by their last click) for "
+                        "validation, e.g. 0.1")
+    f.add_argument("--before", help="train only on clicks before this date/unix time "
+                   "(the DeepRec cutoff)")
+    f.add_argument("--before-quantile", type=float,
+                   help="train only on clicks before this time quantile (e.g. 0.8)")
+    f.add_argument("--compressed", action="store_true", help="deflate the npz")
+    f.add_argument("--report", help="write the fit history (losses, clicks/s, validation) as JSON")
+    f.add_argument("--json", action="store_true", help="print the summary as JSON")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _reader_args(f)
+    _model_args(f)
+    f.set_defaults(func=_cmd_fit)
+
+    c = sub.add_parser("candidates", help="per-user candidate sets (CF + embedding neighbours)",
+                       description="Candidate sets per user: the union (reciprocal-rank fusion) "
+                                   "of item-item CF on session co-occurrence and nearest "
+                                   "neighbours of the user's recent items in the model's "
+                                   "output-embedding space; topped up with popular items.")
+    c.add_argument("log", help="click log the sets are built from")
+    c.add_argument("--model", help="model file: its catalogue and output embeddings "
+                   "(without it: CF only, on the log's own items)")
+    c.add_argument("-o", "--output", help="write the sets as npz")
+    c.add_argument("--csv", help="write the sets as CSV user_id,item_id,rank,score")
+    c.add_argument("-n", type=int, default=100, help="items per user (default 100)")
+    c.add_argument("--cf-neighbors", type=int, default=100, help="CF neighbours per item "
+                   "(default 100)")
+    c.add_argument("--by", choices=("session", "user"), default="session",
+                   help="co-occurrence unit of CF (default session)")
+    c.add_argument("--shrink", type=float, default=0.0, help="CF cosine shrinkage (default 0)")
+    c.add_argument("--no-cf", action="store_true", help="embedding neighbours only")
+    c.add_argument("--no-embedding", action="store_true", help="CF only")
+    c.add_argument("--metric", choices=("ip", "cosine"), default="ip",
+                   help="embedding similarity (default ip, the model's own score)")
+    c.add_argument("--n-recent", type=int, default=10, help="recent distinct items per user "
+                   "(default 10)")
+    c.add_argument("--decay", type=float, default=0.8, help="recency weight decay (default 0.8)")
+    c.add_argument("--keep-seen", action="store_true",
+                   help="allow items the user already clicked")
+    c.add_argument("--test", help="measure candidate recall on this log's clicks")
+    c.add_argument("--eval-quantile", type=float, default=0.8,
+                   help="without --test: measure recall by building sets on the clicks before "
+                        "this time quantile and checking the clicks after it (default 0.8; "
+                        "0 = skip); the written sets use the whole log")
+    c.add_argument("--report", help="write the summary as JSON")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _reader_args(c)
+    c.set_defaults(func=_cmd_candidates)
+
+    e = sub.add_parser("export", help="re-export a model file or slice it to a list of items",
+                       description="Load and validate MODEL and write it in the same format, "
+                                   "optionally sliced to the listed items (rows of E, O, b, "
+                                   "popularity, item_ids; GRU and head unchanged).")
+    e.add_argument("model", help="model file (.npz)")
+    e.add_argument("-o", "--output", required=True, help="model file to write")
+    e.add_argument("--items", action="append", metavar="FILE",
+                   help="keep only these items: one id per line, a CSV with an item_id column "
+                        "(e.g. candidates CSV), or an npz with item_ids (candidates npz); "
+                        "repeatable (union)")
+    e.add_argument("--top-popular", type=int, default=0,
+                   help="also keep the N most popular items")
+    e.add_argument("--compressed", action="store_true", help="deflate the npz")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON")
+    e.set_defaults(func=_cmd_export)
+
+    v = sub.add_parser("evaluate", help="the DeepRec protocol on a user log",
+                       description="Time split at a quantile; users with enough post-cutoff "
+                                   "clicks; the first part of them fine-tunes a personal model "
+                                   "through the runtime's finetune, the rest is the test set "
+                                   "(next item, whole preceding history as input). Methods: "
+                                   "popularity, item-kNN, global, centralized, personal.")
+    v.add_argument("log", help="click log with users")
+    v.add_argument("--model", help="evaluate this global model instead of fitting one")
+    v.add_argument("--quantile", type=float, default=0.8, help="cutoff time quantile (default 0.8)")
+    v.add_argument("--cutoff", help="cutoff date or unix time (overrides --quantile)")
+    v.add_argument("--min-post-clicks", type=int, default=20,
+                   help="users need this many post-cutoff clicks on catalogue items (default 20)")
+    v.add_argument("--finetune-share", type=float, default=0.5,
+                   help="share of each user's post-cutoff clicks that fine-tunes (default 0.5)")
+    v.add_argument("--methods", default=",".join(
+        ("popularity", "item-knn", "global", "centralized", "personal")),
+        help="comma-separated methods (default all)")
+    v.add_argument("--candidates", type=int, default=100, help="candidate set size (default 100)")
+    v.add_argument("--candidate-history", choices=("all", "pre"), default="all",
+                   help="candidate sets from the user's clicks before the test part (all, "
+                        "default) or before the cutoff only (pre)")
+    v.add_argument("--cf-neighbors", type=int, default=100, help="CF neighbours per item for "
+                   "candidates (default 100)")
+    v.add_argument("--knn-neighbors", type=int, default=100, help="neighbours per item of "
+                   "item-kNN (default 100)")
+    v.add_argument("--exclude-seen", action="store_true",
+                   help="never rank items the user already clicked")
+    v.add_argument("--session-starts", action="store_true",
+                   help="also predict the first click of a session")
+    v.add_argument("--max-users", type=int, help="evaluate a random sample of this many users")
+    v.add_argument("--validation", action="store_true",
+                   help="tuning mode: split each user's fine-tuning clicks again and score "
+                        "the second part; the test part is never read")
+    g = v.add_argument_group("fine-tuning of the personal models (defaults: the runtime's "
+                             "deeprec-edge finetune)")
+    g.add_argument("--ft-epochs", type=int, help="maximum epochs")
+    g.add_argument("--ft-lr", type=float, help="learning rate")
+    g.add_argument("--ft-window", type=int, help="BPTT window (clicks)")
+    g.add_argument("--ft-batch-size", type=int, help="windows per batch")
+    g.add_argument("--ft-negatives", type=int, help="shared negatives per batch")
+    g.add_argument("--ft-alpha", type=float, help="popularity exponent of the negatives")
+    g.add_argument("--ft-optimizer", choices=("adagrad", "adam"), help="optimiser")
+    g.add_argument("--ft-holdout", type=float, help="share of the newest fine-tuning clicks held "
+                   "out for early stopping (0: none)")
+    g.add_argument("--ft-early-stopping", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep the best held-out epoch (the global model if none is better)")
+    g.add_argument("--ft-candidates", action="store_true",
+                   help="draw half the negatives from the user's candidate set")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _reader_args(v)
+    _model_args(v)
+    _output_args(v)
+    v.set_defaults(func=_cmd_evaluate)
+
+    s = sub.add_parser("evaluate-sessions", help="GRU4Rec's session protocol (train file, test file)",
+                       description="Fit on TRAIN (or use --model), then rank every next click "
+                                   "of TEST's sessions against all training items. Test clicks "
+                                   "on items not in TRAIN are removed, then sessions shorter "
+                                   "than 2.")
+    s.add_argument("train", help="training sessions (default format session-tsv)")
+    s.add_argument("test", help="test sessions (same format)")
+    s.add_argument("--model", help="evaluate this model instead of fitting one")
+    s.add_argument("--methods", default="popularity,item-knn,gru",
+                   help="comma-separated: popularity, item-knn, gru (default all)")
+    s.add_argument("--knn-neighbors", type=int, default=100, help="neighbours per item of "
+                   "item-kNN (default 100)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    _reader_args(s, default_format="session-tsv", min_item_support=1, min_session_length=1)
+    _model_args(s)
+    _output_args(s)
+    s.set_defaults(func=_cmd_evaluate_sessions)
+
+    d = sub.add_parser("demo-data", help="rebuild the runtime's embedded demo model and history",
+                       description="Train the small demo model on synthetic data with planted "
+                                   "personal sequences and write demo_model.npz and "
+                                   "demo_history.csv (trainer/demo.py).")
+    d.add_argument("-o", "--output", help="directory (default ./deeprec_edge/data, run from the "
+                   "repository root)")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    d.set_defaults(func=_cmd_demo_data)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``deeprec-train``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    a._argv = argv
+    try:
+        _check_extra()
+        return a.func(a)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except (UserError, ValueError, KeyError, OSError) as e:
+        msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        if isinstance(e, OSError) and getattr(e, "filename", None) and str(e.filename) not in msg:
+            msg = f"{e.filename}: {msg}"
+        _err(msg)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
