@@ -79,6 +79,8 @@ cdef extern from "deeprec_edge.h" nogil:
                                 const float *h, const float *W_p, const float *b_p,
                                 dre_activation act, float *u,
                                 void *workspace, size_t workspace_bytes)
+    dre_status dre_head_forward_row(int64_t H, int64_t D, const float *h, const float *W_p,
+                                    const float *b_p, dre_activation act, float *u)
     size_t dre_head_backward_workspace_size(int64_t N, int64_t H, int64_t D)
     dre_status dre_head_backward(int64_t N, int64_t H, int64_t D,
                                  const float *h, const float *W_p, dre_activation act,

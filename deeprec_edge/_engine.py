@@ -347,7 +347,14 @@ class _Optimizer:
         pf, gf = p.reshape(-1), g.reshape(-1)
         if self.kind == "adagrad":
             if self.momentum > 0:
-                _adagrad_momentum(p, g, st[0], st[1], self.lr, self.momentum, self.eps)
+                # mom = momentum * mom + adagrad_delta; p += mom, with the C kernels:
+                # adagrad on mom adds the delta (and updates acc once), sgd takes
+                # (1 - momentum) * old mom back out
+                mf = st[1].reshape(-1)
+                old = mf.copy()
+                K.adagrad_step(mf, gf, st[0].reshape(-1), self.lr, self.eps)
+                K.sgd_step(mf, old, 1.0 - self.momentum)
+                p += st[1]
             else:
                 K.adagrad_step(pf, gf, st[0].reshape(-1), self.lr, self.eps)
         elif self.kind == "adam":
@@ -361,9 +368,13 @@ class _Optimizer:
         st = self._slots(key, table)
         if self.kind == "adagrad":
             if self.momentum > 0:
-                a, m, t = st[0][rows], st[1][rows], table[rows]
-                _adagrad_momentum(t, grad_rows, a, m, self.lr, self.momentum, self.eps)
-                st[0][rows], st[1][rows], table[rows] = a, m, t
+                # GRU4Rec's IndexedAdagradM on the touched rows (see dense())
+                old = st[1][rows]
+                K.adagrad_rows(st[1], st[0], rows, grad_rows, self.lr, self.eps)
+                K.sgd_rows(st[1], rows, old, 1.0 - self.momentum)
+                new = st[1][rows]
+                np.negative(new, out=new)
+                K.sgd_rows(table, rows, new, 1.0)
             else:
                 K.adagrad_rows(table, st[0], rows, grad_rows, self.lr, self.eps)
         elif self.kind == "adam":
@@ -371,18 +382,6 @@ class _Optimizer:
                         self.beta1, self.beta2, 1e-8)
         else:
             K.sgd_rows(table, rows, grad_rows, self.lr)
-
-
-def _adagrad_momentum(p, g, acc, mom, lr, momentum, eps):
-    """GRU4Rec's ``IndexedAdagradM`` step, in place (numpy; no C kernel has
-    momentum Adagrad): acc += g^2; mom = momentum * mom - lr * g / sqrt(acc + eps);
-    p += mom."""
-    acc += g * g
-    step = np.sqrt(acc + F32(eps))
-    np.divide(g, step, out=step)
-    mom *= F32(momentum)
-    mom -= F32(lr) * step
-    p += mom
 
 
 def _sum_rows(idx: np.ndarray, grads: np.ndarray):
@@ -421,14 +420,16 @@ class _Schedule:
 
 
 def _session_schedule(targets: np.ndarray, session_start: Optional[np.ndarray],
-                      reset_at_sessions: bool, batch_size: int) -> _Schedule:
+                      reset_at_sessions: bool, batch_size: int,
+                      rng: Optional[np.random.Generator] = None) -> _Schedule:
     """Streams (sessions, or the whole sequence when states are carried) go
     through ``batch_size`` slots in sequence order, one click per step, all
     slots in lockstep; when a stream ends, its slot takes the next stream
     (slots freed at the same step take them in slot order), and once no
     stream is left, finished slots drop out -- GRU4Rec's
     ``SessionDataIterator``.  A stream's trained clicks are those with a
-    target, which :func:`next_targets` makes a prefix of the stream."""
+    target, which :func:`next_targets` makes a prefix of the stream.  With
+    ``rng`` the streams go in a random order instead."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = int(targets.shape[0])
@@ -445,6 +446,9 @@ def _session_schedule(targets: np.ndarray, session_start: Optional[np.ndarray],
     cnt = np.add.reduceat(has.astype(np.int64), starts)
     keep = cnt > 0
     starts, cnt = starts[keep], cnt[keep]
+    if rng is not None:
+        perm = rng.permutation(starts.size)
+        starts, cnt = starts[perm], cnt[perm]
     ns = int(starts.size)
     if ns == 0:
         return _Schedule(np.zeros(1, np.int64), e64, e64.copy(), np.zeros(0, bool), 0)
@@ -633,6 +637,7 @@ class TrainConfig:
     # the step (counts fold duplicates back in exactly), sum / batch_size.
     session_parallel: bool = False
     elu: float = 0.0                 # BPR-max on ELU(scores, elu) as GRU4Rec (0: off); session_parallel only
+    shuffle_sessions: bool = False   # session_parallel: a new random session order every epoch
     train_head: bool = True          # False: W_p, b_p frozen (identity head = GRU4Rec's h . O)
 
 
@@ -727,7 +732,11 @@ class Trainer:
     # ---- session-parallel (GRU4Rec) ----
     def _epoch_session_parallel(self, progress) -> float:
         """One pass of session-parallel mini-batches (states start at zero)."""
-        cfg, p, sc = self.cfg, self.p, self.sched
+        cfg, p = self.cfg, self.p
+        if cfg.shuffle_sessions:
+            self.sched = _session_schedule(self.targets, self.session_start, self.reset,
+                                           cfg.batch_size, rng=self.rng)
+        sc = self.sched
         h = [np.zeros((sc.n_slots, p.hidden_sizes[l]), F32) for l in self.trainable]
         n_steps = sc.n_steps
         S_n = cfg.n_negatives
@@ -790,32 +799,9 @@ class Trainer:
 
         # distinct columns: batch targets, negatives (and, tied, the inputs' rows)
         tied_in = emb and p.O is None and self.X is None
-        keys = np.concatenate([tgt, neg, in_items]) if tied_in else np.concatenate([tgt, neg])
-        N = p.n_items
-        if N <= 16 * keys.size:
-            cnt = np.bincount(keys, minlength=N)
-            uniq = np.flatnonzero(cnt)
-            lut = np.empty(N, np.int64)
-            lut[uniq] = np.arange(uniq.size)
-            inv = lut[keys]
-        else:
-            uniq, inv = np.unique(keys, return_inverse=True)
-        Uc = uniq.size
+        row_loss, G, uniq, inv, O_u = self._distinct_loss(
+            u, tgt, neg, in_items if tied_in else None, 1.0 / cfg.batch_size)
         S_t = n + neg.size
-        tcol = inv[:n]
-        n_tgt = np.bincount(tcol, minlength=Uc)
-        n_neg = np.bincount(inv[n:S_t], minlength=Uc)
-        Otab = p.out_table
-        O_u = Otab[uniq]
-        Z = K.sgemm(u, O_u, trans_b=True)
-        Z += p.b_out[uniq]
-        logq_t = logq_n = None
-        if cfg.loss == "xe" and cfg.logq > 0:
-            lp = np.log(np.maximum(self.popularity[uniq], 1e-12)).astype(F32)
-            logq_t = F32(cfg.logq) * lp
-            logq_n = F32(cfg.logq * cfg.alpha) * lp
-        row_loss, G = distinct_loss(Z, tcol, n_tgt, n_neg, cfg.loss, cfg.bpreg, cfg.elu,
-                                    logq_t, logq_n, scale=1.0 / cfg.batch_size, ws=self._ws)
         dU = K.sgemm(G, O_u)
         self.opt.begin_step()
         if self._identity_head:
@@ -855,6 +841,41 @@ class Trainer:
                 self.opt.rows("O", p.O, rows, dO_u)
             self.opt.rows("b_out", p.b_out.reshape(-1, 1), rows, np.ascontiguousarray(db_u))
         return float(row_loss.sum())
+
+    def _distinct_loss(self, u: np.ndarray, tgt: np.ndarray, neg: np.ndarray,
+                       extra: Optional[np.ndarray], scale: float):
+        """Loss of rows ``u`` (targets ``tgt``) over the distinct items of
+        [tgt, neg] (plus ``extra`` items, which get zero-weight columns so that
+        one row set serves every sparse update).  Returns (row_loss, G =
+        scale * dloss/dscores [rows, U], uniq items [U], inverse of
+        [tgt, neg, extra] into uniq, O rows [U, d])."""
+        cfg, p = self.cfg, self.p
+        keys = np.concatenate([tgt, neg] if extra is None else [tgt, neg, extra])
+        N = p.n_items
+        if N <= 16 * keys.size:
+            cnt = np.bincount(keys, minlength=N)
+            uniq = np.flatnonzero(cnt)
+            lut = np.empty(N, np.int64)
+            lut[uniq] = np.arange(uniq.size)
+            inv = lut[keys]
+        else:
+            uniq, inv = np.unique(keys, return_inverse=True)
+        Uc = uniq.size
+        n = tgt.size
+        tcol = inv[:n]
+        n_tgt = np.bincount(tcol, minlength=Uc)
+        n_neg = np.bincount(inv[n:n + neg.size], minlength=Uc)
+        O_u = p.out_table[uniq]
+        Z = K.sgemm(u, O_u, trans_b=True)
+        Z += p.b_out[uniq]
+        logq_t = logq_n = None
+        if cfg.loss == "xe" and cfg.logq > 0:
+            lp = np.log(np.maximum(self.popularity[uniq], 1e-12)).astype(F32)
+            logq_t = F32(cfg.logq) * lp
+            logq_n = F32(cfg.logq * cfg.alpha) * lp
+        row_loss, G = distinct_loss(Z, tcol, n_tgt, n_neg, cfg.loss, cfg.bpreg, cfg.elu,
+                                    logq_t, logq_n, scale=scale, ws=self._ws)
+        return row_loss, G, uniq, inv, O_u
 
     def _dropout_mask(self, shape, rate: float) -> Optional[np.ndarray]:
         """Inverted-dropout mask (None when off)."""
@@ -896,24 +917,40 @@ class Trainer:
         u = K.head_forward(hid, p.W_p, p.b_p, p.activation)
         # columns: every target of the batch, then shared negatives
         t_items = tgt.reshape(-1)[tsel].astype(np.int32)
-        negs = self.sampler.sample(cfg.n_negatives)
-        cols = np.concatenate([t_items, negs]).astype(np.int32)
-        Otab = p.out_table
-        O_s = Otab[cols]
-        b_s = p.b_out[cols]
-        logq = None
-        if cfg.loss == "xe" and cfg.logq > 0:
-            logq = np.ascontiguousarray(self.sampler.logq(cols) * F32(cfg.logq))
-        target_col = np.arange(P, dtype=np.int32)
-        need_out = cfg.train_embeddings
-        loss, _, dU, dO_s, db_s = K.sampled_loss(
-            u, O_s, target_col, b_s=b_s, col_ids=cols, logq=logq, loss=cfg.loss, bpreg=cfg.bpreg,
-            dO_s=np.zeros_like(O_s) if need_out else None,
-            db_s=np.zeros_like(b_s) if need_out else None)
+        if cfg.train_embeddings:
+            # cloud trainer: GRU4Rec's loss over the distinct columns (numpy;
+            # ELU option; several times faster than the C kernel's per-column
+            # double-precision row pass at these sizes)
+            negs = self.sampler.sample_many(cfg.n_negatives)
+            valid = pos.reshape(-1) >= 0
+            rows_in = self.items[pos.reshape(-1)[valid]]
+            tied = p.O is None
+            row_loss, G, cols, inv, O_s = self._distinct_loss(
+                u, t_items, negs, rows_in if tied else None, 1.0 / P)
+            loss = float(row_loss.mean())
+            dU = K.sgemm(G, O_s)
+            dO_s = K.sgemm(G, u, trans_a=True)
+            db_s = G.sum(0, keepdims=True).T
+            cols = cols.astype(np.int32)
+        else:
+            negs = self.sampler.sample(cfg.n_negatives)
+            cols = np.concatenate([t_items, negs]).astype(np.int32)
+            O_s = p.out_table[cols]
+            b_s = p.b_out[cols]
+            logq = None
+            if cfg.loss == "xe" and cfg.logq > 0:
+                logq = np.ascontiguousarray(self.sampler.logq(cols) * F32(cfg.logq))
+            target_col = np.arange(P, dtype=np.int32)
+            loss, _, dU, _, _ = K.sampled_loss(
+                u, O_s, target_col, b_s=b_s, col_ids=cols, logq=logq, loss=cfg.loss,
+                bpreg=cfg.bpreg)
         self.opt.begin_step()
         dW_p = np.zeros_like(p.W_p)
         db_p = np.zeros_like(p.b_p)
-        dh, _, _ = K.head_backward(hid, p.W_p, u, dU, p.activation, dW_p=dW_p, db_p=db_p)
+        if self._identity_head:
+            dh = dU
+        else:
+            dh, _, _ = K.head_backward(hid, p.W_p, u, dU, p.activation, dW_p=dW_p, db_p=db_p)
         if mask is not None:
             dh *= mask
         dy = np.zeros((T * B, H), F32)
@@ -932,31 +969,27 @@ class Trainer:
         dense = [dW_p, db_p] + [a for gr in grads for a in gr[1:]]
         if cfg.clip_norm > 0:
             K.clip_by_global_norm(dense, cfg.clip_norm)
-        self.opt.dense("W_p", p.W_p, dW_p)
-        self.opt.dense("b_p", p.b_p, db_p)
+        if cfg.train_head:
+            self.opt.dense("W_p", p.W_p, dW_p)
+            self.opt.dense("b_p", p.b_p, db_p)
         for l, dW_ih, dW_hh, db_ih, db_hh in grads:
             for name, prm, gr in zip(("W_ih", "W_hh", "b_ih", "b_hh"), p.layers[l],
                                      (dW_ih, dW_hh, db_ih, db_hh)):
                 self.opt.dense(f"{name}{l}", prm, gr)
         if cfg.train_embeddings:
-            # input embeddings: gradient of the first layer's input rows
+            # input embeddings: gradient of the first layer's input rows; the
+            # distinct columns (cols, unique) already include them when tied
             if mask_in is not None:
                 dy = dy * mask_in
-            valid = pos.reshape(-1) >= 0
-            rows_in = self.items[pos.reshape(-1)[valid]]
             g_in = dy.reshape(T * B, -1)[valid]
-            if p.O is None:
-                rows = np.concatenate([rows_in, cols])
-                gr = np.concatenate([g_in, dO_s])
-                r, gsum = _sum_rows(rows, gr)
-                self.opt.rows("E", p.E, r, gsum)
+            if tied:
+                np.add.at(dO_s, inv[P + negs.size:], g_in)
+                self.opt.rows("E", p.E, cols, dO_s)
             else:
                 r, gsum = _sum_rows(rows_in, g_in)
                 self.opt.rows("E", p.E, r, gsum)
-                r, gsum = _sum_rows(cols, dO_s)
-                self.opt.rows("O", p.O, r, gsum)
-            r, bsum = _sum_rows(cols, db_s[:, None])
-            self.opt.rows("b_out", p.b_out.reshape(-1, 1), r, bsum)
+                self.opt.rows("O", p.O, cols, dO_s)
+            self.opt.rows("b_out", p.b_out.reshape(-1, 1), cols, np.ascontiguousarray(db_s))
         return float(loss), P
 
 

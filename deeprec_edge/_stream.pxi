@@ -6,7 +6,6 @@
 # locking, item-id mapping and persistence on top.
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
-from libc.math cimport tanhf
 from libc.string cimport memset, memcpy
 
 
@@ -128,15 +127,11 @@ cdef class StreamCore:
         PyMem_Free(self.wih)
 
     cdef dre_status _head(self) noexcept nogil:
-        """u = act(W_p h_L + b_p): a d-row gemv through dre_score."""
-        cdef int64_t j
-        cdef dre_status st = dre_score(self.d, self.hs[self.L - 1], self.Wp_p, self.bp_p,
-                                       self.state_p + self.offs[self.L - 1], NULL, self.d,
-                                       self.u_p)
-        if st == DRE_OK and self.tanh_act:
-            for j in range(self.d):
-                self.u_p[j] = tanhf(self.u_p[j])
-        return st
+        """u = act(W_p h_L + b_p): one matrix-vector product (no packing)."""
+        return dre_head_forward_row(self.hs[self.L - 1], self.d,
+                                    self.state_p + self.offs[self.L - 1], self.Wp_p, self.bp_p,
+                                    DRE_ACT_TANH if self.tanh_act else DRE_ACT_IDENTITY,
+                                    self.u_p)
 
     @property
     def n_items(self):

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 #: ``format`` tag stored in candidate npz files.
-CANDIDATES_FORMAT = "deeprec-edge-candidates"
+from deeprec_edge.candidates import CANDIDATES_FORMAT  # one tag, shared with the device reader
 CANDIDATES_VERSION = 1
 
 

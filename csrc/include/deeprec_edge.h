@@ -195,6 +195,11 @@ DRE_API dre_status dre_head_forward(int64_t N, int64_t H, int64_t D,
                                     dre_activation act, float *u,
                                     void *workspace, size_t workspace_bytes);
 
+/* One row, for streaming: u [D] = act(W_p h + b_p), h [H]; no workspace
+ * (a matrix-vector product, W_p is not packed).  b_p may be NULL. */
+DRE_API dre_status dre_head_forward_row(int64_t H, int64_t D, const float *h, const float *W_p,
+                                        const float *b_p, dre_activation act, float *u);
+
 /* Workspace bytes of dre_head_backward (0 on overflow or negative sizes). */
 DRE_API size_t dre_head_backward_workspace_size(int64_t N, int64_t H, int64_t D);
 

@@ -95,12 +95,12 @@ dre_status dre_head_forward(int64_t N, int64_t H, int64_t D,
         memset(u, 0, (size_t)(N * D) * sizeof(float));
     }
     /* u = act(u + b_p) in one pass */
+    const dre_kernels *kt = dre__kernels();
     for (int64_t i = 0; i < N; ++i) {
         float *ui = u + i * D;
         if (b_p)
             for (int64_t j = 0; j < D; ++j) ui[j] += b_p[j];
-        if (act == DRE_ACT_TANH)
-            for (int64_t j = 0; j < D; ++j) ui[j] = tanhf(ui[j]);
+        if (act == DRE_ACT_TANH) kt->vtanh(D, ui);
     }
     return DRE_OK;
 }
@@ -191,5 +191,20 @@ dre_status dre_head_backward(int64_t N, int64_t H, int64_t D,
         }
         for (int64_t j = 0; j < D; ++j) db_p[j] = (float)((double)db_p[j] + cs[j]);
     }
+    return DRE_OK;
+}
+
+/* ---- one row (streaming) ---- */
+
+dre_status dre_head_forward_row(int64_t H, int64_t D, const float *h, const float *W_p,
+                                const float *b_p, dre_activation act, float *u) {
+    size_t tmp;
+    if (H < 0 || D < 0 || !dre__mul2(&tmp, H, D)) return DRE_ERR_SIZE;
+    if (act != DRE_ACT_IDENTITY && act != DRE_ACT_TANH) return DRE_ERR_ARG;
+    if (D == 0) return DRE_OK;
+    if (u == NULL || (H > 0 && (h == NULL || W_p == NULL))) return DRE_ERR_NULL;
+    const dre_kernels *kt = dre__kernels();
+    kt->gemv(D, H, W_p, H, NULL, h, b_p, u);
+    if (act == DRE_ACT_TANH) kt->vtanh(D, u);
     return DRE_OK;
 }

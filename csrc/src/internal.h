@@ -48,6 +48,10 @@ typedef struct dre_kernels {
      * cache (NULL: skip) receives r[H], z[H], n[H], ghn[H] (= gh[2H + j]). */
     void (*gru_gates)(int64_t H, const float *gi, const float *gh,
                       const float *h, float *h_out, float *cache);
+    /* x[i] = exp(x[i]) and x[i] = tanh(x[i]) in place, i in [0, n): the
+     * softmax of the sampled loss and the head's activation. */
+    void (*vexp)(int64_t n, float *x);
+    void (*vtanh)(int64_t n, float *x);
 } dre_kernels;
 
 #define DRE_MR_MAX 16
@@ -68,6 +72,8 @@ DRE_HIDDEN void dre__gemv_avx2(int64_t n, int64_t D, const float *W, int64_t ldw
                                const int32_t *idx, const float *x, const float *bias, float *y);
 DRE_HIDDEN void dre__gru_gates_avx2(int64_t H, const float *gi, const float *gh,
                                     const float *h, float *h_out, float *cache);
+DRE_HIDDEN void dre__vexp_avx2(int64_t n, float *x);
+DRE_HIDDEN void dre__vtanh_avx2(int64_t n, float *x);
 
 /* ---- packed GEMM (sgemm.c) ---- */
 

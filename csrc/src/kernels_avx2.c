@@ -233,8 +233,27 @@ void dre__gru_gates_avx2(int64_t H, const float *gi, const float *gh,
     }
 }
 
+void dre__vexp_avx2(int64_t n, float *x) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp256(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        const __m256i m = tail_mask(n - i);
+        _mm256_maskstore_ps(x + i, m, exp256(_mm256_maskload_ps(x + i, m)));
+    }
+}
+
+void dre__vtanh_avx2(int64_t n, float *x) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, tanh256(_mm256_loadu_ps(x + i)));
+    if (i < n) {
+        const __m256i m = tail_mask(n - i);
+        _mm256_maskstore_ps(x + i, m, tanh256(_mm256_maskload_ps(x + i, m)));
+    }
+}
+
 static const dre_kernels dre__avx2_table = {
     DRE_PATH_AVX2, AVX2_MR, gemm_tile_avx2, dre__gemv_avx2, dre__gru_gates_avx2,
+    dre__vexp_avx2, dre__vtanh_avx2,
 };
 
 #if defined(__clang__)

@@ -173,8 +173,33 @@ static void gru_gates_neon(int64_t H, const float *gi, const float *gh,
     }
 }
 
+/* In-place exp / tanh; the tail goes through a 4-float buffer so the same
+ * rounding applies to every element and nothing is read past the end. */
+static void vexp_neon(int64_t n, float *x) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, exp_neon(vld1q_f32(x + i)));
+    if (i < n) {
+        float b[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        memcpy(b, x + i, (size_t)(n - i) * sizeof(float));
+        vst1q_f32(b, exp_neon(vld1q_f32(b)));
+        memcpy(x + i, b, (size_t)(n - i) * sizeof(float));
+    }
+}
+
+static void vtanh_neon(int64_t n, float *x) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, tanh_neon(vld1q_f32(x + i)));
+    if (i < n) {
+        float b[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        memcpy(b, x + i, (size_t)(n - i) * sizeof(float));
+        vst1q_f32(b, tanh_neon(vld1q_f32(b)));
+        memcpy(x + i, b, (size_t)(n - i) * sizeof(float));
+    }
+}
+
 static const dre_kernels dre__neon_table = {
     DRE_PATH_NEON, NEON_MR, gemm_tile_neon, gemv_neon, gru_gates_neon,
+    vexp_neon, vtanh_neon,
 };
 
 const dre_kernels *dre__kernels_neon(void) { return &dre__neon_table; }

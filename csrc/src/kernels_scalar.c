@@ -76,8 +76,17 @@ static void gru_gates_scalar(int64_t H, const float *gi, const float *gh,
     }
 }
 
+static void vexp_scalar(int64_t n, float *x) {
+    for (int64_t i = 0; i < n; ++i) x[i] = expf(x[i]);
+}
+
+static void vtanh_scalar(int64_t n, float *x) {
+    for (int64_t i = 0; i < n; ++i) x[i] = tanhf(x[i]);
+}
+
 static const dre_kernels dre__scalar_table = {
     DRE_PATH_SCALAR, DRE_SCALAR_MR, gemm_tile_scalar, gemv_scalar, gru_gates_scalar,
+    vexp_scalar, vtanh_scalar,
 };
 
 const dre_kernels *dre__kernels_scalar(void) { return &dre__scalar_table; }

@@ -119,18 +119,22 @@ static int loss_masked(const int32_t *col_ids, int64_t j, int64_t t) {
  * l [S] holds the logits; e [S] is scratch; grad [S] receives scale times
  * the gradient (0 on masked columns).  Returns the row loss. */
 static double xe_row(int64_t S, int64_t t, const int32_t *col_ids, const double *l,
-                     double *e, double scale, float *grad) {
+                     float *e, double scale, float *grad, const dre_kernels *kt) {
     double m = l[t], sum = 0.0;
     for (int64_t j = 0; j < S; ++j)
         if (!loss_masked(col_ids, j, t) && l[j] > m) m = l[j];
+    /* the shifted logits are <= 0 (masked ones may exceed: zeroed below);
+     * the dispatched vector exp is accurate to ~1 ulp, the sum is in double */
+    for (int64_t j = 0; j < S; ++j) e[j] = (float)(l[j] - m);
+    kt->vexp(S, e);
     for (int64_t j = 0; j < S; ++j) {
-        e[j] = loss_masked(col_ids, j, t) ? 0.0 : exp(l[j] - m);
-        sum += e[j];
+        if (loss_masked(col_ids, j, t)) e[j] = 0.0f;
+        sum += (double)e[j];
     }
     /* sum >= exp(l_t - m) > 0 unless l_t is -inf or NaN (then IEEE rules) */
     const double inv = 1.0 / sum;
-    for (int64_t j = 0; j < S; ++j) grad[j] = (float)(scale * (e[j] * inv));
-    grad[t] = (float)(scale * (e[t] * inv - 1.0));
+    for (int64_t j = 0; j < S; ++j) grad[j] = (float)(scale * ((double)e[j] * inv));
+    grad[t] = (float)(scale * ((double)e[t] * inv - 1.0));
     return (m + log(sum)) - l[t];
 }
 
@@ -266,7 +270,7 @@ dre_status dre_sampled_loss(int64_t B, int64_t S, int64_t D,
         if (t >= 0) {
             for (int64_t j = 0; j < S; ++j) lrow[j] = (double)gb[j] + off[j];
             if (kind == DRE_LOSS_XE)
-                lb = xe_row(S, t, col_ids, lrow, w, scale, gb);
+                lb = xe_row(S, t, col_ids, lrow, (float *)w, scale, gb, kt);
             else
                 lb = bpr_max_row(S, t, col_ids, lrow, (double)bpreg, w, sg, scale, gb);
             total += lb;
