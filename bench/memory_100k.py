@@ -1,11 +1,12 @@
 """Peak memory of fine-tuning a 100,000-click history on the device.
 
 Builds a device-sized global model (20,000 items, e = d = 64, two GRU layers
-of H = 100, tied embeddings, tanh head; random weights -- memory and time do
-not depend on their values) and one user's 100,000-click history from the
-synthetic world with personal drift (``deeprec_edge.trainer.demo.make_world``;
-sessions of 3-9 clicks, > 2 h apart), writes them as ``weights.npz`` and
-``history.csv``, then measures with GNU time, each in a fresh process:
+of H = 100 -- ``DEEPREC_BENCH_HIDDEN=100`` for one --, tied embeddings, tanh
+head; random weights: memory and time do not depend on their values) and
+one user's 100,000-click history from the synthetic world with personal
+drift (``deeprec_edge.trainer.demo.make_world``; sessions of 3-9 clicks,
+> 2 h apart), writes them as ``weights.npz`` and ``history.csv``, then
+measures with GNU time, each in a fresh process:
 
 - the real command: ``python -m deeprec_edge finetune weights.npz history.csv
   -o personal.npz --quiet --format json`` (defaults: 5 epochs, newest 10 %
@@ -53,9 +54,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-#: The benchmark's device-sized model.
+#: The benchmark's device-sized model.  ``DEEPREC_BENCH_HIDDEN=100`` (comma-
+#: separated sizes) runs everything with other GRU layers, e.g. one layer.
 N_ITEMS = 20_000
-HIDDEN = (100, 100)
+HIDDEN = tuple(int(h) for h in os.environ.get("DEEPREC_BENCH_HIDDEN", "100,100").split(","))
 DIM = 64
 ID_OFFSET = 1000             #: catalogue ids are ID_OFFSET + dense index
 SESSION_GAP = 3600.0         #: seconds; the model's session rule
@@ -235,7 +237,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clicks", type=int, default=100_000, help="history length (default 100,000)")
     ap.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
-    ap.add_argument("--keep", metavar="DIR", help="build/keep the inputs in DIR (reused if present)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="build/keep the inputs in DIR (reused if present)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--problem", metavar="NPZ", help="fine-tune this problem file here and print "
                     "getrusage peak RSS as JSON (see the module docstring)")
@@ -261,7 +264,8 @@ def main(argv=None) -> int:
     print(f"history: {r['clicks']:,} clicks ({r['history_bytes'] / MB:.1f} MB CSV); "
           f"model: {r['weights_bytes'] / MB:.1f} MB")
     print(f"fine-tune: {s['epochs_run']} epochs, {s['windows']:,} windows, loss "
-          f"{s['loss_first_epoch']:.4f} -> {s['loss_last_epoch']:.4f}, {r['finetune_wall_s']:.1f} s")
+          f"{s['loss_first_epoch']:.4f} -> {s['loss_last_epoch']:.4f}, "
+          f"{r['finetune_wall_s']:.1f} s")
     print(f"peak RSS, fine-tune:      {r['finetune_maxrss_kb'] / 1024:8.1f} MB   ({r['command']})")
     print(f"peak RSS, import numpy:   {r['numpy_import_maxrss_kb'] / 1024:8.1f} MB   "
           f"({TIME_BIN} -v python -c 'import numpy', median of 3)")

@@ -14,7 +14,15 @@ Everything here is numpy plus the C kernels (:mod:`deeprec_edge.kernels`):
   sampling probabilities for logQ correction;
 - :class:`Trainer` -- truncated BPTT over shuffled windows with the sampled
   softmax (or BPR-max) loss, for the top ``n_trainable`` layers and the head
-  (and, for the cloud trainer, embeddings and the output table).
+  (and, for the cloud trainer, embeddings and the output table); or, with
+  ``TrainConfig.session_parallel``, GRU4Rec's session-parallel mini-batches
+  (``batch_size`` sessions side by side, one click per step, states carried
+  from step to step and reset at session starts, 1-step BPTT);
+- :func:`distinct_loss` -- GRU4Rec's BPR-max (on ELU scores) and
+  cross-entropy with logQ over the *distinct* items of a mini-batch's columns,
+  duplicates folded in as counts (exactly GRU4Rec's loss, fewer columns).
+  The cloud trainer uses it (numpy, float32); on-device fine-tuning keeps
+  the C kernel ``sampled_loss``.
 
 Truncated BPTT uses *epoch-start states*: at the start of an epoch one
 forward pass (no gradients) computes each window's initial state for every
@@ -43,6 +51,7 @@ __all__ = [
     "NegativeSampler",
     "TrainConfig",
     "Trainer",
+    "distinct_loss",
 ]
 
 F32 = np.float32
@@ -480,7 +489,9 @@ def _buf(ws: Optional[dict], name: str, shape, dtype=F32) -> np.ndarray:
     fresh arrays of a few hundred kB cost page faults on every step)."""
     if ws is None:
         return np.empty(shape, dtype)
-    size = int(np.prod(shape))
+    size = 1
+    for d in shape:
+        size *= int(d)
     a = ws.get(name)
     if a is None or a.size < size or a.dtype != dtype:
         a = ws[name] = np.empty(max(size, 1), dtype)

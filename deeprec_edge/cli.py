@@ -51,7 +51,7 @@ def _cmd_finetune(a) -> int:
     _check_writable(out)
     hist = read_history(a.history, model=model, item_col=a.item_col, time_col=a.time_col,
                         session_col=a.session_col)
-    cands = _read_candidates(a.candidates, model) if a.candidates else None
+    cands = _read_candidates(a.candidates, model, a.user) if a.candidates else None
     prog = _Progress(a.quiet)
     res = finetune(model, hist, candidates=cands, epochs=a.epochs, seed=a.seed,
                    window=a.window, batch_size=a.batch_size, n_negatives=a.negatives,
@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--candidates", help="candidate file (CSV user_id,item_id[,...] or .npz "
                    "from the trainer, or one item id per line): negatives are also drawn "
                    "from it and held-out Recall@20 ranks within it")
+    f.add_argument("--user", help="user id to select in a multi-user candidate file")
     f.add_argument("--epochs", type=int, default=5, help="maximum epochs (default 5)")
     f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     f.add_argument("--window", type=int, default=20, help="BPTT window in clicks (default 20)")
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--negatives", type=int, default=256, help="shared negatives per batch "
                    "(default 256)")
     f.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
-    f.add_argument("--optimizer", choices=["adagrad", "adam"], default="adagrad",
+    f.add_argument("--optimizer", choices=["adagrad", "adam", "sgd"], default="adagrad",
                    help="optimiser (default adagrad)")
     f.add_argument("--holdout", type=float, default=0.1, help="share of the newest clicks "
                    "held out for evaluation and early stopping (default 0.1; 0 = none)")

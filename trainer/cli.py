@@ -265,7 +265,7 @@ def _model_args(p) -> None:
     g.add_argument("--loss", choices=("xe", "bpr-max"), help="sampled softmax + logQ, or BPR-max")
     g.add_argument("--logq", type=float, help="weight of the logQ correction (xe)")
     g.add_argument("--bpreg", type=float, help="BPR-max score regularisation")
-    g.add_argument("--optimizer", choices=("adagrad", "adam"), help="optimiser")
+    g.add_argument("--optimizer", choices=("adagrad", "adam", "sgd"), help="optimiser")
     g.add_argument("--lr", type=float, help="learning rate")
     g.add_argument("--momentum", type=float, help="momentum (adagrad)")
     g.add_argument("--clip-norm", type=float, help="global gradient-norm clipping (0: off)")
@@ -551,7 +551,8 @@ def _cmd_evaluate(a) -> int:
         min_session_length=a.min_session_length,
         methods=_methods(a.methods, DEEPREC_METHODS), ks=_ks(a.ks),
         n_candidates=a.candidates, candidate_history=a.candidate_history,
-        cf_neighbors=a.cf_neighbors, knn_neighbors=a.knn_neighbors,
+        candidate_keep_seen=a.candidates_keep_seen,
+        cf_neighbors=a.cf_neighbors, knn_neighbors=a.knn_neighbors, knn_score=a.knn_score,
         exclude_seen=a.exclude_seen, session_starts=a.session_starts, max_users=a.max_users,
         validation=a.validation, ci=a.ci, seed=a.seed, finetune=ft)
     model = load_model(a.model) if a.model else None
@@ -583,6 +584,7 @@ def _cmd_evaluate_sessions(a) -> int:
         test = remove_consecutive_repeats(test)
     report = evaluate_sessions(train, test, cfg, methods=_methods(a.methods, SESSION_METHODS),
                                model=model, ks=_ks(a.ks), knn_neighbors=a.knn_neighbors,
+                               knn_score=a.knn_score,
                                ci=a.ci, seed=a.seed,
                                session_gap=None if a.no_session_gap else a.session_gap,
                                log=_say if not a.quiet else (lambda s: None),
@@ -610,6 +612,14 @@ def _cmd_demo_data(a) -> int:
 # --------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------
+
+def _knn_args(p) -> None:
+    p.add_argument("--knn-score", choices=("count", "cosine"), default="count",
+                   help="item-kNN: rank by the number of training sessions shared with the last "
+                        "click (count, default) or by cosine similarity (cosine)")
+    p.add_argument("--knn-neighbors", type=int, default=100,
+                   help="item-kNN with --knn-score cosine: neighbours per item (default 100)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -721,10 +731,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--candidate-history", choices=("all", "pre"), default="all",
                    help="candidate sets from the user's clicks before the test part (all, "
                         "default) or before the cutoff only (pre)")
+    v.add_argument("--candidates-keep-seen", action="store_true",
+                   help="candidate sets may hold items the user already clicked (default: "
+                        "excluded; keep them for logs with repeat consumption)")
     v.add_argument("--cf-neighbors", type=int, default=100, help="CF neighbours per item for "
                    "candidates (default 100)")
-    v.add_argument("--knn-neighbors", type=int, default=100, help="neighbours per item of "
-                   "item-kNN (default 100)")
+    _knn_args(v)
     v.add_argument("--exclude-seen", action="store_true",
                    help="never rank items the user already clicked")
     v.add_argument("--session-starts", action="store_true",
@@ -741,14 +753,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ft-batch-size", type=int, help="windows per batch")
     g.add_argument("--ft-negatives", type=int, help="shared negatives per batch")
     g.add_argument("--ft-alpha", type=float, help="popularity exponent of the negatives")
-    g.add_argument("--ft-optimizer", choices=("adagrad", "adam"), help="optimiser")
+    g.add_argument("--ft-optimizer", choices=("adagrad", "adam", "sgd"), help="optimiser")
     g.add_argument("--ft-holdout", type=float, help="share of the newest fine-tuning clicks held "
                    "out for early stopping (0: none)")
     g.add_argument("--ft-early-stopping", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the best held-out epoch (the global model if none is better)")
     g.add_argument("--ft-candidates", action="store_true",
                    help="draw half the negatives from the user's candidate set")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    v.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _reader_args(v)
     _model_args(v)
     _output_args(v)
@@ -764,8 +776,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="evaluate this model instead of fitting one")
     s.add_argument("--methods", default="popularity,item-knn,gru",
                    help="comma-separated: popularity, item-knn, gru (default all)")
-    s.add_argument("--knn-neighbors", type=int, default=100, help="neighbours per item of "
-                   "item-kNN (default 100)")
+    _knn_args(s)
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _reader_args(s, default_format="session-tsv", min_item_support=1, min_session_length=1)
     _model_args(s)

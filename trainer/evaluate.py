@@ -83,7 +83,7 @@ from deeprec_edge.api import finetune as runtime_finetune
 from deeprec_edge.history import History
 from deeprec_edge.model import Model, model_from_params, params_of
 
-from .candidates import item_item_cf, user_candidates
+from .candidates import item_item_cf, unit_item_matrix, user_candidates
 from .data import (Interactions, filter_sessions, filter_support, remap_items, split_by_time)
 from .fit import FitConfig, fit, init_params, sequence_from_sessions
 from .metrics import (RankAccumulator, mean_ci, metric_values, per_user_mean, ranks_from_scores)
@@ -175,8 +175,10 @@ class DeepRecSettings:
     ks: Tuple[int, ...] = (5, 10, 20)
     n_candidates: int = 100
     candidate_history: str = "all"       #: "all" (pre-cutoff + fine-tuning clicks) or "pre"
+    candidate_keep_seen: bool = False    #: allow items of the user's history in the sets
     cf_neighbors: int = 100
     knn_neighbors: int = 100
+    knn_score: str = "count"             #: item-kNN score: "count" (co-occurrence) or "cosine"
     exclude_seen: bool = False
     session_starts: bool = False
     max_users: Optional[int] = None
@@ -238,31 +240,55 @@ def train_model(inter: Interactions, cfg: FitConfig, *, valid: Optional[Interact
 # --------------------------------------------------------------------------
 
 class _Scorer:
-    """Scores of one method for a batch of events (rows) over all items."""
+    """Scores of a baseline for a batch of events (rows) over all items.
 
-    def __init__(self, kind: str, *, popularity: np.ndarray, knn=None):
+    ``popularity``: training support.  ``item-knn`` with ``knn_score="count"``:
+    the number of training sessions holding both the last click and the item
+    (exact, computed per batch from the binary session x item matrix), which
+    includes the last click itself (its own session count, the largest) -- a
+    repeat click is a hit; with ``"cosine"``: the top ``knn_neighbors`` cosine
+    neighbours of the last click (never itself).  Items tied on co-occurrence
+    (e.g. all items never seen with it) are ordered by popularity, so the two
+    tie rules differ only for exactly equal supports.
+    """
+
+    def __init__(self, kind: str, *, popularity: np.ndarray, train: Optional[Interactions] = None,
+                 knn_score: str = "count", knn_neighbors: int = 100):
         self.kind = kind
         self.pop = np.asarray(popularity, np.float64)
-        self.knn = knn
         N = self.pop.shape[0]
-        # popularity fill for item-kNN: in [-1, 0), below every neighbour (> 0)
-        self.fill = (-1.0 + self.pop / (self.pop.max() + 1.0)) if N else self.pop
+        if kind == "popularity":
+            return
+        if knn_score not in ("count", "cosine"):
+            raise ValueError(f"knn_score must be 'count' or 'cosine', got {knn_score!r}")
+        self.score = knn_score
+        # popularity tie-break in [0, 0.5): below one shared session
+        self.tie = 0.5 * self.pop / (self.pop.max() + 1.0) if N else self.pop
+        if knn_score == "count":
+            X = unit_item_matrix(train, "session")
+            self.X = X.astype(np.float64)
+            self.XT = self.X.T.tocsr()
+        else:
+            self.knn = item_item_cf(train, knn_neighbors, by="session").to_sparse(N)
 
     def baseline(self, last_items: np.ndarray) -> np.ndarray:
         B = last_items.shape[0]
         if self.kind == "popularity":
             return np.repeat(self.pop[None, :], B, axis=0)
-        S = np.repeat(self.fill[None, :], B, axis=0)
+        if self.score == "count":
+            S = (self.XT[last_items] @ self.X).toarray()
+            S += self.tie[None, :]
+            return S
+        # cosine neighbours in (0, 1] stay above every other item (in [-1, -0.5))
+        S = np.repeat((self.tie - 1.0)[None, :], B, axis=0)
         rows = self.knn[last_items].tocoo()
         S[rows.row, rows.col] = rows.data
         return S
 
 
-def _model_scores(params, items, starts, inputs, reset: bool) -> np.ndarray:
-    U = user_vectors(params, items, starts, inputs, reset)
-    S = U @ params.out_table.T
-    S += params.b_out[None, :]
-    return S
+def _rows_per_block(n_items: int, max_elems: int = 1 << 22) -> int:
+    """Events scored at once: at most ``max_elems`` scores (32 MB as float64)."""
+    return max(1, min(4096, max_elems // max(n_items, 1)))
 
 
 def _session_starts(sessions: np.ndarray) -> np.ndarray:
@@ -450,9 +476,6 @@ def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = 
     t0 = time.perf_counter()
     pop = train.item_support().astype(np.float64)
     cf = item_item_cf(train, st.cf_neighbors, by="session")
-    knn = cf if st.knn_neighbors == st.cf_neighbors else item_item_cf(train, st.knn_neighbors,
-                                                                      by="session")
-    knn_sparse = knn.to_sparse(N)
     eu = np.array([u["user"] for u in users], np.int64)
     pre_sel = np.concatenate([np.arange(pre_lo[u], pre_hi[u]) for u in eu]) if len(eu) else \
         np.zeros(0, np.int64)
@@ -461,7 +484,7 @@ def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = 
         parts.append(ft_log)
     chist_log = _concat(parts, catalogue, inter.user_ids, inter.user_kind)
     cands = user_candidates(chist_log, st.n_candidates, cf=cf, embeddings=gmodel.out_table,
-                            users=eu, popularity=pop)
+                            users=eu, popularity=pop, exclude_seen=not st.candidate_keep_seen)
     timing["candidates_seconds"] = time.perf_counter() - t0
     cand_of = {int(u): cands.for_user(int(u)) for u in cands.users}
 
@@ -472,8 +495,10 @@ def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = 
     n_ft_failed = 0
     n_events = 0
     in_set_hits = []
-    scorers = {"popularity": _Scorer("popularity", popularity=pop),
-               "item-knn": _Scorer("item-knn", popularity=pop, knn=knn_sparse)}
+    scorers = {"popularity": _Scorer("popularity", popularity=pop)}
+    if "item-knn" in methods:
+        scorers["item-knn"] = _Scorer("item-knn", popularity=pop, train=train,
+                                      knn_score=st.knn_score, knn_neighbors=st.knn_neighbors)
     t_ft = 0.0
     t_score = time.perf_counter()
     for rec in _progress_iter(users, len(users), "users", progress):
@@ -499,14 +524,10 @@ def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = 
         cmask_row = np.zeros(N, bool)
         cmask_row[cset] = True
         in_set_hits.append(cmask_row[targets])
-        seen_mask = None
-        if st.exclude_seen:
+        first = None
+        if st.exclude_seen:            # position of each item's first click in the sequence
             first = np.full(N, np.iinfo(np.int64).max, np.int64)
             np.minimum.at(first, seq.astype(np.int64), np.arange(len(seq)))
-            seen_mask = first[None, :] >= tpos[:, None]
-        full_mask = seen_mask
-        cand_mask = cmask_row[None, :] if seen_mask is None else (seen_mask & cmask_row[None, :])
-        cand_mask = np.broadcast_to(cand_mask, (B, N))
 
         personal_params = None
         if "personal" in methods:
@@ -529,19 +550,31 @@ def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = 
                 personal_params = gparams
             t_ft += time.perf_counter() - t0
 
-        for m in methods:
-            if m in ("popularity", "item-knn"):
-                S = scorers[m].baseline(seq[inputs].astype(np.int64))
-            elif m == "global":
-                S = _model_scores(gparams, seq, starts, inputs, reset)
-            elif m == "centralized":
-                S = _model_scores(cparams, seq, starts, inputs, reset)
-            else:
-                S = _model_scores(personal_params, seq, starts, inputs, reset)
-            o, c = ranks_from_scores(S, targets, ties="both", mask=full_mask)
-            acc[m]["full"].add_ranks(o, c, users=uvec)
-            o, c = ranks_from_scores(S, targets, ties="both", mask=cand_mask)
-            acc[m]["candidates"].add_ranks(o, c, users=uvec)
+        Us = {}
+        for m, pp in (("global", gparams), ("centralized", cparams), ("personal", personal_params)):
+            if m in methods:
+                Us[m] = (user_vectors(pp, seq, starts, inputs, reset), pp)
+        last = seq[inputs].astype(np.int64)
+        step = _rows_per_block(N)
+        for a in range(0, B, step):
+            b = min(a + step, B)
+            if first is None:
+                fm = None
+                cm = np.broadcast_to(cmask_row[None, :], (b - a, N))
+            else:                      # competing: items not clicked before the event
+                fm = first[None, :] >= tpos[a:b, None]
+                cm = fm & cmask_row[None, :]
+            for m in methods:
+                if m in Us:
+                    U, pp = Us[m]
+                    S = U[a:b] @ pp.out_table.T
+                    S += pp.b_out[None, :]
+                else:
+                    S = scorers[m].baseline(last[a:b])
+                o, c = ranks_from_scores(S, targets[a:b], ties="both", mask=fm)
+                acc[m]["full"].add_ranks(o, c, users=uvec[a:b])
+                o, c = ranks_from_scores(S, targets[a:b], ties="both", mask=cm)
+                acc[m]["candidates"].add_ranks(o, c, users=uvec[a:b])
     timing["finetune_seconds"] = t_ft
     timing["scoring_seconds"] = time.perf_counter() - t_score - t_ft
     timing["total_seconds"] = time.perf_counter() - t_start
@@ -592,6 +625,7 @@ def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = 
         "settings": json.loads(json.dumps(asdict(st), default=str)),
         "fit_config": _fit_record(fcfg),
         "candidates": {"n_candidates": st.n_candidates, "history": st.candidate_history,
+                       "keep_seen": st.candidate_keep_seen,
                        "cf_neighbors": st.cf_neighbors,
                        "mean_set_size": float(cands.sizes().mean()) if len(cands) else 0.0,
                        "recall": float(hits.mean()) if hits.size else None,
@@ -613,8 +647,9 @@ def evaluate_sessions(train: Interactions, test: Interactions,
                       fit_config: Optional[FitConfig] = None, *,
                       methods: Sequence[str] = SESSION_METHODS, model: Optional[Model] = None,
                       ks: Sequence[int] = (5, 10, 20), knn_neighbors: int = 100,
+                      knn_score: str = "count",
                       ci: str = "normal", seed: int = 0, session_gap: Optional[float] = 3600.0,
-                      batch: int = 512, log: Optional[Log] = None,
+                      batch: Optional[int] = None, log: Optional[Log] = None,
                       progress: bool = True) -> Dict[str, Any]:
     """GRU4Rec's session protocol on a prepared train/test pair (see the
     module docstring); returns the report dict.  ``model``: evaluate this
@@ -652,8 +687,8 @@ def evaluate_sessions(train: Interactions, test: Interactions,
     if "popularity" in methods:
         scorers["popularity"] = _Scorer("popularity", popularity=pop)
     if "item-knn" in methods:
-        knn = item_item_cf(tr, knn_neighbors, by="session").to_sparse(N)
-        scorers["item-knn"] = _Scorer("item-knn", popularity=pop, knn=knn)
+        scorers["item-knn"] = _Scorer("item-knn", popularity=pop, train=tr, knn_score=knn_score,
+                                      knn_neighbors=knn_neighbors)
     timing["knn_seconds"] = time.perf_counter() - t0
 
     items, reset, _ = sequence_from_sessions(te.items, te.sessions, te.times)
@@ -665,6 +700,7 @@ def evaluate_sessions(train: Interactions, test: Interactions,
     if "gru" in methods:
         p = params_of(gmodel)
         U = user_vectors(p, items, reset, pos, not gmodel.carry_state)
+    batch = batch or _rows_per_block(N)
     for a in range(0, len(pos), batch):
         b = min(a + batch, len(pos))
         for m in methods:
@@ -689,6 +725,7 @@ def evaluate_sessions(train: Interactions, test: Interactions,
                  "test_events": len(te), "test_sessions": te.n_sessions,
                  "events_evaluated": int(len(pos))},
         "settings": {"methods": list(methods), "ks": list(ks), "knn_neighbors": knn_neighbors,
+                     "knn_score": knn_score,
                      "ci": ci, "seed": seed, "unit": "event"},
         "fit_config": _fit_record(fcfg) if model is None else None,
         "methods": {m: {"full": _summaries(acc[m], ks, ci, seed)} for m in methods},

@@ -1,16 +1,26 @@
 """Global model training (``deeprec-train fit``) with the C core for every layer.
 
-The click log becomes one long sequence of dense item indices in
-(session, time) order with a session-start flag per click.  Windows of
-``window`` clicks never cross a session start (the hidden state of every
-layer resets there, GRU4Rec's session-parallel convention), unless the model
-carries user state across sessions, in which case states reset only where a
-new *user* starts.  Training is the runtime's own engine
+The click log becomes one long sequence of dense item indices, one stream per
+session (or per user with ``carry_state``), streams ordered by their first
+click, with a reset flag where a stream starts (the hidden state of every
+layer resets there).  Training is the runtime's own engine
 (:mod:`deeprec_edge._engine`) with every layer, the embeddings and the
-output table trainable: sampled softmax with logQ correction or BPR-max,
-negatives shared by the mini-batch and drawn proportionally to
-support^alpha, Adagrad (GRU4Rec's default) or Adam, dropout, tied
-embeddings.  Deterministic for a seed.
+output table trainable, in one of two modes:
+
+- ``train.session_parallel=True`` -- GRU4Rec's recipe: ``batch_size``
+  sessions side by side, one click per step, hidden states carried from step
+  to step (1-step BPTT) and reset at session starts, a finished session's
+  slot taking the next one; BPR-max on ELU(scores) (``train.elu``) or
+  cross-entropy with logQ; negatives shared by the mini-batch, drawn
+  proportionally to support^alpha; momentum Adagrad; dropout on the input
+  embedding and on every layer's output (which is also the carried state);
+  ``head=False`` scores ``h . O_i + b_i`` directly as GRU4Rec does.
+- ``train.session_parallel=False`` -- truncated BPTT over shuffled windows of
+  ``window`` clicks with epoch-start states (the on-device engine's mode).
+
+Adam is available as well; tied ("constrained") embeddings; deterministic
+for a seed.  :func:`gru4rec_config` gives the settings chosen on the
+YOOCHOOSE validation split.
 """
 from __future__ import annotations
 
@@ -81,17 +91,31 @@ def init_params(n_items: int, cfg: FitConfig, seed: int = 0) -> Params:
 
 def sequence_from_sessions(items: np.ndarray, sessions: np.ndarray, times: np.ndarray,
                            users: Optional[np.ndarray] = None, carry_state: bool = False):
-    """Order clicks by (session or user, time) and flag where states reset.
+    """Order clicks into streams (sessions, or users with ``carry_state``),
+    each in time order, the streams by their first click's time (GRU4Rec's
+    ``session_order='time'``; ties by stream key), and flag where states reset.
 
     Returns ``(items int32, reset bool, order int64)``: ``reset[i]`` is True
     where a new session starts (or, with ``carry_state``, a new user).
     """
-    key = users if (carry_state and users is not None) else sessions
-    order = np.lexsort((np.arange(len(items)), times, key))
-    k = np.asarray(key)[order]
-    reset = np.ones(len(items), bool)
-    if len(items) > 1:
+    key = np.asarray(users if (carry_state and users is not None) else sessions)
+    times = np.asarray(times)
+    n = len(items)
+    order = np.lexsort((np.arange(n), times, key))
+    k = key[order]
+    reset = np.ones(n, bool)
+    if n > 1:
         reset[1:] = k[1:] != k[:-1]
+        # streams by the time of their first click (stable: ties keep key order)
+        starts = np.flatnonzero(reset)
+        lengths = np.diff(np.append(starts, n))
+        by_time = np.argsort(times[order][starts], kind="stable")
+        first = np.repeat(starts[by_time], lengths[by_time])
+        offset = np.arange(n) - np.repeat(np.cumsum(lengths[by_time]) - lengths[by_time],
+                                          lengths[by_time])
+        order = order[first + offset]
+        reset = np.zeros(n, bool)
+        reset[np.cumsum(lengths[by_time]) - lengths[by_time]] = True
     return np.asarray(items, np.int32)[order], reset, order
 
 
@@ -144,7 +168,7 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
     best, best_state, bad = -1.0, None, 0
     bar = None
     for ep in range(tc.epochs):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if progress:
             try:
                 from tqdm import tqdm
@@ -163,13 +187,15 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
         loss = trainer.epoch(prog if bar is not None else None)
         if bar is not None:
             bar.close()
-        dt = time.perf_counter() - t0
-        rec = {"epoch": ep + 1, "loss": loss, "seconds": dt, "events_per_s": len(items) / dt}
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        rec = {"epoch": ep + 1, "loss": loss, "seconds": dt, "cpu_seconds": dc,
+               "events_per_s": len(items) / dt}
         if valid is not None:
             m = evaluate_sequence(params, valid[0], valid[1], ks=(20,))
             rec.update({k: m[k] for k in ("recall@20", "mrr@20") if k in m})
         history["epochs"].append(rec)
-        msg = f"epoch {ep + 1}: loss {loss:.4f}, {dt:.1f} s ({len(items) / dt:,.0f} clicks/s)"
+        msg = (f"epoch {ep + 1}: loss {loss:.4f}, {dt:.1f} s, cpu {dc:.1f} s "
+               f"({len(items) / dt:,.0f} clicks/s)")
         if "recall@20" in rec:
             msg += f", valid Recall@20 {rec['recall@20']:.4f} MRR@20 {rec['mrr@20']:.4f}"
         log(msg)

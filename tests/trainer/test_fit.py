@@ -181,12 +181,18 @@ def test_sequence_from_sessions_orders_and_flags():
     items = np.array([5, 6, 7, 8, 9])
     sess = np.array([2, 1, 2, 1, 3])
     times = np.array([10, 30, 5, 20, 0])
+    # sessions in time order, ordered by their first click: 3 (t=0), 2 (t=5), 1 (t=20)
     it, reset, order = sequence_from_sessions(items, sess, times)
-    assert it.tolist() == [8, 6, 7, 5, 9] and order.tolist() == [3, 1, 2, 0, 4]
-    assert reset.tolist() == [True, False, True, False, True]
-    users = np.array([0, 0, 0, 0, 1])
-    _, reset_u, _ = sequence_from_sessions(items, sess, times, users=users, carry_state=True)
-    assert reset_u.tolist() == [True, False, False, False, True]
+    assert it.tolist() == [9, 7, 5, 8, 6] and order.tolist() == [4, 2, 0, 3, 1]
+    assert reset.tolist() == [True, True, False, True, False]
+    users = np.array([1, 1, 1, 1, 0])
+    it_u, reset_u, _ = sequence_from_sessions(items, sess, times, users=users, carry_state=True)
+    assert it_u.tolist() == [9, 7, 5, 8, 6]
+    assert reset_u.tolist() == [True, True, False, False, False]
+    # ties of first-click times keep the key order; a single click
+    it1, r1, _ = sequence_from_sessions(np.array([1, 2]), np.array([7, 3]), np.array([0, 0]))
+    assert it1.tolist() == [2, 1] and r1.tolist() == [True, True]
+    assert sequence_from_sessions(np.array([4]), np.array([0]), np.array([0]))[0].tolist() == [4]
 
 
 # --------------------------------------------------------------------------

@@ -1,0 +1,252 @@
+"""The deeprec-train command: the whole chain fit -> candidates -> export ->
+evaluate on a small generated log, export/slice round trips, user errors,
+and the command without the trainer extra."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from deeprec_edge import load_model, read_history, recommend
+from deeprec_edge.cli import main as edge_main
+from deeprec_edge.model import make_personal, model_from_params, params_of, save_model
+from deeprec_edge.trainer.cli import INSTALL_HINT, main
+from deeprec_edge.trainer.export import read_item_list, slice_model
+from deeprec_edge.trainer.fit import FitConfig, init_params
+from deeprec_edge.trainer.synthetic import make_synthetic
+
+READER = ["--format", "csv", "--user-col", "user_id", "--item-col", "item_id",
+          "--time-col", "time"]
+SMALL = ["--hidden", "16", "--epochs", "2", "--negatives", "32", "-q"]
+
+
+@pytest.fixture(scope="module")
+def log_csv(tmp_path_factory):
+    inter, _ = make_synthetic(n_users=50, n_items=80, n_clusters=4, drift=0.5,
+                              sessions_per_user=6, seed=1)
+    path = tmp_path_factory.mktemp("log") / "log.csv"
+    inter.to_frame()[["user_id", "item_id", "time"]].to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def chain(log_csv, tmp_path_factory):
+    """fit -> candidates -> export (sliced to the candidates) -> evaluate."""
+    d = tmp_path_factory.mktemp("chain")
+    out = {"dir": d}
+    assert main(["fit", str(log_csv), *READER, *SMALL, "--valid-split", "0.1",
+                 "-o", str(d / "w.npz"), "--report", str(d / "fit.json")]) == 0
+    assert main(["candidates", str(log_csv), *READER, "--model", str(d / "w.npz"), "-n", "15",
+                 "-o", str(d / "c.npz"), "--csv", str(d / "c.csv"), "--report",
+                 str(d / "c.json"), "-q"]) == 0
+    assert main(["export", str(d / "w.npz"), "-o", str(d / "s.npz"), "--items",
+                 str(d / "c.csv"), "--top-popular", "5"]) == 0
+    assert main(["evaluate", str(log_csv), *READER, *SMALL, "--ft-epochs", "2",
+                 "--min-post-clicks", "6", "--candidates", "15", "--json", str(d / "r.json"),
+                 "--markdown", str(d / "r.md")]) == 0
+    return out
+
+
+def test_chain_fit(chain):
+    d = chain["dir"]
+    m = load_model(d / "w.npz")
+    assert m.hidden_sizes == [16] and not m.is_personal
+    assert m.item_ids.dtype.kind == "i" and m.item_ids.min() >= 1000      # catalogue ids
+    assert m.config["session_gap_seconds"] == 3600.0 and m.config["fit"]["hidden"] == [16]
+    rep = json.loads((d / "fit.json").read_text())
+    assert len(rep["fit"]["epochs"]) == 2 and "recall@20" in rep["fit"]["epochs"][-1]
+    assert rep["summary"]["clicks_per_s"] > 0
+
+
+def test_chain_candidates(chain):
+    d = chain["dir"]
+    m = load_model(d / "w.npz")
+    with np.load(d / "c.npz", allow_pickle=False) as z:
+        sizes = np.diff(z["offsets"])
+        assert np.all(sizes == 15) and np.isin(z["item_ids"], m.item_ids).all()
+    rep = json.loads((d / "c.json").read_text())
+    assert 0.0 < rep["recall"]["recall"] <= 1.0 and rep["mean_set_size"] == 15
+    # a device gets its own user's rows of the CSV
+    rows = (d / "c.csv").read_text().splitlines()
+    user = rows[1].split(",")[0]
+    (d / "mine.csv").write_text("\n".join([rows[0]] + [r for r in rows[1:]
+                                                       if r.split(",")[0] == user]) + "\n")
+    hist = d / "h.csv"
+    hist.write_text("item_id,timestamp\n" + "".join(
+        f"{i},{1_700_000_000 + 60 * k}\n" for k, i in enumerate(m.item_ids[:12].tolist())))
+    assert edge_main(["finetune", str(d / "w.npz"), str(hist), "--candidates",
+                      str(d / "mine.csv"), "--epochs", "1", "-o", str(d / "p.npz"), "-q"]) == 0
+    assert load_model(d / "p.npz").is_personal
+
+
+def test_device_reads_candidates_npz(chain):
+    d = chain["dir"]
+    with np.load(d / "c.npz", allow_pickle=False) as z:
+        user = str(z["user_ids"][0])
+    from deeprec_edge.candidates import read_candidates
+    assert len(read_candidates(d / "c.npz", load_model(d / "w.npz"), user=user)) == 15
+
+
+def test_chain_export_slice(chain, capsys):
+    d = chain["dir"]
+    full, sliced = load_model(d / "w.npz"), load_model(d / "s.npz")
+    wanted = set(read_item_list(d / "c.csv"))
+    order = np.argsort(-full.popularity, kind="stable")[:5]
+    wanted |= {str(x) for x in full.item_ids[order].tolist()}
+    assert {str(x) for x in sliced.item_ids.tolist()} == wanted
+    assert sliced.config["sliced_from"] == {"fingerprint": full.fingerprint(),
+                                            "n_items": full.n_items}
+    assert edge_main(["info", str(d / "s.npz")]) == 0
+    assert f"{len(wanted)}" in capsys.readouterr().out
+
+
+def test_chain_evaluate(chain):
+    d = chain["dir"]
+    r = json.loads((d / "r.json").read_text())
+    assert r["protocol"] == "deeprec" and r["command"][:2] == ["deeprec-train", "evaluate"]
+    assert set(r["methods"]) == {"popularity", "item-knn", "global", "centralized", "personal"}
+    s = r["methods"]["personal"]["full"]["optimistic"]
+    assert s["n_units"] == r["data"]["evaluated_users"] > 5
+    assert 0.0 <= s["recall@20"]["mean"] <= 1.0
+    md = (d / "r.md").read_text()
+    assert md.startswith("DeepRec protocol") and "| personal |" in md
+
+
+def test_export_round_trip(chain, tmp_path):
+    src = chain["dir"] / "w.npz"
+    for extra in ([], ["--compressed"]):
+        out = tmp_path / f"e{len(extra)}.npz"
+        assert main(["export", str(src), "-o", str(out), *extra]) == 0
+        a, b = load_model(src), load_model(out)
+        assert a.fingerprint() == b.fingerprint()
+        np.testing.assert_array_equal(a.item_ids, b.item_ids)
+
+
+def random_model(tied: bool, n=40, seed=0):
+    cfg = FitConfig(hidden=[8], tied=tied, dim=8, embedding=6)
+    p = init_params(n, cfg, seed)
+    rng = np.random.default_rng(seed)
+    p.b_out[...] = rng.normal(0, 0.1, n).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64) * 7 + 100
+    return model_from_params(p, ids, rng.integers(1, 50, n).astype(np.float64))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_sliced_model_ranks_the_same_among_its_items(tied, tmp_path):
+    m = random_model(tied)
+    keep = m.item_ids[::3]
+    s, info = slice_model(m, list(keep) + [99999])
+    assert info["kept"] == len(keep) and info["unknown"] == 1
+    assert s.n_items == len(keep) and (s.O is None) == tied
+    save_model(s, tmp_path / "s.npz")
+    s = load_model(tmp_path / "s.npz")
+    h = tmp_path / "h.csv"
+    clicks = keep[[0, 3, 5, 2, 8]]
+    h.write_text("item_id,timestamp\n" + "".join(f"{i},{1_700_000_000 + 60 * k}\n"
+                                                 for k, i in enumerate(clicks.tolist())))
+    hf, hs = read_history(h, model=m), read_history(h, model=s)
+    ids_f, sc_f = recommend(m, hf, k=len(keep), candidates=keep, exclude_clicked=False)
+    ids_s, sc_s = recommend(s, hs, k=len(keep), exclude_clicked=False)
+    np.testing.assert_array_equal(ids_f, ids_s)
+    np.testing.assert_allclose(sc_f, sc_s, rtol=1e-5, atol=1e-6)
+
+
+def test_slice_keeps_personal_biases():
+    m = random_model(False)
+    p = params_of(m)
+    pm = make_personal(m, p, clicks_used=3, last_timestamp=1.0, seed=0, epochs=1,
+                       bias_index=np.array([0, 1, 5]), bias=np.array([1.0, 2.0, 3.0]))
+    s, _ = slice_model(pm, m.item_ids[[1, 2, 5]])
+    assert s.is_personal
+    assert s.personal_bias_index.tolist() == [0, 2]
+    assert s.personal_bias.tolist() == [2.0, 3.0]
+    s.validate()
+
+
+def test_item_list_formats(tmp_path):
+    (tmp_path / "a.txt").write_text("item_id\n1\n\n2\n")
+    (tmp_path / "b.csv").write_text("user_id,item_id,rank\nu,3,1\nu,4,2\n")
+    np.savez(tmp_path / "c.npz", item_ids=np.array([5, 6]))
+    assert read_item_list(tmp_path / "a.txt") == ["1", "2"]
+    assert read_item_list(tmp_path / "b.csv") == ["3", "4"]
+    assert read_item_list(tmp_path / "c.npz") == [5, 6]
+
+
+def test_user_errors(tmp_path, capsys, log_csv):
+    w = tmp_path / "w.npz"
+    assert main(["fit", str(tmp_path / "nope.csv"), *READER, "-o", str(w)]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["fit", str(log_csv), "--format", "csv", "-o", str(w)]) == 2
+    assert "--item-col" in capsys.readouterr().err
+    assert main(["fit", str(log_csv), *READER, "-o", str(tmp_path / "no" / "w.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["fit", str(log_csv), *READER, "--set", "train.nonsense=1", "-o", str(w)]) == 2
+    assert "no such field" in capsys.readouterr().err
+    m = random_model(True)
+    save_model(m, tmp_path / "m.npz")
+    (tmp_path / "items.txt").write_text("123456\n")
+    assert main(["export", str(tmp_path / "m.npz"), "-o", str(tmp_path / "o.npz"),
+                 "--items", str(tmp_path / "items.txt")]) == 2
+    assert "none of the 1 requested items" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists() and not w.exists()
+    assert main(["evaluate", str(log_csv), *READER, "--methods", "global,magic"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+
+
+def test_fit_flags_reach_the_config(log_csv, tmp_path):
+    w = tmp_path / "w.npz"
+    assert main(["fit", str(log_csv), *READER, "--hidden", "8,6", "--no-tied", "--dim", "5",
+                 "--epochs", "1", "--set", "train.clip_norm=5", "--loss", "bpr-max",
+                 "-o", str(w), "-q"]) == 0
+    m = load_model(w)
+    assert m.hidden_sizes == [8, 6] and not m.tied and m.dim == 5
+    assert m.config["fit"]["train"]["clip_norm"] == 5 and m.config["loss"] == "bpr-max"
+
+
+def test_evaluate_sessions_command(tmp_path):
+    inter, _ = make_synthetic(n_users=40, n_items=50, n_clusters=2, seed=5)
+    from deeprec_edge.trainer.data import split_by_time
+    tr, te, _ = split_by_time(inter, 0.8, unit="session")
+    for name, part in (("train.txt", tr), ("test.txt", te)):
+        f = part.to_frame()
+        f.rename(columns={"session": "SessionId", "item_id": "ItemId", "time": "Time"})[
+            ["SessionId", "ItemId", "Time"]].to_csv(tmp_path / name, sep="\t", index=False)
+    assert main(["evaluate-sessions", str(tmp_path / "train.txt"), str(tmp_path / "test.txt"),
+                 *SMALL, "--json", str(tmp_path / "r.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["protocol"] == "sessions" and set(r["methods"]) == {"popularity", "item-knn", "gru"}
+    assert r["data"]["catalogue_items"] <= 50
+
+
+def test_demo_data(tmp_path):
+    assert main(["demo-data", "-o", str(tmp_path), "-q"]) == 0
+    m = load_model(tmp_path / "demo_model.npz")
+    h = read_history(tmp_path / "demo_history.csv", model=m)
+    assert len(h) == 240 and h.n_unknown == 0
+
+
+def test_without_the_trainer_extra(monkeypatch, capsys, tmp_path):
+    real = importlib.util.find_spec
+
+    def fake(name, *args, **kw):
+        return None if name in ("pandas", "scipy") else real(name, *args, **kw)
+
+    monkeypatch.setattr(importlib.util, "find_spec", fake)
+    assert main(["fit", "log.csv", "-o", str(tmp_path / "w.npz")]) == 2
+    err = capsys.readouterr().err
+    assert INSTALL_HINT in err and "pandas, scipy" in err
+
+
+def test_the_entry_module_imports_no_pandas():
+    code = ("import sys, deeprec_edge.trainer.cli as c; "
+            "c.build_parser(); print(sorted(m for m in ('pandas', 'scipy', 'tqdm') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
