@@ -45,13 +45,20 @@ static void gemm_tile_scalar(int64_t mr, int64_t nr, int64_t K,
     }
 }
 
+/* Dot products with 16 independent partial sums (a fixed summation order
+ * that compilers vectorise without reassociating floating-point adds). */
 static void gemv_scalar(int64_t n, int64_t D, const float *W, int64_t ldw,
                         const int32_t *idx, const float *x, const float *bias, float *y) {
+    const int64_t D16 = D & ~(int64_t)15;
     for (int64_t i = 0; i < n; ++i) {
         const int64_t r = idx ? (int64_t)idx[i] : i;
         const float *w = W + r * ldw;
+        float part[16] = {0};
+        for (int64_t k = 0; k < D16; k += 16)
+            for (int j = 0; j < 16; ++j) part[j] += w[k + j] * x[k + j];
         float acc = 0.0f;
-        for (int64_t k = 0; k < D; ++k) acc += w[k] * x[k];
+        for (int j = 0; j < 16; ++j) acc += part[j];
+        for (int64_t k = D16; k < D; ++k) acc += w[k] * x[k];
         y[i] = acc + (bias ? bias[r] : 0.0f);
     }
 }
