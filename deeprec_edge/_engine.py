@@ -649,6 +649,9 @@ class TrainConfig:
     session_parallel: bool = False
     elu: float = 0.0                 # BPR-max on ELU(scores, elu) as GRU4Rec (0: off); session_parallel only
     shuffle_sessions: bool = False   # session_parallel: a new random session order every epoch
+    carry_dropout: bool = True       # session_parallel: the carried state is the dropped-out output (GRU4Rec)
+    ema: float = 0.0                 # session_parallel: keep an exponential moving average of the
+                                     # weights (decay per step, e.g. 0.999; 0: off), see Trainer.averaged()
     train_head: bool = True          # False: W_p, b_p frozen (identity head = GRU4Rec's h . O)
 
 
@@ -690,6 +693,7 @@ class Trainer:
         self.popularity = np.asarray(pop, np.float64)
         self.sched = None
         self._ws = {}
+        self._ema = None
         if config.session_parallel:
             self.sched = _session_schedule(self.targets, session_start, reset_at_sessions,
                                            config.batch_size)
@@ -722,7 +726,12 @@ class Trainer:
         if self.sched is not None:
             return self._epoch_session_parallel(progress)
         cfg, p = self.cfg, self.p
-        h_start = run_segments(p, self.trainable, self._layer_input, self.seg, keep_states=True)
+        if (self.seg.prev < 0).all():
+            # every window starts a session: every initial state is zero
+            h_start = [np.zeros((len(self.seg), p.hidden_sizes[l]), F32) for l in self.trainable]
+        else:
+            h_start = run_segments(p, self.trainable, self._layer_input, self.seg,
+                                   keep_states=True)
         has_t = np.zeros(len(self.seg), bool)
         tpos = np.flatnonzero(self.targets >= 0)
         if tpos.size:
@@ -755,7 +764,10 @@ class Trainer:
         negs = None
         total, count = 0.0, 0
         ptr = sc.ptr.tolist()
+        ema_every = 8
         for st in range(n_steps):
+            if cfg.ema > 0 and st % ema_every == 0:
+                self._ema_update(cfg.ema ** ema_every)
             if S_n > 0 and st % block == 0:
                 negs = self.sampler.sample_many(block * S_n).reshape(block, S_n)
             neg = negs[st % block] if S_n > 0 else np.zeros(0, np.int32)
@@ -765,6 +777,35 @@ class Trainer:
             if progress is not None and ((st + 1) % 100 == 0 or st + 1 == n_steps):
                 progress(st + 1, n_steps, total / max(count, 1))
         return total / max(count, 1)
+
+    def _trained_arrays(self, q: Optional[Params] = None) -> List[np.ndarray]:
+        """The arrays this trainer updates (of ``q``, default its model)."""
+        q = self.p if q is None else q
+        out = [a for l in self.trainable for a in q.layers[l]]
+        if self.cfg.train_head:
+            out += [q.W_p, q.b_p]
+        if self.cfg.train_embeddings:
+            out += [q.E, q.b_out] + ([q.O] if q.O is not None else [])
+        return out
+
+    def _ema_update(self, decay: float) -> None:
+        arrays = self._trained_arrays()
+        if self._ema is None:
+            self._ema = [a.copy() for a in arrays]
+            return
+        for e, a in zip(self._ema, arrays):
+            e -= a
+            e *= F32(decay)
+            e += a          # e = decay * e + (1 - decay) * a
+
+    def averaged(self) -> Params:
+        """A copy of the model with the moving average of the trained weights
+        (``TrainConfig.ema``; the current weights when off or not started)."""
+        q = self.p.copy()
+        if self._ema is not None:
+            for dst, e in zip(self._trained_arrays(q), self._ema):
+                dst[...] = e
+        return q
 
     def _sp_step(self, lo: int, hi: int, h: List[np.ndarray], neg: np.ndarray) -> float:
         """One session-parallel step: forward one click per active slot,
@@ -791,19 +832,21 @@ class Trainer:
             if reset_rows is not None:
                 h0[reset_rows] = 0
             y, _, cache = K.gru_forward(x[None], W_ih, W_hh, b_ih, b_hh, h0=h0, keep_cache=True)
-            out = y[0]
+            out = state = y[0]
             m = self._dropout_mask(out.shape, cfg.dropout_hidden)
             if m is not None:
-                out = out * m  # GRU4Rec carries the dropped-out state too
+                out = out * m
+                if cfg.carry_dropout:
+                    state = out  # GRU4Rec carries the dropped-out state
             xs.append(x)
             ys.append(y)
             caches.append(cache)
             h0s.append(h0)
             masks.append(m)
             if full:
-                h[j] = out
+                h[j] = state
             else:
-                h[j][slots] = out
+                h[j][slots] = state
             x = out
         hid = x
         u = hid if self._identity_head else K.head_forward(hid, p.W_p, p.b_p, p.activation)
@@ -1009,28 +1052,48 @@ class Trainer:
 # --------------------------------------------------------------------------
 
 
+class _RowsAt:
+    """Write-only stand-in for an [n, H] output array that keeps only the
+    rows at ``positions`` (so evaluating a few clicks of a long history
+    does not hold activations for every click)."""
+
+    def __init__(self, positions: np.ndarray, H: int):
+        self.sorted, self.inverse = np.unique(np.asarray(positions, np.int64), return_inverse=True)
+        self.data = np.zeros((self.sorted.size, H), F32)
+
+    def __setitem__(self, pos: np.ndarray, rows: np.ndarray) -> None:
+        i = np.searchsorted(self.sorted, pos)
+        ok = i < self.sorted.size
+        ok[ok] = self.sorted[i[ok]] == pos[ok]
+        self.data[i[ok]] = rows[ok]
+
+    def rows(self) -> np.ndarray:
+        return np.ascontiguousarray(self.data[self.inverse])
+
+
 def user_vectors(params: Params, items: np.ndarray, session_start: Optional[np.ndarray],
                  positions: np.ndarray, reset_at_sessions: bool = True) -> np.ndarray:
     """User embeddings u after each click in ``positions`` (exact states over
     the whole sequence up to there).  float32 [len(positions), d]."""
     items = np.ascontiguousarray(items, np.int32)
     n = items.shape[0]
-    H = params.hidden_sizes[-1]
-    out = np.zeros((n, H), F32)
+    out = _RowsAt(positions, params.hidden_sizes[-1])
     seg = make_segments(n, session_start, 1024, reset_at_sessions)
 
     def embed(pos):
         return params.E[np.where(pos >= 0, items[np.maximum(pos, 0)], 0)]
 
     run_segments(params, list(range(len(params.layers))), embed, seg, out=out)
-    h = np.ascontiguousarray(out[positions])
-    return K.head_forward(h, params.W_p, params.b_p, params.activation)
+    return K.head_forward(out.rows(), params.W_p, params.b_p, params.activation)
 
 
-def ranks_full(params: Params, U: np.ndarray, targets: np.ndarray, chunk: int = 512):
+def ranks_full(params: Params, U: np.ndarray, targets: np.ndarray, chunk: int = 0):
     """Rank of each target among all items (0 = best), optimistic and
-    conservative tie handling (DESIGN.md §9), by chunks of users."""
+    conservative tie handling (DESIGN.md §9), by chunks of users (default:
+    score blocks of about 2 M floats, 8 MB, whatever the catalogue size)."""
     Otab = params.out_table
+    if chunk <= 0:
+        chunk = max(1, min(512, 2_000_000 // max(1, Otab.shape[0])))
     opt = np.zeros(targets.shape[0], np.int64)
     cons = np.zeros(targets.shape[0], np.int64)
     for c in range(0, U.shape[0], chunk):
