@@ -53,6 +53,8 @@ class FitConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     init_scale: float = 1.0
     patience: int = 0             # early stopping on validation Recall@20 (0: off)
+    average_epochs: int = 0       # the result is the mean of the weights after each of the
+                                  # last k epochs (0/1: the last epoch's weights)
 
 
 def _uniform(rng, shape, fan_in, fan_out, scale):
@@ -166,6 +168,7 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
                       reset_at_sessions=True, popularity=popularity)
     history = {"epochs": [], "events": int(len(items))}
     best, best_state, bad = -1.0, None, 0
+    avg, n_avg = None, 0
     bar = None
     for ep in range(tc.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -191,9 +194,17 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
         rec = {"epoch": ep + 1, "loss": loss, "seconds": dt, "cpu_seconds": dc,
                "events_per_s": len(items) / dt}
         if valid is not None:
-            m = evaluate_sequence(params, valid[0], valid[1], ks=(20,))
+            m = evaluate_sequence(trainer.averaged() if tc.ema > 0 else params,
+                                  valid[0], valid[1], ks=(20,))
             rec.update({k: m[k] for k in ("recall@20", "mrr@20") if k in m})
         history["epochs"].append(rec)
+        if cfg.average_epochs > 1 and ep >= tc.epochs - cfg.average_epochs:
+            if avg is None:
+                avg = [a.astype(np.float64) for a in _arrays(params)]
+            else:
+                for a, x in zip(avg, _arrays(params)):
+                    a += x
+            n_avg += 1
         msg = (f"epoch {ep + 1}: loss {loss:.4f}, {dt:.1f} s, cpu {dc:.1f} s "
                f"({len(items) / dt:,.0f} clicks/s)")
         if "recall@20" in rec:
@@ -203,20 +214,28 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
             score = rec.get("recall@20", 0.0)
             if score > best:
                 best, bad = score, 0
-                best_state = params.copy()
+                best_state = trainer.averaged() if tc.ema > 0 else params.copy()
             else:
                 bad += 1
                 if bad >= cfg.patience:
                     log(f"early stop: no improvement for {bad} epochs (best Recall@20 {best:.4f})")
                     break
+    if tc.ema > 0 and best_state is None:
+        for x, y in zip(_arrays(params), _arrays(trainer.averaged())):
+            x[...] = y
+        log(f"weights: moving average (decay {tc.ema} per step)")
     if best_state is not None:
-        params.E[...] = best_state.E
-        for a, b in zip(params.layers, best_state.layers):
-            for x, y in zip(a, b):
-                x[...] = y
-        params.W_p[...] = best_state.W_p
-        params.b_p[...] = best_state.b_p
-        if params.O is not None:
-            params.O[...] = best_state.O
-        params.b_out[...] = best_state.b_out
+        for x, y in zip(_arrays(params), _arrays(best_state)):
+            x[...] = y
+    elif avg is not None and n_avg > 1:
+        for x, a in zip(_arrays(params), avg):
+            x[...] = a / n_avg
+        history["averaged_epochs"] = n_avg
+        log(f"weights averaged over the last {n_avg} epochs")
     return history
+
+
+def _arrays(p: Params) -> List[np.ndarray]:
+    """Every trainable array of a model, in a fixed order."""
+    out = [p.E] + [a for layer in p.layers for a in layer] + [p.W_p, p.b_p, p.b_out]
+    return out + ([p.O] if p.O is not None else [])

@@ -306,7 +306,7 @@ def test_distinct_loss_equals_gru4rec_over_duplicated_columns(kind, bpreg, elu, 
     assert not G[:, 6].any()
 
 
-def test_session_parallel_carries_state_and_resets_at_session_starts():
+def test_session_parallel_carries_state_within_sessions():
     """A chain whose next item depends on the item *two* clicks back can only
     be learnt if the state is carried from step to step (1-step BPTT still
     trains the input->state path of the previous step)."""
@@ -333,3 +333,42 @@ def test_session_parallel_carries_state_and_resets_at_session_starts():
     first[np.flatnonzero(vr)] = True
     m = evaluate_sequence(p, vi, vr, ks=(1,), eval_mask=mask & ~first)
     assert m["recall@1"] > 0.9
+
+
+def test_momentum_adagrad_is_gru4rec_indexed_adagrad_m():
+    """acc += g^2; mom = momentum * mom - lr * g / sqrt(acc + eps); p += mom --
+    dense, and on the touched rows only for tables."""
+    rng = np.random.default_rng(0)
+    lr, mu, eps = 0.1, 0.4, 1e-6
+    opt = _engine._Optimizer("adagrad", lr, momentum=mu)
+    P = rng.standard_normal((20, 6)).astype(np.float32)
+    T = rng.standard_normal((20, 6)).astype(np.float32)
+    rP, rT = P.astype(np.float64), T.astype(np.float64)
+    accP, momP, accT, momT = (np.zeros_like(rP) for _ in range(4))
+    for _ in range(15):
+        g = rng.standard_normal(P.shape).astype(np.float32)
+        opt.dense("P", P, g)
+        accP += g.astype(np.float64) ** 2
+        momP = mu * momP - lr * g / np.sqrt(accP + eps)
+        rP += momP
+        rows = np.unique(rng.integers(0, 20, 7)).astype(np.int32)
+        gr = rng.standard_normal((rows.size, 6)).astype(np.float32)
+        opt.rows("T", T, rows, gr)
+        accT[rows] += gr.astype(np.float64) ** 2
+        momT[rows] = mu * momT[rows] - lr * gr / np.sqrt(accT[rows] + eps)
+        rT[rows] += momT[rows]
+    np.testing.assert_allclose(P, rP, atol=1e-5)
+    np.testing.assert_allclose(T, rT, atol=1e-5)
+
+
+def test_sample_many_follows_popularity_alpha():
+    pop = np.array([100.0, 10.0, 1.0, 0.0, 50.0])
+    s = _engine.NegativeSampler(pop, alpha=0.5, rng=np.random.default_rng(0))
+    draws = s.sample_many(400_000)
+    assert draws.dtype == np.int32 and draws.min() >= 0 and draws.max() < 5
+    freq = np.bincount(draws, minlength=5) / draws.size
+    np.testing.assert_allclose(freq, s.p, atol=3e-3)
+    assert freq[3] < 1e-3  # only the 1e-3 floor for a never-seen item
+    a = _engine.NegativeSampler(pop, 0.5, rng=np.random.default_rng(7)).sample_many(50)
+    b = _engine.NegativeSampler(pop, 0.5, rng=np.random.default_rng(7)).sample_many(50)
+    assert np.array_equal(a, b)
