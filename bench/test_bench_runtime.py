@@ -399,7 +399,9 @@ def test_finetune_100k_peak_rss(benchmark, request, cli_inputs, numpy_baseline_k
            "-o", out, "--epochs", str(BIG_EPOCHS), *RSS_VARIANTS[variant], "--quiet",
            "--format", "json"]
     benchmark.group = "peak RSS subprocesses (wall time incl. imports; not compared)"
-    rss_kb, wall, stdout = benchmark.pedantic(mem.time_v, args=(cmd,), rounds=1)
+    # cwd: `python -m` from the repository root would import the source tree
+    rss_kb, wall, stdout = benchmark.pedantic(mem.time_v, args=(cmd,), kwargs={"cwd": cli_inputs},
+                                              rounds=1)
     s = json.loads(stdout)
     assert s["clicks_read"] == BIG_CLICKS and s["clicks_used"] == BIG_CLICKS, s
     assert s["clicks_skipped_unknown"] == 0
