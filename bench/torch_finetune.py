@@ -65,84 +65,43 @@ F32 = np.float32
 # windows, targets, negatives (numpy; the same rules as deeprec-edge)
 # --------------------------------------------------------------------------
 
+# The data preparation is deeprec-edge's own (imported, not copied), so both
+# implementations see exactly the same windows, targets and negatives; only
+# the training arithmetic differs.
+from deeprec_edge import _engine as _E  # noqa: E402
+
+next_targets = _E.next_targets
+
+
 def make_segments(n: int, session_start: Optional[np.ndarray], window: int,
                   reset_at_sessions: bool = True):
-    """(start, length, prev) of windows of at most ``window`` clicks that
-    never cross a session start; ``prev[s]`` is the window whose final state
-    starts window s (-1: zero state)."""
-    if session_start is None or not reset_at_sessions:
-        bounds = np.array([0], np.int64)
-    else:
-        bounds = np.flatnonzero(np.asarray(session_start, bool)).astype(np.int64)
-        if bounds.size == 0 or bounds[0] != 0:
-            bounds = np.concatenate([[0], bounds])
-    ends = np.concatenate([bounds[1:], [n]])
-    starts, lengths, prevs = [], [], []
-    for b, e in zip(bounds.tolist(), ends.tolist()):
-        s, first = b, True
-        while s < e:
-            ln = min(window, e - s)
-            starts.append(s)
-            lengths.append(ln)
-            prevs.append(-1 if first else len(starts) - 2)
-            first = False
-            s += ln
-    return (np.asarray(starts, np.int64), np.asarray(lengths, np.int64),
-            np.asarray(prevs, np.int64))
-
-
-def next_targets(items: np.ndarray, session_start: Optional[np.ndarray],
-                 reset_at_sessions: bool = True) -> np.ndarray:
-    """The next click's item, or -1 at the end of a session / the history."""
-    n = items.shape[0]
-    t = np.full(n, -1, np.int32)
-    if n > 1:
-        t[:-1] = items[1:]
-        if reset_at_sessions and session_start is not None:
-            t[:-1][np.asarray(session_start, bool)[1:]] = -1
-    return t
+    """(start, length, prev) arrays of deeprec-edge's windows."""
+    s = _E.make_segments(n, session_start, window, reset_at_sessions)
+    return s.start, s.length, s.prev
 
 
 def waves(prev: np.ndarray) -> List[np.ndarray]:
     """Windows grouped by depth (number of predecessors)."""
-    depth = np.zeros(prev.shape[0], np.int64)
-    for s in range(prev.shape[0]):
-        if prev[s] >= 0:
-            depth[s] = depth[prev[s]] + 1
-    order = np.argsort(depth, kind="stable")
-    bounds = np.flatnonzero(np.diff(depth[order])) + 1
-    return [g for g in np.split(order, bounds) if g.size]
+    return _E._waves(_E.Segments(np.zeros_like(prev), np.zeros_like(prev), prev))
 
 
 def batch_positions(start, length, group):
     """Windows sorted by length (longest first); click positions [T, B], -1 pads."""
-    g = group[np.argsort(-length[group], kind="stable")]
-    lengths = length[g]
-    T = int(lengths.max())
-    t = np.arange(T)[:, None]
-    pos = np.where(t < lengths[None, :], start[g][None, :] + t, -1)
-    return g, T, lengths, pos
+    g, T, lengths, pos = _E._batch_positions(_E.Segments(start, length, np.zeros_like(start)),
+                                             group)
+    return g, T, lengths.astype(np.int64), pos
 
 
-class Sampler:
-    """Negatives proportional to popularity**alpha (inverse CDF), and log q."""
+class Sampler(_E.NegativeSampler):
+    """deeprec-edge's sampler (popularity**alpha, inverse CDF) with int64 ids."""
 
     def __init__(self, popularity: np.ndarray, alpha: float, rng: np.random.Generator):
-        pop = np.asarray(popularity, np.float64)
-        n = pop.shape[0]
-        w = np.power(np.maximum(pop, 0.0), alpha)
-        s = w.sum()
-        p = w / s if s > 0 else np.full(n, 1.0 / n)
-        p = (1.0 - 1e-3) * p + 1e-3 / n
-        self.n = n
-        self.cdf = np.cumsum(p)
-        self.cdf /= self.cdf[-1]
-        self.logp = np.log(p).astype(F32)
-        self.rng = rng
+        super().__init__(popularity, alpha, rng=rng)
+        self.n = self.p.shape[0]
+        self.logp = self._logp
 
     def sample(self, k: int) -> np.ndarray:
-        u = self.rng.random(k)
-        return np.minimum(np.searchsorted(self.cdf, u, side="right"), self.n - 1).astype(np.int64)
+        return super().sample(k).astype(np.int64)
 
 
 # --------------------------------------------------------------------------

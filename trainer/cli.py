@@ -33,8 +33,7 @@ _EXTRA_MODULES = ("pandas", "scipy", "tqdm")
 FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto", "tianchi")
 
 
-class UserError(Exception):
-    """An error caused by the input, reported as one line."""
+from deeprec_edge.cli import UserError, _check_writable  # noqa: E402  (one definition of each)
 
 
 def _err(msg: str) -> None:
@@ -51,16 +50,6 @@ def _check_extra() -> None:
     if missing:
         raise UserError(f"deeprec-train needs the trainer extra, which is not installed "
                         f"(missing: {', '.join(missing)}); install it with: {INSTALL_HINT}")
-
-
-def _check_writable(path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(d):
-        raise UserError(f"cannot write {path}: directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise UserError(f"cannot write {path}: directory {d} is not writable")
-    if os.path.isdir(path):
-        raise UserError(f"cannot write {path}: it is a directory")
 
 
 # --------------------------------------------------------------------------
