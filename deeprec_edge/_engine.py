@@ -342,7 +342,8 @@ class _Optimizer:
             if self.kind == "adam":
                 st = (np.zeros_like(p), np.zeros_like(p))
             elif self.kind == "adagrad":
-                st = (np.zeros_like(p), np.zeros_like(p)) if self.momentum > 0 else (np.zeros_like(p),)
+                n_slots = 2 if self.momentum > 0 else 1  # accumulator (+ momentum)
+                st = tuple(np.zeros_like(p) for _ in range(n_slots))
             else:
                 st = (np.zeros_like(p),) if self.momentum > 0 else ()
             self.state[key] = st
@@ -639,21 +640,21 @@ class TrainConfig:
     seed: int = 0
     train_embeddings: bool = False   # E and O/b rows (cloud trainer)
     dropout_in: float = 0.0          # dropout on the first layer's input (cloud trainer)
-    dropout_hidden: float = 0.0      # dropout on the last layer's output (cloud trainer)
+    dropout_hidden: float = 0.0      # dropout on the last layer's output (cloud trainer;
+                                     # every layer's output with session_parallel)
     # GRU4Rec's session-parallel mini-batches: ``batch_size`` sessions run side
     # by side, one click per step, hidden states carried from step to step and
     # reset where a session starts (a finished session's slot takes the next
     # session in sequence order); gradients stop at the step's initial state.
-    # ``window`` is ignored.  The loss is computed over the *distinct* items of
-    # the step (counts fold duplicates back in exactly), sum / batch_size.
+    # ``window`` is ignored.  The loss is sum / batch_size over the step's rows.
     session_parallel: bool = False
-    elu: float = 0.0                 # BPR-max on ELU(scores, elu) as GRU4Rec (0: off); session_parallel only
+    # cloud trainer (train_embeddings): the loss runs over the *distinct* items
+    # of the columns (distinct_loss; GRU4Rec's loss exactly), and BPR-max can
+    # score ELU(scores, elu) as GRU4Rec does (0: off)
+    elu: float = 0.0
     shuffle_sessions: bool = False   # session_parallel: a new random session order every epoch
-    carry_dropout: bool = True       # session_parallel: the carried state is the dropped-out output (GRU4Rec)
-    ema: float = 0.0                 # session_parallel: keep an exponential moving average of the
-                                     # weights (decay per step, e.g. 0.999; 0: off), see Trainer.averaged()
+    carry_dropout: bool = True       # session_parallel: carry the dropped-out state (GRU4Rec)
     train_head: bool = True          # False: W_p, b_p frozen (identity head = GRU4Rec's h . O)
-
 
 class Trainer:
     """Truncated-BPTT training of the top ``n_trainable`` GRU layers + head.
@@ -693,7 +694,6 @@ class Trainer:
         self.popularity = np.asarray(pop, np.float64)
         self.sched = None
         self._ws = {}
-        self._ema = None
         if config.session_parallel:
             self.sched = _session_schedule(self.targets, session_start, reset_at_sessions,
                                            config.batch_size)
@@ -764,10 +764,7 @@ class Trainer:
         negs = None
         total, count = 0.0, 0
         ptr = sc.ptr.tolist()
-        ema_every = 8
         for st in range(n_steps):
-            if cfg.ema > 0 and st % ema_every == 0:
-                self._ema_update(cfg.ema ** ema_every)
             if S_n > 0 and st % block == 0:
                 negs = self.sampler.sample_many(block * S_n).reshape(block, S_n)
             neg = negs[st % block] if S_n > 0 else np.zeros(0, np.int32)
@@ -777,35 +774,6 @@ class Trainer:
             if progress is not None and ((st + 1) % 100 == 0 or st + 1 == n_steps):
                 progress(st + 1, n_steps, total / max(count, 1))
         return total / max(count, 1)
-
-    def _trained_arrays(self, q: Optional[Params] = None) -> List[np.ndarray]:
-        """The arrays this trainer updates (of ``q``, default its model)."""
-        q = self.p if q is None else q
-        out = [a for l in self.trainable for a in q.layers[l]]
-        if self.cfg.train_head:
-            out += [q.W_p, q.b_p]
-        if self.cfg.train_embeddings:
-            out += [q.E, q.b_out] + ([q.O] if q.O is not None else [])
-        return out
-
-    def _ema_update(self, decay: float) -> None:
-        arrays = self._trained_arrays()
-        if self._ema is None:
-            self._ema = [a.copy() for a in arrays]
-            return
-        for e, a in zip(self._ema, arrays):
-            e -= a
-            e *= F32(decay)
-            e += a          # e = decay * e + (1 - decay) * a
-
-    def averaged(self) -> Params:
-        """A copy of the model with the moving average of the trained weights
-        (``TrainConfig.ema``; the current weights when off or not started)."""
-        q = self.p.copy()
-        if self._ema is not None:
-            for dst, e in zip(self._trained_arrays(q), self._ema):
-                dst[...] = e
-        return q
 
     def _sp_step(self, lo: int, hi: int, h: List[np.ndarray], neg: np.ndarray) -> float:
         """One session-parallel step: forward one click per active slot,

@@ -68,7 +68,8 @@ def _config(mode):
     if mode == "gru4rec":
         # session-parallel, 1-step BPTT, BPR-max on ELU scores, no head
         cfg.head = False
-        t.session_parallel, t.loss, t.elu, t.bpreg, t.alpha, t.lr = True, "bpr-max", 0.5, 1.0, 0.5, 0.1
+        t.session_parallel, t.loss, t.elu = True, "bpr-max", 0.5
+        t.bpreg, t.alpha, t.lr = 1.0, 0.5, 0.1
     else:
         # shuffled windows with epoch-start states, sampled softmax + logQ
         t.window, t.loss, t.lr = 8, "xe", 0.1
@@ -95,7 +96,8 @@ def test_fit_reaches_oracle_recall(markov, mode):
     assert before < 0.4                       # untrained: about 20 / 100
     assert after["recall@20"] > oracle - 0.04, (after, oracle)
     assert after["recall@20"] <= oracle + 0.04  # nobody beats the oracle beyond sampling noise
-    assert after["recall@20_cons"] == pytest.approx(after["recall@20"], abs=1e-3)  # no saturated ties
+    # no saturated scores: conservative ties change nothing
+    assert after["recall@20_cons"] == pytest.approx(after["recall@20"], abs=1e-3)
     assert len(hist["epochs"]) == 3 and hist["epochs"][-1]["loss"] < hist["epochs"][0]["loss"]
     assert took < 20.0
 
@@ -268,9 +270,9 @@ def _bruteforce_gru4rec_loss(Zd, cols, B, kind, bpreg=0.0, elu=0.0, logq=0.0, al
     return (-np.log((sig * w).sum(1) + 1e-24) + bpreg * (O ** 2 * w).sum(1)).sum()
 
 
-@pytest.mark.parametrize("kind,bpreg,elu,logq", [("bpr-max", 1.0, 0.5, 0.0), ("bpr-max", 0.0, 0.0, 0.0),
-                                                  ("bpr-max", 1.9, 1.0, 0.0), ("xe", 0.0, 0.0, 0.0),
-                                                  ("xe", 0.0, 0.0, 1.0)])
+@pytest.mark.parametrize("kind,bpreg,elu,logq", [
+    ("bpr-max", 1.0, 0.5, 0.0), ("bpr-max", 0.0, 0.0, 0.0), ("bpr-max", 1.9, 1.0, 0.0),
+    ("xe", 0.0, 0.0, 0.0), ("xe", 0.0, 0.0, 1.0)])
 def test_distinct_loss_equals_gru4rec_over_duplicated_columns(kind, bpreg, elu, logq):
     rng = np.random.default_rng(1)
     B, U = 5, 7
@@ -295,13 +297,16 @@ def test_distinct_loss_equals_gru4rec_over_duplicated_columns(kind, bpreg, elu, 
     # gradient: central differences of the brute force, times the scale
     eps = 1e-5
     num = np.zeros_like(Z)
+
+    def f(Zx):
+        return _bruteforce_gru4rec_loss(Zx, cols, B, kind, bpreg, elu, logq, alpha, pop)
+
     for i in range(B):
         for j in range(U):
             Zp, Zm = Z.copy(), Z.copy()
             Zp[i, j] += eps
             Zm[i, j] -= eps
-            num[i, j] = (_bruteforce_gru4rec_loss(Zp, cols, B, kind, bpreg, elu, logq, alpha, pop)
-                         - _bruteforce_gru4rec_loss(Zm, cols, B, kind, bpreg, elu, logq, alpha, pop)) / (2 * eps)
+            num[i, j] = (f(Zp) - f(Zm)) / (2 * eps)
     np.testing.assert_allclose(G, 0.25 * num, atol=2e-5, rtol=1e-3)
     assert not G[:, 6].any()
 
@@ -323,12 +328,13 @@ def test_session_parallel_carries_state_within_sessions():
     items, reset = np.asarray(items, np.int32), np.asarray(reset)
     cfg = FitConfig(hidden=[48], head=False)
     t = cfg.train
-    t.session_parallel, t.loss, t.elu, t.epochs, t.lr, t.n_negatives = True, "bpr-max", 0.5, 6, 0.1, 64
+    t.session_parallel, t.loss, t.elu = True, "bpr-max", 0.5
+    t.epochs, t.lr, t.n_negatives = 6, 0.1, 64
     p = init_params(n, cfg, seed=0)
     fit(p, items[:6000], reset[:6000], cfg, progress=False, log=lambda s: None)
     vi, vr = items[6000:], reset[6000:]
     mask = np.zeros(vi.size, bool)
-    mask[np.flatnonzero(~vr[1:]) ] = True
+    mask[np.flatnonzero(~vr[1:])] = True
     first = np.zeros(vi.size, bool)                # the event predicting the 2nd click is random
     first[np.flatnonzero(vr)] = True
     m = evaluate_sequence(p, vi, vr, ks=(1,), eval_mask=mask & ~first)
@@ -372,3 +378,41 @@ def test_sample_many_follows_popularity_alpha():
     a = _engine.NegativeSampler(pop, 0.5, rng=np.random.default_rng(7)).sample_many(50)
     b = _engine.NegativeSampler(pop, 0.5, rng=np.random.default_rng(7)).sample_many(50)
     assert np.array_equal(a, b)
+
+
+def test_gru4rec_config_and_overrides():
+    from deeprec_edge.trainer.fit import gru4rec_config
+    cfg = gru4rec_config()
+    t = cfg.train
+    assert cfg.hidden == [100] and cfg.tied and not cfg.head and cfg.average_epochs == 4
+    assert t.session_parallel and t.loss == "bpr-max" and t.batch_size == 32
+    assert t.n_negatives == 2048 and t.epochs == 10
+    c2 = gru4rec_config(epochs=3, hidden=[8], seed=5)
+    assert c2.train.epochs == 3 and c2.hidden == [8] and c2.train.seed == 5
+    assert gru4rec_config().train.epochs == 10  # no shared mutable defaults
+    with pytest.raises(TypeError, match="no FitConfig or TrainConfig field"):
+        gru4rec_config(nonsense=1)
+
+
+def test_average_epochs_is_the_mean_of_the_last_epochs(markov):
+    _, (it, rt), _ = markov
+    it, rt = it[:2000], rt[:2000]
+    cfg = _config("gru4rec")
+    cfg.train.epochs, cfg.average_epochs = 3, 2
+    p = init_params(N_ITEMS, cfg, seed=0)
+    hist = fit(p, it, rt, cfg, progress=False, log=lambda s: None)
+    assert hist["averaged_epochs"] == 2
+    # the same training by hand: snapshots after epochs 2 and 3
+    q = init_params(N_ITEMS, cfg, seed=0)
+    tc = cfg.train
+    tr = _engine.Trainer(q, it, rt, tc, n_trainable=1,
+                         popularity=np.bincount(it, minlength=N_ITEMS).astype(float))
+    snaps = []
+    for _ in range(3):
+        tr.epoch()
+        snaps.append(q.copy())
+    for name in ("E", "b_out"):
+        want = (getattr(snaps[1], name).astype(np.float64) + getattr(snaps[2], name)) / 2
+        np.testing.assert_allclose(getattr(p, name), want, rtol=1e-6, atol=1e-7)
+    want = (snaps[1].layers[0][1].astype(np.float64) + snaps[2].layers[0][1]) / 2
+    np.testing.assert_allclose(p.layers[0][1], want, rtol=1e-6, atol=1e-7)
