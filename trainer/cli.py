@@ -267,6 +267,10 @@ def _model_args(p) -> None:
     g.add_argument("--patience", type=int, help="early stopping on validation Recall@20 "
                    "(epochs without improvement; 0: off)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--preset", choices=("default", "gru4rec"), default="default",
+                   help="starting configuration: 'gru4rec' = GRU4Rec's recipe with the "
+                        "settings chosen on RSC15 train_tr -> train_valid "
+                        "(deeprec_edge.trainer.fit.gru4rec_config); other flags override it")
     g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other FitConfig field, e.g. --set train.momentum=0.1 "
                         "(repeatable; values parsed as JSON when possible)")
@@ -286,8 +290,8 @@ def _assign(cfg, path: str, value: Any) -> None:
 
 
 def _fit_config(a):
-    from .fit import FitConfig
-    cfg = FitConfig()
+    from .fit import FitConfig, gru4rec_config
+    cfg = gru4rec_config() if getattr(a, "preset", "default") == "gru4rec" else FitConfig()
     for dest, path in _FIT_FLAGS.items():
         v = getattr(a, dest, None)
         if v is None:
