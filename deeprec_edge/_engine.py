@@ -128,6 +128,17 @@ class Segments:
         return int(self.start.shape[0])
 
 
+def _reset_points(session_start: Optional[np.ndarray], reset_at_sessions: bool) -> np.ndarray:
+    """Clicks where every layer's state starts from zero: 0, and each session
+    start when states reset at sessions (int64, ascending)."""
+    if session_start is None or not reset_at_sessions:
+        return np.array([0], np.int64)
+    starts = np.flatnonzero(np.asarray(session_start, bool)).astype(np.int64)
+    if starts.size == 0 or starts[0] != 0:
+        starts = np.concatenate([[0], starts])
+    return starts
+
+
 def make_segments(n: int, session_start: Optional[np.ndarray], window: int,
                   reset_at_sessions: bool = True) -> Segments:
     """Cut ``n`` clicks into windows of at most ``window`` clicks.
@@ -141,12 +152,7 @@ def make_segments(n: int, session_start: Optional[np.ndarray], window: int,
     if n == 0:
         e = np.zeros(0, np.int64)
         return Segments(e, e.copy(), e.copy())
-    if session_start is None or not reset_at_sessions:
-        bounds = np.array([0], np.int64)
-    else:
-        bounds = np.flatnonzero(np.asarray(session_start, bool)).astype(np.int64)
-        if bounds.size == 0 or bounds[0] != 0:
-            bounds = np.concatenate([[0], bounds])
+    bounds = _reset_points(session_start, reset_at_sessions)
     ends = np.concatenate([bounds[1:], [n]])
     starts, lengths, prevs = [], [], []
     for b, e in zip(bounds.tolist(), ends.tolist()):
@@ -446,12 +452,7 @@ def _session_schedule(targets: np.ndarray, session_start: Optional[np.ndarray],
     e64 = np.zeros(0, np.int64)
     if n == 0:
         return _Schedule(np.zeros(1, np.int64), e64, e64.copy(), np.zeros(0, bool), 0)
-    if session_start is None or not reset_at_sessions:
-        starts = np.array([0], np.int64)
-    else:
-        starts = np.flatnonzero(np.asarray(session_start, bool)).astype(np.int64)
-        if starts.size == 0 or starts[0] != 0:
-            starts = np.concatenate([[0], starts])
+    starts = _reset_points(session_start, reset_at_sessions)
     has = targets >= 0
     cnt = np.add.reduceat(has.astype(np.int64), starts)
     keep = cnt > 0
