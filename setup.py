@@ -17,6 +17,14 @@ from setuptools import Extension, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join("csrc", "src")
 C_SOURCES = sorted(glob.glob(os.path.join(CSRC, "*.c")))
+# The extension links the static core: list its sources and headers as
+# dependencies, so an edited kernel relinks _core (build_ext only compares
+# the extension with its own sources otherwise, and an in-tree rebuild
+# would keep the old kernels).
+C_DEPENDS = C_SOURCES + sorted(glob.glob(os.path.join(CSRC, "*.h"))
+                               + glob.glob(os.path.join("csrc", "include", "*.h"))
+                               + glob.glob(os.path.join("deeprec_edge", "*.pxi"))
+                               + glob.glob(os.path.join("deeprec_edge", "*.pxd")))
 
 if sys.platform == "win32":
     core_cflags = ["/O2"]
@@ -33,6 +41,7 @@ extensions = [
         sources=[os.path.join("deeprec_edge", "_core.pyx")],
         include_dirs=[os.path.join("csrc", "include"), np.get_include()],
         libraries=["dre_core"] + ([] if sys.platform == "win32" else ["m"]),
+        depends=C_DEPENDS,
         extra_compile_args=ext_cflags,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -5,7 +5,7 @@ Keep this file a one-to-one transcription of the header: same names, same
 argument order.  Everything is declared ``nogil``: the kernels never touch
 Python objects, so the binding calls them with the GIL released.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 
 
 cdef extern from "deeprec_edge.h" nogil:
@@ -68,6 +68,15 @@ cdef extern from "deeprec_edge.h" nogil:
                             const float *W_ih, const float *W_hh,
                             const float *b_ih, const float *b_hh,
                             float *h_out, void *workspace, size_t workspace_bytes)
+
+    dre_status dre_gru_step_f16(int64_t I, int64_t H, const float *x, const float *h,
+                                const uint16_t *W_ih, const uint16_t *W_hh,
+                                const float *b_ih, const float *b_hh,
+                                float *h_out, void *workspace, size_t workspace_bytes)
+
+    # ---- half precision storage ----
+    dre_status dre_f32_to_f16(int64_t n, const float *src, uint16_t *dst)
+    dre_status dre_f16_to_f32(int64_t n, const uint16_t *src, float *dst)
 
     # ---- dense head ----
     ctypedef enum dre_activation:
@@ -140,8 +149,10 @@ cdef class GruStepper:
     cdef readonly object b_hh
     cdef readonly Py_ssize_t input_size
     cdef readonly Py_ssize_t hidden_size
-    cdef const float *_w_ih
-    cdef const float *_w_hh
+    cdef readonly object weight_dtype
+    cdef bint _half
+    cdef const void *_w_ih
+    cdef const void *_w_hh
     cdef const float *_b_ih
     cdef const float *_b_hh
     cdef object _ws

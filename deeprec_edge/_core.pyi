@@ -1,11 +1,12 @@
 # Type stubs of the Cython module deeprec_edge._core (see docs/kernels-python.md).
 from collections.abc import Sequence
-from typing import Literal, Optional, Tuple
+from typing import Any, Literal, Optional, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
+F16 = npt.NDArray[np.float16]
 I32 = npt.NDArray[np.int32]
 Mask = npt.NDArray[np.uint8] | npt.NDArray[np.bool_]
 
@@ -50,7 +51,13 @@ def gru_backward(
     need_dx: bool = ...,
 ) -> Tuple[Optional[F32], F32, F32, F32, F32, F32]: ...
 def gru_step(
-    x: F32, h: F32, W_ih: F32, W_hh: F32, b_ih: F32, b_hh: F32, out: Optional[F32] = ...
+    x: F32,
+    h: F32,
+    W_ih: Union[F32, F16],
+    W_hh: Union[F32, F16],
+    b_ih: F32,
+    b_hh: F32,
+    out: Optional[F32] = ...,
 ) -> F32: ...
 
 class GruStepper:
@@ -66,7 +73,11 @@ class GruStepper:
     def input_size(self) -> int: ...
     @property
     def hidden_size(self) -> int: ...
-    def __init__(self, W_ih: F32, W_hh: F32, b_ih: F32, b_hh: F32) -> None: ...
+    @property
+    def weight_dtype(self) -> np.dtype: ...
+    def __init__(
+        self, W_ih: Union[F32, F16], W_hh: Union[F32, F16], b_ih: F32, b_hh: F32
+    ) -> None: ...
     def step(self, x: F32, h: F32, out: Optional[F32] = ...) -> F32: ...
 
 def head_forward(
@@ -158,7 +169,10 @@ class StreamCore:
         O: F32,
         b_out: F32,
         activation: Literal["tanh", "identity"] = ...,
+        weight_dtype: Literal["float32", "float16"] = ...,
     ) -> None: ...
+    @property
+    def weight_dtype(self) -> str: ...
     @property
     def n_items(self) -> int: ...
     @property
@@ -170,5 +184,13 @@ class StreamCore:
     def topk(
         self, k: int, idx: Optional[I32] = ..., exclude: Optional[Mask] = ...
     ) -> Tuple[I32, F32]: ...
+    def topk_table(
+        self,
+        k: int,
+        O_c: F32,
+        b_c: Optional[F32] = ...,
+        exclude: Optional[Mask] = ...,
+        ids: Optional[npt.NDArray[np.int64]] = ...,
+    ) -> Tuple[npt.NDArray[Any], F32]: ...
     def get_state(self) -> F32: ...
     def set_state(self, state: F32) -> None: ...

@@ -17,7 +17,7 @@ The public, documented module is :mod:`deeprec_edge.kernels`, which
 re-exports these names.  See docs/kernels-python.md.
 """
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uint8_t, uintptr_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uintptr_t
 
 import operator
 
@@ -48,14 +48,17 @@ cdef enum _Kind:
     _F32 = 0
     _I32 = 1
     _MASK = 2
+    _F16 = 3
 
-cdef tuple _KIND_NAMES = ("float32", "int32", "uint8 or bool")
+cdef tuple _KIND_NAMES = ("float32", "int32", "uint8 or bool", "float16")
 
 
 cdef inline bint _dtype_ok(cnp.ndarray a, _Kind kind) noexcept:
     cdef int t = cnp.PyArray_TYPE(a)
     if kind == _F32:
         return t == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(a)
+    if kind == _F16:
+        return t == cnp.NPY_FLOAT16 and cnp.PyArray_ISNOTSWAPPED(a)
     if kind == _I32:
         # int32 is NPY_INT on LP64 and may be NPY_LONG where long is 32-bit.
         return ((t == cnp.NPY_INT or t == cnp.NPY_LONG) and cnp.PyArray_ITEMSIZE(a) == 4
@@ -376,15 +379,31 @@ def sgemm(A, B, bint trans_a=False, bint trans_b=False, float alpha=1.0, float b
 # GRU layer
 # ---------------------------------------------------------------------------
 
-cdef int64_t _check_W_hh(object W_hh, str name) except -1:
+cdef int64_t _check_W_hh(object W_hh, str name, _Kind kind=_F32) except -1:
     """W_hh [3H, H]; returns H."""
     cdef Py_ssize_t d[2]
     d[0] = -1; d[1] = -1
-    _check(W_hh, name, _F32, 2, d, "(3H, H)")
+    _check(W_hh, name, kind, 2, d, "(3H, H)")
     if d[0] != 3 * d[1]:
-        _bad_array(W_hh, name, _F32, 2, NULL, "(3H, H)", False,
+        _bad_array(W_hh, name, kind, 2, NULL, "(3H, H)", False,
                    f"{d[0]} != 3 * {d[1]}")
     return d[1]
+
+
+cdef inline bint _is_f16(object a) noexcept:
+    return cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT16
+
+
+cdef _Kind _weight_kind(object W_ih, object W_hh) except *:
+    """Both W_ih and W_hh float16 select the binary16 step kernel; otherwise
+    both are checked as float32 (a lone float16 one is blamed by name)."""
+    if _is_f16(W_ih) and _is_f16(W_hh):
+        return _F16
+    for a, name, sym in ((W_ih, "W_ih", "of shape (3H, I)"), (W_hh, "W_hh", "of shape (3H, H)")):
+        if _is_f16(a):
+            _bad_array(a, name, _F32, -1, NULL, sym, False,
+                       "float16 weights need both W_ih and W_hh float16")
+    return _F32
 
 
 cdef inline int _check_vec(object a, str name, Py_ssize_t n, str sym, bint out=False) except -1:
@@ -617,8 +636,12 @@ def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, out=None):
     ----------
     x : float32 array, shape (I,)
     h : float32 array, shape (H,)
-    W_ih : float32 array, shape (3H, I)
-    W_hh : float32 array, shape (3H, H)
+    W_ih : float32 or float16 array, shape (3H, I)
+    W_hh : float32 or float16 array, shape (3H, H)
+        Both float32, or both float16: half-precision weights (IEEE
+        binary16) take half the memory traffic per step; every product and
+        sum is still float32, so the result is the float32 step on the
+        float16 weights' values.
     b_ih, b_hh : float32 arrays, shape (3H,)
     out : float32 array, shape (H,), optional
         Where to write the new state; may be `h` itself (in place).
@@ -638,12 +661,15 @@ def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, out=None):
     cdef int64_t I, H
     cdef size_t wsb
     cdef dre_status st
-    H = _check_W_hh(W_hh, "W_hh")
+    cdef _Kind wk = _weight_kind(W_ih, W_hh)
+    H = _check_W_hh(W_hh, "W_hh", wk)
     d[0] = -1
     _check(x, "x", _F32, 1, d, "(I,)")
     I = d[0]
     _check_vec(h, "h", H, "(H,)")
-    _check_mat(W_ih, "W_ih", 3 * H, I, "(3H, I)")
+    cdef Py_ssize_t dm[2]
+    dm[0] = 3 * H; dm[1] = I
+    _check(W_ih, "W_ih", wk, 2, dm, "(3H, I)")
     _check_vec(b_ih, "b_ih", 3 * H, "(3H,)")
     _check_vec(b_hh, "b_hh", 3 * H, "(3H,)")
     if out is None:
@@ -655,14 +681,19 @@ def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, out=None):
     ws = _workspace(wsb)
     cdef const float *px = _f(x)
     cdef const float *ph = _f(h)
-    cdef const float *pwi = _f(W_ih)
-    cdef const float *pwh = _f(W_hh)
+    cdef const void *pwi = _data(W_ih)
+    cdef const void *pwh = _data(W_hh)
     cdef const float *pbi = _f(b_ih)
     cdef const float *pbh = _f(b_hh)
     cdef float *po = _f(out)
     cdef void *pw = _data(ws)
     with nogil:
-        st = dre_gru_step(I, H, px, ph, pwi, pwh, pbi, pbh, po, pw, wsb)
+        if wk == _F16:
+            st = dre_gru_step_f16(I, H, px, ph, <const uint16_t *>pwi, <const uint16_t *>pwh,
+                                  pbi, pbh, po, pw, wsb)
+        else:
+            st = dre_gru_step(I, H, px, ph, <const float *>pwi, <const float *>pwh,
+                              pbi, pbh, po, pw, wsb)
     if st != DRE_OK:
         _raise_status(st, "gru_step")
     return out
@@ -674,6 +705,8 @@ cdef class GruStepper:
     ``GruStepper(W_ih, W_hh, b_ih, b_hh)`` validates the weights (shapes
     (3H, I), (3H, H), (3H,), (3H,), float32, C-contiguous) and preallocates
     the step workspace, so :meth:`step` only checks `x`, `h` and `out`.
+    W_ih and W_hh may both be float16 instead (IEEE binary16 storage, half
+    the memory traffic per step, float32 arithmetic; see :func:`gru_step`).
 
     The arrays are held by reference, not copied: in-place updates of them
     (for example by an optimiser during fine-tuning) are seen by later steps.
@@ -682,6 +715,8 @@ cdef class GruStepper:
     ----------
     W_ih, W_hh, b_ih, b_hh : numpy.ndarray
         The weight arrays (read-only attributes).
+    weight_dtype : numpy.dtype
+        float32 or float16: the dtype of W_ih and W_hh.
     input_size : int
         I.
     hidden_size : int
@@ -696,9 +731,10 @@ cdef class GruStepper:
     def __cinit__(self, W_ih, W_hh, b_ih, b_hh):
         cdef Py_ssize_t d[2]
         cdef int64_t H
-        H = _check_W_hh(W_hh, "W_hh")
+        cdef _Kind wk = _weight_kind(W_ih, W_hh)
+        H = _check_W_hh(W_hh, "W_hh", wk)
         d[0] = 3 * H; d[1] = -1
-        _check(W_ih, "W_ih", _F32, 2, d, "(3H, I)")
+        _check(W_ih, "W_ih", wk, 2, d, "(3H, I)")
         _check_vec(b_ih, "b_ih", 3 * H, "(3H,)")
         _check_vec(b_hh, "b_hh", 3 * H, "(3H,)")
         self.W_ih = W_ih
@@ -707,8 +743,10 @@ cdef class GruStepper:
         self.b_hh = b_hh
         self.input_size = d[1]
         self.hidden_size = H
-        self._w_ih = _f(W_ih)
-        self._w_hh = _f(W_hh)
+        self._half = wk == _F16
+        self.weight_dtype = np.dtype(np.float16 if self._half else np.float32)
+        self._w_ih = _data(W_ih)
+        self._w_hh = _data(W_hh)
         self._b_ih = _f(b_ih)
         self._b_hh = _f(b_hh)
         self._ws_bytes = dre_gru_step_workspace_size(self.input_size, H)
@@ -762,9 +800,14 @@ cdef class GruStepper:
             self._busy = 1
             pw = self._ws_ptr
         with nogil:
-            st = dre_gru_step(self.input_size, self.hidden_size, px, ph,
-                              self._w_ih, self._w_hh, self._b_ih, self._b_hh,
-                              po, pw, self._ws_bytes)
+            if self._half:
+                st = dre_gru_step_f16(self.input_size, self.hidden_size, px, ph,
+                                      <const uint16_t *>self._w_ih, <const uint16_t *>self._w_hh,
+                                      self._b_ih, self._b_hh, po, pw, self._ws_bytes)
+            else:
+                st = dre_gru_step(self.input_size, self.hidden_size, px, ph,
+                                  <const float *>self._w_ih, <const float *>self._w_hh,
+                                  self._b_ih, self._b_hh, po, pw, self._ws_bytes)
         if tmp is None:
             self._busy = 0
         if st != DRE_OK:
@@ -772,7 +815,8 @@ cdef class GruStepper:
         return out
 
     def __repr__(self):
-        return f"GruStepper(input_size={self.input_size}, hidden_size={self.hidden_size})"
+        return (f"GruStepper(input_size={self.input_size}, hidden_size={self.hidden_size}, "
+                f"weight_dtype={self.weight_dtype.name})")
 
 
 # ---------------------------------------------------------------------------

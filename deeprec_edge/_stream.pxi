@@ -24,9 +24,15 @@ cdef class StreamCore:
     O, b_out : float32 [N, d], [N]
         Output item table and bias: ``score(i) = O_i . u + b_out_i``.
     activation : {"tanh", "identity"}
+    weight_dtype : {"float32", "float16"}
+        Storage of the GRU weight matrices for the step kernel.  "float16"
+        keeps an IEEE binary16 copy of every W_ih and W_hh (half the bytes
+        streamed per click; float32 arithmetic) -- the state then follows
+        the float32 recurrence on the rounded weights.
 
-    The arrays are referenced, not copied: do not modify them while the
-    object is in use.  Not thread-safe by itself (Session adds a lock).
+    The arrays are referenced, not copied (except the float16 weight
+    copies): do not modify them while the object is in use.  Not
+    thread-safe by itself (Session adds a lock).
     """
     cdef object _keep          # references keeping the arrays alive
     cdef object _state         # float32 [sum(H)]: every layer's state
@@ -36,8 +42,8 @@ cdef class StreamCore:
     cdef int64_t *ins
     cdef int64_t *hs
     cdef int64_t *offs
-    cdef const float **wih
-    cdef const float **whh
+    cdef const void **wih
+    cdef const void **whh
     cdef const float **bih
     cdef const float **bhh
     cdef const float *E_p
@@ -50,8 +56,11 @@ cdef class StreamCore:
     cdef void *ws_p
     cdef size_t ws_bytes
     cdef bint tanh_act
+    cdef bint half
+    cdef readonly object weight_dtype
 
-    def __cinit__(self, E, layers, W_p, b_p, O, b_out, activation="tanh"):
+    def __cinit__(self, E, layers, W_p, b_p, O, b_out, activation="tanh",
+                  weight_dtype="float32"):
         cdef Py_ssize_t dims[2]
         cdef int64_t l, inp, H
         self.ins = NULL
@@ -61,19 +70,23 @@ cdef class StreamCore:
         if activation not in ("tanh", "identity"):
             raise ValueError(f"activation: expected 'tanh' or 'identity', got {activation!r}")
         self.tanh_act = activation == "tanh"
+        if weight_dtype not in ("float32", "float16"):
+            raise ValueError(f"weight_dtype: expected 'float32' or 'float16', got {weight_dtype!r}")
+        self.half = weight_dtype == "float16"
+        self.weight_dtype = weight_dtype
         dims[0] = -1; dims[1] = -1
         _check(E, "E", _F32, 2, dims, "(N, e)")
         self.N = dims[0]; self.e = dims[1]
         self.L = len(layers)
         self.ins = <int64_t *>PyMem_Malloc(3 * self.L * sizeof(int64_t))
-        self.wih = <const float **>PyMem_Malloc(4 * self.L * sizeof(float *))
+        self.wih = <const void **>PyMem_Malloc(4 * self.L * sizeof(void *))
         if self.ins == NULL or self.wih == NULL:
             raise MemoryError()
         self.hs = self.ins + self.L
         self.offs = self.ins + 2 * self.L
         self.whh = self.wih + self.L
-        self.bih = self.wih + 2 * self.L
-        self.bhh = self.wih + 3 * self.L
+        self.bih = <const float **>(self.wih + 2 * self.L)
+        self.bhh = <const float **>(self.wih + 3 * self.L)
         keep = [E, W_p, b_p, O, b_out]
         inp = self.e
         self.Hsum = 0
@@ -96,7 +109,11 @@ cdef class StreamCore:
             self.hs[l] = H
             self.offs[l] = self.Hsum
             self.Hsum += H
-            self.wih[l] = _f(W_ih); self.whh[l] = _f(W_hh)
+            if self.half:
+                # checked as float32 above; binary16 copies, rounded to nearest even
+                W_ih = np.ascontiguousarray(W_ih.astype(np.float16))
+                W_hh = np.ascontiguousarray(W_hh.astype(np.float16))
+            self.wih[l] = _data(W_ih); self.whh[l] = _data(W_hh)
             self.bih[l] = _f(b_ih); self.bhh[l] = _f(b_hh)
             keep.extend([W_ih, W_hh, b_ih, b_hh])
             ws = dre_gru_step_workspace_size(inp, H)
@@ -156,9 +173,16 @@ cdef class StreamCore:
         with nogil:
             x = self.E_p + item * self.e
             for l in range(self.L):
-                st = dre_gru_step(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
-                                  self.wih[l], self.whh[l], self.bih[l], self.bhh[l],
-                                  self.state_p + self.offs[l], self.ws_p, self.ws_bytes)
+                if self.half:
+                    st = dre_gru_step_f16(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
+                                          <const uint16_t *>self.wih[l],
+                                          <const uint16_t *>self.whh[l], self.bih[l], self.bhh[l],
+                                          self.state_p + self.offs[l], self.ws_p, self.ws_bytes)
+                else:
+                    st = dre_gru_step(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
+                                      <const float *>self.wih[l], <const float *>self.whh[l],
+                                      self.bih[l], self.bhh[l],
+                                      self.state_p + self.offs[l], self.ws_p, self.ws_bytes)
                 if st != DRE_OK:
                     break
                 x = self.state_p + self.offs[l]
@@ -208,6 +232,66 @@ cdef class StreamCore:
             _raise_status(st, "StreamCore.topk", "idx", idx, 0, self.N)
         if n_out < kk:
             return out_i[:n_out].copy(), out_s[:n_out].copy()
+        return out_i, out_s
+
+    def topk_table(self, int64_t k, O_c, b_c=None, exclude=None, ids=None):
+        """The ``k`` best rows of a candidate table for the current user vector.
+
+        ``O_c`` (float32 [n, d]) and ``b_c`` (float32 [n], None: zeros) are
+        the candidates' output rows and biases, gathered once (contiguous
+        rows stream faster than rows picked from the whole table);
+        ``exclude`` (uint8/bool [n]) marks rows never returned.  Returns
+        ``(rows, scores)`` best first -- ties to the lower row -- with rows
+        replaced by ``ids[row]`` when ``ids`` (int64 [n]) is given (the
+        mapping is done here, in C, not by numpy fancy indexing).
+        """
+        cdef Py_ssize_t dims[2]
+        cdef int64_t n, n_out = 0, j
+        cdef const float *bp = NULL
+        cdef const uint8_t *xp = NULL
+        cdef const int64_t *idp = NULL
+        cdef dre_status st
+        if k < 0:
+            raise ValueError(f"k: expected k >= 0, got {k}")
+        dims[0] = -1; dims[1] = self.d
+        _check(O_c, "O_c", _F32, 2, dims, f"(n, d={self.d})")
+        n = dims[0]
+        if b_c is not None:
+            _check(b_c, "b_c", _F32, 1, dims, f"(n={n},)")
+            bp = _f(b_c)
+        if exclude is not None:
+            _check(exclude, "exclude", _MASK, 1, dims, f"(n={n},)")
+            xp = <const uint8_t *>_data(exclude)
+        if ids is not None:
+            if not (cnp.PyArray_Check(ids) and cnp.PyArray_TYPE(<cnp.ndarray>ids) == cnp.NPY_INT64
+                    and cnp.PyArray_NDIM(<cnp.ndarray>ids) == 1 and ids.shape[0] == n
+                    and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>ids)):
+                raise ValueError(f"ids: expected int64 array of shape (n={n},) C-contiguous, "
+                                 f"got {_describe(ids)}")
+            idp = <const int64_t *>_data(ids)
+        cdef int64_t kk = k if k < n else n
+        cdef cnp.npy_intp m = kk
+        rows = np.empty(kk, np.int32)
+        out_s = _empty(1, &m, cnp.NPY_FLOAT32)
+        cdef int32_t *oi = <int32_t *>_data(rows) if kk > 0 else NULL
+        cdef float *os_ = _f(out_s) if kk > 0 else NULL
+        cdef const float *op_c = _f(O_c)
+        with nogil:
+            st = dre_score_topk(n, self.d, op_c, bp, self.u_p, NULL, n, xp,
+                                kk, oi, os_, &n_out)
+        if st != DRE_OK:
+            _raise_status(st, "StreamCore.topk_table")
+        cdef int64_t *op
+        if idp != NULL:
+            m = n_out
+            out_i = _empty(1, &m, cnp.NPY_INT64)
+            op = <int64_t *>_data(out_i)
+            for j in range(n_out):
+                op[j] = idp[oi[j]]
+        else:
+            out_i = rows if n_out == kk else rows[:n_out].copy()
+        if n_out < kk:
+            out_s = out_s[:n_out].copy()
         return out_i, out_s
 
     @property

@@ -487,3 +487,61 @@ def test_zero_input_size(path, rng, K):
     want = ref.gru_backward(x, W_ih, W_hh, b_ih, b_hh, h0, dy=dy)
     for k in GRAD_NAMES:
         assert_close(got[k], want[k], TOL_F32_GRAD, f"{k} (I = 0)")
+
+
+# --------------------------------------------------------------------------
+# Single step with float16 (binary16) weights
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("I,H", [(1, 1), (5, 7), (7, 8), (9, 16), (16, 17), (33, 64), (64, 100),
+                                 (100, 100), (128, 256)])
+def test_step_float16_weights_match_reference(path, rng, K, I, H):
+    """The float16 step is the float32 step on the float16 weights' values:
+    checked against float64 numpy on exactly those values (numpy's
+    astype(float16) rounds to nearest even, as the C conversion does)."""
+    W_ih, W_hh, b_ih, b_hh = gru_weights(rng, I, H)
+    W_ih16, W_hh16 = W_ih.astype(np.float16), W_hh.astype(np.float16)
+    x, h = randn(rng, I), randn(rng, H, scale=0.5)
+    want = ref.gru_step(x, h, W_ih16.astype(np.float64), W_hh16.astype(np.float64), b_ih, b_hh)
+    assert_close(K.gru_step(x, h, W_ih16, W_hh16, b_ih, b_hh), want, TOL_F32_GRU,
+                 "gru_step float16 weights")
+    st = K.GruStepper(W_ih16, W_hh16, b_ih, b_hh)
+    assert st.weight_dtype == np.float16
+    h2 = h.copy()
+    assert st.step(x, h2, out=h2) is h2
+    assert_close(h2, want, TOL_F32_GRU, "GruStepper float16 in place")
+    # and the rounding is the only difference from the float32 weights
+    full = ref.gru_step(x, h, W_ih, W_hh, b_ih, b_hh)
+    assert np.max(np.abs(h2 - full)) < 2e-3 * max(1.0, np.sqrt(I + H) / 8)
+
+
+def test_step_float16_sequence_equals_reference_forward(path, rng, K):
+    T, I, H = 9, 24, 40
+    x, W_ih, W_hh, b_ih, b_hh, h0 = _problem(rng, T, 1, I, H)
+    W_ih16, W_hh16 = W_ih.astype(np.float16), W_hh.astype(np.float16)
+    st = K.GruStepper(W_ih16, W_hh16, b_ih, b_hh)
+    h = h0[0].copy()
+    for t in range(T):
+        st.step(x[t, 0], h, out=h)
+    _, hn_r, _ = ref.gru_forward(x, W_ih16.astype(np.float64), W_hh16.astype(np.float64),
+                                 b_ih, b_hh, h0)
+    assert_close(h, hn_r[0], TOL_F32_GRU, "streamed float16 state vs reference forward")
+
+
+def test_step_float16_weight_errors(K, rng):
+    W_ih, W_hh, b_ih, b_hh = gru_weights(rng, 4, 5)
+    W_ih16, W_hh16 = W_ih.astype(np.float16), W_hh.astype(np.float16)
+    x, h = randn(rng, 4), randn(rng, 5)
+    for a, b, blamed in ((W_ih16, W_hh, "W_ih"), (W_ih, W_hh16, "W_hh")):
+        for fn in (lambda: K.gru_step(x, h, a, b, b_ih, b_hh),
+                   lambda: K.GruStepper(a, b, b_ih, b_hh)):
+            with pytest.raises(ValueError, match=f"^{blamed}: .*float16 weights need both"):
+                fn()
+    with pytest.raises(ValueError, match="^W_ih: expected float16 array of shape"):
+        K.GruStepper(W_ih16[:, :3], W_hh16, b_ih, b_hh).step(x, h)
+    with pytest.raises(ValueError, match="^W_hh: expected float16"):
+        K.gru_step(x, h, W_ih16, W_hh16[:, ::-1], b_ih, b_hh)          # not contiguous
+    with pytest.raises(ValueError, match="^W_hh: expected float16"):
+        K.gru_step(x, h, W_ih16, W_hh16.astype(W_hh16.dtype.newbyteorder()), b_ih, b_hh)
+    with pytest.raises(ValueError, match=r"^x: expected float32 array of shape \(I,\) = \(4,\)"):
+        K.GruStepper(W_ih16, W_hh16, b_ih, b_hh).step(randn(rng, 3), h)

@@ -697,7 +697,7 @@ def test_stepper_matches_gru_step_and_holds_references():
     w = _gru_weights(rng, 4, 5)
     s = K.GruStepper(**w)
     assert s.W_ih is w["W_ih"] and s.hidden_size == 5 and s.input_size == 4
-    assert "GruStepper(input_size=4, hidden_size=5)" == repr(s)
+    assert "GruStepper(input_size=4, hidden_size=5, weight_dtype=float32)" == repr(s)
     x, h = _f(rng, 4), _f(rng, 5)
     np.testing.assert_array_equal(s.step(x, h), K.gru_step(x, h, **w))
     w["b_hh"][:] += 1.0  # in-place weight updates are seen by the stepper

@@ -156,6 +156,16 @@ def test_gru_step(simd, rng, K, I, H):
     compare(a, b, f"gru_step I={I} H={H}")
 
 
+@pytest.mark.parametrize("I,H", [(1, 1), (3, 5), (8, 7), (9, 8), (17, 16), (31, 33), (64, 100),
+                                 (100, 100), (8, 256)])
+def test_gru_step_float16_weights(simd, rng, K, I, H):
+    W_ih, W_hh, b_ih, b_hh = gru_weights(rng, I, H)
+    W = (W_ih.astype(np.float16), W_hh.astype(np.float16), b_ih, b_hh)
+    x, h = randn(rng, I), randn(rng, H)
+    a, b = both(K, simd, lambda: (K.gru_step(x, h, *W), K.GruStepper(*W).step(x, h)))
+    compare(a, b, f"gru_step float16 weights I={I} H={H}")
+
+
 @pytest.mark.parametrize("N,H,D", [(1, 1, 1), (3, 5, 7), (4, 9, 8), (5, 17, 15), (2, 33, 31),
                                    (3, 64, 65), (7, 65, 64), (2, 256, 33)])
 @pytest.mark.parametrize("act", ["tanh", "identity"])

@@ -177,6 +177,29 @@ DRE_API dre_status dre_gru_step(int64_t I, int64_t H, const float *x, const floa
                                 const float *b_ih, const float *b_hh,
                                 float *h_out, void *workspace, size_t workspace_bytes);
 
+/* The same step with the weight matrices W_ih, W_hh stored as IEEE 754
+ * binary16 (uint16_t bit patterns, e.g. from dre_f32_to_f16 or numpy's
+ * float16); biases, states and every product and sum stay float32.  Half the
+ * bytes per click: at batch 1 a step streams its weights from memory, so
+ * this is the fast streaming variant.  The result equals dre_gru_step on
+ * the float32 values of those binary16 weights (up to float32 summation
+ * order).  Same workspace as dre_gru_step. */
+DRE_API dre_status dre_gru_step_f16(int64_t I, int64_t H, const float *x, const float *h,
+                                    const uint16_t *W_ih, const uint16_t *W_hh,
+                                    const float *b_ih, const float *b_hh,
+                                    float *h_out, void *workspace, size_t workspace_bytes);
+
+/* ------------------------------------------------------------------------ */
+/* Half precision storage                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* float32 -> IEEE 754 binary16, round to nearest even (numpy's
+ * astype(float16)); |x| >= 65520 gives +-inf, NaN stays NaN. */
+DRE_API dre_status dre_f32_to_f16(int64_t n, const float *src, uint16_t *dst);
+
+/* binary16 -> float32 (exact). */
+DRE_API dre_status dre_f16_to_f32(int64_t n, const uint16_t *src, float *dst);
+
 /* ------------------------------------------------------------------------ */
 /* Dense head  u = act(W_p h + b_p)                                          */
 /* ------------------------------------------------------------------------ */

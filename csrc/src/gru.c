@@ -373,10 +373,13 @@ size_t dre_gru_step_workspace_size(int64_t I, int64_t H) {
     return total;
 }
 
-dre_status dre_gru_step(int64_t I, int64_t H, const float *x, const float *h,
-                        const float *W_ih, const float *W_hh,
-                        const float *b_ih, const float *b_hh,
-                        float *h_out, void *workspace, size_t workspace_bytes) {
+/* Arguments of dre_gru_step and dre_gru_step_f16 (weights of either type).
+ * DRE_OK with *run = 0: nothing to do (H == 0). */
+static dre_status step_check(int64_t I, int64_t H, const float *x, const float *h,
+                             const void *W_ih, const void *W_hh,
+                             const float *b_ih, const float *b_hh, const float *h_out,
+                             const void *workspace, size_t workspace_bytes, int *run) {
+    *run = 0;
     if (check_dims(1, 1, I, H) != DRE_OK) return DRE_ERR_SIZE;
     if (H == 0) return DRE_OK;
     if (h == NULL || h_out == NULL || W_hh == NULL || b_ih == NULL || b_hh == NULL ||
@@ -384,10 +387,38 @@ dre_status dre_gru_step(int64_t I, int64_t H, const float *x, const float *h,
         return DRE_ERR_NULL;
     if (workspace == NULL || workspace_bytes < dre_gru_step_workspace_size(I, H))
         return DRE_ERR_WORKSPACE;
+    *run = 1;
+    return DRE_OK;
+}
+
+dre_status dre_gru_step(int64_t I, int64_t H, const float *x, const float *h,
+                        const float *W_ih, const float *W_hh,
+                        const float *b_ih, const float *b_hh,
+                        float *h_out, void *workspace, size_t workspace_bytes) {
+    int run;
+    const dre_status st = step_check(I, H, x, h, W_ih, W_hh, b_ih, b_hh, h_out, workspace,
+                                     workspace_bytes, &run);
+    if (!run) return st;
     const dre_kernels *kt = dre__kernels();
     float *gi = (float *)dre__ws_align(workspace), *gh = gi + 3 * H;
     kt->gemv(3 * H, I, W_ih, I, NULL, x, b_ih, gi);
     kt->gemv(3 * H, H, W_hh, H, NULL, h, b_hh, gh);
+    kt->gru_gates(H, gi, gh, h, h_out, NULL);
+    return DRE_OK;
+}
+
+dre_status dre_gru_step_f16(int64_t I, int64_t H, const float *x, const float *h,
+                            const uint16_t *W_ih, const uint16_t *W_hh,
+                            const float *b_ih, const float *b_hh,
+                            float *h_out, void *workspace, size_t workspace_bytes) {
+    int run;
+    const dre_status st = step_check(I, H, x, h, W_ih, W_hh, b_ih, b_hh, h_out, workspace,
+                                     workspace_bytes, &run);
+    if (!run) return st;
+    const dre_kernels *kt = dre__kernels();
+    float *gi = (float *)dre__ws_align(workspace), *gh = gi + 3 * H;
+    kt->gemv_f16(3 * H, I, W_ih, I, x, b_ih, gi);
+    kt->gemv_f16(3 * H, H, W_hh, H, h, b_hh, gh);
     kt->gru_gates(H, gi, gh, h, h_out, NULL);
     return DRE_OK;
 }

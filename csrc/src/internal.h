@@ -52,6 +52,10 @@ typedef struct dre_kernels {
      * softmax of the sampled loss and the head's activation. */
     void (*vexp)(int64_t n, float *x);
     void (*vtanh)(int64_t n, float *x);
+    /* gemv with IEEE binary16 weights (float32 math):
+     * y[i] = sum_k f32(W[i*ldw + k]) * x[k] + (bias ? bias[i] : 0), i in [0, n). */
+    void (*gemv_f16)(int64_t n, int64_t D, const uint16_t *W, int64_t ldw,
+                     const float *x, const float *bias, float *y);
 } dre_kernels;
 
 #define DRE_MR_MAX 16
@@ -74,6 +78,32 @@ DRE_HIDDEN void dre__gru_gates_avx2(int64_t H, const float *gi, const float *gh,
                                     const float *h, float *h_out, float *cache);
 DRE_HIDDEN void dre__vexp_avx2(int64_t n, float *x);
 DRE_HIDDEN void dre__vtanh_avx2(int64_t n, float *x);
+DRE_HIDDEN void dre__gemv_f16_avx2(int64_t n, int64_t D, const uint16_t *W, int64_t ldw,
+                                   const float *x, const float *bias, float *y);
+
+/* ---- IEEE 754 binary16 <-> float32, portable (the readable reference) ---- */
+
+/* Exact: every binary16 value (zeros, subnormals, normals, infinities)
+ * is a float32; a NaN stays a NaN with its payload shifted up. */
+static inline float dre__f16_to_f32(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    uint32_t bits;
+    if (e == 0x1fu) {
+        bits = sign | 0x7f800000u | (m << 13);           /* inf / NaN */
+    } else if (e != 0) {
+        bits = sign | ((e + 112u) << 23) | (m << 13);     /* normal: rebias 15 -> 127 */
+    } else {
+        /* zero or subnormal m * 2^-24: exact in float32 */
+        union { float f; uint32_t u; } v;
+        v.f = (float)m * 5.9604644775390625e-8f;
+        bits = sign | v.u;
+    }
+    union { uint32_t u; float f; } o;
+    o.u = bits;
+    return o.f;
+}
+
 
 /* ---- packed GEMM (sgemm.c) ---- */
 

@@ -5,17 +5,18 @@
  * functions in the target region below use AVX2/FMA (CRoaring's
  * CROARING_TARGET_AVX2 idea), so no -mavx2 reaches the build and the
  * library still loads on a CPU without AVX2; platform.c selects this table
- * only after cpuid + xgetbv say it is safe.
+ * only after cpuid + xgetbv say it is safe.  F16C (binary16 loads, in every
+ * AVX2 CPU made) is part of the check.
  */
 #include "internal.h"
 
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
 
 #if defined(__clang__)
-#  pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#  pragma clang attribute push(__attribute__((target("avx2,fma,f16c"))), apply_to = function)
 #else
 #  pragma GCC push_options
-#  pragma GCC target("avx2,fma")
+#  pragma GCC target("avx2,fma,f16c")
 #endif
 
 #include <immintrin.h>
@@ -83,66 +84,87 @@ static void gemm_tile_avx2(int64_t mr, int64_t nr, int64_t K,
     }
 }
 
-/* ---- gemv: 4 rows at a time, two accumulators each ---- */
-
-static inline float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
+/* ---- gemv: 8 rows at a time, one accumulator per row ----
+ *
+ * Eight independent FMA chains keep both FMA pipes busy at any D (a chain
+ * of D/8 FMAs per row), and one transposing reduction (hadd tree) turns the
+ * eight accumulators into the eight results in one register: at the small
+ * D of on-device work (64-256) the old per-row horizontal sums cost as much
+ * as the dot products.  Every row, in a block of eight or in the tail, is
+ * summed in the same order -- lanes over k in steps of 8, then
+ * ((l0+l1)+(l2+l3)) + ((l4+l5)+(l6+l7)) -- so a row's score does not depend
+ * on where it sits in the list (full-catalogue and candidate-list ranking
+ * agree bit for bit). */
 
 static inline __m256i tail_mask(int64_t rem) { /* rem in [0, 8) lanes on */
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), lane);
 }
 
+/* [sum(v0), ..., sum(v7)], each sum in the order documented above. */
+static inline __m256 reduce8(__m256 v0, __m256 v1, __m256 v2, __m256 v3,
+                             __m256 v4, __m256 v5, __m256 v6, __m256 v7) {
+    const __m256 q0 = _mm256_hadd_ps(_mm256_hadd_ps(v0, v1), _mm256_hadd_ps(v2, v3));
+    const __m256 q1 = _mm256_hadd_ps(_mm256_hadd_ps(v4, v5), _mm256_hadd_ps(v6, v7));
+    /* q0 = [v0 l0-3, v1 l0-3, v2 l0-3, v3 l0-3 | the same of l4-7]; q1 for v4..v7 */
+    return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
+}
+
+/* sum(v) in the same order as one lane of reduce8. */
+static inline float reduce1(__m256 v) {
+    const __m256 q = _mm256_hadd_ps(_mm256_hadd_ps(v, v), _mm256_hadd_ps(v, v));
+    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)));
+}
+
 void dre__gemv_avx2(int64_t n, int64_t D, const float *W, int64_t ldw,
                       const int32_t *idx, const float *x, const float *bias, float *y) {
-    const int64_t D16 = D & ~(int64_t)15, D8 = D & ~(int64_t)7, rem = D - D8;
+    const int64_t D8 = D & ~(int64_t)7, rem = D - D8;
     const __m256i m = tail_mask(rem);
+    /* masked loads never touch memory past a row's end */
+    const __m256 xt = rem ? _mm256_maskload_ps(x + D8, m) : _mm256_setzero_ps();
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        int64_t r[4];
-        const float *w[4];
-        for (int q = 0; q < 4; ++q) {
-            r[q] = idx ? (int64_t)idx[i + q] : i + q;
-            w[q] = W + r[q] * ldw;
+    for (; i + 8 <= n; i += 8) {
+        const float *w0, *w1, *w2, *w3, *w4, *w5, *w6, *w7;
+        if (idx) {
+            w0 = W + (int64_t)idx[i] * ldw;     w1 = W + (int64_t)idx[i + 1] * ldw;
+            w2 = W + (int64_t)idx[i + 2] * ldw; w3 = W + (int64_t)idx[i + 3] * ldw;
+            w4 = W + (int64_t)idx[i + 4] * ldw; w5 = W + (int64_t)idx[i + 5] * ldw;
+            w6 = W + (int64_t)idx[i + 6] * ldw; w7 = W + (int64_t)idx[i + 7] * ldw;
+        } else {
+            w0 = W + i * ldw; w1 = w0 + ldw; w2 = w1 + ldw; w3 = w2 + ldw;
+            w4 = w3 + ldw;    w5 = w4 + ldw; w6 = w5 + ldw; w7 = w6 + ldw;
         }
-        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-        __m256 s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-        __m256 t0 = _mm256_setzero_ps(), t1 = _mm256_setzero_ps();
-        __m256 t2 = _mm256_setzero_ps(), t3 = _mm256_setzero_ps();
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        __m256 s4 = s0, s5 = s0, s6 = s0, s7 = s0;
         int64_t k = 0;
-        for (; k < D16; k += 16) {
-            const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[0] + k), x0, s0);
-            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w[1] + k), x0, s1);
-            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w[2] + k), x0, s2);
-            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w[3] + k), x0, s3);
-            t0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[0] + k + 8), x1, t0);
-            t1 = _mm256_fmadd_ps(_mm256_loadu_ps(w[1] + k + 8), x1, t1);
-            t2 = _mm256_fmadd_ps(_mm256_loadu_ps(w[2] + k + 8), x1, t2);
-            t3 = _mm256_fmadd_ps(_mm256_loadu_ps(w[3] + k + 8), x1, t3);
-        }
         for (; k < D8; k += 8) {
-            const __m256 x0 = _mm256_loadu_ps(x + k);
-            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w[0] + k), x0, s0);
-            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w[1] + k), x0, s1);
-            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w[2] + k), x0, s2);
-            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w[3] + k), x0, s3);
+            const __m256 xv = _mm256_loadu_ps(x + k);
+            s0 = _mm256_fmadd_ps(_mm256_loadu_ps(w0 + k), xv, s0);
+            s1 = _mm256_fmadd_ps(_mm256_loadu_ps(w1 + k), xv, s1);
+            s2 = _mm256_fmadd_ps(_mm256_loadu_ps(w2 + k), xv, s2);
+            s3 = _mm256_fmadd_ps(_mm256_loadu_ps(w3 + k), xv, s3);
+            s4 = _mm256_fmadd_ps(_mm256_loadu_ps(w4 + k), xv, s4);
+            s5 = _mm256_fmadd_ps(_mm256_loadu_ps(w5 + k), xv, s5);
+            s6 = _mm256_fmadd_ps(_mm256_loadu_ps(w6 + k), xv, s6);
+            s7 = _mm256_fmadd_ps(_mm256_loadu_ps(w7 + k), xv, s7);
         }
-        if (rem) { /* masked loads never touch memory past the row's end */
-            const __m256 x0 = _mm256_maskload_ps(x + k, m);
-            s0 = _mm256_fmadd_ps(_mm256_maskload_ps(w[0] + k, m), x0, s0);
-            s1 = _mm256_fmadd_ps(_mm256_maskload_ps(w[1] + k, m), x0, s1);
-            s2 = _mm256_fmadd_ps(_mm256_maskload_ps(w[2] + k, m), x0, s2);
-            s3 = _mm256_fmadd_ps(_mm256_maskload_ps(w[3] + k, m), x0, s3);
+        if (rem) {
+            s0 = _mm256_fmadd_ps(_mm256_maskload_ps(w0 + k, m), xt, s0);
+            s1 = _mm256_fmadd_ps(_mm256_maskload_ps(w1 + k, m), xt, s1);
+            s2 = _mm256_fmadd_ps(_mm256_maskload_ps(w2 + k, m), xt, s2);
+            s3 = _mm256_fmadd_ps(_mm256_maskload_ps(w3 + k, m), xt, s3);
+            s4 = _mm256_fmadd_ps(_mm256_maskload_ps(w4 + k, m), xt, s4);
+            s5 = _mm256_fmadd_ps(_mm256_maskload_ps(w5 + k, m), xt, s5);
+            s6 = _mm256_fmadd_ps(_mm256_maskload_ps(w6 + k, m), xt, s6);
+            s7 = _mm256_fmadd_ps(_mm256_maskload_ps(w7 + k, m), xt, s7);
         }
-        y[i + 0] = hsum256(_mm256_add_ps(s0, t0)) + (bias ? bias[r[0]] : 0.0f);
-        y[i + 1] = hsum256(_mm256_add_ps(s1, t1)) + (bias ? bias[r[1]] : 0.0f);
-        y[i + 2] = hsum256(_mm256_add_ps(s2, t2)) + (bias ? bias[r[2]] : 0.0f);
-        y[i + 3] = hsum256(_mm256_add_ps(s3, t3)) + (bias ? bias[r[3]] : 0.0f);
+        __m256 out = reduce8(s0, s1, s2, s3, s4, s5, s6, s7);
+        if (bias) {
+            const __m256 b = idx ? _mm256_i32gather_ps(bias, _mm256_loadu_si256((const __m256i *)(idx + i)), 4)
+                                 : _mm256_loadu_ps(bias + i);
+            out = _mm256_add_ps(out, b);
+        }
+        _mm256_storeu_ps(y + i, out);
     }
     for (; i < n; ++i) {
         const int64_t r = idx ? (int64_t)idx[i] : i;
@@ -150,9 +172,78 @@ void dre__gemv_avx2(int64_t n, int64_t D, const float *W, int64_t ldw,
         __m256 s = _mm256_setzero_ps();
         int64_t k = 0;
         for (; k < D8; k += 8) s = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), s);
-        if (rem) s = _mm256_fmadd_ps(_mm256_maskload_ps(w + k, m), _mm256_maskload_ps(x + k, m), s);
-        y[i] = hsum256(s) + (bias ? bias[r] : 0.0f);
+        if (rem) s = _mm256_fmadd_ps(_mm256_maskload_ps(w + k, m), xt, s);
+        y[i] = reduce1(s) + (bias ? bias[r] : 0.0f);
     }
+}
+
+/* gemv with binary16 weights: the same 8-row blocks and reduction tree as
+ * dre__gemv_avx2 (vcvtph2ps widens 8 weights per 16-byte load, so a row
+ * costs half the bytes).  The rem = D % 8 weights at a row's end come from
+ * the 8 weights that end the row (a load that starts inside the row, never
+ * past its end), with the lanes already summed zeroed in both operands --
+ * a per-row copy to a buffer instead stalled store-to-load forwarding and
+ * cost more than the dot products.  Rows shorter than 8 use the portable
+ * conversion. */
+static inline __m256 load_f16x8(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
+}
+
+void dre__gemv_f16_avx2(int64_t n, int64_t D, const uint16_t *W, int64_t ldw,
+                        const float *x, const float *bias, float *y) {
+    if (D < 8) {
+        for (int64_t i = 0; i < n; ++i) {
+            float acc = 0.0f;
+            for (int64_t k = 0; k < D; ++k) acc += dre__f16_to_f32(W[i * ldw + k]) * x[k];
+            y[i] = acc + (bias ? bias[i] : 0.0f);
+        }
+        return;
+    }
+    const int64_t D8 = D & ~(int64_t)7, rem = D - D8, t0 = D - 8;
+    /* lanes 8-rem .. 7 of the last 8 columns are the tail */
+    const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)(7 - rem))));
+    const __m256 xt = _mm256_and_ps(_mm256_loadu_ps(x + t0), keep);
+#define DRE_F16_TAIL(w) _mm256_and_ps(load_f16x8((w) + t0), keep)
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const uint16_t *w0 = W + i * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        const uint16_t *w4 = w3 + ldw, *w5 = w4 + ldw, *w6 = w5 + ldw, *w7 = w6 + ldw;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        __m256 s4 = s0, s5 = s0, s6 = s0, s7 = s0;
+        for (int64_t k = 0; k < D8; k += 8) {
+            const __m256 xv = _mm256_loadu_ps(x + k);
+            s0 = _mm256_fmadd_ps(load_f16x8(w0 + k), xv, s0);
+            s1 = _mm256_fmadd_ps(load_f16x8(w1 + k), xv, s1);
+            s2 = _mm256_fmadd_ps(load_f16x8(w2 + k), xv, s2);
+            s3 = _mm256_fmadd_ps(load_f16x8(w3 + k), xv, s3);
+            s4 = _mm256_fmadd_ps(load_f16x8(w4 + k), xv, s4);
+            s5 = _mm256_fmadd_ps(load_f16x8(w5 + k), xv, s5);
+            s6 = _mm256_fmadd_ps(load_f16x8(w6 + k), xv, s6);
+            s7 = _mm256_fmadd_ps(load_f16x8(w7 + k), xv, s7);
+        }
+        if (rem) {
+            s0 = _mm256_fmadd_ps(DRE_F16_TAIL(w0), xt, s0);
+            s1 = _mm256_fmadd_ps(DRE_F16_TAIL(w1), xt, s1);
+            s2 = _mm256_fmadd_ps(DRE_F16_TAIL(w2), xt, s2);
+            s3 = _mm256_fmadd_ps(DRE_F16_TAIL(w3), xt, s3);
+            s4 = _mm256_fmadd_ps(DRE_F16_TAIL(w4), xt, s4);
+            s5 = _mm256_fmadd_ps(DRE_F16_TAIL(w5), xt, s5);
+            s6 = _mm256_fmadd_ps(DRE_F16_TAIL(w6), xt, s6);
+            s7 = _mm256_fmadd_ps(DRE_F16_TAIL(w7), xt, s7);
+        }
+        __m256 out = reduce8(s0, s1, s2, s3, s4, s5, s6, s7);
+        if (bias) out = _mm256_add_ps(out, _mm256_loadu_ps(bias + i));
+        _mm256_storeu_ps(y + i, out);
+    }
+    for (; i < n; ++i) {
+        const uint16_t *w = W + i * ldw;
+        __m256 s = _mm256_setzero_ps();
+        for (int64_t k = 0; k < D8; k += 8) s = _mm256_fmadd_ps(load_f16x8(w + k), _mm256_loadu_ps(x + k), s);
+        if (rem) s = _mm256_fmadd_ps(DRE_F16_TAIL(w), xt, s);
+        y[i] = reduce1(s) + (bias ? bias[i] : 0.0f);
+    }
+#undef DRE_F16_TAIL
 }
 
 /* ---- activations ---- */
@@ -253,7 +344,7 @@ void dre__vtanh_avx2(int64_t n, float *x) {
 
 static const dre_kernels dre__avx2_table = {
     DRE_PATH_AVX2, AVX2_MR, gemm_tile_avx2, dre__gemv_avx2, dre__gru_gates_avx2,
-    dre__vexp_avx2, dre__vtanh_avx2,
+    dre__vexp_avx2, dre__vtanh_avx2, dre__gemv_f16_avx2,
 };
 
 #if defined(__clang__)

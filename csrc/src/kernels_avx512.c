@@ -135,7 +135,7 @@ static void gemv_avx512(int64_t n, int64_t D, const float *W, int64_t ldw,
 
 static const dre_kernels dre__avx512_table = {
     DRE_PATH_AVX512, AVX512_MR, gemm_tile_avx512, gemv_avx512, dre__gru_gates_avx2,
-    dre__vexp_avx2, dre__vtanh_avx2,
+    dre__vexp_avx2, dre__vtanh_avx2, dre__gemv_f16_avx2,
 };
 
 #if defined(__clang__)

@@ -90,6 +90,45 @@ static void gemv_neon(int64_t n, int64_t D, const float *W, int64_t ldw,
     }
 }
 
+/* gemv with binary16 weights: 4 rows at a time, vcvt_f32_f16 widening 4
+ * weights per load (ARMv8 baseline); the < 4 weights at a row's end go
+ * through the portable conversion. */
+static inline float32x4_t load_f16x4(const uint16_t *p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+
+static void gemv_f16_neon(int64_t n, int64_t D, const uint16_t *W, int64_t ldw,
+                          const float *x, const float *bias, float *y) {
+    const int64_t D4 = D & ~(int64_t)3;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const uint16_t *w0 = W + i * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+        float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
+        int64_t k = 0;
+        for (; k < D4; k += 4) {
+            const float32x4_t xv = vld1q_f32(x + k);
+            s0 = vfmaq_f32(s0, load_f16x4(w0 + k), xv);
+            s1 = vfmaq_f32(s1, load_f16x4(w1 + k), xv);
+            s2 = vfmaq_f32(s2, load_f16x4(w2 + k), xv);
+            s3 = vfmaq_f32(s3, load_f16x4(w3 + k), xv);
+        }
+        float t[4] = {vaddvq_f32(s0), vaddvq_f32(s1), vaddvq_f32(s2), vaddvq_f32(s3)};
+        const uint16_t *w[4] = {w0, w1, w2, w3};
+        for (; k < D; ++k)
+            for (int q = 0; q < 4; ++q) t[q] += dre__f16_to_f32(w[q][k]) * x[k];
+        for (int q = 0; q < 4; ++q) y[i + q] = t[q] + (bias ? bias[i + q] : 0.0f);
+    }
+    for (; i < n; ++i) {
+        const uint16_t *w = W + i * ldw;
+        float32x4_t s = vdupq_n_f32(0.0f);
+        int64_t k = 0;
+        for (; k < D4; k += 4) s = vfmaq_f32(s, load_f16x4(w + k), vld1q_f32(x + k));
+        float t = vaddvq_f32(s);
+        for (; k < D; ++k) t += dre__f16_to_f32(w[k]) * x[k];
+        y[i] = t + (bias ? bias[i] : 0.0f);
+    }
+}
+
 /* ---- activations (same algorithms as the AVX2 path) ---- */
 
 static inline float32x4_t exp_neon(float32x4_t x) {
@@ -199,7 +238,7 @@ static void vtanh_neon(int64_t n, float *x) {
 
 static const dre_kernels dre__neon_table = {
     DRE_PATH_NEON, NEON_MR, gemm_tile_neon, gemv_neon, gru_gates_neon,
-    vexp_neon, vtanh_neon,
+    vexp_neon, vtanh_neon, gemv_f16_neon,
 };
 
 const dre_kernels *dre__kernels_neon(void) { return &dre__neon_table; }

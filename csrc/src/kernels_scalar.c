@@ -63,6 +63,23 @@ static void gemv_scalar(int64_t n, int64_t D, const float *W, int64_t ldw,
     }
 }
 
+/* The same with binary16 weights, converted one by one (same summation
+ * order as gemv_scalar). */
+static void gemv_f16_scalar(int64_t n, int64_t D, const uint16_t *W, int64_t ldw,
+                            const float *x, const float *bias, float *y) {
+    const int64_t D16 = D & ~(int64_t)15;
+    for (int64_t i = 0; i < n; ++i) {
+        const uint16_t *w = W + i * ldw;
+        float part[16] = {0};
+        for (int64_t k = 0; k < D16; k += 16)
+            for (int j = 0; j < 16; ++j) part[j] += dre__f16_to_f32(w[k + j]) * x[k + j];
+        float acc = 0.0f;
+        for (int j = 0; j < 16; ++j) acc += part[j];
+        for (int64_t k = D16; k < D; ++k) acc += dre__f16_to_f32(w[k]) * x[k];
+        y[i] = acc + (bias ? bias[i] : 0.0f);
+    }
+}
+
 static float sigmoid_scalar(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 static void gru_gates_scalar(int64_t H, const float *gi, const float *gh,
@@ -93,7 +110,7 @@ static void vtanh_scalar(int64_t n, float *x) {
 
 static const dre_kernels dre__scalar_table = {
     DRE_PATH_SCALAR, DRE_SCALAR_MR, gemm_tile_scalar, gemv_scalar, gru_gates_scalar,
-    vexp_scalar, vtanh_scalar,
+    vexp_scalar, vtanh_scalar, gemv_f16_scalar,
 };
 
 const dre_kernels *dre__kernels_scalar(void) { return &dre__scalar_table; }

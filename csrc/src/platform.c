@@ -43,14 +43,15 @@ const char *dre_path_name(dre_path path) {
 }
 
 #if defined(DRE_X86_64) && (defined(__GNUC__) || defined(__clang__))
-/* AVX2 + FMA usable: CPU flags for AVX, FMA, OSXSAVE and AVX2, and the OS
+/* AVX2 + FMA usable: CPU flags for AVX, FMA, F16C, OSXSAVE and AVX2, and the OS
  * enabled XMM and YMM state in XCR0 (a CPU can have AVX2 while the OS does
  * not save the upper halves; ggml's scorer forgets this check). */
 static int dre__cpu_avx2_fma(void) {
     unsigned a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
     const int fma = (c >> 12) & 1, osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
-    if (!(fma && osxsave && avx)) return 0;
+    const int f16c = (c >> 29) & 1; /* binary16 weight loads (dre_gru_step_f16) */
+    if (!(fma && osxsave && avx && f16c)) return 0;
     unsigned xcr0_lo, xcr0_hi;
     __asm__ __volatile__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
     (void)xcr0_hi;

@@ -713,6 +713,175 @@ static void test_gru_step(void) {
 }
 
 /* ======================================================================== */
+/* binary16 weights                                                          */
+/* ======================================================================== */
+
+static uint16_t *gu16(int64_t n) { return (uint16_t *)gws((size_t)(n > 0 ? n : 0) * sizeof(uint16_t)); }
+
+/* The double value of a binary16 bit pattern (not NaN), from its fields. */
+static double half_value(uint16_t h) {
+    const int e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    const double mag = e == 0 ? ldexp((double)m, -24)
+                     : e == 31 ? HUGE_VAL : ldexp(1.0 + m / 1024.0, e - 15);
+    return (h & 0x8000) ? -mag : mag;
+}
+
+static int half_is_nan(uint16_t h) { return ((h >> 10) & 0x1f) == 31 && (h & 0x3ff) != 0; }
+
+static float f32_of_bits(uint32_t u) { float f; memcpy(&f, &u, sizeof f); return f; }
+
+/* f32 -> f16 of one value checked against its definition: the result is a
+ * nearest binary16 (no neighbour strictly closer; halfway: even mantissa),
+ * +-inf from 65520 on. */
+static void check_half_rounding(float v, uint16_t h) {
+    const double dv = (double)v, av = fabs(dv);
+    if (isnan(v)) { CHECK(half_is_nan(h), "f32_to_f16(NaN) = 0x%04x, not NaN", h); return; }
+    CHECK(((h & 0x8000) != 0) == (signbit(v) != 0), "f32_to_f16(%a) = 0x%04x: sign", dv, h);
+    if (av >= 65520.0) { CHECK((h & 0x7fff) == 0x7c00, "f32_to_f16(%a) = 0x%04x, want inf", dv, h); return; }
+    const uint16_t mag = (uint16_t)(h & 0x7fff);
+    CHECK(mag < 0x7c00, "f32_to_f16(%a) = 0x%04x: inf or NaN for a finite value", dv, h);
+    if (mag >= 0x7c00) return;
+    const double err = fabs(fabs(half_value(h)) - av);
+    /* neighbours of the same sign; past 65504 the next value would be 65536 */
+    const int64_t nb[2] = {(int64_t)mag - 1, mag < 0x7bff ? (int64_t)mag + 1 : -1};
+    for (int q = 0; q < 2; ++q) {
+        if (nb[q] < 0) continue;
+        const double e2 = fabs(fabs(half_value((uint16_t)nb[q])) - av);
+        CHECK(e2 > err || (e2 == err && (mag & 1) == 0),
+              "f32_to_f16(%a) = 0x%04x: binary16 0x%04x is as close or closer", dv, h, (unsigned)nb[q]);
+    }
+}
+
+static void test_half(void) {
+    group_begin("f16 conversions");
+    ctx("every binary16 pattern: f16 -> f32 exact, f32 -> f16 round trip");
+    {
+        uint16_t *h = gu16(65536), *back = gu16(65536);
+        float *f = gf(65536);
+        for (int64_t i = 0; i < 65536; ++i) h[i] = (uint16_t)i;
+        CHECK_STATUS(dre_f16_to_f32(65536, h, f), DRE_OK);
+        CHECK_STATUS(dre_f32_to_f16(65536, f, back), DRE_OK);
+        for (int64_t i = 0; i < 65536; ++i) {
+            if (half_is_nan(h[i])) {
+                CHECK(isnan(f[i]), "f16_to_f32(0x%04x) not NaN", h[i]);
+                CHECK(half_is_nan(back[i]), "NaN 0x%04x -> 0x%04x", h[i], back[i]);
+            } else {
+                CHECK((double)f[i] == half_value(h[i]) && !signbit(f[i]) == !signbit(half_value(h[i])),
+                      "f16_to_f32(0x%04x) = %a, want %a", h[i], (double)f[i], half_value(h[i]));
+                CHECK(back[i] == h[i], "round trip 0x%04x -> 0x%04x", h[i], back[i]);
+            }
+        }
+    }
+    case_end();
+    ctx("f32 -> f16 rounding: specials, ties, and random floats of every binade");
+    {
+        const float special[] = {
+            0.0f, -0.0f, 1.0f, -1.0f, 65504.0f, 65519.99609375f, 65520.0f, -65520.0f, 1e30f,
+            f32_of_bits(0x7f800000u), f32_of_bits(0xff800000u), f32_of_bits(0x7fc00000u),
+            f32_of_bits(0x7f800001u), f32_of_bits(0x33000000u) /* 2^-25: tie, to 0 */,
+            f32_of_bits(0x33000001u), f32_of_bits(0x33800000u) /* 2^-24 */,
+            1.5f * f32_of_bits(0x33800000u) /* tie 1|2 -> 2 */, 2.5f * f32_of_bits(0x33800000u) /* -> 2 */,
+            f32_of_bits(0x387fffffu), f32_of_bits(0x38800000u) /* 2^-14 */, 1.0f + 1.0f / 2048.0f /* tie -> 1 */,
+            1.0f + 3.0f / 2048.0f /* tie -> up */, f32_of_bits(0x00000001u), 1e-30f,
+        };
+        const int64_t ns = (int64_t)(sizeof special / sizeof special[0]);
+        const int64_t nr = g_quick ? 20000 : 200000, n = ns + nr;
+        float *v = gf(n);
+        uint16_t *h = gu16(n);
+        for (int64_t i = 0; i < ns; ++i) v[i] = special[i];
+        for (int64_t i = 0; i < nr; ++i) {
+            /* exponents 96..150 cover zero-rounding, subnormal, normal, overflow */
+            const uint32_t e = (uint32_t)rng_int(96, 150), m = (uint32_t)rng_int(0, 0x7fffff);
+            const uint32_t sgn = (uint32_t)rng_int(0, 1) << 31;
+            v[ns + i] = f32_of_bits(sgn | (e << 23) | m);
+        }
+        CHECK_STATUS(dre_f32_to_f16(n, v, h), DRE_OK);
+        for (int64_t i = 0; i < n; ++i) check_half_rounding(v[i], h[i]);
+        CHECK(h[4] == 0x7bff && h[5] == 0x7bff && h[6] == 0x7c00 && h[7] == 0xfc00,
+              "65504/65519.996/65520/-65520 -> %04x %04x %04x %04x", h[4], h[5], h[6], h[7]);
+        CHECK(h[13] == 0 && h[14] == 1 && h[15] == 1 && h[16] == 2 && h[17] == 2,
+              "subnormal ties: %04x %04x %04x %04x %04x", h[13], h[14], h[15], h[16], h[17]);
+        CHECK(h[20] == 0x3c00 && h[21] == 0x3c02, "normal ties: %04x %04x", h[20], h[21]);
+        CHECK_STATUS(dre_f32_to_f16(0, NULL, NULL), DRE_OK);
+        CHECK_STATUS(dre_f32_to_f16(-1, v, h), DRE_ERR_SIZE);
+        CHECK_STATUS(dre_f32_to_f16(3, NULL, h), DRE_ERR_NULL);
+        CHECK_STATUS(dre_f16_to_f32(3, h, NULL), DRE_ERR_NULL);
+        CHECK_STATUS(dre_f16_to_f32(-2, h, v), DRE_ERR_SIZE);
+    }
+    case_end();
+    group_end();
+}
+
+/* dre_gru_step_f16 against the double cell on the binary16 weights' values,
+ * against dre_gru_step on those values (same path), and SIMD vs scalar. */
+static void gru_step_f16_case(int64_t I, int64_t H) {
+    gru_problem p;
+    gru_make(&p, 1, 1, I, H, LEN_NONE, 1, 0.0f);
+    uint16_t *wi = gu16(3 * H * I), *wh = gu16(3 * H * H);
+    CHECK_STATUS(dre_f32_to_f16(3 * H * I, p.W_ih, wi), DRE_OK);
+    CHECK_STATUS(dre_f32_to_f16(3 * H * H, p.W_hh, wh), DRE_OK);
+    /* the float32 problem now holds exactly the binary16 weights */
+    CHECK_STATUS(dre_f16_to_f32(3 * H * I, wi, p.W_ih), DRE_OK);
+    CHECK_STATUS(dre_f16_to_f32(3 * H * H, wh, p.W_hh), DRE_OK);
+    ref_gru_par d;
+    ref_gru_par_init(&p.in, &d);
+    double *ref = dtmp(H);
+    ref_gru_cell(I, H, d.x, d.h0, &d, ref, NULL);
+    ref_gru_par_free(&d);
+    const double atol = 2e-6 * sqrt((double)(I + H + 1)) + 1e-6, rtol = 1e-5;
+    float *s = NULL;
+    for (int pi = 0; pi < n_paths; ++pi) {
+        use_path(paths[pi]);
+        ctx("path=%s gru_step_f16 I=%lld H=%lld", dre_path_name(paths[pi]), (long long)I, (long long)H);
+        const size_t need = dre_gru_step_workspace_size(I, H);
+        float *out = gf(H), *out32 = gf(H);
+        CHECK_STATUS(dre_gru_step_f16(I, H, p.x, p.h0, wi, wh, p.b_ih, p.b_hh, out, gws(need), need),
+                     DRE_OK);
+        CHECK_CLOSE("h_out vs double", out, ref, H, atol, rtol);
+        CHECK_STATUS(dre_gru_step(I, H, p.x, p.h0, p.W_ih, p.W_hh, p.b_ih, p.b_hh, out32,
+                                  gws(need), need), DRE_OK);
+        CHECK_CLOSE_FF("h_out vs gru_step on the same values", out, out32, H, atol, rtol);
+        float *h = gcopy(p.h0, H);
+        CHECK_STATUS(dre_gru_step_f16(I, H, p.x, h, wi, wh, p.b_ih, p.b_hh, h, gws(need), need),
+                     DRE_OK);
+        CHECK(memcmp(h, out, (size_t)H * sizeof(float)) == 0, "h_out == h gives other results");
+        if (pi == 0) s = out;
+        else CHECK_CLOSE_FF("h_out vs scalar", out, s, H, atol, rtol);
+    }
+    case_end();
+}
+
+static void test_gru_step_f16(void) {
+    group_begin("gru_step_f16");
+    for (int s = 0; s < N_SWEEP; ++s) {
+        gru_step_f16_case(5, SWEEP[s]);
+        gru_step_f16_case(SWEEP[s], 7);
+        if (SWEEP[s] > 10 && (!g_quick || s % 2)) gru_step_f16_case(SWEEP[s], SWEEP[s]);
+    }
+    gru_step_f16_case(128, 256);
+    gru_step_f16_case(0, 9);
+    {
+        ctx("gru_step_f16 argument errors");
+        const int64_t I = 3, H = 4;
+        float *x = gf(I), *h = gf(H), *b = gf(3 * H), *o = gf(H);
+        uint16_t *wi = gu16(3 * H * I), *wh = gu16(3 * H * H);
+        memset(x, 0, (size_t)I * sizeof(float)); memset(h, 0, (size_t)H * sizeof(float));
+        memset(b, 0, (size_t)(3 * H) * sizeof(float));
+        memset(wi, 0, (size_t)(3 * H * I) * 2); memset(wh, 0, (size_t)(3 * H * H) * 2);
+        const size_t need = dre_gru_step_workspace_size(I, H);
+        void *ws = gws(need);
+        CHECK_STATUS(dre_gru_step_f16(-1, H, x, h, wi, wh, b, b, o, ws, need), DRE_ERR_SIZE);
+        CHECK_STATUS(dre_gru_step_f16(I, H, x, h, NULL, wh, b, b, o, ws, need), DRE_ERR_NULL);
+        CHECK_STATUS(dre_gru_step_f16(I, H, x, h, wi, NULL, b, b, o, ws, need), DRE_ERR_NULL);
+        CHECK_STATUS(dre_gru_step_f16(I, H, x, h, wi, wh, b, b, NULL, ws, need), DRE_ERR_NULL);
+        CHECK_STATUS(dre_gru_step_f16(I, H, x, h, wi, wh, b, b, o, ws, need - 1), DRE_ERR_WORKSPACE);
+        CHECK_STATUS(dre_gru_step_f16(I, H, x, h, wi, wh, b, b, o, ws, need), DRE_OK);
+        case_end();
+    }
+    group_end();
+}
+
+/* ======================================================================== */
 /* dense head                                                                */
 /* ======================================================================== */
 
@@ -1855,6 +2024,8 @@ int main(int argc, char **argv) {
     test_gru_forward();
     test_gru_backward();
     test_gru_step();
+    test_half();
+    test_gru_step_f16();
     test_head();
     test_loss();
     test_score();
@@ -1871,6 +2042,7 @@ int main(int argc, char **argv) {
     test_gru_forward();
     test_gru_backward();
     test_gru_step();
+    test_gru_step_f16();
     test_head();
     test_loss();
     test_score();

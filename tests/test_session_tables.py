@@ -1,0 +1,116 @@
+"""Streaming sessions: the gathered candidate table and float16 GRU weights.
+
+``Session(model, candidates=...)`` ranks its candidates from a contiguous
+copy of their output rows; ``Session(..., weight_dtype="float16")`` steps
+with binary16 copies of the GRU weights.  Both are checked against a
+float64 numpy replay of the model (with the weights rounded to float16 where
+the session rounds them), never against the session's own earlier output.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as ref
+from helpers_model import random_model
+
+import deeprec_edge as de
+
+
+def replay(model, clicks, half=False):
+    """float64 user vector after each click (item ids), the model's GRU
+    weights rounded to float16 first when ``half``."""
+    rnd = (lambda a: a.astype(np.float16).astype(np.float64)) if half else \
+        (lambda a: a.astype(np.float64))
+    layers = [(rnd(L.W_ih), rnd(L.W_hh), L.b_ih, L.b_hh) for L in model.layers]
+    h = [np.zeros(L[1].shape[1]) for L in layers]
+    out = []
+    for item in clicks:
+        x = model.E[model.id_to_index[item]]
+        for l, layer in enumerate(layers):
+            h[l] = ref.gru_step(x, h[l], *layer)
+            x = h[l]
+        out.append(ref.head_forward(x[None], model.W_p, model.b_p, model.activation)[0])
+    return out
+
+
+def check_topk(model, u64, cand_ids, clicked, ids, scores, k, what):
+    """ids/scores: the k best candidates (clicked excluded) of float64 scores."""
+    O = model.out_table.astype(np.float64)
+    b = model.output_bias.astype(np.float64)
+    elig = [c for c in dict.fromkeys(cand_ids) if c not in clicked]
+    s64 = {c: float(O[model.id_to_index[c]] @ u64 + b[model.id_to_index[c]]) for c in elig}
+    want = sorted(s64.values(), reverse=True)[:k]
+    got = [s64[i] for i in ids]            # KeyError: a clicked or non-candidate item
+    assert len(ids) == min(k, len(elig)), what
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=what)
+    np.testing.assert_allclose(np.asarray(scores, np.float64), got, rtol=1e-5, atol=1e-5,
+                               err_msg=what)
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+@pytest.mark.parametrize("weight_dtype", ["float32", "float16"])
+def test_session_candidates_against_float64_replay(string_ids, weight_dtype):
+    model = random_model(n_items=60, e=12, hidden=[16, 20], d=9, string_ids=string_ids, seed=3)
+    rng = np.random.default_rng(5)
+    ids = list(model.item_ids.tolist())
+    cand = [ids[i] for i in rng.choice(60, 25, replace=False)]
+    clicks = [cand[i] for i in rng.integers(0, 25, 12)] + [ids[i] for i in rng.integers(0, 60, 6)]
+    s = de.Session(model, candidates=cand, weight_dtype=weight_dtype)
+    us = replay(model, clicks, half=weight_dtype == "float16")
+    seen = set()
+    for c, (item, u64) in enumerate(zip(clicks, us)):
+        s.click(item)
+        seen.add(item)
+        np.testing.assert_allclose(s.user_vector, u64, rtol=1e-5, atol=2e-5)
+        out, scores = s.recommend(7)
+        assert out.dtype == model.item_ids.dtype
+        check_topk(model, u64, cand, seen, out.tolist(), scores, 7, f"click {c}")
+        # the per-call candidate list (rows picked from the whole table) agrees
+        out2, scores2 = s.recommend(7, candidates=cand)
+        assert out2.tolist() == out.tolist()
+        np.testing.assert_array_equal(scores2, scores)
+
+
+def test_float16_session_differs_from_float32_only_by_rounding():
+    model = random_model(n_items=40, e=16, hidden=[32, 32], d=16, seed=1)
+    clicks = list(model.item_ids[[3, 7, 7, 1, 30, 12]])
+    a, b = de.Session(model), de.Session(model, weight_dtype="float16")
+    for item in clicks:
+        a.click(item)
+        b.click(item)
+    diff = np.max(np.abs(a.user_vector - b.user_vector))
+    assert 0 < diff < 5e-3, diff
+
+
+def test_candidate_table_exclusion_duplicates_reset_and_restore(tmp_path):
+    model = random_model(n_items=30, seed=2)
+    ids = model.item_ids.tolist()
+    cand = [ids[4], ids[9], ids[4], ids[17], ids[22], 999_999]     # a duplicate and an unknown id
+    s = de.Session(model, candidates=cand)
+    s.click(ids[4])
+    out, _ = s.recommend(10)
+    assert ids[4] not in out.tolist()                               # both copies excluded
+    assert sorted(out.tolist()) == sorted([ids[9], ids[17], ids[22]])
+    out, _ = s.recommend(10, exclude_clicked=False)
+    assert out.tolist().count(ids[4]) == 2 and len(out) == 5        # listed twice, returned twice
+    s.save(tmp_path / "state.npz")
+    u_saved = s.user_vector
+    s.reset()
+    assert ids[4] in s.recommend(10)[0].tolist()
+    r = de.Session(model, candidates=cand)
+    r.load(tmp_path / "state.npz")
+    assert ids[4] not in r.recommend(10)[0].tolist()
+    np.testing.assert_array_equal(r.user_vector, u_saved)
+    # a timestamp gap longer than the session rule forgets the clicks too
+    t = de.Session(model, candidates=cand)
+    t.click(ids[4], timestamp=0.0)
+    t.click(ids[9], timestamp=10 * model.session_gap_seconds)
+    assert ids[4] in t.recommend(10)[0].tolist() and ids[9] not in t.recommend(10)[0].tolist()
+    assert s.recommend(0)[0].shape == (0,)
+
+
+def test_weight_dtype_is_validated():
+    model = random_model(n_items=10, seed=0)
+    with pytest.raises(ValueError, match="weight_dtype: expected 'float32' or 'float16'"):
+        de.Session(model, weight_dtype="int8")
