@@ -21,7 +21,8 @@ list, or ``Metadata.as_dict()``), each with ``extra_info`` set by
               bench/README.md)
     primary   (ours only) the variant the peers are compared with; another
               ours variant gets its own row "case [variant]"
-    target    (primary ours only) {"peer": ..., "ratio": ...}: the issue's
+    own_target (another ours variant) also show the target on its own row
+    target    (primary ours, or own_target) {"peer": ..., "ratio": ...}: the issue's
               goal "peer median / ours median >= ratio", reported, never
               asserted
     kernel_path (ours only) the C kernel path that ran
@@ -102,7 +103,8 @@ def build_rows(records: Iterable[Mapping[str, Any]]) -> List[Dict[str, Any]]:
                 "gflops": (flops / e["median"] / 1e9) if flops else None,
                 "kernel_path": e["info"].get("kernel_path"),
                 "peers": peers,
-                "target": e["info"].get("target") if primary else None,
+                "target": e["info"].get("target") if (primary or e["info"].get("own_target"))
+                else None,
             })
     return rows
 

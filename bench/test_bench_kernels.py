@@ -368,17 +368,23 @@ def step_problem(I, H):
     rng = _rng(3, I, H)
     x = rng.standard_normal(I, dtype=F32)
     h = (0.5 * rng.standard_normal(H)).astype(F32)
-    W = [w.astype(np.float64) for w in gru_weights(I, H)]
+    return x, h, step_reference(x, h, gru_weights(I, H))
+
+
+def step_reference(x, h, weights):
+    """float64 GRU step on the given weights' values."""
+    H = h.shape[0]
+    W = [np.asarray(w, np.float64) for w in weights]
     gi = W[0] @ x + W[2]
     gh = W[1] @ h + W[3]
     r = _sigmoid(gi[:H] + gh[:H])
     z = _sigmoid(gi[H:2 * H] + gh[H:2 * H])
     n = np.tanh(gi[2 * H:] + r * gh[2 * H:])
-    return x, h, (1 - z) * n + z * h
+    return (1 - z) * n + z * h
 
 
-STEP_IMPLS = [("ours", "GruStepper.step"), ("ours", "gru_step"), ("torch", "GRUCell"),
-              ("onnxruntime", "session.run"), ("onnxruntime", "io_binding")]
+STEP_IMPLS = [("ours", "GruStepper.step"), ("ours", "gru_step"), ("ours", "float16 weights"),
+              ("torch", "GRUCell"), ("onnxruntime", "session.run"), ("onnxruntime", "io_binding")]
 
 
 @MICRO
@@ -402,6 +408,14 @@ def test_gru_step(benchmark, request, shape, impl, variant):
         if primary:
             stepper = K.GruStepper(W_ih, W_hh, b_ih, b_hh)
             got = benchmark(stepper.step, x, h, out=out)
+        elif variant == "float16 weights":
+            # binary16 storage of W_ih, W_hh (a different, rounded layer): its
+            # own float64 reference, and the goal shown on its own row
+            benchmark.extra_info.update(own_target=True, target=TARGETS[("step", shape)])
+            W16 = (W_ih.astype(np.float16), W_hh.astype(np.float16))
+            stepper = K.GruStepper(*W16, b_ih, b_hh)
+            got = benchmark(stepper.step, x, h, out=out)
+            want = step_reference(x, h, [W16[0], W16[1], b_ih, b_hh])
         else:
             got = benchmark(K.gru_step, x, h, W_ih, W_hh, b_ih, b_hh, out=out)
         assert got is out
