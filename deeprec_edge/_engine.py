@@ -656,6 +656,13 @@ class TrainConfig:
     shuffle_sessions: bool = False   # session_parallel: a new random session order every epoch
     carry_dropout: bool = True       # session_parallel: carry the dropped-out state (GRU4Rec)
     train_head: bool = True          # False: W_p, b_p frozen (identity head = GRU4Rec's h . O)
+    # windowed training only (not session_parallel):
+    train_gru: bool = True           # False: the trainable GRU layers stay frozen (only the
+                                     # head trains; on-device fine-tuning of the head alone)
+    l2_to_init: float = 0.0          # L2 pull towards the weights the Trainer started from
+                                     # (the global model when fine-tuning): l2_to_init *
+                                     # (w - w0) is added to the gradient of every trained
+                                     # dense weight, before clipping; 0: off
 
 class Trainer:
     """Truncated-BPTT training of the top ``n_trainable`` GRU layers + head.
@@ -676,6 +683,13 @@ class Trainer:
             raise ValueError(f"n_trainable must be in [1, {L}], got {n_trainable}")
         if config.train_embeddings and n_trainable != L:
             raise ValueError("training embeddings needs every layer trainable")
+        if config.l2_to_init < 0:
+            raise ValueError(f"l2_to_init must be >= 0, got {config.l2_to_init}")
+        if config.session_parallel and (config.l2_to_init > 0 or not config.train_gru):
+            raise ValueError("l2_to_init and train_gru=False need windowed training "
+                             "(session_parallel=False)")
+        if config.train_embeddings and not config.train_gru:
+            raise ValueError("training embeddings needs the GRU layers trained (train_gru)")
         self.p = params
         self.cfg = config
         self.items = np.ascontiguousarray(items, np.int32)
@@ -703,6 +717,13 @@ class Trainer:
                                and W_p.shape[0] == W_p.shape[1]
                                and np.array_equal(W_p, np.eye(W_p.shape[0], dtype=F32))
                                and not params.b_p.any())
+        # anchors of the L2 pull (copies of the starting weights; only when on)
+        self._init = None
+        if config.l2_to_init > 0:
+            self._init = {"W_p": params.W_p.copy(), "b_p": params.b_p.copy()}
+            for l in self.trainable:
+                for name, a in zip(("W_ih", "W_hh", "b_ih", "b_hh"), params.layers[l]):
+                    self._init[f"{name}{l}"] = a.copy()
         self.X = None
         if self.first > 0:
             # frozen lower layers: outputs over the whole history, once
@@ -900,6 +921,20 @@ class Trainer:
                                     logq_t, logq_n, scale=scale, ws=self._ws)
         return row_loss, G, uniq, inv, O_u
 
+    def _pull_to_init(self, dW_p: np.ndarray, db_p: np.ndarray, grads) -> None:
+        """Add ``l2_to_init * (w - w0)`` to the gradients of the trained
+        weights (in place): the gradient of ``l2_to_init / 2 * ||w - w0||^2``,
+        which keeps a fine-tuned model near the model it started from."""
+        lam, p, w0 = F32(self.cfg.l2_to_init), self.p, self._init
+        pairs = []
+        if self.cfg.train_head:
+            pairs += [(dW_p, p.W_p, w0["W_p"]), (db_p, p.b_p, w0["b_p"])]
+        for l, *gs in grads:
+            for name, prm, gr in zip(("W_ih", "W_hh", "b_ih", "b_hh"), p.layers[l], gs):
+                pairs.append((gr, prm, w0[f"{name}{l}"]))
+        for gr, prm, a in pairs:
+            gr += lam * (prm - a)
+
     def _dropout_mask(self, shape, rate: float) -> Optional[np.ndarray]:
         """Inverted-dropout mask (None when off)."""
         if rate <= 0:
@@ -980,7 +1015,7 @@ class Trainer:
         dy[tsel] = dh
         dy = dy.reshape(T, B, H)
         grads = []
-        for j in range(len(self.trainable) - 1, -1, -1):
+        for j in (range(len(self.trainable) - 1, -1, -1) if cfg.train_gru else ()):
             l = self.trainable[j]
             W_ih, W_hh, _, _ = p.layers[l]
             need_dx = j > 0 or cfg.train_embeddings
@@ -989,6 +1024,8 @@ class Trainer:
                 need_dx=need_dx)
             grads.append((l, dW_ih, dW_hh, db_ih, db_hh))
             dy = dx
+        if self._init is not None:
+            self._pull_to_init(dW_p, db_p, grads)
         dense = [dW_p, db_p] + [a for gr in grads for a in gr[1:]]
         if cfg.clip_norm > 0:
             K.clip_by_global_norm(dense, cfg.clip_norm)

@@ -82,10 +82,15 @@ def finetune_params(base: Params, items: np.ndarray, session_start: Optional[np.
                     window: int = 20, batch_size: int = 16, n_negatives: int = 256,
                     alpha: float = 0.75, lr: float = 0.05, optimizer: str = "adagrad",
                     holdout: float = 0.1, early_stopping: bool = True,
+                    l2_to_global: float = 0.0, train_gru: bool = True,
                     progress: Optional[Callable[[str], None]] = None) -> tuple:
     """Fine-tune a copy of ``base`` on one click sequence (dense indices).
 
-    Returns ``(personal Params, summary dict)``.  ``base`` is not modified.
+    ``l2_to_global`` adds ``l2_to_global / 2 * ||w - w_global||^2`` over the
+    trained weights to the loss (a pull towards ``base``; 0: off);
+    ``train_gru=False`` trains the head only (the last GRU layer stays the
+    global one).  Returns ``(personal Params, summary dict)``.  ``base`` is
+    not modified.
     """
     t0 = time.perf_counter()
     items = np.ascontiguousarray(items, np.int32)
@@ -98,7 +103,8 @@ def finetune_params(base: Params, items: np.ndarray, session_start: Optional[np.
     held = _heldout_positions(targets_all, n_train) if n_hold else np.zeros(0, np.int64)
     cfg = TrainConfig(epochs=epochs, window=window, batch_size=batch_size,
                       n_negatives=n_negatives, alpha=alpha, lr=lr, optimizer=optimizer,
-                      seed=seed, loss="xe", candidate_share=0.5)
+                      seed=seed, loss="xe", candidate_share=0.5,
+                      l2_to_init=l2_to_global, train_gru=train_gru)
     params = base.copy()
     trainer = Trainer(params, items, session_start, cfg, n_trainable=1,
                       reset_at_sessions=reset_at_sessions, popularity=popularity,

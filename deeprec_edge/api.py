@@ -38,7 +38,8 @@ def _dense_candidates(model, candidates) -> Optional[np.ndarray]:
 def finetune(model, history, *, candidates: Optional[Iterable] = None, epochs: int = 5,
              seed: int = 0, window: int = 20, batch_size: int = 16, n_negatives: int = 256,
              alpha: float = 0.75, lr: float = 0.05, optimizer: str = "adagrad",
-             holdout: float = 0.1, early_stopping: bool = True,
+             holdout: float = 0.1, early_stopping: bool = True, l2_to_global: float = 0.0,
+             train_gru: bool = True,
              progress: Optional[Callable[[str], None]] = None) -> FinetuneResult:
     """Fine-tune a personal model on the user's click history.
 
@@ -60,6 +61,16 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None, epochs: i
     holdout : float
         Share of the newest clicks held out for evaluation and early
         stopping (0 disables both).
+    early_stopping : bool
+        Keep the best held-out epoch (the global model if none is better).
+    l2_to_global : float
+        Strength of an L2 pull of the trained weights towards the global
+        model's: ``l2_to_global / 2 * ||w - w_global||^2`` is added to the
+        loss (0, the default: off).  Lets a personal model move only as far
+        as the user's clicks justify.
+    train_gru : bool
+        Fine-tune the last GRU layer too (default); False trains the head
+        ``W_p, b_p`` only.
     progress : callable(str), optional
         Receives one line per epoch.
 
@@ -93,7 +104,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None, epochs: i
         base, items, sess, reset_at_sessions=_reset(model), popularity=model.popularity,
         candidates=cand, epochs=epochs, seed=seed, window=window, batch_size=batch_size,
         n_negatives=n_negatives, alpha=alpha, lr=lr, optimizer=optimizer, holdout=holdout,
-        early_stopping=early_stopping, progress=progress)
+        early_stopping=early_stopping, l2_to_global=l2_to_global, train_gru=train_gru,
+        progress=progress)
     summary.update({
         "clicks_read": int(history.n_rows),
         "clicks_skipped_unknown": int(history.n_unknown),

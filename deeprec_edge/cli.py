@@ -56,7 +56,8 @@ def _cmd_finetune(a) -> int:
     res = finetune(model, hist, candidates=cands, epochs=a.epochs, seed=a.seed,
                    window=a.window, batch_size=a.batch_size, n_negatives=a.negatives,
                    lr=a.lr, optimizer=a.optimizer, holdout=a.holdout,
-                   early_stopping=not a.no_early_stopping, progress=prog)
+                   early_stopping=not a.no_early_stopping, l2_to_global=a.l2_global,
+                   train_gru=not a.head_only, progress=prog)
     save_model(res.model, out)
     s = res.summary
     lines = [
@@ -217,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "held out for evaluation and early stopping (default 0.1; 0 = none)")
     f.add_argument("--no-early-stopping", action="store_true",
                    help="train all epochs instead of keeping the best held-out epoch")
+    f.add_argument("--l2-global", type=float, default=0.0, metavar="LAMBDA",
+                   help="pull the fine-tuned weights towards the global model's: "
+                        "LAMBDA/2 * ||w - w_global||^2 is added to the loss (default 0: off)")
+    f.add_argument("--head-only", action="store_true",
+                   help="fine-tune the head only (the last GRU layer stays the global one)")
     f.add_argument("--format", choices=["text", "json"], default="text",
                    help="summary format (default text)")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -75,6 +75,21 @@ def test_finetune_recommend_info_end_to_end(files, tmp_path):
     assert code == 0 and "personal" in so.lower()
 
 
+def test_finetune_head_only_with_pull(files, tmp_path, capsys):
+    """--head-only keeps the GRU layer the global one; --l2-global is accepted."""
+    from deeprec_edge.model import params_of
+    w, h = files
+    out = tmp_path / "me.npz"
+    assert main(["finetune", str(w), str(h), "-o", str(out), "--epochs", "1", "--head-only",
+                 "--l2-global", "0.5", "--optimizer", "sgd", "--lr", "0.1", "--holdout", "0", "-q",
+                 "--format", "json"]) == 0
+    capsys.readouterr()
+    g, p = params_of(load_model(w)), params_of(load_model(out))
+    for a, b in zip(p.layers[-1], g.layers[-1]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(p.b_p, g.b_p)
+
+
 def _one_line_error(code, out, err):
     assert code == 2, (code, out, err)
     assert "Traceback" not in err

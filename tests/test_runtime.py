@@ -123,6 +123,50 @@ def test_frozen_lower_layers_with_two_layers(world_model):
     assert np.isfinite(s["loss_last_epoch"])
 
 
+def _dist(a, b):
+    """Squared distance between two models' fine-tuned weights."""
+    pa, pb = a.layers[-1] + [a.W_p, a.b_p], b.layers[-1] + [b.W_p, b.b_p]
+    return sum(float(((x.astype(np.float64) - y) ** 2).sum()) for x, y in zip(pa, pb))
+
+
+def test_l2_to_global_pulls_towards_the_global_model(model_and_user):
+    """l2_to_global = 0 is the default recipe bit for bit; a larger pull
+    keeps the personal weights closer to the global ones; a negative one is
+    an error."""
+    model, items, starts = model_and_user
+    base = params_of(model)
+    kw = dict(epochs=3, holdout=0.0, seed=3, optimizer="sgd", lr=0.1)
+    free, _ = finetune_params(base, items, starts, **kw)
+    zero, _ = finetune_params(base, items, starts, l2_to_global=0.0, **kw)
+    for x, y in zip(free.layers[-1] + [free.W_p, free.b_p],
+                    zero.layers[-1] + [zero.W_p, zero.b_p]):
+        np.testing.assert_array_equal(x, y)
+    d = [_dist(finetune_params(base, items, starts, l2_to_global=lam, **kw)[0], base)
+         for lam in (0.0, 1.0, 5.0)]
+    assert d[0] > d[1] > d[2] > 0, d
+    with pytest.raises(ValueError, match="l2_to_init"):
+        finetune_params(base, items, starts, l2_to_global=-1.0, **kw)
+
+
+def test_head_only_finetuning_keeps_the_gru_layer(model_and_user):
+    model, items, starts = model_and_user
+    base = params_of(model)
+    personal, s = finetune_params(base, items, starts, epochs=2, holdout=0.0, train_gru=False)
+    for a, b in zip(personal.layers[-1], base.layers[-1]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(personal.W_p, base.W_p)
+    assert not np.array_equal(personal.b_p, base.b_p)
+    assert np.isfinite(s["loss_last_epoch"])
+    # through the API too, with the pull
+    hist = de.History(items=items.astype(np.int32), item_ids=model.item_ids[items],
+                      timestamps=1e9 + 60.0 * np.arange(items.size),
+                      session_ids=np.cumsum(starts).astype(str), n_rows=int(items.size),
+                      source="test")
+    res = de.finetune(model, hist, epochs=1, holdout=0.0, train_gru=False, l2_to_global=0.5)
+    for a, b in zip(params_of(res.model).layers[-1], base.layers[-1]):
+        np.testing.assert_array_equal(a, b)
+
+
 # ---------------------------------------------------------------- API and files
 
 
