@@ -498,6 +498,24 @@ def _ks(s: str) -> tuple:
     return ks
 
 
+def _check_output_paths(a) -> None:
+    """Before any work: every output path writable, and the plot's image
+    format one matplotlib writes (so a typo does not cost a whole run)."""
+    for p in (a.json_report, a.markdown, a.plot):
+        if p:
+            _check_writable(p)
+    if a.plot:
+        try:
+            from matplotlib.backend_bases import FigureCanvasBase
+        except ImportError:
+            return                                 # said (and skipped) after the run
+        ext = os.path.splitext(a.plot)[1].lower().lstrip(".") or "png"
+        formats = FigureCanvasBase.get_supported_filetypes()
+        if ext not in formats:
+            raise UserError(f"--plot {a.plot}: unknown image format {ext!r} "
+                            f"(use one of {', '.join(sorted(formats))})")
+
+
 def _outputs(a, report) -> None:
     from .evaluate import markdown_report, plot_report, write_json
     report["command"] = ["deeprec-train"] + list(a._argv)
@@ -530,14 +548,13 @@ def _cmd_evaluate(a) -> int:
     from deeprec_edge.model import load_model
     from .evaluate import DEEPREC_METHODS, DeepRecSettings, FinetuneSettings, evaluate_deeprec
 
-    for p in (a.json_report, a.markdown, a.plot):
-        if p:
-            _check_writable(p)
+    _check_output_paths(a)
     cfg = _fit_config(a)
     ft = FinetuneSettings(epochs=a.ft_epochs, lr=a.ft_lr, window=a.ft_window,
                           batch_size=a.ft_batch_size, n_negatives=a.ft_negatives,
                           alpha=a.ft_alpha, optimizer=a.ft_optimizer, holdout=a.ft_holdout,
-                          early_stopping=a.ft_early_stopping, use_candidates=a.ft_candidates)
+                          early_stopping=a.ft_early_stopping, l2_to_global=a.ft_l2_global,
+                          train_gru=a.ft_train_gru, use_candidates=a.ft_candidates)
     st = DeepRecSettings(
         quantile=a.quantile, cutoff=_when(a.cutoff), min_post_clicks=a.min_post_clicks,
         finetune_share=a.finetune_share, min_item_support=a.min_item_support,
@@ -565,9 +582,7 @@ def _cmd_evaluate_sessions(a) -> int:
     from deeprec_edge.model import load_model
     from .evaluate import SESSION_METHODS, evaluate_sessions
 
-    for p in (a.json_report, a.markdown, a.plot):
-        if p:
-            _check_writable(p)
+    _check_output_paths(a)
     cfg = _fit_config(a)
     model = load_model(a.model) if a.model else None
     train = _preprocess(a, _read(a, a.train))
@@ -751,6 +766,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "out for early stopping (0: none)")
     g.add_argument("--ft-early-stopping", action=argparse.BooleanOptionalAction, default=None,
                    help="keep the best held-out epoch (the global model if none is better)")
+    g.add_argument("--ft-l2-global", type=float, metavar="LAMBDA",
+                   help="L2 pull of the fine-tuned weights towards the global model's: "
+                        "LAMBDA/2 * ||w - w_global||^2 added to the loss (0: off, default)")
+    g.add_argument("--ft-train-gru", action=argparse.BooleanOptionalAction, default=None,
+                   help="fine-tune the last GRU layer as well as the head (default); "
+                        "--no-ft-train-gru trains the head only")
     g.add_argument("--ft-candidates", action="store_true",
                    help="draw half the negatives from the user's candidate set")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress output")

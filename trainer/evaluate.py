@@ -126,7 +126,7 @@ def _stderr(msg: str) -> None:
 # --------------------------------------------------------------------------
 
 _FT_KEYS = ("epochs", "lr", "window", "batch_size", "n_negatives", "alpha", "optimizer",
-            "holdout", "early_stopping")
+            "holdout", "early_stopping", "l2_to_global", "train_gru")
 
 
 def runtime_finetune_defaults() -> Dict[str, Any]:
@@ -150,6 +150,8 @@ class FinetuneSettings:
     optimizer: Optional[str] = None
     holdout: Optional[float] = None
     early_stopping: Optional[bool] = None
+    l2_to_global: Optional[float] = None  #: L2 pull of the trained weights towards the global's
+    train_gru: Optional[bool] = None      #: False: fine-tune the head only
     use_candidates: bool = False     #: draw half the negatives from the user's candidate set
 
     def resolved(self) -> Dict[str, Any]:
@@ -841,34 +843,122 @@ def markdown_report(report: Dict[str, Any]) -> str:
 
 
 def plot_report(report: Dict[str, Any], path: str) -> bool:
-    """Bar chart of Recall@20 and MRR@20 per method with 95% intervals.
-    Returns False (and writes nothing) when matplotlib is not installed."""
+    """Bar chart of Recall@20 and MRR@20 per method (optimistic ties) with 95%
+    intervals: one row per ranking (DeepRec: full catalogue and candidate sets;
+    sessions: full), one column per metric, the same y scale down a column.
+
+    Returns False (and writes nothing) when matplotlib is not installed; raises
+    ValueError (writing nothing) when ``report`` is not an evaluation report
+    with at least one Recall@20/MRR@20 value, or ``path``'s extension is not a
+    format matplotlib writes (no extension: PNG, written to ``path`` as given).
+    The file is written atomically (a temporary file, then renamed)."""
+    if not isinstance(report, dict) or not isinstance(report.get("methods"), dict):
+        raise ValueError("plot_report: not an evaluation report (no 'methods' mapping)")
+    protocol = report.get("protocol")
+    if protocol not in ("deeprec", "sessions"):
+        raise ValueError(f"plot_report: unknown protocol {protocol!r} (deeprec or sessions)")
+    names = list(report["methods"])
+    if not names:
+        raise ValueError("plot_report: the report has no methods")
+    settings = ["full", "candidates"] if protocol == "deeprec" else ["full"]
+    metrics = (("recall@20", "Recall@20"), ("mrr@20", "MRR@20"))
+
+    def _num(x: Any) -> Optional[float]:
+        try:
+            x = float(x)
+        except (TypeError, ValueError):
+            return None
+        return x if math.isfinite(x) else None
+
+    # (setting, metric) -> per method (mean, ci_low, ci_high), None where missing
+    values: Dict[Tuple[str, str], List[Tuple[Optional[float], Optional[float], Optional[float]]]] = {}
+    for s in settings:
+        for metric, _ in metrics:
+            row = []
+            for n in names:
+                res = report["methods"][n]
+                m = (((res.get(s) if isinstance(res, dict) else None) or {})
+                     .get("optimistic") or {}).get(metric) or {}
+                row.append((_num(m.get("mean")), _num(m.get("ci_low")), _num(m.get("ci_high"))))
+            values[s, metric] = row
+    if all(v[0] is None for row in values.values() for v in row):
+        raise ValueError("plot_report: the report has no Recall@20 or MRR@20 values to plot")
+
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:
         return False
-    settings = ["full", "candidates"] if report["protocol"] == "deeprec" else ["full"]
-    fig, axes = plt.subplots(1, len(settings) * 2, figsize=(5 * len(settings) * 2, 4))
-    axes = np.atleast_1d(axes)
-    names = list(report["methods"])
-    i = 0
-    for s in settings:
-        for metric in ("recall@20", "mrr@20"):
-            ax = axes[i]
-            i += 1
-            vals, lo, hi = [], [], []
-            for n in names:
-                m = ((report["methods"][n].get(s) or {}).get("optimistic") or {}).get(metric) or {}
-                v = m.get("mean") or 0.0
-                vals.append(v)
-                lo.append(v - (m.get("ci_low") if m.get("ci_low") is not None else v))
-                hi.append((m.get("ci_high") if m.get("ci_high") is not None else v) - v)
-            ax.bar(names, vals, yerr=[lo, hi], capsize=4)
-            ax.set_title(f"{metric} ({s})")
-            ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+
+    fig = Figure(figsize=(max(8.0, 1.9 * len(names) + 2.0), 3.4 * len(settings) + 0.9),
+                 layout="constrained")
+    supported = fig.canvas.get_supported_filetypes()
+    ext = os.path.splitext(str(path))[1].lower().lstrip(".")
+    fmt = ext or "png"
+    if fmt not in supported:
+        raise ValueError(f"plot_report: cannot write {path!r}: unknown image format {ext!r} "
+                         f"(use one of {', '.join(sorted(supported))})")
+
+    d = report.get("data") or {}
+
+    def _count(key: str) -> str:
+        v = d.get(key)
+        return f"{v:,}" if isinstance(v, (int, np.integer)) else "?"
+
+    titles = {"full": "full catalogue", "candidates": "within candidate sets"}
+    if protocol == "deeprec":
+        nc = (report.get("candidates") or {}).get("n_candidates")
+        if nc:
+            titles["candidates"] = f"within candidate sets ({nc} items)"
+        head = (f"DeepRec protocol: {_count('evaluated_users')} users, "
+                f"{_count('test_events')} test events, {_count('catalogue_items')} items; "
+                "per-user means")
+        if d.get("validation"):
+            head += " (validation split)"
+    else:
+        head = (f"Session protocol: {_count('events_evaluated')} test events, "
+                f"{_count('catalogue_items')} items; event means")
+    fig.suptitle(head + "; bars: 95% interval; optimistic ties", fontsize=10)
+
+    axes = np.atleast_2d(fig.subplots(len(settings), len(metrics), sharey="col", squeeze=False))
+    colors = [f"C{i % 10}" for i in range(len(names))]
+    x = np.arange(len(names))
+    for j, (metric, label) in enumerate(metrics):
+        top = 0.0
+        for s in settings:
+            for mean, lo, hi in values[s, metric]:
+                top = max([top] + [v for v in (mean, hi) if v is not None])
+        for i, s in enumerate(settings):
+            ax = axes[i, j]
+            row = values[s, metric]
+            means = [v[0] if v[0] is not None else 0.0 for v in row]
+            # error bars: zero-length where the interval is missing (e.g. < 2 units)
+            err_lo = [max(0.0, v[0] - v[1]) if v[0] is not None and v[1] is not None else 0.0
+                      for v in row]
+            err_hi = [max(0.0, v[2] - v[0]) if v[0] is not None and v[2] is not None else 0.0
+                      for v in row]
+            ax.bar(x, means, color=colors, yerr=[err_lo, err_hi], capsize=4,
+                   error_kw={"elinewidth": 1.2, "ecolor": "black"})
+            for k, (mean, lo, hi) in enumerate(row):
+                if mean is None:
+                    ax.text(k, 0.0, "n/a", ha="center", va="bottom", fontsize=8, color="0.4")
+                else:
+                    y = mean + err_hi[k]
+                    ax.text(k, y + 0.01 * (top or 1.0), f"{mean:.3f}", ha="center",
+                            va="bottom", fontsize=8)
+            ax.set_xticks(x, names, rotation=20, ha="right", rotation_mode="anchor")
+            ax.set_ylabel(label)
+            ax.set_title(f"{label}, {titles[s]}", fontsize=10)
+            ax.set_ylim(0.0, (top or 1.0) * 1.15)
+            ax.grid(axis="y", alpha=0.3)
+            ax.set_axisbelow(True)
+
+    path = str(path)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
+                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format=fmt, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return True

@@ -196,6 +196,14 @@ def test_user_errors(tmp_path, capsys, log_csv):
     assert not (tmp_path / "o.npz").exists() and not w.exists()
     assert main(["evaluate", str(log_csv), *READER, "--methods", "global,magic"]) == 2
     assert "unknown method" in capsys.readouterr().err
+    # a plot format matplotlib cannot write is refused before any work (and
+    # before any other report file is written)
+    pytest.importorskip("matplotlib")
+    js = tmp_path / "r.json"
+    assert main(["evaluate", str(log_csv), *READER, "--json", str(js),
+                 "--plot", str(tmp_path / "p.xyz")]) == 2
+    assert "unknown image format 'xyz'" in capsys.readouterr().err
+    assert not js.exists()
 
 
 def test_fit_flags_reach_the_config(log_csv, tmp_path):
@@ -206,6 +214,17 @@ def test_fit_flags_reach_the_config(log_csv, tmp_path):
     m = load_model(w)
     assert m.hidden_sizes == [8, 6] and not m.tied and m.dim == 5
     assert m.config["fit"]["train"]["clip_norm"] == 5 and m.config["loss"] == "bpr-max"
+
+
+def test_evaluate_finetune_flags_reach_the_runtime(log_csv, tmp_path):
+    """--ft-l2-global and --no-ft-train-gru are passed to deeprec_edge.finetune
+    and recorded in the report; --validation never reads the test part."""
+    r = tmp_path / "r.json"
+    assert main(["evaluate", str(log_csv), *READER, *SMALL, "--methods", "global,personal",
+                 "--min-post-clicks", "6", "--validation", "--ft-epochs", "1",
+                 "--ft-l2-global", "0.25", "--no-ft-train-gru", "--json", str(r)]) == 0
+    ft = json.loads(r.read_text())["finetune"]["settings"]
+    assert ft["l2_to_global"] == 0.25 and ft["train_gru"] is False
 
 
 def test_evaluate_sessions_command(tmp_path):

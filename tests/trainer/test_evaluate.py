@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -212,15 +213,59 @@ def test_session_protocol():
     assert "| gru |" in md and "Session protocol" in md
 
 
-def test_plot_is_optional(tmp_path, world_report):
-    path = tmp_path / "p.png"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_writes_a_png(tmp_path, world_report):
     try:
-        import matplotlib  # noqa: F401
-        have = True
+        import matplotlib.image as mpl_image
     except ImportError:
-        have = False
-    assert EV.plot_report(world_report, str(path)) is have
-    assert path.exists() is have
+        pytest.skip('matplotlib not installed (pip install "deeprec-edge[trainer]")')
+    path = tmp_path / "p.png"
+    assert EV.plot_report(world_report, str(path)) is True
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    assert len(data) > 20_000                      # four labelled panels, not an empty canvas
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert 800 <= width <= 4000 and 400 <= height <= 3000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]     # no temporary file left
+    img = mpl_image.imread(str(path))[..., :3]
+    colours = {tuple(c) for c in np.round(img.reshape(-1, 3) * 255).astype(int)[::7]}
+    # one bar colour per method (matplotlib's C0..C4) besides white, black and grey
+    bars = {(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189)}
+    assert bars <= colours
+    # no extension: a PNG at exactly that path; the session protocol's report: one row
+    sess = {"protocol": "sessions", "data": {"events_evaluated": 10, "catalogue_items": 5},
+            "methods": {m: {"full": world_report["methods"][m]["full"]}
+                        for m in ("popularity", "global")}}
+    assert EV.plot_report(sess, str(tmp_path / "sessions")) is True
+    assert (tmp_path / "sessions").read_bytes()[:8] == PNG_SIGNATURE
+    with pytest.raises(ValueError, match="image format"):
+        EV.plot_report(world_report, str(tmp_path / "p.xyz"))
+    assert not (tmp_path / "p.xyz").exists()
+
+
+def test_plot_without_matplotlib(tmp_path, world_report, monkeypatch):
+    # None in sys.modules makes the import fail, as when matplotlib is not installed
+    for name in ("matplotlib", "matplotlib.figure"):
+        monkeypatch.setitem(sys.modules, name, None)
+    path = tmp_path / "p.png"
+    assert EV.plot_report(world_report, str(path)) is False
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("report, match", [
+    ({}, "not an evaluation report"),
+    ([], "not an evaluation report"),
+    ({"protocol": "deeprec", "methods": {}}, "no methods"),
+    ({"protocol": "other", "methods": {"global": {}}}, "unknown protocol"),
+    ({"protocol": "deeprec", "methods": {"global": {"full": {}}}}, "no Recall@20 or MRR@20"),
+])
+def test_plot_rejects_bad_reports(tmp_path, report, match):
+    path = tmp_path / "p.png"
+    with pytest.raises(ValueError, match=match):
+        EV.plot_report(report, str(path))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_clean_and_write_json(tmp_path):
