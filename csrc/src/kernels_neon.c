@@ -10,37 +10,59 @@
 #include <arm_neon.h>
 #include <string.h>
 
-#define NEON_MR 6
+#define NEON_MR 5
 
-/* ---- micro-kernel: 6 x 16 tile, 24 accumulators (of 32 registers) ---- */
+/* ---- micro-kernel: 5 x 16 tile, 20 accumulators (of 32 registers) ---- */
 
-static void gemm_tile_neon(int64_t mr, int64_t nr, int64_t K,
-                           const float *A, int64_t rsa, int64_t csa,
-                           const float *Bp, float alpha, float beta,
-                           const float *bias, float *C, int64_t ldc) {
-    float32x4_t acc[NEON_MR][4];
-    for (int i = 0; i < NEON_MR; ++i)
-        for (int q = 0; q < 4; ++q) acc[i][q] = vdupq_n_f32(0.0f);
-    /* rows past mr read row 0 again (valid memory); never stored */
-    const float *a[NEON_MR];
-    for (int i = 0; i < NEON_MR; ++i) a[i] = A + (i < mr ? i : 0) * rsa;
+/* The k loop alone, with named accumulators, in its own (not inlined)
+ * function.  5 rows: 20 accumulators, 4 B vectors and 5 A values are 29 of
+ * the 32 registers, and gcc schedules every A load of a k step first, so
+ * that is what must fit.  The former 6-row tile (34 registers that way),
+ * written over an array of accumulators, stored accumulators to the stack
+ * in every iteration. */
+#define DRE_ROW(i)                                                         \
+    do {                                                                   \
+        const float av = a##i[o];                                          \
+        c##i##0 = vfmaq_n_f32(c##i##0, b0, av);                            \
+        c##i##1 = vfmaq_n_f32(c##i##1, b1, av);                            \
+        c##i##2 = vfmaq_n_f32(c##i##2, b2, av);                            \
+        c##i##3 = vfmaq_n_f32(c##i##3, b3, av);                            \
+    } while (0)
+
+__attribute__((noinline))
+static void gemm_tile_loop_neon(int64_t K, const float *a0, const float *a1, const float *a2,
+                                const float *a3, const float *a4, int64_t csa,
+                                const float *Bp, float32x4_t *acc) {
+    const float32x4_t z = vdupq_n_f32(0.0f);
+    float32x4_t c00 = z, c01 = z, c02 = z, c03 = z, c10 = z, c11 = z, c12 = z, c13 = z;
+    float32x4_t c20 = z, c21 = z, c22 = z, c23 = z, c30 = z, c31 = z, c32 = z, c33 = z;
+    float32x4_t c40 = z, c41 = z, c42 = z, c43 = z;
     for (int64_t k = 0; k < K; ++k) {
         const float *b = Bp + k * DRE_NR;
         const float32x4_t b0 = vld1q_f32(b), b1 = vld1q_f32(b + 4);
         const float32x4_t b2 = vld1q_f32(b + 8), b3 = vld1q_f32(b + 12);
         const int64_t o = k * csa;
-        for (int i = 0; i < NEON_MR; ++i) {
-            const float32x4_t av = vdupq_n_f32(a[i][o]);
-            acc[i][0] = vfmaq_f32(acc[i][0], av, b0);
-            acc[i][1] = vfmaq_f32(acc[i][1], av, b1);
-            acc[i][2] = vfmaq_f32(acc[i][2], av, b2);
-            acc[i][3] = vfmaq_f32(acc[i][3], av, b3);
-        }
+        DRE_ROW(0); DRE_ROW(1); DRE_ROW(2); DRE_ROW(3); DRE_ROW(4);
     }
+    const float32x4_t out[4 * NEON_MR] = {c00, c01, c02, c03, c10, c11, c12, c13,
+                                          c20, c21, c22, c23, c30, c31, c32, c33,
+                                          c40, c41, c42, c43};
+    for (int q = 0; q < 4 * NEON_MR; ++q) acc[q] = out[q];
+}
+#undef DRE_ROW
+
+static void gemm_tile_neon(int64_t mr, int64_t nr, int64_t K,
+                           const float *A, int64_t rsa, int64_t csa,
+                           const float *Bp, float alpha, float beta,
+                           const float *bias, float *C, int64_t ldc) {
+    /* rows past mr read row 0 again (valid memory); never stored */
+    float32x4_t acc[4 * NEON_MR];
+    gemm_tile_loop_neon(K, A, A + (mr > 1 ? 1 : 0) * rsa, A + (mr > 2 ? 2 : 0) * rsa,
+                        A + (mr > 3 ? 3 : 0) * rsa, A + (mr > 4 ? 4 : 0) * rsa, csa, Bp, acc);
     for (int64_t i = 0; i < mr; ++i) {
         float *c = C + i * ldc;
         float tmp[DRE_NR];
-        for (int q = 0; q < 4; ++q) vst1q_f32(tmp + 4 * q, acc[i][q]);
+        for (int q = 0; q < 4; ++q) vst1q_f32(tmp + 4 * q, acc[4 * i + q]);
         if (beta == 0.0f) {
             for (int64_t j = 0; j < nr; ++j) c[j] = alpha * tmp[j];
         } else {
