@@ -114,3 +114,34 @@ def test_weight_dtype_is_validated():
     model = random_model(n_items=10, seed=0)
     with pytest.raises(ValueError, match="weight_dtype: expected 'float32' or 'float16'"):
         de.Session(model, weight_dtype="int8")
+
+
+def test_topk_table_rejects_bad_arrays():
+    """StreamCore.topk_table checks every array before the C call."""
+    model = random_model(n_items=12, e=4, hidden=6, d=5, seed=4)
+    s = de.Session(model, candidates=model.item_ids[:6].tolist())
+    core, O_c, b_c = s._core, s._O_c, s._b_c
+    ok = core.topk_table(3, O_c, b_c, np.zeros(6, np.uint8), np.arange(6, dtype=np.int64))
+    assert len(ok[0]) == 3
+    bad = [
+        (dict(O_c=O_c[:, :4].copy()), "^O_c: expected float32 array of shape"),
+        (dict(O_c=O_c.astype(np.float64)), "^O_c: expected float32"),
+        (dict(O_c=np.asfortranarray(np.zeros((5, 5), np.float32))), "^O_c: expected float32"),
+        (dict(b_c=b_c[:5].copy()), r"^b_c: expected float32 array of shape \(n=6,\)"),
+        (dict(exclude=np.zeros(5, np.uint8)), "^exclude: expected"),
+        (dict(exclude=np.zeros(6, np.float32)), "^exclude: expected uint8 or bool"),
+        (dict(ids=np.arange(6, dtype=np.int32)), "^ids: expected int64"),
+        (dict(ids=np.arange(7)), "^ids: expected int64"),
+        (dict(k=-1), "^k: expected k >= 0"),
+    ]
+    for change, msg in bad:
+        kw = dict(k=3, O_c=O_c, b_c=b_c, exclude=None, ids=None)
+        kw.update(change)
+        with pytest.raises(ValueError, match=msg):
+            core.topk_table(kw["k"], kw["O_c"], kw["b_c"], kw["exclude"], kw["ids"])
+    empty = core.topk_table(5, np.zeros((0, 5), np.float32))
+    assert empty[0].shape == (0,) and empty[1].shape == (0,)
+    none = de.Session(model, candidates=[999_999])        # no known candidate at all
+    none.click(model.item_ids[0])
+    ids, scores = none.recommend(5)
+    assert ids.shape == (0,) and scores.shape == (0,)
