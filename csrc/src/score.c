@@ -16,8 +16,9 @@
  *     lower row number ranks first.
  * A row listed twice in idx is scored twice and may be returned twice.
  *
- * The fused top-k keeps a bounded heap of the best k seen so far directly in
- * the caller's top_idx/top_score arrays (root = the worst of them), scores
+ * The fused top-k keeps the best k seen so far directly in the caller's
+ * top_idx/top_score arrays -- sorted best first for k <= 64, else a bounded
+ * heap (root = the worst of them) --, scores
  * the candidates in chunks of DRE_TOPK_CHUNK rows into a stack buffer (no
  * n-sized buffer, no malloc) and, once the heap is full, rejects a whole
  * chunk with one vectorised compare-and-or pass against the root's score,
@@ -28,6 +29,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <string.h>
 
 #define DRE_TOPK_CHUNK 256
 
@@ -114,6 +116,32 @@ static void heap_push(int32_t *hi, float *hs, int64_t size, float s, int32_t r) 
     hs[pos] = s;
 }
 
+/* Small k: the best-so-far kept sorted best first.  A new entry's place is
+ * counted without branches (how many entries rank before it: a loop the
+ * compiler vectorises) and the tail moves down by one.  A heap's sift takes
+ * a data-dependent branch per level instead, mispredicted about half the
+ * time: for k = 20 of 500 candidates that was half of the call.  Larger k:
+ * the heap. */
+#define DRE_TOPK_SORTED_MAX 64
+
+/* Insert (s, r) into the sorted list ti/ts of `size` entries; when the list
+ * is full (size == cap) the last entry, which (s, r) must rank before,
+ * drops out. */
+static void sorted_insert(int32_t *ti, float *ts, int64_t size, int64_t cap, float s, int32_t r) {
+    int64_t pos = 0;
+    if (!isnan(s)) {
+        /* NaN entries rank after every number, and compare false here */
+        for (int64_t j = 0; j < size; ++j) pos += (ts[j] > s) | ((ts[j] == s) & (ti[j] < r));
+    } else {
+        for (int64_t j = 0; j < size; ++j) pos += (!isnan(ts[j])) | (isnan(ts[j]) & (ti[j] < r));
+    }
+    const int64_t last = size < cap ? size : cap - 1; /* the slot that is freed */
+    memmove(ti + pos + 1, ti + pos, (size_t)(last - pos) * sizeof *ti);
+    memmove(ts + pos + 1, ts + pos, (size_t)(last - pos) * sizeof *ts);
+    ti[pos] = r;
+    ts[pos] = s;
+}
+
 dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const float *bias,
                           const float *u, const int32_t *idx, int64_t n,
                           const uint8_t *exclude, int64_t k,
@@ -134,6 +162,8 @@ dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const float *bia
 
     const dre_kernels *kt = dre__kernels();
     const int64_t cap = k < n ? k : n; /* the heap never holds more than n */
+    const int sorted = cap <= DRE_TOPK_SORTED_MAX;
+    const int64_t worst = sorted ? cap - 1 : 0; /* where the worst entry kept sits, once full */
     int64_t size = 0;
     /* Fast rejection once the heap is full: an element with !(s >= thr)
      * cannot enter (smaller, or NaN).  Valid only while the root's score is
@@ -164,26 +194,28 @@ dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const float *bia
             if (fast && !(s >= thr)) continue; /* hot path */
             const int32_t r = ci ? ci[j] : (int32_t)(base + j);
             if (exclude && exclude[r]) continue;
-            if (size < cap) {
+            if (size == cap && !topk_better(s, r, top_score[worst], top_idx[worst])) continue;
+            if (sorted) {
+                sorted_insert(top_idx, top_score, size, cap, s, r);
+                if (size < cap) ++size;
+            } else if (size < cap) {
                 heap_push(top_idx, top_score, size, s, r);
                 ++size;
-            } else if (topk_better(s, r, top_score[0], top_idx[0])) {
+            } else {
                 top_idx[0] = r;
                 top_score[0] = s;
                 heap_sift_down(top_idx, top_score, size, 0);
-            } else {
-                continue;
             }
             if (size == cap) {
-                thr = top_score[0];
+                thr = top_score[worst];
                 fast = !isnan(thr);
             }
         }
     }
 
     /* Heap sort in place: move the worst to the end, repeatedly; the array
-     * ends best first. */
-    for (int64_t end = size - 1; end > 0; --end) {
+     * ends best first.  (The sorted list already is.) */
+    for (int64_t end = sorted ? 0 : size - 1; end > 0; --end) {
         const int32_t r = top_idx[0];
         const float s = top_score[0];
         top_idx[0] = top_idx[end];
