@@ -111,8 +111,14 @@ cdef class StreamCore:
             self.Hsum += H
             if self.half:
                 # checked as float32 above; binary16 copies, rounded to nearest even
-                W_ih = np.ascontiguousarray(W_ih.astype(np.float16))
-                W_hh = np.ascontiguousarray(W_hh.astype(np.float16))
+                with np.errstate(over="ignore"):
+                    W_ih = np.ascontiguousarray(W_ih.astype(np.float16))
+                    W_hh = np.ascontiguousarray(W_hh.astype(np.float16))
+                for a, part in ((W_ih, "W_ih"), (W_hh, "W_hh")):
+                    if np.isinf(a).any():
+                        raise ValueError(f"layers[{l}].{part}: a weight of magnitude >= 65520 "
+                                         f"does not fit float16 (weight_dtype='float16'); "
+                                         f"use weight_dtype='float32'")
             self.wih[l] = _data(W_ih); self.whh[l] = _data(W_hh)
             self.bih[l] = _f(b_ih); self.bhh[l] = _f(b_hh)
             keep.extend([W_ih, W_hh, b_ih, b_hh])

@@ -72,8 +72,11 @@ class Session:
         self.exclude_clicked = bool(exclude_clicked)
         self._cand = None if candidates is None else self._dense(candidates)
         if self._cand is not None:
-            # the candidates' rows, gathered once; clicks are mirrored into a
-            # mask in candidate order (an item listed twice is listed twice)
+            # the candidates' rows, gathered once, in item-index order (so
+            # equal scores go to the lower item index, as everywhere else);
+            # clicks are mirrored into a mask in that order (an item listed
+            # twice is listed twice)
+            self._cand = self._cand[np.argsort(self._cand, kind="stable")]
             c = self._cand.astype(np.intp)
             self._O_c = np.ascontiguousarray(p.out_table[c])
             self._b_c = np.ascontiguousarray(p.b_out[c])
@@ -112,6 +115,7 @@ class Session:
                     and timestamp - self._last_time > self.session_gap):
                 self._core.reset()
                 self._forget_clicks()
+                self._history.clear()          # a new session, as reset()
             if timestamp is not None:
                 self._last_time = float(timestamp)
             self._core.click(i)

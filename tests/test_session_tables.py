@@ -145,3 +145,41 @@ def test_topk_table_rejects_bad_arrays():
     none.click(model.item_ids[0])
     ids, scores = none.recommend(5)
     assert ids.shape == (0,) and scores.shape == (0,)
+
+
+def test_candidate_table_ties_go_to_the_lower_item_index():
+    """Equal scores: the lower item index first, whatever the order of the
+    candidate list (as recommend(candidates=...) and the full ranking do)."""
+    model = random_model(n_items=30, hidden=[12, 10], seed=1)
+    model.O[5] = model.O[2]
+    model.output_bias[5] = model.output_bias[2]
+    ids = model.item_ids.tolist()
+    for cand in ([ids[5], ids[2], ids[7], ids[5]], [ids[7], ids[5], ids[2]]):
+        s = de.Session(model, candidates=cand)
+        s.click(ids[3])
+        table, _ = s.recommend(5)
+        listed, _ = s.recommend(5, candidates=cand)
+        assert table.tolist() == listed.tolist()
+        assert table.tolist().index(ids[2]) < table.tolist().index(ids[5])
+
+
+def test_a_session_gap_forgets_the_clicks_like_reset(tmp_path):
+    model = random_model(n_items=20, seed=6)
+    ids = model.item_ids.tolist()
+    s = de.Session(model, candidates=ids[:8])
+    s.click(ids[1], timestamp=0.0)
+    s.click(ids[2], timestamp=2 * model.session_gap_seconds)      # a new session
+    assert s.clicks == 1
+    s.save(tmp_path / "s.npz")
+    r = de.Session(model, candidates=ids[:8])
+    r.load(tmp_path / "s.npz")
+    assert r.recommend(8)[0].tolist() == s.recommend(8)[0].tolist()
+    assert ids[1] in r.recommend(8)[0].tolist() and ids[2] not in r.recommend(8)[0].tolist()
+
+
+def test_float16_session_refuses_weights_beyond_float16():
+    model = random_model(n_items=10, seed=0)
+    model.layers[0].W_hh[0, 0] = 70000.0
+    with pytest.raises(ValueError, match=r"layers\[0\].W_hh: a weight of magnitude >= 65520"):
+        de.Session(model, weight_dtype="float16")
+    de.Session(model)                                             # float32 is fine

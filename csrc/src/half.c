@@ -5,7 +5,8 @@
  * binary16 they take half the bytes (a 2-layer H=100 session then fits in a
  * 512 KB L2 with its candidate table), and every product is still formed and
  * summed in float32.  These two conversions are the portable definition;
- * numpy's astype(float16) rounds the same way (tests compare bit for bit).
+ * numpy's astype(float16) rounds the same way, bit for bit for every
+ * non-NaN value (a signalling NaN comes out quiet here, signalling there).
  */
 #include "internal.h"
 
