@@ -954,8 +954,9 @@ class Trainer:
         for j, l in enumerate(self.trainable):
             W_ih, W_hh, b_ih, b_hh = p.layers[l]
             h0 = np.ascontiguousarray(h_start[j][g])
+            # the backward cache only when the layer trains (head-only: none)
             y, _, cache = K.gru_forward(x, W_ih, W_hh, b_ih, b_hh, h0=h0, lengths=lengths,
-                                        keep_cache=True)
+                                        keep_cache=cfg.train_gru)
             h0s.append(h0)
             ys.append(y)
             caches.append(cache)

@@ -202,6 +202,26 @@ cdef class StreamCore:
         memset(self.state_p, 0, self.Hsum * sizeof(float))
         self._head()
 
+    cdef tuple _topk(self, int64_t k, int64_t N, const float *O_p, const float *b_p,
+                     const int32_t *ip, int64_t n, const uint8_t *xp, str who, object idx):
+        """The one dre_score_topk call of topk and topk_table: outputs
+        allocated for min(k, n) and trimmed to what came back."""
+        cdef int64_t n_out = 0
+        cdef dre_status st
+        cdef int64_t kk = k if k < n else n
+        cdef cnp.npy_intp m = kk
+        out_i = _empty(1, &m, cnp.NPY_INT32)
+        out_s = _empty(1, &m, cnp.NPY_FLOAT32)
+        cdef int32_t *oi = <int32_t *>_data(out_i) if kk > 0 else NULL
+        cdef float *os_ = _f(out_s) if kk > 0 else NULL
+        with nogil:
+            st = dre_score_topk(N, self.d, O_p, b_p, self.u_p, ip, n, xp, kk, oi, os_, &n_out)
+        if st != DRE_OK:
+            _raise_status(st, who, "idx", idx, 0, N)
+        if n_out < kk:
+            return out_i[:n_out].copy(), out_s[:n_out].copy()
+        return out_i, out_s
+
     def topk(self, int64_t k, idx=None, exclude=None):
         """The ``k`` best items for the current user vector.
 
@@ -211,10 +231,9 @@ cdef class StreamCore:
         lower index, ``m = min(k, eligible)``.
         """
         cdef Py_ssize_t dims[1]
-        cdef int64_t n = self.N, n_out = 0
+        cdef int64_t n = self.N
         cdef const int32_t *ip = NULL
         cdef const uint8_t *xp = NULL
-        cdef dre_status st
         if k < 0:
             raise ValueError(f"k: expected k >= 0, got {k}")
         if idx is not None:
@@ -226,19 +245,7 @@ cdef class StreamCore:
             dims[0] = self.N
             _check(exclude, "exclude", _MASK, 1, dims, f"(N={self.N},)")
             xp = <const uint8_t *>_data(exclude)
-        cdef int64_t kk = k if k < n else n
-        out_i = np.empty(kk, np.int32)
-        out_s = np.empty(kk, np.float32)
-        cdef int32_t *oi = <int32_t *>_data(out_i) if kk > 0 else NULL
-        cdef float *os_ = _f(out_s) if kk > 0 else NULL
-        with nogil:
-            st = dre_score_topk(self.N, self.d, self.O_p, self.bo_p, self.u_p, ip, n, xp,
-                                kk, oi, os_, &n_out)
-        if st != DRE_OK:
-            _raise_status(st, "StreamCore.topk", "idx", idx, 0, self.N)
-        if n_out < kk:
-            return out_i[:n_out].copy(), out_s[:n_out].copy()
-        return out_i, out_s
+        return self._topk(k, self.N, self.O_p, self.bo_p, ip, n, xp, "StreamCore.topk", idx)
 
     def topk_table(self, int64_t k, O_c, b_c=None, exclude=None, ids=None):
         """The ``k`` best rows of a candidate table for the current user vector.
@@ -252,11 +259,10 @@ cdef class StreamCore:
         mapping is done here, in C, not by numpy fancy indexing).
         """
         cdef Py_ssize_t dims[2]
-        cdef int64_t n, n_out = 0, j
+        cdef int64_t n, j
         cdef const float *bp = NULL
         cdef const uint8_t *xp = NULL
         cdef const int64_t *idp = NULL
-        cdef dre_status st
         if k < 0:
             raise ValueError(f"k: expected k >= 0, got {k}")
         dims[0] = -1; dims[1] = self.d
@@ -275,30 +281,16 @@ cdef class StreamCore:
                 raise ValueError(f"ids: expected int64 array of shape (n={n},) C-contiguous, "
                                  f"got {_describe(ids)}")
             idp = <const int64_t *>_data(ids)
-        cdef int64_t kk = k if k < n else n
-        cdef cnp.npy_intp m = kk
-        rows = np.empty(kk, np.int32)
-        out_s = _empty(1, &m, cnp.NPY_FLOAT32)
-        cdef int32_t *oi = <int32_t *>_data(rows) if kk > 0 else NULL
-        cdef float *os_ = _f(out_s) if kk > 0 else NULL
-        cdef const float *op_c = _f(O_c)
-        with nogil:
-            st = dre_score_topk(n, self.d, op_c, bp, self.u_p, NULL, n, xp,
-                                kk, oi, os_, &n_out)
-        if st != DRE_OK:
-            _raise_status(st, "StreamCore.topk_table")
-        cdef int64_t *op
-        if idp != NULL:
-            m = n_out
-            out_i = _empty(1, &m, cnp.NPY_INT64)
-            op = <int64_t *>_data(out_i)
-            for j in range(n_out):
-                op[j] = idp[oi[j]]
-        else:
-            out_i = rows if n_out == kk else rows[:n_out].copy()
-        if n_out < kk:
-            out_s = out_s[:n_out].copy()
-        return out_i, out_s
+        rows, scores = self._topk(k, n, _f(O_c), bp, NULL, n, xp, "StreamCore.topk_table", None)
+        if idp == NULL:
+            return rows, scores
+        cdef cnp.npy_intp m = rows.shape[0]
+        out = _empty(1, &m, cnp.NPY_INT64)
+        cdef int64_t *op = <int64_t *>_data(out)
+        cdef const int32_t *rp = <const int32_t *>_data(rows)
+        for j in range(m):
+            op[j] = idp[rp[j]]
+        return out, scores
 
     @property
     def user_vector(self):

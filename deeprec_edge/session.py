@@ -63,7 +63,6 @@ class Session:
         self._params = p
         self._core = StreamCore(p.E, p.layers, p.W_p, p.b_p, p.out_table, p.b_out, p.activation,
                                 weight_dtype=weight_dtype)
-        self.weight_dtype = weight_dtype
         self._lock = threading.Lock()
         self._ids = np.asarray(model.item_ids)
         self._index = model.id_to_index
@@ -157,6 +156,11 @@ class Session:
             self._forget_clicks()
             self._history.clear()
             self._last_time = None
+
+    @property
+    def weight_dtype(self) -> str:
+        """Storage of the GRU weights for the per-click step: "float32" or "float16"."""
+        return self._core.weight_dtype
 
     @property
     def user_vector(self) -> np.ndarray:
