@@ -30,7 +30,8 @@ __all__ = ["main", "build_parser", "INSTALL_HINT"]
 
 INSTALL_HINT = 'pip install "deeprec-edge[trainer]"'
 _EXTRA_MODULES = ("pandas", "scipy", "tqdm")
-FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto", "tianchi")
+FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto", "tianchi",
+           "online-retail", "tmall")
 
 
 from deeprec_edge.cli import UserError, _check_writable  # noqa: E402  (one definition of each)
@@ -57,6 +58,10 @@ def _check_extra() -> None:
 # --------------------------------------------------------------------------
 
 def _guess_format(path: str) -> str:
+    from .data import guess_format_from_header
+    by_header = guess_format_from_header(path)     # online-retail, tmall: by their header line
+    if by_header is not None:
+        return by_header
     name = os.path.basename(path).lower()
     for suffix in (".gz", ".bz2", ".xz", ".zip"):
         if name.endswith(suffix) and not name.endswith(".jsonl" + suffix):
@@ -86,14 +91,10 @@ def _guess_format(path: str) -> str:
 
 
 def _reader_kwargs(a, fmt: str) -> Dict[str, Any]:
-    kw: Dict[str, Any] = {}
+    kw: Dict[str, Any] = {"on_missing": a.on_missing}
     gap = None if a.no_session_gap else a.session_gap
     if fmt == "csv":
-        if not a.item_col or not a.time_col:
-            raise UserError("--format csv needs --item-col and --time-col (and --user-col "
-                            "and/or --session-col)")
-        if not a.user_col and not a.session_col:
-            raise UserError("--format csv needs --user-col and/or --session-col")
+        # columns not given are detected from the header (data.detect_columns)
         kw.update(item_col=a.item_col, time_col=a.time_col, user_col=a.user_col,
                   session_col=a.session_col, sep=_sep(a.sep or ","), header=not a.no_header,
                   time_unit=a.time_unit, session_gap=gap)
@@ -114,7 +115,37 @@ def _reader_kwargs(a, fmt: str) -> Dict[str, Any]:
                   as_sessions=a.otto_sessions, session_gap=gap)
     elif fmt == "tianchi":
         kw.update(behaviors=tuple(t.strip() for t in a.behaviors.split(",")), session_gap=gap)
+    elif fmt == "online-retail":
+        kw.update(session_gap=gap)
+    elif fmt == "tmall":
+        kw.update(action_types=tuple(t.strip() for t in a.action_types.split(",")),
+                  year=a.year, session_gap=gap)
     return kw
+
+
+def _read_summary(inter) -> str:
+    """What was skipped while reading (for the read summary line)."""
+    info = inter.info
+    parts = []
+    n = int(info.get("n_missing_values", 0))
+    if n:
+        detail = (f" ({int(info['n_no_customer']):,} without CustomerID)"
+                  if info.get("n_no_customer") else "")
+        parts.append(f"{n:,} rows with a missing value{detail}")
+    n = int(info.get("n_events_skipped", 0))
+    if n:
+        why = info.get("events_skipped_reason")
+        parts.append(f"{n:,} filtered out" + (f" ({why})" if why else ""))
+    n = int(info.get("n_unknown_items", 0))
+    if n:
+        parts.append(f"{n:,} on unknown items")
+    out = f"; skipped {', '.join(parts)}" if parts else ""
+    detected = info.get("columns_detected")
+    if detected:
+        cols = info.get("columns", {})
+        out += "; columns " + ", ".join(f"{r}={cols[r]}" for r in ("user", "session", "item", "time")
+                                         if r in cols) + " (detected from the header)"
+    return out
 
 
 def _when(s: Optional[str]) -> Any:
@@ -147,7 +178,7 @@ def _read(a, path: str, item_vocab=None):
     dt = time.perf_counter() - t0
     if not a.quiet:
         _say(f"read {path} ({fmt}): {inter.n_events:,} clicks, {inter.n_items:,} items, "
-             f"{inter.n_users:,} {inter.user_kind}s in {dt:.1f} s")
+             f"{inter.n_users:,} {inter.user_kind}s in {dt:.1f} s{_read_summary(inter)}")
     return inter
 
 
@@ -170,15 +201,21 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
                  min_session_length: int = 2) -> None:
     g = p.add_argument_group("reading the log")
     g.add_argument("--format", choices=("auto",) + FORMATS, default=default_format,
-                   help=f"log format (default {default_format}: guessed from the file name: "
+                   help=f"log format (default {default_format}: guessed from the header line: "
+                        "the UCI Online Retail header -> online-retail, the Tmall "
+                        "user_log_format1 header -> tmall; else from the file name: "
                         "u.data/ratings.* -> movielens, *.jsonl -> otto, "
                         "yoochoose-clicks*.dat -> yoochoose, UserBehavior* -> tianchi, "
-                        "a .txt/.tsv with a SessionId header -> session-tsv)")
-    g.add_argument("--user-col", help="csv: user id column")
-    g.add_argument("--item-col", help="csv/session-tsv: item id column (session-tsv: ItemId)")
-    g.add_argument("--time-col", help="csv/session-tsv: timestamp column (session-tsv: Time)")
-    g.add_argument("--session-col", help="csv/session-tsv: session id column "
-                   "(session-tsv: SessionId)")
+                        "a .txt/.tsv with a SessionId header -> session-tsv, *.csv -> csv)")
+    g.add_argument("--user-col", help="csv: user id column (default: detected from the header: "
+                   "user_id, userId, user, customer_id, CustomerID, visitorid, ...)")
+    g.add_argument("--item-col", help="csv/session-tsv: item id column (csv default: detected: "
+                   "item_id, itemId, item, movieId, product_id, StockCode, aid, ...; "
+                   "session-tsv: ItemId)")
+    g.add_argument("--time-col", help="csv/session-tsv: timestamp column (csv default: detected: "
+                   "timestamp, time, date, datetime, ts, InvoiceDate, ...; session-tsv: Time)")
+    g.add_argument("--session-col", help="csv/session-tsv: session id column (csv default: "
+                   "detected: session_id, sessionId, SessionId, session; session-tsv: SessionId)")
     g.add_argument("--sep", help="csv/session-tsv: field separator (',' / tab; 'tab' and "
                    "'\\t' mean a tab)")
     g.add_argument("--no-header", action="store_true", help="csv: the file has no header; "
@@ -199,6 +236,14 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
                         "(pv,buy,cart,fav; default pv)")
     g.add_argument("--diginetica-users", action="store_true",
                    help="diginetica: users as the unit (rows without userId dropped)")
+    g.add_argument("--action-types", default="click",
+                   help="tmall: comma-separated action types kept (click,cart,purchase,favourite "
+                        "or 0-3; default click)")
+    g.add_argument("--year", type=int, default=2014,
+                   help="tmall: the year of the MMDD day stamps (default 2014)")
+    g.add_argument("--on-missing", choices=("skip", "error"), default="skip",
+                   help="a row with an empty used field: skip it and count it in the read "
+                        "summary (default), or stop with an error naming the line")
     g = p.add_argument_group("preprocessing")
     g.add_argument("--session-gap", type=float, default=3600.0,
                    help="seconds: a longer gap between a user's clicks starts a new session "
