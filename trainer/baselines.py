@@ -77,6 +77,9 @@ __all__ = [
 RESOLUTION_BITS = 26
 #: Bound on the intermediate sparse entries of one block of rows (kNN methods).
 _BLOCK_ENTRIES = 4_000_000
+#: V-SKNN finds each neighbour's newest shared click from a sum of 4**(position -
+#: length) while that stays a normal float64; longer sessions take an exact lookup.
+_MAX_POW4_LENGTH = 500
 
 
 # ---------------------------------------------------------------------------
@@ -114,9 +117,9 @@ def _dense_with_ties(primary: sp.spmatrix, half_tie: np.ndarray,
                      res: Optional[np.ndarray] = None) -> np.ndarray:
     """Dense ``primary + res[:, None] * half_tie[None, :]``; ``res=None``: the
     real-valued resolution of each row (:func:`_resolution` of its largest
-    absolute score)."""
+    absolute score).  ``primary`` must hold no duplicate entries (sparse
+    products and CSR matrices built from triplets have none)."""
     P = primary.tocsr()
-    P.sum_duplicates()
     B = P.shape[0]
     rows = np.repeat(np.arange(B), np.diff(P.indptr))
     if res is None:
@@ -546,40 +549,64 @@ class _SessionKNN(Baseline):
         o = np.lexsort((cpos, key))
         ks = key[o]
         last = o[np.r_[ks[1:] != ks[:-1], True]] if len(ks) else o
-        r_u, i_u, lp = row[last], items[last], cpos[last]
+        r_u, i_u, lp = row[last], items[last], cpos[last].astype(np.float64)
         cur_keys = key[last]                            # sorted
         n_cur = np.bincount(r_u, minlength=B).astype(np.float64)
-        w = self._click_weights(lp.astype(np.float64), length[r_u].astype(np.float64))
-        Q = sp.csr_matrix((np.ones(len(r_u)), (r_u, i_u)), shape=(B, N))
-        A = (Q @ self._T).tocsr()
-        A.sort_indices()
-        rows_a = np.repeat(np.arange(B), np.diff(A.indptr))
-        keep = np.ones(A.nnz, bool)
-        if self.sample_size:                            # the most recent sample_size sessions
-            keep = (A.indptr[rows_a + 1] - 1 - np.arange(A.nnz)) < self.sample_size
-        r_k, n_k, shared = rows_a[keep], A.indices[keep].astype(np.int64), A.data[keep]
-        wshared, wnorm = None, n_cur
+        w = self._click_weights(lp, length[r_u].astype(np.float64))
+        shared = wshared = newest = None
+        wnorm = n_cur
         if w is not None:
-            Qw = sp.csr_matrix((w, (r_u, i_u)), shape=(B, N))
-            Aw = (Qw @ self._T).tocsr()
+            wnorm = np.bincount(r_u, weights=w * w, minlength=B)
+        fast = w is not None and length.max() <= _MAX_POW4_LENGTH
+        if w is None:                                   # shared items per training session
+            Z = (sp.csr_matrix((np.ones(len(r_u)), (r_u, i_u)), shape=(B, N)) @ self._T).tocsr()
+        elif fast:
+            # one product, two sums per (row, session): real = the shared items' weights,
+            # imaginary = sum of 4**(lastpos - length) over the shared items -- distinct
+            # positions, so its binary exponent names the newest shared click exactly
+            # (4**m <= sum < 4**m * 4/3).  Positive, so no relevant session is dropped.
+            q = w + 1j * np.exp2(2.0 * (lp - length[r_u]))
+            Z = (sp.csr_matrix((q, (r_u, i_u)), shape=(B, N)) @ self._T).tocsr()
+        else:                                           # sessions too long for 4**-length
+            Z = (sp.csr_matrix((np.ones(len(r_u)), (r_u, i_u)), shape=(B, N)) @ self._T).tocsr()
+            Aw = (sp.csr_matrix((w, (r_u, i_u)), shape=(B, N)) @ self._T).tocsr()
             Aw.sort_indices()
             rows_w = np.repeat(np.arange(B), np.diff(Aw.indptr))
+        Z.sort_indices()
+        rows_z = np.repeat(np.arange(B), np.diff(Z.indptr))
+        keep = slice(None)
+        if self.sample_size:                            # the most recent sample_size sessions
+            keep = (Z.indptr[rows_z + 1] - 1 - np.arange(Z.nnz)) < self.sample_size
+        r_k, n_k, zk = rows_z[keep], Z.indices[keep].astype(np.int64), Z.data[keep]
+        if w is None:
+            shared = zk
+        elif fast:
+            wshared, newest = zk.real, zk.imag
+        else:
             wshared = _lookup(rows_w * S + Aw.indices, Aw.data, r_k * S + n_k, 0.0)
-            wnorm = np.bincount(r_u, weights=w * w, minlength=B)
         sim = self._similarity(shared, wshared, n_cur[r_k], wnorm[r_k], self._sess_len[n_k])
         pos_sim = sim > 0
         r_k, n_k, sim = r_k[pos_sim], n_k[pos_sim], sim[pos_sim]
-        top = _top_per_row(r_k, self.k, -sim, -n_k)     # ties: the more recent session
+        # the k most similar per row, ties to the more recent session: entries arrive
+        # by row, sessions ascending, so a stable sort of the reversed arrays by
+        # (row, -sim) keeps equal similarities newest first
+        rev = np.arange(len(r_k) - 1, -1, -1)
+        order = rev[np.lexsort((-sim[rev], r_k[rev]))]
+        top = order[_group_rank(r_k[order]) < self.k]
         r_n, n_n, sim = r_k[top], n_k[top], sim[top]
         step = np.ones(len(r_n))
         if self._needs_step and len(r_n):
-            # newest click of the current session whose item the neighbour holds
-            lens = np.diff(self._X.indptr)[n_n]
-            pair, idx, _ = _expand(self._X.indptr[n_n], lens)
-            q = r_n[pair] * N + self._X.indices[idx]
-            at = _lookup(cur_keys, lp.astype(np.float64), q, 0.0)
-            maxpos = np.maximum.reduceat(at, np.r_[0, np.cumsum(lens)[:-1]])
-            step = length[r_n] - maxpos + 1.0
+            # step = 1 + clicks after the newest click of the current session on an
+            # item the neighbour holds
+            if fast:
+                exponent = np.frexp(newest[pos_sim][top])[1]
+                step = 1.0 - ((exponent - 1) // 2)
+            else:
+                lens = np.diff(self._X.indptr)[n_n]
+                pair, idx, _ = _expand(self._X.indptr[n_n], lens)
+                at = _lookup(cur_keys, lp, r_n[pair] * N + self._X.indices[idx], 0.0)
+                maxpos = np.maximum.reduceat(at, np.r_[0, np.cumsum(lens)[:-1]])
+                step = length[r_n] - maxpos + 1.0
         W = sp.csr_matrix((self._neighbour_weight(sim, step), (r_n, n_n)), shape=(B, S))
         P = (W @ self._X).tocsr()
         factor = self._item_factor()

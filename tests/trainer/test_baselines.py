@@ -343,6 +343,34 @@ def test_rows_do_not_depend_on_the_batch(name, monkeypatch):
     np.testing.assert_array_equal(b2.score(seq, starts, positions), S)
 
 
+@pytest.mark.parametrize("opts", [{}, {"weighting": "linear", "weighting_score": "log"},
+                                  {"similarity": "cosine", "weighting": "same"}])
+def test_vsknn_exact_path_for_long_sessions_agrees(opts, monkeypatch):
+    """Sessions longer than _MAX_POW4_LENGTH clicks take the exact lookup of the
+    newest shared click; both paths give the same scores, and match the
+    reference at and beyond the boundary."""
+    train = random_log(14)
+    seq, starts = random_query(14, train.n_items, length=40)
+    b = make_baseline("v-sknn", k=4, sample_size=6, **opts).fit(train)
+    fast = b.score(seq, starts, np.arange(len(seq)))
+    monkeypatch.setattr(BL, "_MAX_POW4_LENGTH", 0)
+    np.testing.assert_array_equal(b.score(seq, starts, np.arange(len(seq))), fast)
+    monkeypatch.undo()
+    rng = np.random.default_rng(2)
+    unclicked = train.n_items - 1            # an item no training session holds
+    o = dict(b.options)
+    o.pop("sampling")
+    for long_seq in (rng.integers(0, train.n_items, 520),
+                     # the shared clicks 500 and 499 clicks back: steps near 4**-500
+                     np.r_[3, 5, np.full(518, unclicked)], np.r_[5, 3, np.full(518, unclicked)]):
+        long_starts = np.zeros(520, bool)
+        long_starts[0] = True
+        for p in (499, 519):                 # 500 clicks: the fast path; 520: the exact one
+            row = b.score(long_seq, long_starts, np.array([p]))[0]
+            ref = ref_session_knn(train, [int(x) for x in long_seq[:p + 1]], vector=True, **o)
+            assert_same_ranking(row, ref, b.popularity)
+
+
 @pytest.mark.parametrize("name", list(BASELINES))
 def test_deterministic(name):
     train = random_log(13)
