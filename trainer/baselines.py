@@ -33,8 +33,8 @@ the method's resolution ``res`` -- to the method's own score:
 - integer-valued scores (``cooccurrence``) have ``res = 1``, so this is exactly
   the tie-break of the co-occurrence baseline the evaluation used so far;
 - real-valued scores (``item-knn``, ``sknn``, ``v-sknn``, ``recency``) use
-  ``res = 2**-26`` times the row's largest score (rounded up to a power of
-  two): values closer than that count as equal and are ordered by
+  ``res = 2**-26`` times the row's largest absolute score (rounded up to a
+  power of two): values closer than that count as equal and are ordered by
   popularity, every larger difference is kept.
 
 So the optimistic and conservative ranks of a target differ only when items
