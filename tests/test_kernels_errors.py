@@ -398,6 +398,106 @@ def test_failed_check_leaves_outputs_untouched(spec):
         np.testing.assert_array_equal(kw[a], before[a])
 
 
+# ---------------------------------------------------------------------------
+# Outputs that share memory with another argument
+# ---------------------------------------------------------------------------
+
+def _in_one_buffer(a, b, overlap):
+    """Copies of a and b placed in one byte buffer: b starts inside a's last
+    element (overlap) or right after a's end (adjacent, sharing nothing)."""
+    na, nb = a.nbytes, b.nbytes
+    start = na - 4 if overlap else na
+    buf = np.zeros(start + nb + 64, np.uint8)
+    va = buf[:na].view(a.dtype).reshape(a.shape)
+    vb = buf[start:start + nb].view(b.dtype).reshape(b.shape)
+    vb[...] = b
+    if not overlap:
+        va[...] = a
+    assert np.shares_memory(va, vb) == overlap
+    return va, vb
+
+
+SPEC_ALIASES = [
+    pytest.param(s, out, other, id=f"{s.name}-{out}-{other}")
+    for s in SPECS for out in sorted(s.outputs) for other in s.arrays
+    if other != out and _valid(s)[other] is not None and _valid(s)[out].size
+    and _valid(s)[other].size
+]
+
+
+@pytest.mark.parametrize("spec,out,other", SPEC_ALIASES)
+def test_output_sharing_memory_is_refused(spec, out, other):
+    """An output overlapping any other array of the call would make the
+    kernel read values it has already written: refused, naming both."""
+    kw = _valid(spec)
+    before = {a: kw[a].copy() for a in spec.outputs if a not in (out, other)}
+    kw[out], kw[other] = _in_one_buffer(kw[out], kw[other], overlap=True)
+    with pytest.raises(ValueError, match="shares no memory") as info:
+        spec.fn(**kw)
+    msg = str(info.value)
+    assert {msg.split(":")[0], msg.split(" with ")[1].split(",")[0]} == {out, other}, msg
+    for a, v in before.items():
+        np.testing.assert_array_equal(kw[a], v)
+
+
+@pytest.mark.parametrize("spec,out,other", SPEC_ALIASES)
+def test_adjacent_arrays_in_one_buffer_are_fine(spec, out, other):
+    """Sharing a buffer without sharing bytes is no overlap (np.shares_memory
+    is False): the call works and gives the separate-array result."""
+    want = _valid(spec, seed=5)
+    kw = _valid(spec, seed=5)
+    kw[out], kw[other] = _in_one_buffer(kw[out], kw[other], overlap=False)
+    spec.fn(**kw)
+    spec.fn(**want)
+    for a in spec.outputs:
+        np.testing.assert_array_equal(kw[a], want[a], err_msg=a)
+
+
+def test_sgemm_into_its_own_operand_is_refused():
+    A = np.arange(9, dtype=np.float32).reshape(3, 3)
+    B = np.eye(3, dtype=np.float32)
+    for C, name in ((A, "A"), (B, "B"), (A.reshape(-1)[:9].reshape(3, 3), "A")):
+        with pytest.raises(ValueError, match=f"^C: .*shares no memory with {name}"):
+            K.sgemm(A, B, C=C)
+    np.testing.assert_array_equal(A, np.arange(9, dtype=np.float32).reshape(3, 3))
+
+
+@pytest.mark.parametrize("step", ["gru_step", "GruStepper.step"])
+def test_step_in_place_allowed_partial_overlap_refused(step):
+    rng = np.random.default_rng(3)
+    I = H = 5
+    w = _gru_weights(rng, I, H)
+    stepper = K.GruStepper(**w)
+    run = ((lambda x, h, out: K.gru_step(x, h, out=out, **w)) if step == "gru_step"
+           else stepper.step)
+    x, h0 = _f(rng, I), _f(rng, H)
+    want = run(x, h0.copy(), None)
+    h = h0.copy()
+    assert run(x, h, h) is h                      # out is h: the documented in-place step
+    np.testing.assert_array_equal(h, want)
+    buf = np.zeros(2 * H, np.float32)
+    buf[:H] = h0
+    with pytest.raises(ValueError, match="^out: .*shares no memory with h"):
+        run(x, buf[:H], buf[1:H + 1])             # shifted by one element
+    with pytest.raises(ValueError, match="^out: .*shares no memory with x"):
+        run(x, h0, x)
+    if step == "GruStepper.step":
+        with pytest.raises(ValueError, match="^out: .*the stepper's weights"):
+            run(x, h0, stepper.b_ih[:H])
+
+
+def test_clip_refuses_overlapping_arrays():
+    a = np.ones(8, np.float32)
+    with pytest.raises(ValueError, match=r"^grads\[1\]: .*grads\[0\]"):
+        K.clip_by_global_norm([a, a], 1.0)
+    with pytest.raises(ValueError, match=r"^grads\[2\]: .*grads\[0\]"):
+        K.clip_by_global_norm([a[:5], np.ones(3, np.float32), a[4:]], 1.0)
+    np.testing.assert_array_equal(a, 1.0)
+    K.clip_by_global_norm([a[:4], a[4:]], 1.0)    # one buffer, no shared element
+    np.testing.assert_allclose(np.linalg.norm(a), 1.0, rtol=1e-6)
+    assert K.global_norm([a, a]) == pytest.approx(np.sqrt(2.0), rel=1e-6)  # read-only: fine
+
+
 def test_message_format():
     x = np.zeros((3, 4))
     w = _gru_weights(np.random.default_rng(0), 4, 5)
