@@ -33,7 +33,8 @@ class Session:
         A global or personal model.
     candidates : sequence of catalogue item ids, optional
         Rank only these items (default: the whole catalogue).  Unknown ids
-        are ignored.
+        are ignored, and an id listed twice is one candidate (as in
+        :func:`deeprec_edge.recommend`).
     exclude_clicked : bool
         Never recommend an item already clicked in this session (default
         True).
@@ -73,9 +74,7 @@ class Session:
         if self._cand is not None:
             # the candidates' rows, gathered once, in item-index order (so
             # equal scores go to the lower item index, as everywhere else);
-            # clicks are mirrored into a mask in that order (an item listed
-            # twice is listed twice)
-            self._cand = self._cand[np.argsort(self._cand, kind="stable")]
+            # clicks are mirrored into a mask in that order
             c = self._cand.astype(np.intp)
             self._O_c = np.ascontiguousarray(p.out_table[c])
             self._b_c = np.ascontiguousarray(p.b_out[c])
@@ -91,8 +90,9 @@ class Session:
 
     # -- ids ------------------------------------------------------------
     def _dense(self, ids: Iterable) -> np.ndarray:
+        """Dense indices of the known ids, sorted, each once."""
         idx = [self._index[i] for i in ids if i in self._index]
-        return np.asarray(idx, np.int32)
+        return np.unique(np.asarray(idx, np.int32))
 
     def _lookup(self, item) -> int:
         try:
