@@ -3,18 +3,33 @@
 ``random_model(...)`` builds a valid :class:`deeprec_edge.model.Model` of
 any shape; ``random_arrays(...)`` gives the raw arrays of a model file (to
 break on purpose); ``write_npz(path, arrays)`` writes arrays as an npz
-without any validation.
+without any validation; ``child_env()`` is the environment of a child
+interpreter that imports the same deeprec_edge and these helpers.
 """
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
+import deeprec_edge
 from deeprec_edge.model import GRULayer, Model, make_personal
 
-__all__ = ["random_model", "random_arrays", "random_personal", "write_npz", "set_config"]
+__all__ = ["random_model", "random_arrays", "random_personal", "write_npz", "set_config",
+           "child_env"]
+
+
+def child_env() -> Dict[str, str]:
+    """os.environ with PYTHONPATH leading to the deeprec_edge under test and
+    to this folder (so ``python -c`` children import the same code)."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(deeprec_edge.__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join([root, here] + ([env["PYTHONPATH"]]
+                                                        if env.get("PYTHONPATH") else []))
+    return env
 
 
 def random_model(n_items: int = 30, e: int = 8, hidden: Union[int, Sequence[int]] = 12,

@@ -22,15 +22,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.append(HERE)
 
-import deeprec_edge  # noqa: E402
 from deeprec_edge import _atomic  # noqa: E402
 from deeprec_edge import model as M  # noqa: E402
 from deeprec_edge._atomic import atomic_write  # noqa: E402
 from deeprec_edge.model import (FORMAT_TAG, FORMAT_VERSION, Model, ModelFormatError,  # noqa: E402
                                 load_model, model_from_params, save_model,
                                 validate_arrays)
-from helpers_model import (random_arrays, random_model, random_personal, set_config,  # noqa: E402
-                           write_npz)
+from helpers_model import (child_env, random_arrays, random_model, random_personal,  # noqa: E402
+                           set_config, write_npz)
 
 
 def assert_same_model(a: Model, b: Model) -> None:
@@ -592,7 +591,7 @@ def test_unwritable_directory_chmod(tmp_path):
     before = p.read_bytes()
     os.chmod(d, 0o555)
     try:
-        r = subprocess.run([sys.executable, "-c", _UNWRITABLE_CHILD, str(p)], env=_child_env(), cwd=HERE,
+        r = subprocess.run([sys.executable, "-c", _UNWRITABLE_CHILD, str(p)], env=child_env(), cwd=HERE,
                            capture_output=True, text=True, timeout=120)
     finally:
         os.chmod(d, 0o755)
@@ -626,14 +625,6 @@ def test_atomic_write_basic(tmp_path):
 # --------------------------------------------------------------------------
 # a process killed mid-save
 # --------------------------------------------------------------------------
-
-
-def _child_env():
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(deeprec_edge.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root, HERE] + ([env["PYTHONPATH"]]
-                                                        if env.get("PYTHONPATH") else []))
-    return env
 
 
 def _wait_for(pred, timeout, proc):
@@ -682,7 +673,7 @@ def test_sigkill_mid_save_leaves_previous_file_intact(tmp_path):
     before = p.read_bytes()
     marker = tmp_path / "started"
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(p), str(marker)],
-                            env=_child_env(), cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=child_env(), cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         _wait_for(marker.exists, 60, proc)
         temps = [n for n in os.listdir(tmp_path) if n.startswith(".weights.npz.")]
@@ -698,11 +689,12 @@ def test_sigkill_mid_save_leaves_previous_file_intact(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert p.read_bytes() == before
     assert load_model(p).fingerprint() == old.fingerprint()
-    # the killed writer's partial temporary file is all that is left behind,
-    # and it never shadows the model; the next save works as usual
+    # the killed writer's partial temporary file never shadows the model; the
+    # next save works as usual and removes it (its writer no longer runs)
     new = random_model(n_items=50, seed=3)
     save_model(new, p)
     assert load_model(p).fingerprint() == new.fingerprint()
+    assert dir_listing(tmp_path) == ["started", "weights.npz"]
 
 
 _LOOP_CHILD = textwrap.dedent("""
@@ -731,7 +723,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(tmp_path):
           random_model(n_items=4000, e=16, hidden=32, seed=12).fingerprint()}
     rng = np.random.default_rng(0)
     for trial in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", _LOOP_CHILD, str(p)], env=_child_env(), cwd=HERE,
+        proc = subprocess.Popen([sys.executable, "-c", _LOOP_CHILD, str(p)], env=child_env(), cwd=HERE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             line = proc.stdout.readline()

@@ -22,7 +22,6 @@ Ties are broken by the lower item code everywhere (except inside
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
@@ -46,6 +45,7 @@ __all__ = [
 
 #: ``format`` tag stored in candidate npz files.
 from deeprec_edge.candidates import CANDIDATES_FORMAT  # one tag, shared with the device reader
+from deeprec_edge._atomic import atomic_write  # the one writer (fsync, mode, cleanup)
 CANDIDATES_VERSION = 1
 
 
@@ -352,7 +352,7 @@ class CandidateSets:
             "item_ids": _plain(self.item_ids[self.items]),
             "scores": self.scores.astype(np.float32),
         }
-        _atomic_write(path, lambda fh: (np.savez_compressed if compressed else np.savez)(fh, **arrays))
+        atomic_write(path, lambda fh: (np.savez_compressed if compressed else np.savez)(fh, **arrays))
 
     def to_csv(self, path: Any, *, block_users: int = 100_000) -> None:
         """Write (atomically) ``user_id,item_id,rank,score`` rows (rank from 1),
@@ -372,27 +372,13 @@ class CandidateSets:
                                       "rank": rank, "score": self.scores[lo:hi]})
                 fh.write(frame.to_csv(index=False, header=False, float_format="%.6g",
                                       lineterminator="\n").encode("utf-8"))
-        _atomic_write(path, write)
+        atomic_write(path, write)
 
 
 def _plain(ids: np.ndarray) -> np.ndarray:
     """int64 or fixed-width unicode (never object: files load without pickle)."""
     arr = _as_id_array(ids)
     return arr if arr.dtype.kind in "iu" else arr.astype(str)
-
-
-def _atomic_write(path: Any, writer: Any) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_candidates_npz(path: Any, item_ids: Any = None) -> CandidateSets:
