@@ -79,6 +79,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None, epochs: i
     FinetuneResult
         ``.model`` (personal model, not yet saved) and ``.summary``.
     """
+    from ._checks import check_finetune_args  # ranges: deeprec_edge/_checks.py
+    check_finetune_args(locals())
     personal = getattr(model, "personal", None) or {}
     ts = np.asarray(history.timestamps, np.float64)
     items = np.asarray(history.items, np.int32)

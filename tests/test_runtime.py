@@ -144,7 +144,7 @@ def test_l2_to_global_pulls_towards_the_global_model(model_and_user):
     d = [_dist(finetune_params(base, items, starts, l2_to_global=lam, **kw)[0], base)
          for lam in (0.0, 1.0, 5.0)]
     assert d[0] > d[1] > d[2] > 0, d
-    with pytest.raises(ValueError, match="l2_to_init"):
+    with pytest.raises(ValueError, match=r"^l2_to_global must be a number >= 0, got -1.0"):
         finetune_params(base, items, starts, l2_to_global=-1.0, **kw)
 
 
