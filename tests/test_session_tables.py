@@ -207,3 +207,50 @@ def test_duplicate_candidates_are_one_candidate_everywhere(string_ids):
     s.click(ids[17])
     assert ids[17] not in s.recommend(4)[0].tolist()
     assert len(s.recommend(4)[0]) == 2
+
+
+def test_session_load_errors_are_value_errors_saying_what(tmp_path):
+    """Session.load on an empty, truncated, foreign or wrong file: a
+    ValueError naming the file and the problem (not BadZipFile, EOFError or
+    AttributeError), and the session is left as it was."""
+    model = random_model(n_items=20, seed=1)
+    s = de.Session(model)
+    s.click(model.item_ids[3])
+    good = tmp_path / "state.npz"
+    s.save(good)
+    u = s.user_vector
+    data = good.read_bytes()
+    cases = {
+        "empty": (b"", "is empty"),
+        "truncated": (data[:len(data) // 2], "truncated or corrupt"),
+        "text": (b"hello, world\n", "is not an npz"),
+        "model": (None, "missing array(s)"),
+        "other npz": (None, "missing array(s) 'clicked', 'last_time', 'meta', 'state'"),
+        "json list": (None, "no 'deeprec-edge/session' record"),
+        "wrong size": (None, "array 'state' has 999 elements"),
+    }
+    for name, (content, expect) in cases.items():
+        p = tmp_path / f"{name}.npz"
+        if name == "model":
+            de.save_model(model, p)
+        elif name == "other npz":
+            np.savez(p, a=np.zeros(3))
+        elif name == "json list":
+            np.savez(p, meta=np.array("[1, 2]"), state=np.zeros(12, np.float32),
+                     clicked=np.zeros(0, np.int32), last_time=np.float64(0))
+        elif name == "wrong size":
+            np.savez(p, meta=np.array("{}"), state=np.zeros(999, np.float32),
+                     clicked=np.zeros(0, np.int32), last_time=np.float64(0))
+        else:
+            p.write_bytes(content)
+        with pytest.raises(ValueError) as e:
+            s.load(p)
+        msg = str(e.value)
+        assert msg.startswith(f"{p}: not a deeprec-edge session state") and expect in msg, msg
+        assert type(e.value) is ValueError
+        np.testing.assert_array_equal(s.user_vector, u)
+    with pytest.raises(FileNotFoundError):
+        s.load(tmp_path / "missing.npz")
+    other = random_model(n_items=20, seed=2)
+    with pytest.raises(ValueError, match="belongs to a different model"):
+        de.Session(other).load(good)
