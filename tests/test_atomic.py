@@ -30,7 +30,7 @@ import pytest
 import deeprec_edge as de
 from deeprec_edge import _atomic
 from deeprec_edge._atomic import NotRegularFileError, atomic_write
-from helpers_model import child_env, random_model
+from helpers_model import child_env, random_model, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 POSIX = os.name == "posix"
@@ -242,11 +242,7 @@ def _save_and_signal(tmp_path, sig, mode="plain"):
                             env=child_env(), cwd=HERE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
-        t0 = time.monotonic()
-        while not marker.exists():
-            assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
-            assert time.monotonic() - t0 < 60, "the child never started writing"
-            time.sleep(0.01)
+        wait_for(marker.exists, 120, proc)
         temps = [n for n in listing(tmp_path) if n.startswith(".weights.npz.")]
         assert len(temps) == 1 and os.path.getsize(tmp_path / temps[0]) >= 300_000
         os.kill(proc.pid, sig)

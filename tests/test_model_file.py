@@ -32,7 +32,7 @@ from deeprec_edge.model import (FORMAT_TAG, FORMAT_VERSION, Model, ModelFormatEr
                                 load_model, model_from_params, save_model,
                                 validate_arrays)
 from helpers_model import (child_env, random_arrays, random_model, random_personal,  # noqa: E402
-                           set_config, write_npz)
+                           set_config, wait_for, write_npz)
 
 
 def assert_same_model(a: Model, b: Model) -> None:
@@ -777,18 +777,6 @@ def test_atomic_write_basic(tmp_path):
 # --------------------------------------------------------------------------
 
 
-def _wait_for(pred, timeout, proc):
-    t0 = time.monotonic()
-    while not pred():
-        if proc.poll() is not None:
-            raise AssertionError(f"child exited early: {proc.returncode}\n"
-                                 f"{proc.stderr.read().decode(errors='replace')}")
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            raise AssertionError("child did not reach the expected point in time")
-        time.sleep(0.01)
-
-
 _SLOW_CHILD = textwrap.dedent("""
     import io, os, sys, time
     import numpy as np
@@ -825,7 +813,7 @@ def test_sigkill_mid_save_leaves_previous_file_intact(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(p), str(marker)],
                             env=child_env(), cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(marker.exists, 60, proc)
+        wait_for(marker.exists, 60, proc)
         temps = [n for n in os.listdir(tmp_path) if n.startswith(".weights.npz.")]
         assert len(temps) == 1 and os.path.getsize(tmp_path / temps[0]) > 10_000
         os.kill(proc.pid, signal.SIGKILL)
