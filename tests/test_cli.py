@@ -327,3 +327,29 @@ def test_closed_stdout_stops_quietly(tmp_path):
     p.stderr.close()
     assert p.wait(timeout=120) == 141, err
     assert first.strip() == b"[" and err == ""
+
+
+# --------------------------------------------------------------------------
+# the source tree shadowing the installed package (python -m from the root)
+# --------------------------------------------------------------------------
+
+
+def test_source_tree_import_says_what_to_do(tmp_path):
+    """`python -m pytest` / `python -m deeprec_edge` from the repository root
+    import the source tree, which has no compiled core: the error must say
+    so and what to run instead (it was a bare ModuleNotFoundError)."""
+    import deeprec_edge
+    pkg = os.path.dirname(os.path.abspath(deeprec_edge.__file__))
+    tree = tmp_path / "repo"
+    shutil.copytree(pkg, tree / "deeprec_edge", ignore=shutil.ignore_patterns(
+        "_core*.so", "_core*.pyd", "__pycache__", "trainer"))
+    (tree / "deeprec_edge" / "_core.pyx").write_text("# the Cython source\n")
+    for args in (["-c", "import deeprec_edge"], ["-m", "deeprec_edge", "--help"]):
+        p = subprocess.run([sys.executable, *args], cwd=tree, capture_output=True, text=True,
+                           timeout=120)
+        last = p.stderr.strip().splitlines()[-1]
+        assert p.returncode != 0 and last.startswith("ImportError: deeprec_edge was imported "
+                                                     "from its source tree"), p.stderr
+        for hint in ("pip install .", "run `pytest`, not `python -m pytest`",
+                     "`deeprec-edge`, not `python -m deeprec_edge`"):
+            assert hint in last, last
