@@ -23,9 +23,11 @@ import numpy as np
 
 from ._npz import Expect, read_npz
 
-__all__ = ["read_candidates", "CANDIDATES_FORMAT"]
+__all__ = ["read_candidates", "read_candidates_npz", "CANDIDATES_FORMAT", "CANDIDATES_VERSION"]
 
 CANDIDATES_FORMAT = "deeprec-edge/candidates"
+#: The newest candidate npz version this code reads.
+CANDIDATES_VERSION = 1
 
 
 #: The arrays of the trainer's candidate npz.
@@ -61,26 +63,43 @@ def _typed(tokens: List[str], model) -> list:
     return tokens
 
 
+def read_candidates_npz(path) -> dict:
+    """The arrays of a candidate npz (``format``, ``version``, ``user_ids``,
+    ``offsets`` as int64, ``item_ids``, ``scores`` if present), read within
+    bounds and checked: the format tag, a version this code reads, CSR
+    offsets consistent with ``item_ids`` (and ``scores``).  Every problem is
+    a ValueError naming the file.  The trainer's reader uses it too."""
+    path = os.fspath(path)
+
+    def fail(msg: str) -> ValueError:
+        return ValueError(f"{path}: not a candidates file: "
+                          f"{'the file ' if msg.startswith('is ') else ''}{msg}")
+
+    z = read_npz(path, _NPZ_LAYOUT, fail)
+    tag = str(z["format"][()])
+    if tag != CANDIDATES_FORMAT:
+        raise fail(f"format tag {tag[:80]!r}, expected {CANDIDATES_FORMAT!r}")
+    version = int(z["version"][()]) if "version" in z else 1
+    if not 1 <= version <= CANDIDATES_VERSION:
+        raise fail(f"version {version} (this deeprec-edge reads 1..{CANDIDATES_VERSION})")
+    z["offsets"] = offsets = z["offsets"].astype(np.int64)
+    n = z["item_ids"].shape[0]
+    if offsets.shape != (z["user_ids"].shape[0] + 1,) or offsets[0] != 0 or offsets[-1] != n \
+            or np.any(np.diff(offsets) < 0) or ("scores" in z and z["scores"].shape != (n,)):
+        raise ValueError(f"{path}: inconsistent offsets/item_ids/scores lengths in the "
+                         f"candidates file")
+    return z
+
+
 def read_candidates(path, model=None, user: Optional[str] = None) -> list:
     """Candidate item ids (catalogue ids, in file order) for one user."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(2, f"candidate file not found: {path}", path)
     if path.endswith(".npz"):
-        def fail(msg: str) -> ValueError:
-            return ValueError(f"{path}: not a candidates file: "
-                              f"{'the file ' if msg.startswith('is ') else ''}{msg}")
-
-        z = read_npz(path, _NPZ_LAYOUT, fail)
-        if str(z["format"][()]) != CANDIDATES_FORMAT:
-            raise fail(f"format tag {str(z['format'][()])[:80]!r}, expected "
-                       f"{CANDIDATES_FORMAT!r}")
+        z = read_candidates_npz(path)
         users = [str(u) for u in z["user_ids"].tolist()]
-        offsets = z["offsets"].astype(np.int64)
-        ids = z["item_ids"]
-        if offsets.shape != (len(users) + 1,) or offsets[0] != 0 or offsets[-1] != len(ids) \
-                or np.any(np.diff(offsets) < 0):
-            raise ValueError(f"{path}: inconsistent offsets in candidates file")
+        offsets, ids = z["offsets"], z["item_ids"]
         u = _pick_user(users, user, path)
         k = users.index(u)
         return ids[offsets[k]:offsets[k + 1]].tolist()

@@ -21,7 +21,6 @@ Ties are broken by the lower item code everywhere (except inside
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
@@ -45,8 +44,8 @@ __all__ = [
 
 #: ``format`` tag stored in candidate npz files.
 from deeprec_edge.candidates import CANDIDATES_FORMAT  # one tag, shared with the device reader
+from deeprec_edge.candidates import CANDIDATES_VERSION, read_candidates_npz
 from deeprec_edge._atomic import atomic_write  # the one writer (fsync, mode, cleanup)
-CANDIDATES_VERSION = 1
 
 
 # ---------------------------------------------------------------------------
@@ -387,19 +386,10 @@ def load_candidates_npz(path: Any, item_ids: Any = None) -> CandidateSets:
     With ``item_ids`` (e.g. the model's catalogue) items are coded on it and
     unknown ones dropped; else the vocabulary is the sorted ids in the file.
     User codes are the file's row order."""
-    with np.load(os.fspath(path), allow_pickle=False) as z:
-        keys = set(z.files)
-        need = {"format", "version", "user_ids", "offsets", "item_ids", "scores"}
-        if not need <= keys:
-            raise ValueError(f"{path}: not a candidates file; missing {sorted(need - keys)}")
-        if str(z["format"]) != CANDIDATES_FORMAT:
-            raise ValueError(f"{path}: format tag {str(z['format'])!r}, expected {CANDIDATES_FORMAT!r}")
-        if int(z["version"]) > CANDIDATES_VERSION:
-            raise ValueError(f"{path}: version {int(z['version'])} is newer than {CANDIDATES_VERSION}")
-        users, offsets, ids, scores = z["user_ids"], z["offsets"], z["item_ids"], z["scores"]
-    if offsets.ndim != 1 or len(offsets) != len(users) + 1 or offsets[0] != 0 \
-            or offsets[-1] != len(ids) or np.any(np.diff(offsets) < 0) or len(scores) != len(ids):
-        raise ValueError(f"{path}: inconsistent offsets/item_ids/scores lengths")
+    z = read_candidates_npz(path)        # the device's reader: bounded, checked
+    if "scores" not in z:
+        raise ValueError(f"{path}: not a candidates file: missing array(s) 'scores'")
+    users, offsets, ids, scores = z["user_ids"], z["offsets"], z["item_ids"], z["scores"]
     if item_ids is None:
         vocab, codes = np.unique(ids, return_inverse=True)
     else:
