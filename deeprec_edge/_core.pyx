@@ -1303,7 +1303,19 @@ def adagrad_step(param, grad, accum, float lr, float eps=1e-6):
         _raise_status(st, "adagrad_step")
 
 
-def adam_step(param, grad, m, v, int64_t step, float lr, float beta1=0.9, float beta2=0.999,
+cdef int64_t _step_number(object step) except -1:
+    """Adam's 1-based step, any Python integer type (not a float: 2.0 is a
+    mistake, inf is not a step)."""
+    try:
+        i = operator.index(step)
+    except TypeError:
+        raise ValueError(f"step: expected an integer >= 1, got {step!r}") from None
+    if not 1 <= i <= 2 ** 63 - 1:
+        raise ValueError(f"step: expected an integer >= 1, got {i}")
+    return i
+
+
+def adam_step(param, grad, m, v, step, float lr, float beta1=0.9, float beta2=0.999,
               float eps=1e-8, float weight_decay=0.0):
     """Adam, in place (bias-corrected; torch.optim.Adam semantics).
 
@@ -1326,13 +1338,14 @@ def adam_step(param, grad, m, v, int64_t step, float lr, float beta1=0.9, float 
     _check_like(m, "m", param, "param", True)
     _check_like(v, "v", param, "param", True)
     _no_overlap((("param", param), ("m", m), ("v", v)), (("grad", grad),))
+    cdef int64_t t = _step_number(step)
     cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef float *pp = _f(param)
     cdef const float *pg = _f(grad)
     cdef float *pm = _f(m)
     cdef float *pv = _f(v)
     with nogil:
-        st = dre_adam_step(n, pp, pg, pm, pv, step, lr, beta1, beta2, eps, weight_decay)
+        st = dre_adam_step(n, pp, pg, pm, pv, t, lr, beta1, beta2, eps, weight_decay)
     if st != DRE_OK:
         _raise_status(st, "adam_step")
 
@@ -1505,7 +1518,7 @@ def adagrad_rows(table, accum, rows, grad_rows, float lr, float eps=1e-6):
         _raise_status(st, "adagrad_rows", "rows", rows, 0, n_rows)
 
 
-def adam_rows(table, m, v, rows, grad_rows, int64_t step, float lr, float beta1=0.9,
+def adam_rows(table, m, v, rows, grad_rows, step, float lr, float beta1=0.9,
               float beta2=0.999, float eps=1e-8):
     """Sparse ("lazy") Adam on the listed rows of a table, in place.
 
@@ -1535,13 +1548,14 @@ def adam_rows(table, m, v, rows, grad_rows, int64_t step, float lr, float beta1=
     _check_mat(v, "v", n_rows, D, "(n_rows, D)", True)
     _no_overlap((("table", table), ("m", m), ("v", v)),
                 (("rows", rows), ("grad_rows", grad_rows)))
+    cdef int64_t t = _step_number(step)
     cdef float *pt = _f(table)
     cdef float *pm = _f(m)
     cdef float *pv = _f(v)
     cdef const int32_t *pr = _i_or_null(rows)
     cdef const float *pg = _f(grad_rows)
     with nogil:
-        st = dre_adam_rows(n_rows, D, pt, pm, pv, n, pr, pg, step, lr, beta1, beta2, eps)
+        st = dre_adam_rows(n_rows, D, pt, pm, pv, n, pr, pg, t, lr, beta1, beta2, eps)
     if st != DRE_OK:
         _raise_status(st, "adam_rows", "rows", rows, 0, n_rows)
 
