@@ -344,9 +344,11 @@ def test_source_tree_import_says_what_to_do(tmp_path):
     shutil.copytree(pkg, tree / "deeprec_edge", ignore=shutil.ignore_patterns(
         "_core*.so", "_core*.pyd", "__pycache__", "trainer"))
     (tree / "deeprec_edge" / "_core.pyx").write_text("# the Cython source\n")
+    # -S: no site-packages, so nothing there (an editable install's import
+    # hook, say) can supply the missing core; the message needs no numpy
     for args in (["-c", "import deeprec_edge"], ["-m", "deeprec_edge", "--help"]):
-        p = subprocess.run([sys.executable, *args], cwd=tree, capture_output=True, text=True,
-                           timeout=120)
+        p = subprocess.run([sys.executable, "-S", *args], cwd=tree, capture_output=True,
+                           text=True, timeout=120)
         last = p.stderr.strip().splitlines()[-1]
         assert p.returncode != 0 and last.startswith("ImportError: deeprec_edge was imported "
                                                      "from its source tree"), p.stderr
