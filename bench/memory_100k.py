@@ -73,7 +73,8 @@ def make_problem(n_clicks: int, n_items: int = N_ITEMS, hidden=HIDDEN, dim: int 
     """``params`` (engine Params: random GRU4Rec-style init, tied), ``items``
     (int32 dense indices, time order), ``session_start`` (bool),
     ``popularity`` (float64 counts of a global log of 5,000 sessions) and
-    ``timestamps`` (unix seconds: clicks 20-120 s apart, sessions > 2 h)."""
+    ``timestamps`` (unix seconds: clicks 20-120 s apart, sessions > 2 h, the
+    newest on 2023-11-14)."""
     from deeprec_edge.trainer.demo import make_world
     from deeprec_edge.trainer.fit import FitConfig, init_params
 
@@ -86,7 +87,10 @@ def make_problem(n_clicks: int, n_items: int = N_ITEMS, hidden=HIDDEN, dim: int 
     gaps = np.where(starts, 7200.0 + rng.exponential(36000.0, starts.size),
                     rng.uniform(20.0, 120.0, starts.size))
     gaps[0] = 0.0
-    ts = np.floor(1_700_000_000.0 + np.cumsum(gaps))
+    # ending at 2023-11-14: 100k clicks span years, and clicks dated after the
+    # reader's clock (+ a day) are skipped as wrongly dated
+    t = np.cumsum(gaps)
+    ts = np.floor(1_700_000_000.0 - (t[-1] - t))
     return SimpleNamespace(params=params, items=items, session_start=starts, popularity=pop,
                            timestamps=ts)
 
