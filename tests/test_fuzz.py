@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import fuzz
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -20,6 +22,7 @@ def _run(*args, env=None):
     return p.returncode, p.stdout, p.stderr
 
 
+@pytest.mark.slow
 def test_short_fuzz_run_finds_nothing():
     code, out, err = _run("--calls", "6000", "--seed", "20261205", "--jobs", "2", "-q")
     summary = out.strip().splitlines()[-1]
