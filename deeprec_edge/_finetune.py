@@ -98,6 +98,8 @@ def finetune_params(base: Params, items: np.ndarray, session_start: Optional[np.
     global one).  Returns ``(personal Params, summary dict)``.  ``base`` is
     not modified.
     """
+    from ._checks import check_finetune_args  # ranges: deeprec_edge/_checks.py
+    check_finetune_args(locals())
     t0 = time.perf_counter()
     items = np.ascontiguousarray(items, np.int32)
     n = int(items.shape[0])

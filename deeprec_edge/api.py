@@ -87,6 +87,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     FinetuneResult
         ``.model`` (personal model, not yet saved) and ``.summary``.
     """
+    from ._checks import check_finetune_args  # ranges: deeprec_edge/_checks.py
+    check_finetune_args(locals())
     rc = model.recipe if recipe is None else recipe
     changes = {}
     if parts is not None:

@@ -1001,12 +1001,9 @@ def _clean(o: Any) -> Any:
 
 def write_json(report: Dict[str, Any], path: str) -> None:
     """Write the report as JSON (NaN as null), atomically."""
+    from deeprec_edge._atomic import atomic_write
     text = json.dumps(_clean(report), indent=2, sort_keys=False, allow_nan=False)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write((text + "\n").encode("utf-8")))
 
 
 def _fmt(v: Optional[float], nd: int = 4) -> str:
@@ -1208,13 +1205,6 @@ def plot_report(report: Dict[str, Any], path: str) -> bool:
             ax.grid(axis="y", alpha=0.3)
             ax.set_axisbelow(True)
 
-    path = str(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format=fmt, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from deeprec_edge._atomic import atomic_write
+    atomic_write(str(path), lambda f: fig.savefig(f, format=fmt, dpi=120))
     return True
