@@ -295,6 +295,60 @@ DRE_API dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const fl
                                   int32_t *top_idx, float *top_score, int64_t *n_out);
 
 /* ------------------------------------------------------------------------ */
+/* Compressed row tables: binary16 and int8 rows with per-row scales         */
+/* ------------------------------------------------------------------------ */
+/*
+ * A table of N rows and D columns (row-major, contiguous) stored as
+ * `dtype`, with optional per-row scales row_scale [N] (NULL: 1).  The value
+ * of element (r, k) is f32(O[r][k]) * row_scale[r]; f32() of a binary16 or
+ * int8 value is exact.  Model files store item tables and GRU weights this
+ * way (docs/model-format.md); the kernels read them as they are, never
+ * inflating a table to float32.
+ */
+typedef enum dre_dtype {
+    DRE_DTYPE_F32 = 0, /* float                                   */
+    DRE_DTYPE_F16 = 1, /* IEEE binary16 bit patterns (uint16_t)   */
+    DRE_DTYPE_I8 = 2   /* int8_t (symmetric quantisation: usually in [-127, 127]) */
+} dre_dtype;
+
+/* scores[i] = dot(O[r], u) * row_scale[r] + bias[r], r = idx ? idx[i] : i
+ * (idx NULL: n <= N; row_scale, bias NULL: 1, 0).  The dot product is
+ * summed in float32 over the exactly converted stored values, then
+ * multiplied by the scale and the bias added (two roundings); a row's
+ * score is the same bits wherever it sits (full table, table offset,
+ * candidate list).  DRE_DTYPE_F32 without scales is dre_score exactly. */
+DRE_API dre_status dre_score_rows(int64_t N, int64_t D, dre_dtype dtype, const void *O,
+                                  const float *row_scale, const float *bias, const float *u,
+                                  const int32_t *idx, int64_t n, float *scores);
+
+/* The k best of those scores, fused: the selection, order and outputs of
+ * dre_score_topk (higher first; ties: lower row first; NaN last), exact on
+ * the scores dre_score_rows computes. */
+DRE_API dre_status dre_score_topk_rows(int64_t N, int64_t D, dre_dtype dtype, const void *O,
+                                       const float *row_scale, const float *bias,
+                                       const float *u, const int32_t *idx, int64_t n,
+                                       const uint8_t *exclude, int64_t k,
+                                       int32_t *top_idx, float *top_score, int64_t *n_out);
+
+/* out[i][k] = f32(W[r][k]) * row_scale[r] (one float32 rounding), r = idx ?
+ * idx[i] : i: the float32 rows a caller needs (an input embedding per click,
+ * the columns of a sampled loss), not the table. */
+DRE_API dre_status dre_dequantize_rows(int64_t N, int64_t D, dre_dtype dtype, const void *W,
+                                       const float *row_scale, const int32_t *idx, int64_t n,
+                                       float *out);
+
+/* dre_gru_step with int8 weight matrices and per-row scales: W_ih [3H][I]
+ * with s_ih [3H], W_hh [3H][H] with s_hh [3H] (NULL: 1); biases, state and
+ * arithmetic float32; gate pre-activations dot(W_ih[j], x) * s_ih[j] +
+ * b_ih[j] as dre_score_rows computes them.  A quarter of the float32 bytes
+ * per click.  Same workspace as dre_gru_step; h_out may be h. */
+DRE_API dre_status dre_gru_step_i8(int64_t I, int64_t H, const float *x, const float *h,
+                                   const int8_t *W_ih, const float *s_ih,
+                                   const int8_t *W_hh, const float *s_hh,
+                                   const float *b_ih, const float *b_hh,
+                                   float *h_out, void *workspace, size_t workspace_bytes);
+
+/* ------------------------------------------------------------------------ */
 /* Optimisers (in place)                                                     */
 /* ------------------------------------------------------------------------ */
 

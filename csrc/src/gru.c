@@ -11,7 +11,7 @@
  * the rows still running at step t are a prefix, and the per-step GEMMs
  * cover only that prefix.
  */
-#include "internal.h"
+#include "qkernels.h" /* dre__step_check, shared with dre_gru_step_i8 */
 
 #include <string.h>
 
@@ -373,9 +373,9 @@ size_t dre_gru_step_workspace_size(int64_t I, int64_t H) {
     return total;
 }
 
-/* Arguments of dre_gru_step and dre_gru_step_f16 (weights of either type).
- * DRE_OK with *run = 0: nothing to do (H == 0). */
-static dre_status step_check(int64_t I, int64_t H, const float *x, const float *h,
+/* Arguments of dre_gru_step, dre_gru_step_f16 and dre_gru_step_i8 (weights
+ * of any type).  DRE_OK with *run = 0: nothing to do (H == 0). */
+dre_status dre__step_check(int64_t I, int64_t H, const float *x, const float *h,
                              const void *W_ih, const void *W_hh,
                              const float *b_ih, const float *b_hh, const float *h_out,
                              const void *workspace, size_t workspace_bytes, int *run) {
@@ -396,7 +396,7 @@ dre_status dre_gru_step(int64_t I, int64_t H, const float *x, const float *h,
                         const float *b_ih, const float *b_hh,
                         float *h_out, void *workspace, size_t workspace_bytes) {
     int run;
-    const dre_status st = step_check(I, H, x, h, W_ih, W_hh, b_ih, b_hh, h_out, workspace,
+    const dre_status st = dre__step_check(I, H, x, h, W_ih, W_hh, b_ih, b_hh, h_out, workspace,
                                      workspace_bytes, &run);
     if (!run) return st;
     const dre_kernels *kt = dre__kernels();
@@ -412,7 +412,7 @@ dre_status dre_gru_step_f16(int64_t I, int64_t H, const float *x, const float *h
                             const float *b_ih, const float *b_hh,
                             float *h_out, void *workspace, size_t workspace_bytes) {
     int run;
-    const dre_status st = step_check(I, H, x, h, W_ih, W_hh, b_ih, b_hh, h_out, workspace,
+    const dre_status st = dre__step_check(I, H, x, h, W_ih, W_hh, b_ih, b_hh, h_out, workspace,
                                      workspace_bytes, &run);
     if (!run) return st;
     const dre_kernels *kt = dre__kernels();

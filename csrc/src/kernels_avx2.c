@@ -107,25 +107,7 @@ static void gemm_tile_avx2(int64_t mr, int64_t nr, int64_t K,
  * on where it sits in the list (full-catalogue and candidate-list ranking
  * agree bit for bit). */
 
-static inline __m256i tail_mask(int64_t rem) { /* rem in [0, 8) lanes on */
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rem), lane);
-}
-
-/* [sum(v0), ..., sum(v7)], each sum in the order documented above. */
-static inline __m256 reduce8(__m256 v0, __m256 v1, __m256 v2, __m256 v3,
-                             __m256 v4, __m256 v5, __m256 v6, __m256 v7) {
-    const __m256 q0 = _mm256_hadd_ps(_mm256_hadd_ps(v0, v1), _mm256_hadd_ps(v2, v3));
-    const __m256 q1 = _mm256_hadd_ps(_mm256_hadd_ps(v4, v5), _mm256_hadd_ps(v6, v7));
-    /* q0 = [v0 l0-3, v1 l0-3, v2 l0-3, v3 l0-3 | the same of l4-7]; q1 for v4..v7 */
-    return _mm256_add_ps(_mm256_permute2f128_ps(q0, q1, 0x20), _mm256_permute2f128_ps(q0, q1, 0x31));
-}
-
-/* sum(v) in the same order as one lane of reduce8. */
-static inline float reduce1(__m256 v) {
-    const __m256 q = _mm256_hadd_ps(_mm256_hadd_ps(v, v), _mm256_hadd_ps(v, v));
-    return _mm_cvtss_f32(_mm_add_ss(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1)));
-}
+#include "avx2_inl.h" /* tail_mask, reduce8, reduce1 */
 
 void dre__gemv_avx2(int64_t n, int64_t D, const float *W, int64_t ldw,
                       const int32_t *idx, const float *x, const float *bias, float *y) {

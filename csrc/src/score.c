@@ -26,7 +26,7 @@
  * possibly enter.  For n = 1e5, k = 20 almost every element takes that
  * path, so the run time is the gemv's.
  */
-#include "internal.h"
+#include "qkernels.h"
 
 #include <math.h>
 #include <string.h>
@@ -142,25 +142,10 @@ static void sorted_insert(int32_t *ti, float *ts, int64_t size, int64_t cap, flo
     ts[pos] = s;
 }
 
-dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const float *bias,
-                          const float *u, const int32_t *idx, int64_t n,
-                          const uint8_t *exclude, int64_t k,
-                          int32_t *top_idx, float *top_score, int64_t *n_out) {
-    if (k < 0) return DRE_ERR_SIZE;
-    dre_status st = score_check(N, D, O, u, idx, n);
-    if (st != DRE_OK) return st;
-    /* row numbers are returned as int32 */
-    if (idx == NULL && n > (int64_t)INT32_MAX + 1) return DRE_ERR_SIZE;
-    if (n_out == NULL) return DRE_ERR_NULL;
-    if (k == 0 || n == 0) {
-        *n_out = 0;
-        return DRE_OK;
-    }
-    if (top_idx == NULL || top_score == NULL) return DRE_ERR_NULL;
-    if (O == NULL) O = dre__score_dummy; /* only when D == 0 */
-    if (u == NULL) u = dre__score_dummy;
-
-    const dre_kernels *kt = dre__kernels();
+/* The selection loop, over any scorer of chunks of candidates. */
+void dre__topk_select(int64_t n, const int32_t *idx, const uint8_t *exclude, int64_t k,
+                      dre_score_chunk_fn score, const void *ctx,
+                      int32_t *top_idx, float *top_score, int64_t *n_out) {
     const int64_t cap = k < n ? k : n; /* the heap never holds more than n */
     const int sorted = cap <= DRE_TOPK_SORTED_MAX;
     const int64_t worst = sorted ? cap - 1 : 0; /* where the worst entry kept sits, once full */
@@ -176,13 +161,7 @@ dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const float *bia
     for (int64_t base = 0; base < n; base += DRE_TOPK_CHUNK) {
         const int64_t c = n - base < DRE_TOPK_CHUNK ? n - base : DRE_TOPK_CHUNK;
         const int32_t *ci = idx ? idx + base : NULL;
-        if (ci) {
-            kt->gemv(c, D, O, D, ci, u, bias, buf);
-        } else {
-            /* contiguous rows base..base+c-1: offset the table and bias */
-            kt->gemv(c, D, O + (D > 0 ? base * D : 0), D, NULL, u,
-                     bias ? bias + base : NULL, buf);
-        }
+        score(ctx, base, c, ci, buf);
         if (fast) {
             /* Whole-chunk rejection: one vectorisable pass (compare + or). */
             int any = 0;
@@ -225,5 +204,44 @@ dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const float *bia
         heap_sift_down(top_idx, top_score, end, 0);
     }
     *n_out = size;
+}
+
+/* float32 rows through the dispatched gemv. */
+typedef struct {
+    const dre_kernels *kt;
+    int64_t D;
+    const float *O, *bias, *u;
+} f32_chunk_ctx;
+
+static void f32_chunk(const void *ctx_, int64_t base, int64_t c, const int32_t *ci, float *buf) {
+    const f32_chunk_ctx *x = (const f32_chunk_ctx *)ctx_;
+    if (ci) {
+        x->kt->gemv(c, x->D, x->O, x->D, ci, x->u, x->bias, buf);
+    } else {
+        /* contiguous rows base..base+c-1: offset the table and bias */
+        x->kt->gemv(c, x->D, x->O + (x->D > 0 ? base * x->D : 0), x->D, NULL, x->u,
+                    x->bias ? x->bias + base : NULL, buf);
+    }
+}
+
+dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const float *bias,
+                          const float *u, const int32_t *idx, int64_t n,
+                          const uint8_t *exclude, int64_t k,
+                          int32_t *top_idx, float *top_score, int64_t *n_out) {
+    if (k < 0) return DRE_ERR_SIZE;
+    dre_status st = score_check(N, D, O, u, idx, n);
+    if (st != DRE_OK) return st;
+    /* row numbers are returned as int32 */
+    if (idx == NULL && n > (int64_t)INT32_MAX + 1) return DRE_ERR_SIZE;
+    if (n_out == NULL) return DRE_ERR_NULL;
+    if (k == 0 || n == 0) {
+        *n_out = 0;
+        return DRE_OK;
+    }
+    if (top_idx == NULL || top_score == NULL) return DRE_ERR_NULL;
+    if (O == NULL) O = dre__score_dummy; /* only when D == 0 */
+    if (u == NULL) u = dre__score_dummy;
+    const f32_chunk_ctx cx = {dre__kernels(), D, O, bias, u};
+    dre__topk_select(n, idx, exclude, k, f32_chunk, &cx, top_idx, top_score, n_out);
     return DRE_OK;
 }

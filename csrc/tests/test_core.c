@@ -2076,6 +2076,409 @@ static void test_nan_policy(void) {
 
 /* ======================================================================== */
 
+/* ======================================================================== */
+/* compressed row tables: binary16 and int8 rows with per-row scales         */
+/* ======================================================================== */
+
+/* A table of N x D values stored as `dtype` (guarded), with scales [N]
+ * (NULL unless use_scale) and the double value of every element.  exact:
+ * small integers and power-of-two scales, so every score is exact in float
+ * (ties, NaN biases and the tie rule can be checked bit for bit). */
+typedef struct {
+    dre_dtype dtype;
+    void *W;
+    float *scale;
+    double *val; /* N*D values: f32(stored) * scale */
+} qtable;
+
+static const char *dtype_name(dre_dtype t) {
+    return t == DRE_DTYPE_I8 ? "i8" : t == DRE_DTYPE_F16 ? "f16" : "f32";
+}
+
+static qtable qtable_make(int64_t N, int64_t D, dre_dtype dtype, int use_scale, int exact) {
+    qtable q;
+    q.dtype = dtype;
+    q.scale = use_scale ? gf(N) : NULL;
+    q.val = dtmp(N * D);
+    float *f = (float *)malloc((size_t)(N * D > 0 ? N * D : 1) * sizeof(float));
+    if (!f) die("out of memory");
+    if (dtype == DRE_DTYPE_I8) {
+        int8_t *w = (int8_t *)guard_alloc((size_t)(N * D > 0 ? N * D : 0));
+        for (int64_t i = 0; i < N * D; ++i) {
+            w[i] = (int8_t)(exact ? rng_int(-2, 2) : rng_int(-127, 127));
+            f[i] = (float)w[i];
+        }
+        q.W = w;
+    } else if (dtype == DRE_DTYPE_F16) {
+        uint16_t *w = gu16(N * D);
+        if (exact) fill_small_int(f, N * D, -2, 2);
+        else fill_uniform(f, N * D, -1.0f, 1.0f);
+        if (N * D > 0) dre_f32_to_f16(N * D, f, w);
+        if (N * D > 0) dre_f16_to_f32(N * D, w, f);
+        q.W = w;
+    } else {
+        float *w = gf(N * D);
+        if (exact) fill_small_int(w, N * D, -2, 2);
+        else fill_uniform(w, N * D, -1.0f, 1.0f);
+        if (N * D > 0) memcpy(f, w, (size_t)(N * D) * sizeof(float));
+        q.W = w;
+    }
+    for (int64_t r = 0; r < N; ++r) {
+        if (q.scale) q.scale[r] = exact ? (float)ldexp(1.0, (int)rng_int(-2, 1))
+                                        : rng_uniform(0.001f, 0.02f);
+        for (int64_t k = 0; k < D; ++k)
+            q.val[r * D + k] = (double)f[r * D + k] * (q.scale ? (double)q.scale[r] : 1.0);
+    }
+    free(f);
+    return q;
+}
+
+/* double reference of a row's score and the scale of its rounding error */
+static double qref_row(const qtable *q, int64_t D, const float *bias, const float *u, int64_t r,
+                       double *mag) {
+    double s = 0.0, m = 0.0;
+    for (int64_t k = 0; k < D; ++k) {
+        s += q->val[r * D + k] * u[k];
+        m += fabs(q->val[r * D + k] * u[k]);
+    }
+    if (bias) { s += bias[r]; m += fabs(bias[r]); }
+    if (mag) *mag = m;
+    return s;
+}
+
+static void qscore_case(int64_t N, int64_t D, int64_t n, dre_dtype dt, int use_idx, int use_bias,
+                        int use_scale) {
+    qtable q = qtable_make(N, D, dt, use_scale, 0);
+    float *u = gf(D), *bias = use_bias ? gf(N) : NULL;
+    fill_uniform(u, D, -1.0f, 1.0f);
+    if (bias) fill_uniform(bias, N, -0.1f, 0.1f);
+    int32_t *idx = use_idx ? random_rows(N, n) : NULL;
+    double *ref = dtmp(n), *mag = dtmp(n);
+    for (int64_t i = 0; i < n; ++i) ref[i] = qref_row(&q, D, bias, u, idx ? idx[i] : i, &mag[i]);
+    double *s0 = dtmp(n);
+    for (int pi = 0; pi < n_paths; ++pi) {
+        use_path(paths[pi]);
+        ctx("path=%s score_rows %s N=%lld D=%lld n=%lld idx=%d bias=%d scale=%d",
+            dre_path_name(paths[pi]), dtype_name(dt), (long long)N, (long long)D, (long long)n,
+            use_idx, use_bias, use_scale);
+        float *sc = gf(n);
+        CHECK_STATUS(dre_score_rows(N, D, dt, q.W, q.scale, bias, u, idx, n, sc), DRE_OK);
+        CHECK_SCALED("scores vs double", sc, n, ref, mag, n > 0 ? 1 : 0, n,
+                     (double)(D + 5) * FLT_EPSILON);
+        if (pi == 0)
+            for (int64_t i = 0; i < n; ++i) s0[i] = sc[i];
+        else
+            CHECK_SCALED("scores vs scalar", sc, n, s0, mag, n > 0 ? 1 : 0, n,
+                         2.0 * (double)(D + 5) * FLT_EPSILON);
+        /* the float32 entry point on a float32 table without scales is dre_score */
+        if (dt == DRE_DTYPE_F32 && !use_scale) {
+            float *s1 = gf(n);
+            CHECK_STATUS(dre_score(N, D, (const float *)q.W, bias, u, idx, n, s1), DRE_OK);
+            CHECK(n == 0 || memcmp(s1, sc, (size_t)n * sizeof(float)) == 0,
+                  "dre_score_rows(F32, no scale) differs from dre_score");
+        }
+        /* dequantised rows: exactly f32(stored) * scale */
+        float *rows = gf(n * D);
+        CHECK_STATUS(dre_dequantize_rows(N, D, dt, q.W, q.scale, idx, n, rows), DRE_OK);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < n && bad < 0; ++i) {
+            const int64_t r = idx ? idx[i] : i;
+            for (int64_t k = 0; k < D; ++k) {
+                const double v = q.scale ? q.val[r * D + k] / (double)q.scale[r] : q.val[r * D + k];
+                const float want = q.scale ? (float)v * q.scale[r] : (float)v;
+                if (memcmp(&rows[i * D + k], &want, sizeof(float)) != 0) bad = i;
+            }
+        }
+        CHECK(bad < 0, "dequantize_rows: row %lld is not f32(stored) * scale", (long long)bad);
+    }
+    case_end();
+}
+
+/* The fused top-k must be exactly the top-k of the scores dre_score_rows
+ * gives on the same path (order: higher, then lower row; NaN last); with
+ * exact data also the top-k of the double reference and of dre_score_topk
+ * on the float32 table of the same values. */
+static void qtopk_case(int64_t N, int64_t D, int64_t n, int64_t k, dre_dtype dt, int use_idx,
+                       int use_excl, int exact) {
+    qtable q = qtable_make(N, D, dt, 1, exact);
+    float *u = gf(D), *bias = gf(N), *f32 = gf(N * D);
+    if (exact) {
+        fill_small_int(u, D, -2, 2);
+        for (int64_t r = 0; r < N; ++r) bias[r] = (r % 7 == 3) ? NAN : 0.5f * (float)rng_int(-2, 2);
+    } else {
+        fill_uniform(u, D, -1.0f, 1.0f);
+        fill_uniform(bias, N, -0.1f, 0.1f);
+    }
+    for (int64_t i = 0; i < N * D; ++i) f32[i] = (float)q.val[i];
+    int32_t *idx = use_idx ? random_rows(N, n) : NULL;
+    uint8_t *ex = use_excl ? gu8(N) : NULL;
+    if (ex)
+        for (int64_t r = 0; r < N; ++r) ex[r] = rng_int(0, 4) == 0;
+    ref_ranked *rk = (ref_ranked *)malloc((size_t)(n > 0 ? n : 1) * sizeof(ref_ranked));
+    if (!rk) die("out of memory");
+    for (int pi = 0; pi < n_paths; ++pi) {
+        use_path(paths[pi]);
+        ctx("path=%s score_topk_rows %s N=%lld D=%lld n=%lld k=%lld idx=%d exclude=%d exact=%d",
+            dre_path_name(paths[pi]), dtype_name(dt), (long long)N, (long long)D, (long long)n,
+            (long long)k, use_idx, use_excl, exact);
+        float *sc = gf(n);
+        CHECK_STATUS(dre_score_rows(N, D, dt, q.W, q.scale, bias, u, idx, n, sc), DRE_OK);
+        int64_t ne = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            const int32_t r = idx ? idx[i] : (int32_t)i;
+            if (ex && ex[r]) continue;
+            rk[ne].r = r;
+            rk[ne].s = exact ? qref_row(&q, D, bias, u, r, NULL) : (double)sc[i];
+            ++ne;
+        }
+        qsort(rk, (size_t)ne, sizeof(ref_ranked), ref_rank_cmp);
+        const int64_t want_n = k < ne ? k : ne;
+        int32_t *ti = gi32(k);
+        float *ts = gf(k);
+        int64_t nout = -1;
+        CHECK_STATUS(dre_score_topk_rows(N, D, dt, q.W, q.scale, bias, u, idx, n, ex, k, ti, ts,
+                                         &nout), DRE_OK);
+        CHECK(nout == want_n, "n_out %lld, want %lld", (long long)nout, (long long)want_n);
+        int64_t bad = -1;
+        for (int64_t i = 0; i < want_n && i < nout && bad < 0; ++i) {
+            const int same = isnan(rk[i].s) ? isnan(ts[i]) : (double)ts[i] == rk[i].s;
+            if (ti[i] != rk[i].r || !same) bad = i;
+        }
+        CHECK(bad < 0, "rank %lld: got row %d score %.9g, want row %d score %.9g", (long long)bad,
+              bad >= 0 ? ti[bad] : 0, bad >= 0 ? (double)ts[bad] : 0.0, bad >= 0 ? rk[bad].r : 0,
+              bad >= 0 ? rk[bad].s : 0.0);
+        if (exact) {
+            int32_t *ti2 = gi32(k);
+            float *ts2 = gf(k);
+            int64_t n2 = -1;
+            CHECK_STATUS(dre_score_topk(N, D, f32, bias, u, idx, n, ex, k, ti2, ts2, &n2), DRE_OK);
+            CHECK(n2 == nout && (nout <= 0 || (memcmp(ti2, ti, (size_t)nout * 4) == 0 &&
+                                              memcmp(ts2, ts, (size_t)nout * 4) == 0)),
+                  "differs from dre_score_topk on the float32 table of the same values");
+        }
+    }
+    free(rk);
+    case_end();
+}
+
+/* A row scores the same bits anywhere: full table, table offset, candidate
+ * list position (in a block or a tail), so identical rows tie exactly. */
+static void qposition_case(int64_t N, int64_t D, dre_dtype dt) {
+    qtable q = qtable_make(N, D, dt, 1, 0);
+    float *u = gf(D), *bias = gf(N);
+    fill_uniform(u, D, -1.0f, 1.0f);
+    fill_uniform(bias, N, -0.1f, 0.1f);
+    const size_t es = dt == DRE_DTYPE_I8 ? 1 : dt == DRE_DTYPE_F16 ? 2 : 4;
+    for (int pi = 0; pi < n_paths; ++pi) {
+        use_path(paths[pi]);
+        ctx("path=%s score_rows position %s N=%lld D=%lld", dre_path_name(paths[pi]),
+            dtype_name(dt), (long long)N, (long long)D);
+        float *full = gf(N), *sc = gf(N);
+        int32_t *idx = gi32(N);
+        CHECK_STATUS(dre_score_rows(N, D, dt, q.W, q.scale, bias, u, NULL, N, full), DRE_OK);
+        int64_t bad = -1;
+        for (int64_t n = 1; n <= N; ++n) {
+            for (int64_t i = 0; i < n; ++i) idx[i] = (int32_t)rng_int(0, N - 1);
+            CHECK_STATUS(dre_score_rows(N, D, dt, q.W, q.scale, bias, u, idx, n, sc), DRE_OK);
+            for (int64_t i = 0; i < n; ++i)
+                if (memcmp(&sc[i], &full[idx[i]], sizeof(float)) != 0 && bad < 0) bad = idx[i];
+        }
+        CHECK(bad < 0, "row %lld scored through a candidate list differs from its full-table score",
+              (long long)bad);
+        int64_t bad_off = -1;
+        for (int64_t b = 0; b < N; ++b) {
+            CHECK_STATUS(dre_score_rows(N - b, D, dt, (const char *)q.W + (size_t)(b * D) * es,
+                                        q.scale + b, bias + b, u, NULL, N - b, sc), DRE_OK);
+            if (memcmp(sc, full + b, (size_t)(N - b) * sizeof(float)) != 0 && bad_off < 0) bad_off = b;
+        }
+        CHECK(bad_off < 0, "rows scored from table offset %lld differ", (long long)bad_off);
+        /* identical rows (same values, scale and bias): top-k returns 0..N-1 */
+        char *Wi = (char *)guard_alloc((size_t)(N * D) * es);
+        float *si = gf(N), *bi = gf(N);
+        for (int64_t r = 0; r < N; ++r) {
+            memcpy(Wi + (size_t)(r * D) * es, q.W, (size_t)D * es);
+            si[r] = q.scale[0];
+            bi[r] = bias[0];
+        }
+        int32_t *ti = gi32(N);
+        float *ts = gf(N);
+        int64_t nout = -1;
+        for (int via = 0; via < 2; ++via) {
+            for (int64_t i = 0; i < N; ++i) idx[i] = (int32_t)(N - 1 - i);
+            CHECK_STATUS(dre_score_topk_rows(N, D, dt, Wi, si, bi, u, via ? idx : NULL, N, NULL, N,
+                                             ti, ts, &nout), DRE_OK);
+            int ok = nout == N;
+            for (int64_t i = 0; i < N && ok; ++i)
+                ok = ti[i] == i && memcmp(&ts[i], &ts[0], sizeof(float)) == 0;
+            CHECK(ok, "identical rows%s: top-k must return rows 0..N-1 with one score",
+                  via ? " via a reversed list" : "");
+        }
+    }
+    case_end();
+}
+
+/* dre_gru_step_i8 against the double cell on the dequantised weights, and
+ * SIMD against scalar. */
+static void gru_step_i8_case(int64_t I, int64_t H) {
+    gru_problem p;
+    gru_make(&p, 1, 1, I, H, LEN_NONE, 1, 0.0f);
+    int8_t *wi = (int8_t *)guard_alloc((size_t)(3 * H * I)), *wh = (int8_t *)guard_alloc((size_t)(3 * H * H));
+    float *si = gf(3 * H), *sh = gf(3 * H);
+    /* symmetric per-row quantisation; the float problem then holds the
+     * dequantised values (used by the double reference) */
+    for (int m = 0; m < 2; ++m) {
+        const int64_t C = m ? H : I;
+        float *Wf = m ? p.W_hh : p.W_ih, *s = m ? sh : si;
+        int8_t *Wq = m ? wh : wi;
+        for (int64_t r = 0; r < 3 * H; ++r) {
+            float amax = 0.0f;
+            for (int64_t k = 0; k < C; ++k) amax = fabsf(Wf[r * C + k]) > amax ? fabsf(Wf[r * C + k]) : amax;
+            s[r] = amax > 0 ? amax / 127.0f : 1.0f;
+            for (int64_t k = 0; k < C; ++k) {
+                Wq[r * C + k] = (int8_t)lrintf(Wf[r * C + k] / s[r]);
+                Wf[r * C + k] = (float)Wq[r * C + k] * s[r];
+            }
+        }
+    }
+    ref_gru_par d;
+    ref_gru_par_init(&p.in, &d);
+    double *ref = dtmp(H);
+    ref_gru_cell(I, H, d.x, d.h0, &d, ref, NULL);
+    ref_gru_par_free(&d);
+    const double atol = 2e-6 * sqrt((double)(I + H + 1)) + 1e-6, rtol = 1e-5;
+    float *s0 = NULL;
+    for (int pi = 0; pi < n_paths; ++pi) {
+        use_path(paths[pi]);
+        ctx("path=%s gru_step_i8 I=%lld H=%lld", dre_path_name(paths[pi]), (long long)I, (long long)H);
+        const size_t need = dre_gru_step_workspace_size(I, H);
+        float *out = gf(H);
+        CHECK_STATUS(dre_gru_step_i8(I, H, p.x, p.h0, wi, si, wh, sh, p.b_ih, p.b_hh, out,
+                                     gws(need), need), DRE_OK);
+        CHECK_CLOSE("h_out vs double", out, ref, H, atol, rtol);
+        float *h = gcopy(p.h0, H);
+        CHECK_STATUS(dre_gru_step_i8(I, H, p.x, h, wi, si, wh, sh, p.b_ih, p.b_hh, h, gws(need), need),
+                     DRE_OK);
+        CHECK(memcmp(h, out, (size_t)H * sizeof(float)) == 0, "h_out == h gives other results");
+        if (pi == 0) s0 = out;
+        else CHECK_CLOSE_FF("h_out vs scalar", out, s0, H, atol, rtol);
+    }
+    case_end();
+}
+
+static void errors_rows(void) {
+    n_sents = 0;
+    const int64_t N = 7, D = 4, n = 4, k = 3;
+    int8_t *W = (int8_t *)guard_alloc((size_t)(N * D));
+    memset(W, 1, (size_t)(N * D));
+    float *u = gf(D), *bias = gf(N), *sc_ = gf(N);
+    fill_uniform(u, D, -1, 1); fill_uniform(bias, N, -1, 1); fill_uniform(sc_, N, 0.5f, 1);
+    int32_t *idx = gi32(n);
+    idx[0] = 6; idx[1] = 0; idx[2] = 3; idx[3] = 5;
+    float *sc = (float *)sent_new("scores", (size_t)n * sizeof(float));
+    float *rows = (float *)sent_new("rows", (size_t)(n * D) * sizeof(float));
+    int32_t *ti = (int32_t *)sent_new("top_idx", (size_t)k * sizeof(int32_t));
+    float *ts = (float *)sent_new("top_score", (size_t)k * sizeof(float));
+    int64_t *no = (int64_t *)sent_new("n_out", sizeof(int64_t));
+    const dre_dtype I8 = DRE_DTYPE_I8, BAD = (dre_dtype)7;
+    EXPECT(dre_score_rows(-1, D, I8, W, sc_, bias, u, idx, n, sc), DRE_ERR_SIZE, "rows N=-1");
+    EXPECT(dre_score_rows(N, -1, I8, W, sc_, bias, u, idx, n, sc), DRE_ERR_SIZE, "rows D=-1");
+    EXPECT(dre_score_rows(N, D, I8, W, sc_, bias, u, idx, -1, sc), DRE_ERR_SIZE, "rows n=-1");
+    EXPECT(dre_score_rows(HUGE_DIM, HUGE_DIM, I8, W, sc_, bias, u, idx, n, sc), DRE_ERR_SIZE, "rows overflow");
+    EXPECT(dre_score_rows(N, D, BAD, W, sc_, bias, u, idx, n, sc), DRE_ERR_ARG, "rows dtype 7");
+    EXPECT(dre_score_rows(N, D, I8, NULL, sc_, bias, u, idx, n, sc), DRE_ERR_NULL, "rows O NULL");
+    EXPECT(dre_score_rows(N, D, I8, W, sc_, bias, NULL, idx, n, sc), DRE_ERR_NULL, "rows u NULL");
+    EXPECT(dre_score_rows(N, D, I8, W, sc_, bias, u, idx, n, NULL), DRE_ERR_NULL, "rows scores NULL");
+    EXPECT2(dre_score_rows(N, D, I8, W, sc_, bias, u, NULL, N + 1, sc), DRE_ERR_SIZE, DRE_ERR_INDEX, "rows n > N");
+    EXPECT(dre_score_topk_rows(N, D, I8, W, sc_, bias, u, idx, n, NULL, -1, ti, ts, no), DRE_ERR_SIZE, "topk_rows k=-1");
+    EXPECT(dre_score_topk_rows(N, D, BAD, W, sc_, bias, u, idx, n, NULL, k, ti, ts, no), DRE_ERR_ARG, "topk_rows dtype");
+    EXPECT(dre_score_topk_rows(N, D, I8, W, sc_, bias, u, idx, n, NULL, k, ti, ts, NULL), DRE_ERR_NULL, "topk_rows n_out NULL");
+    EXPECT(dre_score_topk_rows(N, D, I8, W, sc_, bias, u, idx, n, NULL, k, NULL, ts, no), DRE_ERR_NULL, "topk_rows top_idx NULL");
+    EXPECT(dre_dequantize_rows(N, D, BAD, W, sc_, idx, n, rows), DRE_ERR_ARG, "dequantize dtype");
+    EXPECT(dre_dequantize_rows(N, D, I8, NULL, sc_, idx, n, rows), DRE_ERR_NULL, "dequantize W NULL");
+    EXPECT(dre_dequantize_rows(N, D, I8, W, sc_, idx, n, NULL), DRE_ERR_NULL, "dequantize out NULL");
+    static const int32_t bad_i[] = {7, -1, INT32_MAX, INT32_MIN};
+    for (int i = 0; i < 4; ++i) {
+        int32_t *ib = gi32(n);
+        ib[0] = 1; ib[1] = 2; ib[2] = 3; ib[3] = bad_i[i];
+        EXPECT(dre_score_rows(N, D, I8, W, sc_, bias, u, ib, n, sc), DRE_ERR_INDEX, "rows idx %d", bad_i[i]);
+        EXPECT(dre_score_topk_rows(N, D, I8, W, sc_, bias, u, ib, n, NULL, k, ti, ts, no), DRE_ERR_INDEX,
+               "topk_rows idx %d", bad_i[i]);
+        EXPECT(dre_dequantize_rows(N, D, I8, W, sc_, ib, n, rows), DRE_ERR_INDEX, "dequantize idx %d", bad_i[i]);
+    }
+    /* the int8 step */
+    const int64_t I = 3, H = 4;
+    float *x = gf(I), *h = gf(H), *b = gf(3 * H), *s = gf(3 * H);
+    memset(x, 0, (size_t)I * 4); memset(h, 0, (size_t)H * 4); memset(b, 0, (size_t)(3 * H) * 4);
+    fill_uniform(s, 3 * H, 0.5f, 1.0f);
+    int8_t *wi = (int8_t *)guard_alloc((size_t)(3 * H * I)), *wh = (int8_t *)guard_alloc((size_t)(3 * H * H));
+    memset(wi, 0, (size_t)(3 * H * I)); memset(wh, 0, (size_t)(3 * H * H));
+    float *o = (float *)sent_new("h_out", (size_t)H * 4);
+    const size_t need = dre_gru_step_workspace_size(I, H);
+    void *ws = gws(need);
+    EXPECT(dre_gru_step_i8(-1, H, x, h, wi, s, wh, s, b, b, o, ws, need), DRE_ERR_SIZE, "step_i8 I=-1");
+    EXPECT(dre_gru_step_i8(I, H, x, h, NULL, s, wh, s, b, b, o, ws, need), DRE_ERR_NULL, "step_i8 W_ih NULL");
+    EXPECT(dre_gru_step_i8(I, H, x, h, wi, s, NULL, s, b, b, o, ws, need), DRE_ERR_NULL, "step_i8 W_hh NULL");
+    EXPECT(dre_gru_step_i8(I, H, x, h, wi, s, wh, s, b, b, NULL, ws, need), DRE_ERR_NULL, "step_i8 h_out NULL");
+    EXPECT(dre_gru_step_i8(I, H, x, h, wi, s, wh, s, b, b, o, ws, need - 1), DRE_ERR_WORKSPACE, "step_i8 workspace");
+    case_end();
+}
+
+static void test_rows(void) {
+    static const dre_dtype DT[] = {DRE_DTYPE_I8, DRE_DTYPE_F16, DRE_DTYPE_F32};
+    group_begin("score_rows");
+    for (int t = 0; t < 3; ++t) {
+        for (int s = 0; s < N_SWEEP; ++s) {
+            const int64_t v = SWEEP[s];
+            if (g_quick && (s % 3)) continue;
+            qscore_case(40, v, 40, DT[t], 0, s & 1, (s & 2) || DT[t] == DRE_DTYPE_I8); /* D tails */
+            qscore_case(v + 3, 9, v, DT[t], 1, 1, 1);   /* n sweep via a list: row blocks */
+            qscore_case(v, 20, v, DT[t], 0, s & 1, 1);  /* n sweep, contiguous rows */
+        }
+        qscore_case(300, 100, 300, DT[t], 1, 1, 1);
+        qscore_case(1000, 64, 777, DT[t], 0, 1, 1);
+        qscore_case(5, 0, 5, DT[t], 0, 1, 1); /* D == 0: the biases */
+        qscore_case(4, 3, 0, DT[t], 0, 1, 1);
+    }
+    group_end();
+
+    group_begin("score_topk_rows");
+    static const int64_t ks[] = {0, 1, 3, 8, 17, 40, 1000};
+    for (int t = 0; t < 3; ++t) {
+        for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ++ki) {
+            for (int f = 0; f < 4; ++f) {
+                qtopk_case(60, 5, 60, ks[ki], DT[t], 0, f & 1, 1);
+                qtopk_case(60, 19, 37, ks[ki], DT[t], 1, f & 2, f & 1);
+                if (!g_quick) qtopk_case(90, 33, 90, ks[ki], DT[t], f & 1, f & 2, 0);
+            }
+        }
+        qtopk_case(3000, 24, 3000, 20, DT[t], 0, 1, 1); /* chunk boundaries */
+        qtopk_case(3000, 64, 2900, 20, DT[t], 1, 0, 0);
+        qtopk_case(513, 7, 513, 257, DT[t], 1, 1, 1);   /* heap */
+    }
+    group_end();
+
+    group_begin("score_rows position");
+    static const int64_t Ds[] = {1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100};
+    for (int t = 0; t < 3; ++t)
+        for (size_t i = 0; i < sizeof Ds / sizeof Ds[0]; ++i)
+            qposition_case(g_quick ? 13 : 37, Ds[i], DT[t]);
+    group_end();
+
+    group_begin("gru_step_i8");
+    for (int s = 0; s < N_SWEEP; ++s) {
+        if (g_quick && (s % 3)) continue;
+        gru_step_i8_case(5, SWEEP[s]);
+        gru_step_i8_case(SWEEP[s], 7);
+    }
+    gru_step_i8_case(128, 256);
+    gru_step_i8_case(0, 9);
+    group_end();
+
+    group_begin("rows errors");
+    errors_rows();
+    group_end();
+}
+
 int main(int argc, char **argv) {
     const char *expect_path = NULL;
     for (int i = 1; i < argc; ++i) {
@@ -2111,6 +2514,7 @@ int main(int argc, char **argv) {
     test_optim();
     test_errors();
     test_nan_policy();
+    test_rows();
 
     /* again, thinner, with every buffer starting right after a guard page
      * (a read before the first element faults) */
@@ -2127,6 +2531,7 @@ int main(int argc, char **argv) {
     test_score();
     test_score_position();
     test_optim();
+    test_rows();
 
     printf("%ld passed, %ld failed\n", t_pass, t_fail);
     return t_fail ? 1 : 0;

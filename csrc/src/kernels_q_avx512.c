@@ -1,0 +1,127 @@
+/*
+ * kernels_q_avx512.c -- compressed-row primitives (qkernels.h) with
+ * AVX-512F: the algorithm of kernels_q_avx2.c with 16-lane accumulators
+ * (16 weights per conversion: vpmovsxbd + vcvtdq2ps from a 128-bit load,
+ * or vcvtph2ps from a 256-bit load).  Each accumulator folds its halves
+ * (lane j + lane j+8) before the AVX2 transposing reduction, for every row
+ * alike.  The tail uses the last 16 weights of the row under a lane mask
+ * (rows shorter than 16: a zero-padded copy).  Selected only after cpuid +
+ * xgetbv (ZMM state) checks.
+ */
+#include "qkernels.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+
+#if defined(__clang__)
+#  pragma clang attribute push(__attribute__((target("avx512f,avx2,fma,f16c"))), apply_to = function)
+#else
+#  pragma GCC push_options
+#  pragma GCC target("avx512f,avx2,fma,f16c")
+#endif
+
+#include <immintrin.h>
+#include <string.h>
+
+#include "avx2_inl.h"
+
+static inline __m512 load_i8x16(const int8_t *p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)));
+}
+
+static inline __m512 load_h16x16(const uint16_t *p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+
+/* lanes j + j+8 (AVX-512F only: the upper half through the 64-bit-lane extract) */
+static inline __m256 fold16(__m512 v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+
+/* y = dot * scale + bias for 8 rows (separate roundings): the rows' scales
+ * and biases by one load when the block is 8 consecutive rows, else by a
+ * gather (the same values either way) */
+static inline __m256 finish8_512(__m256 dot, const int64_t *r, int contiguous, const float *scale,
+                                  const float *bias) {
+    const __m256i ri = _mm256_setr_epi32((int)r[0], (int)r[1], (int)r[2], (int)r[3], (int)r[4],
+                                         (int)r[5], (int)r[6], (int)r[7]);
+    if (scale)
+        dot = _mm256_mul_ps(dot, contiguous ? _mm256_loadu_ps(scale + r[0])
+                                            : _mm256_i32gather_ps(scale, ri, 4));
+    const __m256 b = !bias ? _mm256_setzero_ps()
+                           : contiguous ? _mm256_loadu_ps(bias + r[0])
+                                        : _mm256_i32gather_ps(bias, ri, 4);
+    return _mm256_add_ps(dot, b);
+}
+
+#define DRE_Q_GEMV_AVX512(NAME, T, LOAD16)                                                   \
+    static void NAME(int64_t n, int64_t D, const T *W, int64_t ldw, const int32_t *idx,     \
+                     const float *scale, const float *x, const float *bias, float *y) {     \
+        const int64_t D16 = D & ~(int64_t)15, rem = D - D16, t0 = D - 16;                    \
+        const int shortrow = D < 16;                                                         \
+        const __mmask16 keep = (__mmask16)(rem ? (0xFFFFu << (16 - rem)) & 0xFFFFu : 0u);    \
+        __m512 xt = _mm512_setzero_ps();                                                     \
+        if (shortrow) {                                                                      \
+            float xb[16] = {0};                                                              \
+            if (D > 0) memcpy(xb, x, (size_t)D * sizeof(float));                             \
+            xt = _mm512_loadu_ps(xb);                                                        \
+        } else if (rem) {                                                                    \
+            xt = _mm512_maskz_mov_ps(keep, _mm512_loadu_ps(x + t0));                         \
+        }                                                                                    \
+        for (int64_t i = 0; i < n; i += 8) {                                                 \
+            const int64_t nb = n - i < 8 ? n - i : 8;                                        \
+            int64_t r[8];                                                                    \
+            const T *w[8];                                                                   \
+            for (int q = 0; q < 8; ++q) {                                                    \
+                const int64_t j = i + (q < nb ? q : nb - 1);                                 \
+                r[q] = idx ? (int64_t)idx[j] : j;                                            \
+                w[q] = W + r[q] * ldw;                                                       \
+            }                                                                                \
+            __m512 s[8];                                                                     \
+            for (int q = 0; q < 8; ++q) s[q] = _mm512_setzero_ps();                          \
+            for (int64_t k = 0; k < D16; k += 16) {                                          \
+                const __m512 xv = _mm512_loadu_ps(x + k);                                    \
+                for (int q = 0; q < 8; ++q) s[q] = _mm512_fmadd_ps(LOAD16(w[q] + k), xv, s[q]); \
+            }                                                                                \
+            if (shortrow) {                                                                  \
+                for (int q = 0; q < 8 && D > 0; ++q) {                                       \
+                    T b[16] = {0};                                                           \
+                    memcpy(b, w[q], (size_t)D * sizeof(T));                                  \
+                    s[q] = _mm512_fmadd_ps(LOAD16(b), xt, s[q]);                             \
+                }                                                                            \
+            } else if (rem) {                                                                \
+                for (int q = 0; q < 8; ++q)                                                  \
+                    s[q] = _mm512_fmadd_ps(_mm512_maskz_mov_ps(keep, LOAD16(w[q] + t0)), xt, s[q]); \
+            }                                                                                \
+            const __m256 out = finish8_512(                                                  \
+                reduce8(fold16(s[0]), fold16(s[1]), fold16(s[2]), fold16(s[3]),              \
+                        fold16(s[4]), fold16(s[5]), fold16(s[6]), fold16(s[7])),             \
+                r, !idx && nb == 8, scale, bias);                                                             \
+            if (nb == 8) {                                                                   \
+                _mm256_storeu_ps(y + i, out);                                                \
+            } else {                                                                         \
+                float t[8];                                                                  \
+                _mm256_storeu_ps(t, out);                                                    \
+                for (int64_t q = 0; q < nb; ++q) y[i + q] = t[q];                            \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+DRE_Q_GEMV_AVX512(gemv_i8_avx512, int8_t, load_i8x16)
+DRE_Q_GEMV_AVX512(gemv_h_avx512, uint16_t, load_h16x16)
+
+static const dre_qkernels dre__q_avx512_table = {DRE_PATH_AVX512, gemv_i8_avx512, gemv_h_avx512};
+
+#if defined(__clang__)
+#  pragma clang attribute pop
+#else
+#  pragma GCC pop_options
+#endif
+
+const dre_qkernels *dre__qkernels_avx512(void) { return &dre__q_avx512_table; }
+
+#else /* not x86-64 */
+
+const dre_qkernels *dre__qkernels_avx512(void) { return 0; }
+
+#endif

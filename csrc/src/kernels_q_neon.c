@@ -1,0 +1,138 @@
+/*
+ * kernels_q_neon.c -- compressed-row primitives (qkernels.h) with NEON, for
+ * aarch64 and for 32-bit ARM built with NEON (armv7 -mfpu=neon*).
+ *
+ * Four rows at a time (a short last block repeats its last row: computed,
+ * never stored), one 4-lane accumulator per row, k in steps of 8 (two
+ * multiply-adds per step, low half then high half).  int8 weights widen
+ * exactly (vmovl twice, vcvtq_f32_s32); binary16 weights through
+ * vcvt_f32_f16.  The D % 8 weights at a row's end come from the 8 that end
+ * the row with the lanes already summed zeroed; rows shorter than 8 go
+ * through a zero-padded copy.  Every row alike, so a row's score does not
+ * depend on where it sits.
+ *
+ * 32-bit ARM: the multiply-add is fused (vfmaq_f32) where the FPU has FMA
+ * (VFPv4, __ARM_FEATURE_FMA), else vmlaq_f32 (multiply, round, add); the
+ * lane sum uses pairwise adds (vaddvq_f32 is aarch64 only); binary16 rows
+ * use the scalar kernel unless the FPU converts binary16 (__ARM_FP bit 1,
+ * -mfpu=neon-fp16 or later, with -mfp16-format=ieee).
+ */
+#include "qkernels.h"
+
+#if defined(__ARM_NEON) || defined(__ARM_NEON__)
+
+#include <arm_neon.h>
+#include <string.h>
+
+#if defined(__aarch64__) || defined(__ARM_FEATURE_FMA)
+#  define DRE_Q_MLA(acc, a, b) vfmaq_f32((acc), (a), (b))
+#else
+#  define DRE_Q_MLA(acc, a, b) vmlaq_f32((acc), (a), (b))
+#endif
+
+#if defined(__aarch64__) || (defined(__ARM_FP) && (__ARM_FP & 2) && defined(__ARM_FP16_FORMAT_IEEE))
+#  define DRE_Q_NEON_F16 1
+#endif
+
+static inline float hsum4(float32x4_t v) {
+#if defined(__aarch64__)
+    return vaddvq_f32(v);
+#else
+    const float32x2_t p = vpadd_f32(vget_low_f32(v), vget_high_f32(v));
+    return vget_lane_f32(vpadd_f32(p, p), 0);
+#endif
+}
+
+/* 8 weights as two float32x4 (lanes 0-3, 4-7) */
+static inline void load_i8x8(const int8_t *p, float32x4_t *lo, float32x4_t *hi) {
+    const int16x8_t w = vmovl_s8(vld1_s8(p));
+    *lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
+    *hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(w)));
+}
+
+#if defined(DRE_Q_NEON_F16)
+static inline void load_h16x8(const uint16_t *p, float32x4_t *lo, float32x4_t *hi) {
+    *lo = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+    *hi = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 4)));
+}
+#endif
+
+#define DRE_Q_GEMV_NEON(NAME, T, LOAD8)                                                      \
+    static void NAME(int64_t n, int64_t D, const T *W, int64_t ldw, const int32_t *idx,     \
+                     const float *scale, const float *x, const float *bias, float *y) {     \
+        const int64_t D8 = D & ~(int64_t)7, rem = D - D8, t0 = D - 8;                        \
+        const int shortrow = D < 8;                                                          \
+        float xb[8] = {0};                                                                   \
+        uint32_t kb[8] = {0};                                                                \
+        if (shortrow) {                                                                      \
+            if (D > 0) memcpy(xb, x, (size_t)D * sizeof(float));                             \
+        } else if (rem) {                                                                    \
+            for (int q = 0; q < 8; ++q) {                                                    \
+                kb[q] = q >= 8 - rem ? 0xFFFFFFFFu : 0u;                                     \
+                xb[q] = q >= 8 - rem ? x[t0 + q] : 0.0f;                                     \
+            }                                                                                \
+        }                                                                                    \
+        const float32x4_t xt0 = vld1q_f32(xb), xt1 = vld1q_f32(xb + 4);                      \
+        const uint32x4_t k0 = vld1q_u32(kb), k1 = vld1q_u32(kb + 4);                         \
+        for (int64_t i = 0; i < n; i += 4) {                                                 \
+            const int64_t nb = n - i < 4 ? n - i : 4;                                        \
+            int64_t r[4];                                                                    \
+            const T *w[4];                                                                   \
+            for (int q = 0; q < 4; ++q) {                                                    \
+                const int64_t j = i + (q < nb ? q : nb - 1);                                 \
+                r[q] = idx ? (int64_t)idx[j] : j;                                            \
+                w[q] = W + r[q] * ldw;                                                       \
+            }                                                                                \
+            float32x4_t s[4];                                                                \
+            for (int q = 0; q < 4; ++q) s[q] = vdupq_n_f32(0.0f);                            \
+            for (int64_t k = 0; k < D8; k += 8) {                                            \
+                const float32x4_t x0 = vld1q_f32(x + k), x1 = vld1q_f32(x + k + 4);          \
+                for (int q = 0; q < 4; ++q) {                                                \
+                    float32x4_t lo, hi;                                                      \
+                    LOAD8(w[q] + k, &lo, &hi);                                               \
+                    s[q] = DRE_Q_MLA(s[q], lo, x0);                                          \
+                    s[q] = DRE_Q_MLA(s[q], hi, x1);                                          \
+                }                                                                            \
+            }                                                                                \
+            if (shortrow || rem) {                                                           \
+                for (int q = 0; q < 4 && D > 0; ++q) {                                       \
+                    float32x4_t lo, hi;                                                      \
+                    if (shortrow) {                                                          \
+                        T b[8] = {0};                                                        \
+                        memcpy(b, w[q], (size_t)D * sizeof(T));                              \
+                        LOAD8(b, &lo, &hi);                                                  \
+                    } else {                                                                 \
+                        LOAD8(w[q] + t0, &lo, &hi);                                          \
+                        lo = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(lo), k0)); \
+                        hi = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(hi), k1)); \
+                    }                                                                        \
+                    s[q] = DRE_Q_MLA(s[q], lo, xt0);                                         \
+                    s[q] = DRE_Q_MLA(s[q], hi, xt1);                                         \
+                }                                                                            \
+            }                                                                                \
+            for (int64_t q = 0; q < nb; ++q) {                                               \
+                float dot = hsum4(s[q]);                                                     \
+                if (scale) dot = dot * scale[r[q]];                                          \
+                y[i + q] = dot + (bias ? bias[r[q]] : 0.0f);                                 \
+            }                                                                                \
+        }                                                                                    \
+    }
+
+DRE_Q_GEMV_NEON(gemv_i8_neon, int8_t, load_i8x8)
+#if defined(DRE_Q_NEON_F16)
+DRE_Q_GEMV_NEON(gemv_h_neon, uint16_t, load_h16x8)
+#endif
+
+#if defined(DRE_Q_NEON_F16)
+static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_i8_neon, gemv_h_neon};
+#else /* no binary16 conversion in this FPU: the portable kernel */
+static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_i8_neon, dre__gemv_h_scalar};
+#endif
+
+const dre_qkernels *dre__qkernels_neon(void) { return &dre__q_neon_table; }
+
+#else /* no NEON */
+
+const dre_qkernels *dre__qkernels_neon(void) { return 0; }
+
+#endif

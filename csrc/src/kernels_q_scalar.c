@@ -1,0 +1,36 @@
+/*
+ * kernels_q_scalar.c -- the portable compressed-row primitives: the
+ * readable specification of qkernels.h.  The same 16 partial sums as
+ * gemv_scalar (kernels_scalar.c), over exactly converted weights, so an
+ * int8 or binary16 row scores like the float32 row of the same values
+ * before the per-row scale is applied.
+ */
+#include "qkernels.h"
+
+#define DRE_Q_GEMV_SCALAR(NAME, T, CONV)                                                     \
+    void NAME(int64_t n, int64_t D, const T *W, int64_t ldw, const int32_t *idx,     \
+                     const float *scale, const float *x, const float *bias, float *y) {     \
+        const int64_t D16 = D & ~(int64_t)15;                                                \
+        for (int64_t i = 0; i < n; ++i) {                                                    \
+            const int64_t r = idx ? (int64_t)idx[i] : i;                                     \
+            const T *w = W + r * ldw;                                                        \
+            float part[16] = {0};                                                            \
+            for (int64_t k = 0; k < D16; k += 16)                                            \
+                for (int j = 0; j < 16; ++j) part[j] += CONV(w[k + j]) * x[k + j];           \
+            float acc = 0.0f;                                                                \
+            for (int j = 0; j < 16; ++j) acc += part[j];                                     \
+            for (int64_t k = D16; k < D; ++k) acc += CONV(w[k]) * x[k];                      \
+            if (scale) acc = acc * scale[r];                                                 \
+            y[i] = acc + (bias ? bias[r] : 0.0f);                                            \
+        }                                                                                    \
+    }
+
+#define DRE_I8_TO_F32(v) ((float)(v))
+
+DRE_Q_GEMV_SCALAR(dre__gemv_i8_scalar, int8_t, DRE_I8_TO_F32)
+DRE_Q_GEMV_SCALAR(dre__gemv_h_scalar, uint16_t, dre__f16_to_f32)
+
+static const dre_qkernels dre__q_scalar_table = {DRE_PATH_SCALAR, dre__gemv_i8_scalar,
+                                                 dre__gemv_h_scalar};
+
+const dre_qkernels *dre__qkernels_scalar(void) { return &dre__q_scalar_table; }
