@@ -5,7 +5,7 @@ Keep this file a one-to-one transcription of the header: same names, same
 argument order.  Everything is declared ``nogil``: the kernels never touch
 Python objects, so the binding calls them with the GIL released.
 """
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t
 
 
 cdef extern from "deeprec_edge.h" nogil:
@@ -119,6 +119,29 @@ cdef extern from "deeprec_edge.h" nogil:
                               const uint8_t *exclude, int64_t k,
                               int32_t *top_idx, float *top_score, int64_t *n_out)
 
+    # ---- compressed row tables ----
+    ctypedef enum dre_dtype:
+        DRE_DTYPE_F32
+        DRE_DTYPE_F16
+        DRE_DTYPE_I8
+
+    dre_status dre_score_rows(int64_t N, int64_t D, dre_dtype dtype, const void *O,
+                              const float *row_scale, const float *bias, const float *u,
+                              const int32_t *idx, int64_t n, float *scores)
+    dre_status dre_score_topk_rows(int64_t N, int64_t D, dre_dtype dtype, const void *O,
+                                   const float *row_scale, const float *bias,
+                                   const float *u, const int32_t *idx, int64_t n,
+                                   const uint8_t *exclude, int64_t k,
+                                   int32_t *top_idx, float *top_score, int64_t *n_out)
+    dre_status dre_dequantize_rows(int64_t N, int64_t D, dre_dtype dtype, const void *W,
+                                   const float *row_scale, const int32_t *idx, int64_t n,
+                                   float *out)
+    dre_status dre_gru_step_i8(int64_t I, int64_t H, const float *x, const float *h,
+                               const int8_t *W_ih, const float *s_ih,
+                               const int8_t *W_hh, const float *s_hh,
+                               const float *b_ih, const float *b_hh,
+                               float *h_out, void *workspace, size_t workspace_bytes)
+
     # ---- optimisers ----
     dre_status dre_adagrad_step(int64_t n, float *param, const float *grad,
                                 float *accum, float lr, float eps)
@@ -150,7 +173,11 @@ cdef class GruStepper:
     cdef readonly Py_ssize_t input_size
     cdef readonly Py_ssize_t hidden_size
     cdef readonly object weight_dtype
-    cdef bint _half
+    cdef readonly object s_ih
+    cdef readonly object s_hh
+    cdef int _wk
+    cdef const float *_s_ih
+    cdef const float *_s_hh
     cdef const void *_w_ih
     cdef const void *_w_hh
     cdef const float *_b_ih

@@ -7,6 +7,8 @@ import numpy.typing as npt
 
 F32 = npt.NDArray[np.float32]
 F16 = npt.NDArray[np.float16]
+I8 = npt.NDArray[np.int8]
+Table = Union[F32, F16, I8]
 I32 = npt.NDArray[np.int32]
 Mask = npt.NDArray[np.uint8] | npt.NDArray[np.bool_]
 
@@ -53,11 +55,13 @@ def gru_backward(
 def gru_step(
     x: F32,
     h: F32,
-    W_ih: Union[F32, F16],
-    W_hh: Union[F32, F16],
+    W_ih: Table,
+    W_hh: Table,
     b_ih: F32,
     b_hh: F32,
     out: Optional[F32] = ...,
+    s_ih: Optional[F32] = ...,
+    s_hh: Optional[F32] = ...,
 ) -> F32: ...
 
 class GruStepper:
@@ -75,8 +79,18 @@ class GruStepper:
     def hidden_size(self) -> int: ...
     @property
     def weight_dtype(self) -> np.dtype: ...
+    @property
+    def s_ih(self) -> Optional[F32]: ...
+    @property
+    def s_hh(self) -> Optional[F32]: ...
     def __init__(
-        self, W_ih: Union[F32, F16], W_hh: Union[F32, F16], b_ih: F32, b_hh: F32
+        self,
+        W_ih: Table,
+        W_hh: Table,
+        b_ih: F32,
+        b_hh: F32,
+        s_ih: Optional[F32] = ...,
+        s_hh: Optional[F32] = ...,
     ) -> None: ...
     def step(self, x: F32, h: F32, out: Optional[F32] = ...) -> F32: ...
 
@@ -109,15 +123,23 @@ def sampled_loss(
     dO_s: Optional[F32] = ...,
     db_s: Optional[F32] = ...,
 ) -> Tuple[float, F32, Optional[F32], Optional[F32], Optional[F32]]: ...
-def score(O: F32, u: F32, bias: Optional[F32] = ..., idx: Optional[I32] = ...) -> F32: ...
+def score(
+    O: Table,
+    u: F32,
+    bias: Optional[F32] = ...,
+    idx: Optional[I32] = ...,
+    scale: Optional[F32] = ...,
+) -> F32: ...
 def score_topk(
-    O: F32,
+    O: Table,
     u: F32,
     k: int,
     bias: Optional[F32] = ...,
     idx: Optional[I32] = ...,
     exclude: Optional[Mask] = ...,
+    scale: Optional[F32] = ...,
 ) -> Tuple[I32, F32]: ...
+def dequantize_rows(W: Table, idx: Optional[I32] = ..., scale: Optional[F32] = ...) -> F32: ...
 def adagrad_step(param: F32, grad: F32, accum: F32, lr: float, eps: float = ...) -> None: ...
 def adam_step(
     param: F32,
@@ -162,15 +184,19 @@ def sgd_rows(table: F32, rows: I32, grad_rows: F32, lr: float) -> None: ...
 class StreamCore:
     def __init__(
         self,
-        E: F32,
-        layers: Sequence[Tuple[F32, F32, F32, F32]],
+        E: Table,
+        layers: Sequence[Tuple[Any, ...]],
         W_p: F32,
         b_p: F32,
-        O: F32,
+        O: Table,
         b_out: F32,
         activation: Literal["tanh", "identity"] = ...,
         weight_dtype: Literal["float32", "float16"] = ...,
+        E_scale: Optional[F32] = ...,
+        O_scale: Optional[F32] = ...,
     ) -> None: ...
+    @property
+    def layer_dtypes(self) -> list[str]: ...
     @property
     def weight_dtype(self) -> str: ...
     @property
@@ -187,10 +213,11 @@ class StreamCore:
     def topk_table(
         self,
         k: int,
-        O_c: F32,
+        O_c: Table,
         b_c: Optional[F32] = ...,
         exclude: Optional[Mask] = ...,
         ids: Optional[npt.NDArray[np.int64]] = ...,
+        scale: Optional[F32] = ...,
     ) -> Tuple[npt.NDArray[Any], F32]: ...
     def get_state(self) -> F32: ...
     def set_state(self, state: F32) -> None: ...

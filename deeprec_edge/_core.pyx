@@ -17,7 +17,7 @@ The public, documented module is :mod:`deeprec_edge.kernels`, which
 re-exports these names.  See docs/kernels-python.md.
 """
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uintptr_t
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uintptr_t
 
 import operator
 
@@ -31,7 +31,7 @@ __all__ = [
     "gru_forward", "gru_backward", "gru_step", "GruStepper",
     "head_forward", "head_backward",
     "sampled_loss",
-    "score", "score_topk",
+    "score", "score_topk", "dequantize_rows",
     "adagrad_step", "adam_step", "sgd_step", "global_norm", "clip_by_global_norm",
     "adagrad_rows", "adam_rows", "sgd_rows",
 ]
@@ -49,8 +49,9 @@ cdef enum _Kind:
     _I32 = 1
     _MASK = 2
     _F16 = 3
+    _I8 = 4
 
-cdef tuple _KIND_NAMES = ("float32", "int32", "uint8 or bool", "float16")
+cdef tuple _KIND_NAMES = ("float32", "int32", "uint8 or bool", "float16", "int8")
 
 
 cdef inline bint _dtype_ok(cnp.ndarray a, _Kind kind) noexcept:
@@ -59,6 +60,8 @@ cdef inline bint _dtype_ok(cnp.ndarray a, _Kind kind) noexcept:
         return t == cnp.NPY_FLOAT32 and cnp.PyArray_ISNOTSWAPPED(a)
     if kind == _F16:
         return t == cnp.NPY_FLOAT16 and cnp.PyArray_ISNOTSWAPPED(a)
+    if kind == _I8:
+        return t == cnp.NPY_INT8
     if kind == _I32:
         # int32 is NPY_INT on LP64 and may be NPY_LONG where long is 32-bit.
         return ((t == cnp.NPY_INT or t == cnp.NPY_LONG) and cnp.PyArray_ITEMSIZE(a) == 4
@@ -438,16 +441,39 @@ cdef inline bint _is_f16(object a) noexcept:
     return cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_FLOAT16
 
 
+cdef inline bint _is_i8(object a) noexcept:
+    return cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == cnp.NPY_INT8
+
+
 cdef _Kind _weight_kind(object W_ih, object W_hh) except *:
-    """Both W_ih and W_hh float16 select the binary16 step kernel; otherwise
-    both are checked as float32 (a lone float16 one is blamed by name)."""
+    """Both W_ih and W_hh float16 select the binary16 step kernel, both int8
+    the int8 one; otherwise both are checked as float32 (a lone compressed
+    one is blamed by name)."""
     if _is_f16(W_ih) and _is_f16(W_hh):
         return _F16
+    if _is_i8(W_ih) and _is_i8(W_hh):
+        return _I8
     for a, name, sym in ((W_ih, "W_ih", "of shape (3H, I)"), (W_hh, "W_hh", "of shape (3H, H)")):
-        if _is_f16(a):
+        if _is_f16(a) or _is_i8(a):
             _bad_array(a, name, _F32, -1, NULL, sym, False,
-                       "float16 weights need both W_ih and W_hh float16")
+                       "compressed weights need W_ih and W_hh of one dtype: both float16 "
+                       "or both int8")
     return _F32
+
+
+cdef int _check_step_scales(object s_ih, object s_hh, _Kind wk, int64_t H) except -1:
+    """Per-row scales of int8 step weights: float32 [3H] each, or None (1)."""
+    if wk != _I8:
+        for a, name in ((s_ih, "s_ih"), (s_hh, "s_hh")):
+            if a is not None:
+                raise ValueError(f"{name}: per-row scales go with int8 weights; got "
+                                 f"{_KIND_NAMES[<int>wk]} W_ih and W_hh")
+        return 0
+    if s_ih is not None:
+        _check_vec(s_ih, "s_ih", 3 * H, "(3H,)")
+    if s_hh is not None:
+        _check_vec(s_hh, "s_hh", 3 * H, "(3H,)")
+    return 0
 
 
 cdef inline int _check_vec(object a, str name, Py_ssize_t n, str sym, bint out=False) except -1:
@@ -676,22 +702,25 @@ def gru_backward(x, W_ih, W_hh, y, cache, dy=None, dh_n=None, h0=None, lengths=N
     return dx, dh0, dW_ih, dW_hh, db_ih, db_hh
 
 
-def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, out=None):
+def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, out=None, s_ih=None, s_hh=None):
     """One GRU step of one sequence (a streaming click): ``GRU(x, h)``.
 
     Parameters
     ----------
     x : float32 array, shape (I,)
     h : float32 array, shape (H,)
-    W_ih : float32 or float16 array, shape (3H, I)
-    W_hh : float32 or float16 array, shape (3H, H)
-        Both float32, or both float16: half-precision weights (IEEE
-        binary16) take half the memory traffic per step; every product and
-        sum is still float32, so the result is the float32 step on the
-        float16 weights' values.
+    W_ih : float32, float16 or int8 array, shape (3H, I)
+    W_hh : float32, float16 or int8 array, shape (3H, H)
+        Both of one dtype.  float16: half-precision weights (IEEE binary16)
+        take half the memory traffic per step; int8 (with per-row scales
+        `s_ih`, `s_hh`): a quarter.  Every product and sum is still float32,
+        so the result is the float32 step on the stored values (an int8
+        row's dot product is multiplied by its scale before the bias).
     b_ih, b_hh : float32 arrays, shape (3H,)
     out : float32 array, shape (H,), optional
         Where to write the new state; may be `h` itself (in place).
+    s_ih, s_hh : float32 arrays, shape (3H,), optional
+        Per-row scales of int8 `W_ih` and `W_hh` (None: 1).
 
     Returns
     -------
@@ -719,6 +748,7 @@ def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, out=None):
     _check(W_ih, "W_ih", wk, 2, dm, "(3H, I)")
     _check_vec(b_ih, "b_ih", 3 * H, "(3H,)")
     _check_vec(b_hh, "b_hh", 3 * H, "(3H,)")
+    _check_step_scales(s_ih, s_hh, wk, H)
     if out is None:
         n = H
         out = _empty(1, &n, cnp.NPY_FLOAT32)
@@ -736,10 +766,15 @@ def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, out=None):
     cdef const void *pwh = _data(W_hh)
     cdef const float *pbi = _f(b_ih)
     cdef const float *pbh = _f(b_hh)
+    cdef const float *psi = _f_or_null(s_ih)
+    cdef const float *psh = _f_or_null(s_hh)
     cdef float *po = _f(out)
     cdef void *pw = _data(ws)
     with nogil:
-        if wk == _F16:
+        if wk == _I8:
+            st = dre_gru_step_i8(I, H, px, ph, <const int8_t *>pwi, psi, <const int8_t *>pwh, psh,
+                                 pbi, pbh, po, pw, wsb)
+        elif wk == _F16:
             st = dre_gru_step_f16(I, H, px, ph, <const uint16_t *>pwi, <const uint16_t *>pwh,
                                   pbi, pbh, po, pw, wsb)
         else:
@@ -757,7 +792,8 @@ cdef class GruStepper:
     (3H, I), (3H, H), (3H,), (3H,), float32, C-contiguous) and preallocates
     the step workspace, so :meth:`step` only checks `x`, `h` and `out`.
     W_ih and W_hh may both be float16 instead (IEEE binary16 storage, half
-    the memory traffic per step, float32 arithmetic; see :func:`gru_step`).
+    the memory traffic per step, float32 arithmetic), or both int8 with
+    per-row scales ``s_ih``, ``s_hh`` (a quarter; see :func:`gru_step`).
 
     The arrays are held by reference, not copied: in-place updates of them
     (for example by an optimiser during fine-tuning) are seen by later steps.
@@ -767,7 +803,9 @@ cdef class GruStepper:
     W_ih, W_hh, b_ih, b_hh : numpy.ndarray
         The weight arrays (read-only attributes).
     weight_dtype : numpy.dtype
-        float32 or float16: the dtype of W_ih and W_hh.
+        float32, float16 or int8: the dtype of W_ih and W_hh.
+    s_ih, s_hh : numpy.ndarray or None
+        Per-row scales of int8 weights.
     input_size : int
         I.
     hidden_size : int
@@ -779,7 +817,7 @@ cdef class GruStepper:
     workspace in use by another thread allocates its own.
     """
 
-    def __cinit__(self, W_ih, W_hh, b_ih, b_hh):
+    def __cinit__(self, W_ih, W_hh, b_ih, b_hh, s_ih=None, s_hh=None):
         cdef Py_ssize_t d[2]
         cdef int64_t H
         cdef _Kind wk = _weight_kind(W_ih, W_hh)
@@ -788,14 +826,20 @@ cdef class GruStepper:
         _check(W_ih, "W_ih", wk, 2, d, "(3H, I)")
         _check_vec(b_ih, "b_ih", 3 * H, "(3H,)")
         _check_vec(b_hh, "b_hh", 3 * H, "(3H,)")
+        _check_step_scales(s_ih, s_hh, wk, H)
+        self.s_ih = s_ih
+        self.s_hh = s_hh
+        self._s_ih = _f_or_null(s_ih)
+        self._s_hh = _f_or_null(s_hh)
         self.W_ih = W_ih
         self.W_hh = W_hh
         self.b_ih = b_ih
         self.b_hh = b_hh
         self.input_size = d[1]
         self.hidden_size = H
-        self._half = wk == _F16
-        self.weight_dtype = np.dtype(np.float16 if self._half else np.float32)
+        self._wk = <int>wk
+        self.weight_dtype = np.dtype(np.float16 if wk == _F16 else np.int8 if wk == _I8
+                                     else np.float32)
         self._w_ih = _data(W_ih)
         self._w_hh = _data(W_hh)
         self._b_ih = _f(b_ih)
@@ -847,7 +891,8 @@ cdef class GruStepper:
             if out is not h and _overlaps(out, h):
                 _overlap_error("out", "h")
             if (_overlaps(out, self.W_ih) or _overlaps(out, self.W_hh)
-                    or _overlaps(out, self.b_ih) or _overlaps(out, self.b_hh)):
+                    or _overlaps(out, self.b_ih) or _overlaps(out, self.b_hh)
+                    or _overlaps(out, self.s_ih) or _overlaps(out, self.s_hh)):
                 _overlap_error("out", "the stepper's weights")
         cdef const float *px = _f(x)
         cdef const float *ph = _f(h)
@@ -861,7 +906,12 @@ cdef class GruStepper:
             self._busy = 1
             pw = self._ws_ptr
         with nogil:
-            if self._half:
+            if self._wk == <int>_I8:
+                st = dre_gru_step_i8(self.input_size, self.hidden_size, px, ph,
+                                     <const int8_t *>self._w_ih, self._s_ih,
+                                     <const int8_t *>self._w_hh, self._s_hh,
+                                     self._b_ih, self._b_hh, po, pw, self._ws_bytes)
+            elif self._wk == <int>_F16:
                 st = dre_gru_step_f16(self.input_size, self.hidden_size, px, ph,
                                       <const uint16_t *>self._w_ih, <const uint16_t *>self._w_hh,
                                       self._b_ih, self._b_hh, po, pw, self._ws_bytes)
@@ -1140,13 +1190,43 @@ def sampled_loss(U, O_s, target_col, b_s=None, col_ids=None, logq=None, loss="xe
 # Scoring
 # ---------------------------------------------------------------------------
 
-cdef int64_t _check_score_args(object O, object u, object bias, object idx,
-                               int64_t *N, int64_t *D) except -1:
-    """Shared checks of score / score_topk; returns n (rows to score)."""
+cdef _Kind _table_kind(object O) noexcept:
+    """The storage of a row table: float16 or int8 arrays by their dtype,
+    anything else is checked as float32."""
+    if _is_f16(O):
+        return _F16
+    if _is_i8(O):
+        return _I8
+    return _F32
+
+
+cdef dre_dtype _c_dtype(_Kind k) noexcept:
+    return DRE_DTYPE_I8 if k == _I8 else DRE_DTYPE_F16 if k == _F16 else DRE_DTYPE_F32
+
+
+cdef int64_t _check_table(object O, str name, int64_t *N, int64_t *D, object scale,
+                          _Kind *kind, Py_ssize_t want_n=-1, Py_ssize_t want_d=-1,
+                          str sym="(N, D)") except -1:
+    """A row table O [N, D] (float32, float16 or int8; want_n / want_d >= 0
+    fix a size) and its optional per-row scales [N]."""
     cdef Py_ssize_t d[2]
-    d[0] = -1; d[1] = -1
-    _check(O, "O", _F32, 2, d, "(N, D)")
+    d[0] = want_n; d[1] = want_d
+    kind[0] = _table_kind(O)
+    if not _ok(O, kind[0], 2, d, False):
+        shape = _shape_text(sym, [want_n, want_d])
+        raise ValueError(f"{name}: expected float32, float16 or int8 array of shape {shape} "
+                         f"C-contiguous, got {_describe(O)}")
     N[0] = d[0]; D[0] = d[1]
+    if scale is not None:
+        _check_vec(scale, "scale", N[0], "(N,)")
+    return 0
+
+
+cdef int64_t _check_score_args(object O, object u, object bias, object idx, object scale,
+                               int64_t *N, int64_t *D, _Kind *kind) except -1:
+    """Shared checks of score / score_topk; returns n (rows to score)."""
+    cdef Py_ssize_t d[1]
+    _check_table(O, "O", N, D, scale, kind)
     _check_vec(u, "u", D[0], "(D,)")
     if bias is not None:
         _check_vec(bias, "bias", N[0], "(N,)")
@@ -1157,17 +1237,23 @@ cdef int64_t _check_score_args(object O, object u, object bias, object idx,
     return d[0]
 
 
-def score(O, u, bias=None, idx=None):
-    """Candidate scores ``O[r] . u + bias[r]`` for the rows r in `idx`.
+def score(O, u, bias=None, idx=None, scale=None):
+    """Candidate scores ``dot(O[r], u) * scale[r] + bias[r]`` for the rows r in `idx`.
 
     Parameters
     ----------
-    O : float32 array, shape (N, D)
-        Output item embeddings.
+    O : float32, float16 or int8 array, shape (N, D)
+        Output item embeddings, stored as they are in a model file: float16
+        or int8 tables are read as they are (never inflated to float32).
     u : float32 array, shape (D,)
         User embedding.
     bias : float32 array, shape (N,), optional
         Output bias (None: 0).
+    scale : float32 array, shape (N,), optional
+        Per-row scales (an int8 table's quantisation scales; None: 1).  The
+        score of row r is ``dot(O[r], u) * scale[r] + bias[r]``: the dot
+        product summed in float32 over the exactly converted stored values,
+        then the scale, then the bias.
     idx : int32 array, shape (n,), optional
         Rows to score, each in [0, N) (None: all N rows, n = N).
 
@@ -1183,34 +1269,40 @@ def score(O, u, bias=None, idx=None):
     cdef int64_t N, D, n
     cdef cnp.npy_intp shp
     cdef dre_status st
-    n = _check_score_args(O, u, bias, idx, &N, &D)
+    cdef _Kind kind
+    n = _check_score_args(O, u, bias, idx, scale, &N, &D, &kind)
     shp = n
     scores = _empty(1, &shp, cnp.NPY_FLOAT32)
-    cdef const float *pO = _f(O)
+    cdef const void *pO = _data(O)
     cdef const float *pb = _f_or_null(bias)
     cdef const float *pu = _f(u)
+    cdef const float *psc = _f_or_null(scale)
     cdef const int32_t *pi = _i_or_null(idx)
     cdef float *ps = _f(scores)
+    cdef dre_dtype dt = _c_dtype(kind)
     with nogil:
-        st = dre_score(N, D, pO, pb, pu, pi, n, ps)
+        if kind == _F32 and psc == NULL:
+            st = dre_score(N, D, <const float *>pO, pb, pu, pi, n, ps)
+        else:
+            st = dre_score_rows(N, D, dt, pO, psc, pb, pu, pi, n, ps)
     if st != DRE_OK:
         _raise_status(st, "score", "idx", idx, 0, N)
     return scores
 
 
-def score_topk(O, u, k, bias=None, idx=None, exclude=None):
+def score_topk(O, u, k, bias=None, idx=None, exclude=None, scale=None):
     """The `k` best candidates, scored and selected in one pass.
 
     Scores are those of :func:`score`.  Order: higher score first; equal
-    scores: lower row first; NaN scores rank below every other score.
+    scores: lower row first; NaN scores rank below every other score.  The
+    selection is exact on those scores, for every storage of `O`.
 
     Parameters
     ----------
-    O : float32 array, shape (N, D)
-    u : float32 array, shape (D,)
+    O, u, bias, scale
+        As in :func:`score` (O float32, float16 or int8, read as stored).
     k : int
         Number of results wanted (>= 0).
-    bias : float32 array, shape (N,), optional
     idx : int32 array, shape (n,), optional
         Candidate rows, each in [0, N) (None: all rows).
     exclude : uint8 or bool array, shape (N,), optional
@@ -1234,13 +1326,14 @@ def score_topk(O, u, k, bias=None, idx=None, exclude=None):
     cdef Py_ssize_t d[1]
     cdef cnp.npy_intp shp
     cdef dre_status st
+    cdef _Kind kind
     try:
         k = operator.index(k)
     except TypeError:
         raise ValueError(f"k: expected a non-negative integer, got {k!r}") from None
     if k < 0:
         raise ValueError(f"k: expected a non-negative integer, got {k}")
-    n = _check_score_args(O, u, bias, idx, &N, &D)
+    n = _check_score_args(O, u, bias, idx, scale, &N, &D, &kind)
     if exclude is not None:
         d[0] = N
         _check(exclude, "exclude", _MASK, 1, d, "(N,)")
@@ -1248,22 +1341,75 @@ def score_topk(O, u, k, bias=None, idx=None, exclude=None):
     shp = kk
     top_idx = _empty(1, &shp, cnp.NPY_INT32)
     top_score = _empty(1, &shp, cnp.NPY_FLOAT32)
-    cdef const float *pO = _f(O)
+    cdef const void *pO = _data(O)
     cdef const float *pb = _f_or_null(bias)
     cdef const float *pu = _f(u)
+    cdef const float *psc = _f_or_null(scale)
     cdef const int32_t *pi = _i_or_null(idx)
     cdef const uint8_t *pe = NULL
     if exclude is not None:
         pe = <const uint8_t *>_data(exclude)
     cdef int32_t *pti = <int32_t *>_data(top_idx)
     cdef float *pts = _f(top_score)
+    cdef dre_dtype dt = _c_dtype(kind)
     with nogil:
-        st = dre_score_topk(N, D, pO, pb, pu, pi, n, pe, kk, pti, pts, &n_out)
+        if kind == _F32 and psc == NULL:
+            st = dre_score_topk(N, D, <const float *>pO, pb, pu, pi, n, pe, kk, pti, pts, &n_out)
+        else:
+            st = dre_score_topk_rows(N, D, dt, pO, psc, pb, pu, pi, n, pe, kk, pti, pts, &n_out)
     if st != DRE_OK:
         _raise_status(st, "score_topk", "idx", idx, 0, N)
     if n_out != kk:
         return top_idx[:n_out].copy(), top_score[:n_out].copy()
     return top_idx, top_score
+
+
+def dequantize_rows(W, idx=None, scale=None):
+    """float32 rows of a row table: ``out[i] = f32(W[r]) * scale[r]``, r = idx[i].
+
+    For the few rows a caller needs (an embedding per click, the columns of
+    a sampled loss), never for a whole item table.
+
+    Parameters
+    ----------
+    W : float32, float16 or int8 array, shape (N, D)
+    idx : int32 array, shape (n,), optional
+        Rows, each in [0, N) (None: all N rows).
+    scale : float32 array, shape (N,), optional
+        Per-row scales (None: 1).
+
+    Returns
+    -------
+    rows : float32 array, shape (n, D)
+
+    Raises
+    ------
+    IndexError
+        An `idx` entry outside [0, N).
+    """
+    cdef int64_t N, D, n
+    cdef Py_ssize_t d[1]
+    cdef cnp.npy_intp shp[2]
+    cdef dre_status st
+    cdef _Kind kind
+    _check_table(W, "W", &N, &D, scale, &kind)
+    n = N
+    if idx is not None:
+        d[0] = -1
+        _check(idx, "idx", _I32, 1, d, "(n,)")
+        n = d[0]
+    shp[0] = n; shp[1] = D
+    out = _empty(2, shp, cnp.NPY_FLOAT32)
+    cdef const void *pW = _data(W)
+    cdef const float *psc = _f_or_null(scale)
+    cdef const int32_t *pi = _i_or_null(idx)
+    cdef float *po = _f(out)
+    cdef dre_dtype dt = _c_dtype(kind)
+    with nogil:
+        st = dre_dequantize_rows(N, D, dt, pW, psc, pi, n, po)
+    if st != DRE_OK:
+        _raise_status(st, "dequantize_rows", "idx", idx, 0, N)
+    return out
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
-from . import kernels as K
+from ._tables import matmul_t
 from .ranking import target_ranks
 from .repeat import RepeatSpec
 
@@ -36,7 +36,7 @@ def score_block(params, spec: Optional[RepeatSpec], U: np.ndarray, a: int, b: in
     rows numbered over all of ``U``."""
     O = params.out_table if table is None else table
     bb = params.b_out if bias is None else bias
-    S = K.sgemm(np.ascontiguousarray(U[a:b], np.float32), O, trans_b=True)
+    S = matmul_t(U[a:b], O)       # a compressed table: a block of rows at a time
     S += bb
     if spec is not None and spec.scale != 1.0:
         S *= np.float32(spec.scale)

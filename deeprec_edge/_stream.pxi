@@ -14,21 +14,28 @@ cdef class StreamCore:
 
     Parameters
     ----------
-    E : float32 [N, e]
-        Input item embeddings.
-    layers : sequence of (W_ih, W_hh, b_ih, b_hh)
+    E : float32, float16 or int8 [N, e]
+        Input item embeddings (a compressed table is read one row per click,
+        never inflated).
+    layers : sequence of (W_ih, W_hh, b_ih, b_hh) or (W_ih, W_hh, b_ih, b_hh, s_ih, s_hh)
         GRU layers (PyTorch layout, gate order r, z, n); layer 0 has input
-        size ``e``, layer l input size ``H_{l-1}``.
+        size ``e``, layer l input size ``H_{l-1}``.  W_ih and W_hh both
+        float32, both float16, or both int8 with per-row scales s_ih, s_hh
+        (float32 [3H] or None); each layer steps with the kernel of its
+        storage.
     W_p, b_p : float32 [d, H_L], [d]
         Dense head ``u = act(W_p h + b_p)``.
-    O, b_out : float32 [N, d], [N]
-        Output item table and bias: ``score(i) = O_i . u + b_out_i``.
+    O, b_out : float32, float16 or int8 [N, d]; float32 [N]
+        Output item table and bias: ``score(i) = dot(O_i, u) * O_scale_i + b_out_i``.
     activation : {"tanh", "identity"}
     weight_dtype : {"float32", "float16"}
-        Storage of the GRU weight matrices for the step kernel.  "float16"
-        keeps an IEEE binary16 copy of every W_ih and W_hh (half the bytes
-        streamed per click; float32 arithmetic) -- the state then follows
-        the float32 recurrence on the rounded weights.
+        Storage of float32 GRU weight matrices for the step kernel.
+        "float16" keeps an IEEE binary16 copy of every float32 W_ih and W_hh
+        (half the bytes streamed per click; float32 arithmetic) -- the state
+        then follows the float32 recurrence on the rounded weights.  Layers
+        stored float16 or int8 are stepped as they are either way.
+    E_scale, O_scale : float32 [N], optional
+        Per-row scales of an int8 (or scaled float16) E and O.
 
     The arrays are referenced, not copied (except the float16 weight
     copies): do not modify them while the object is in use.  Not
@@ -46,10 +53,20 @@ cdef class StreamCore:
     cdef const void **whh
     cdef const float **bih
     cdef const float **bhh
-    cdef const float *E_p
+    cdef const float **sih
+    cdef const float **shh
+    cdef int *wk                # per layer: _F32, _F16 or _I8
+    cdef const void *E_p
+    cdef const float *Es_p
+    cdef dre_dtype E_dt
+    cdef bint E_plain           # float32 without scales: the row is used in place
+    cdef float *x_p             # the clicked row, dequantised
+    cdef const float *Os_p
+    cdef dre_dtype O_dt
+    cdef object _x
     cdef const float *Wp_p
     cdef const float *bp_p
-    cdef const float *O_p
+    cdef const void *O_p
     cdef const float *bo_p
     cdef float *state_p
     cdef float *u_p
@@ -60,10 +77,13 @@ cdef class StreamCore:
     cdef readonly object weight_dtype
 
     def __cinit__(self, E, layers, W_p, b_p, O, b_out, activation="tanh",
-                  weight_dtype="float32"):
+                  weight_dtype="float32", E_scale=None, O_scale=None):
         cdef Py_ssize_t dims[2]
-        cdef int64_t l, inp, H
+        cdef int64_t l, inp, H, nE, dO
+        cdef _Kind kind
         self.ins = NULL
+        self.wih = NULL
+        self.wk = NULL
         layers = list(layers)
         if len(layers) < 1:
             raise ValueError("layers: expected at least one GRU layer, got 0")
@@ -74,42 +94,51 @@ cdef class StreamCore:
             raise ValueError(f"weight_dtype: expected 'float32' or 'float16', got {weight_dtype!r}")
         self.half = weight_dtype == "float16"
         self.weight_dtype = weight_dtype
-        dims[0] = -1; dims[1] = -1
-        _check(E, "E", _F32, 2, dims, "(N, e)")
-        self.N = dims[0]; self.e = dims[1]
+        _check_table(E, "E", &nE, &self.e, E_scale, &kind)
+        self.N = nE
+        self.E_dt = _c_dtype(kind)
+        self.E_plain = kind == _F32 and E_scale is None
         self.L = len(layers)
         self.ins = <int64_t *>PyMem_Malloc(3 * self.L * sizeof(int64_t))
-        self.wih = <const void **>PyMem_Malloc(4 * self.L * sizeof(void *))
-        if self.ins == NULL or self.wih == NULL:
+        self.wih = <const void **>PyMem_Malloc(6 * self.L * sizeof(void *))
+        self.wk = <int *>PyMem_Malloc(self.L * sizeof(int))
+        if self.ins == NULL or self.wih == NULL or self.wk == NULL:
             raise MemoryError()
         self.hs = self.ins + self.L
         self.offs = self.ins + 2 * self.L
         self.whh = self.wih + self.L
         self.bih = <const float **>(self.wih + 2 * self.L)
         self.bhh = <const float **>(self.wih + 3 * self.L)
-        keep = [E, W_p, b_p, O, b_out]
+        self.sih = <const float **>(self.wih + 4 * self.L)
+        self.shh = <const float **>(self.wih + 5 * self.L)
+        keep = [E, W_p, b_p, O, b_out, E_scale, O_scale]
         inp = self.e
         self.Hsum = 0
         cdef size_t ws_max = 0, ws
         for l in range(self.L):
-            if len(layers[l]) != 4:
-                raise ValueError(f"layers[{l}]: expected (W_ih, W_hh, b_ih, b_hh), got {len(layers[l])} arrays")
-            W_ih, W_hh, b_ih, b_hh = layers[l]
+            if len(layers[l]) not in (4, 6):
+                raise ValueError(f"layers[{l}]: expected (W_ih, W_hh, b_ih, b_hh) or (W_ih, W_hh, "
+                                 f"b_ih, b_hh, s_ih, s_hh), got {len(layers[l])} arrays")
+            W_ih, W_hh, b_ih, b_hh = layers[l][:4]
+            s_ih, s_hh = layers[l][4:] if len(layers[l]) == 6 else (None, None)
+            kind = _weight_kind(W_ih, W_hh)
             dims[0] = -1; dims[1] = -1
-            _check(W_hh, f"layers[{l}].W_hh", _F32, 2, dims, "(3H, H)")
+            _check(W_hh, f"layers[{l}].W_hh", kind, 2, dims, "(3H, H)")
             H = dims[1]
             if dims[0] != 3 * H:
                 raise ValueError(f"layers[{l}].W_hh: expected shape (3H, H), got {tuple(W_hh.shape)}")
             dims[0] = 3 * H; dims[1] = inp
-            _check(W_ih, f"layers[{l}].W_ih", _F32, 2, dims, f"(3H={3 * H}, I={inp})")
+            _check(W_ih, f"layers[{l}].W_ih", kind, 2, dims, f"(3H={3 * H}, I={inp})")
             dims[0] = 3 * H
             _check(b_ih, f"layers[{l}].b_ih", _F32, 1, dims, f"(3H={3 * H},)")
             _check(b_hh, f"layers[{l}].b_hh", _F32, 1, dims, f"(3H={3 * H},)")
+            _check_step_scales(s_ih, s_hh, kind, H)
             self.ins[l] = inp
             self.hs[l] = H
             self.offs[l] = self.Hsum
             self.Hsum += H
-            if self.half:
+            if self.half and kind == _F32:
+                kind = _F16
                 # checked as float32 above; binary16 copies, rounded to nearest even
                 with np.errstate(over="ignore"):
                     W_ih = np.ascontiguousarray(W_ih.astype(np.float16))
@@ -119,9 +148,11 @@ cdef class StreamCore:
                         raise ValueError(f"layers[{l}].{part}: a weight of magnitude >= 65520 "
                                          f"does not fit float16 (weight_dtype='float16'); "
                                          f"use weight_dtype='float32'")
+            self.wk[l] = <int>kind
             self.wih[l] = _data(W_ih); self.whh[l] = _data(W_hh)
             self.bih[l] = _f(b_ih); self.bhh[l] = _f(b_hh)
-            keep.extend([W_ih, W_hh, b_ih, b_hh])
+            self.sih[l] = _f_or_null(s_ih); self.shh[l] = _f_or_null(s_hh)
+            keep.extend([W_ih, W_hh, b_ih, b_hh, s_ih, s_hh])
             ws = dre_gru_step_workspace_size(inp, H)
             if ws > ws_max:
                 ws_max = ws
@@ -130,12 +161,16 @@ cdef class StreamCore:
         _check(W_p, "W_p", _F32, 2, dims, f"(d, H={inp})")
         self.d = dims[0]
         _check(b_p, "b_p", _F32, 1, dims, f"(d={self.d},)")
-        dims[0] = self.N; dims[1] = self.d
-        _check(O, "O", _F32, 2, dims, f"(N={self.N}, d={self.d})")
+        _check_table(O, "O", &nE, &dO, O_scale, &kind, self.N, self.d, "(N, d)")
+        self.O_dt = _c_dtype(kind)
+        dims[0] = self.N
         _check(b_out, "b_out", _F32, 1, dims, f"(N={self.N},)")
         self._keep = keep
-        self.E_p = _f(E); self.Wp_p = _f(W_p); self.bp_p = _f(b_p)
-        self.O_p = _f(O); self.bo_p = _f(b_out)
+        self.E_p = _data(E); self.Es_p = _f_or_null(E_scale)
+        self.Wp_p = _f(W_p); self.bp_p = _f(b_p)
+        self.O_p = _data(O); self.Os_p = _f_or_null(O_scale); self.bo_p = _f(b_out)
+        self._x = np.zeros(max(self.e, 1), np.float32)
+        self.x_p = _f(self._x)
         self._state = np.zeros(max(self.Hsum, 1), np.float32)
         self._u = np.zeros(max(self.d, 1), np.float32)
         self._ws = _workspace(ws_max)
@@ -148,6 +183,7 @@ cdef class StreamCore:
     def __dealloc__(self):
         PyMem_Free(self.ins)
         PyMem_Free(self.wih)
+        PyMem_Free(self.wk)
 
     cdef dre_status _head(self) noexcept nogil:
         """u = act(W_p h_L + b_p): one matrix-vector product (no packing)."""
@@ -176,10 +212,24 @@ cdef class StreamCore:
         cdef dre_status st = DRE_OK
         if item < 0 or item >= self.N:
             raise IndexError(f"click: item index {item} is outside [0, {self.N - 1}]")
+        cdef int32_t row = <int32_t>item
         with nogil:
-            x = self.E_p + item * self.e
+            if self.E_plain:
+                x = <const float *>self.E_p + item * self.e
+            else:  # the clicked row only
+                st = dre_dequantize_rows(self.N, self.e, self.E_dt, self.E_p, self.Es_p, &row, 1,
+                                         self.x_p)
+                x = self.x_p
             for l in range(self.L):
-                if self.half:
+                if st != DRE_OK:
+                    break
+                if self.wk[l] == <int>_I8:
+                    st = dre_gru_step_i8(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
+                                         <const int8_t *>self.wih[l], self.sih[l],
+                                         <const int8_t *>self.whh[l], self.shh[l],
+                                         self.bih[l], self.bhh[l],
+                                         self.state_p + self.offs[l], self.ws_p, self.ws_bytes)
+                elif self.wk[l] == <int>_F16:
                     st = dre_gru_step_f16(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
                                           <const uint16_t *>self.wih[l],
                                           <const uint16_t *>self.whh[l], self.bih[l], self.bhh[l],
@@ -202,8 +252,9 @@ cdef class StreamCore:
         memset(self.state_p, 0, self.Hsum * sizeof(float))
         self._head()
 
-    cdef tuple _topk(self, int64_t k, int64_t N, const float *O_p, const float *b_p,
-                     const int32_t *ip, int64_t n, const uint8_t *xp, str who, object idx):
+    cdef tuple _topk(self, int64_t k, int64_t N, dre_dtype dt, const void *O_p, const float *s_p,
+                     const float *b_p, const int32_t *ip, int64_t n, const uint8_t *xp, str who,
+                     object idx):
         """The one dre_score_topk call of topk and topk_table: outputs
         allocated for min(k, n) and trimmed to what came back."""
         cdef int64_t n_out = 0
@@ -215,7 +266,12 @@ cdef class StreamCore:
         cdef int32_t *oi = <int32_t *>_data(out_i) if kk > 0 else NULL
         cdef float *os_ = _f(out_s) if kk > 0 else NULL
         with nogil:
-            st = dre_score_topk(N, self.d, O_p, b_p, self.u_p, ip, n, xp, kk, oi, os_, &n_out)
+            if dt == DRE_DTYPE_F32 and s_p == NULL:
+                st = dre_score_topk(N, self.d, <const float *>O_p, b_p, self.u_p, ip, n, xp, kk,
+                                    oi, os_, &n_out)
+            else:
+                st = dre_score_topk_rows(N, self.d, dt, O_p, s_p, b_p, self.u_p, ip, n, xp, kk, oi,
+                                         os_, &n_out)
         if st != DRE_OK:
             _raise_status(st, who, "idx", idx, 0, N)
         if n_out < kk:
@@ -245,14 +301,17 @@ cdef class StreamCore:
             dims[0] = self.N
             _check(exclude, "exclude", _MASK, 1, dims, f"(N={self.N},)")
             xp = <const uint8_t *>_data(exclude)
-        return self._topk(k, self.N, self.O_p, self.bo_p, ip, n, xp, "StreamCore.topk", idx)
+        return self._topk(k, self.N, self.O_dt, self.O_p, self.Os_p, self.bo_p, ip, n, xp,
+                          "StreamCore.topk", idx)
 
-    def topk_table(self, int64_t k, O_c, b_c=None, exclude=None, ids=None):
+    def topk_table(self, int64_t k, O_c, b_c=None, exclude=None, ids=None, scale=None):
         """The ``k`` best rows of a candidate table for the current user vector.
 
-        ``O_c`` (float32 [n, d]) and ``b_c`` (float32 [n], None: zeros) are
-        the candidates' output rows and biases, gathered once (contiguous
-        rows stream faster than rows picked from the whole table);
+        ``O_c`` (float32, float16 or int8 [n, d], with per-row ``scale``
+        float32 [n] or None) and ``b_c`` (float32 [n], None: zeros) are the
+        candidates' output rows and biases, gathered once, in the storage of
+        the model's table (contiguous rows stream faster than rows picked
+        from the whole table);
         ``exclude`` (uint8/bool [n]) marks rows never returned.  Returns
         ``(rows, scores)`` best first -- ties to the lower row -- with rows
         replaced by ``ids[row]`` when ``ids`` (int64 [n]) is given (the
@@ -263,11 +322,12 @@ cdef class StreamCore:
         cdef const float *bp = NULL
         cdef const uint8_t *xp = NULL
         cdef const int64_t *idp = NULL
+        cdef int64_t dc
+        cdef _Kind kind
         if k < 0:
             raise ValueError(f"k: expected k >= 0, got {k}")
-        dims[0] = -1; dims[1] = self.d
-        _check(O_c, "O_c", _F32, 2, dims, f"(n, d={self.d})")
-        n = dims[0]
+        _check_table(O_c, "O_c", &n, &dc, scale, &kind, -1, self.d, "(n, d)")
+        dims[0] = n
         if b_c is not None:
             _check(b_c, "b_c", _F32, 1, dims, f"(n={n},)")
             bp = _f(b_c)
@@ -281,7 +341,8 @@ cdef class StreamCore:
                 raise ValueError(f"ids: expected int64 array of shape (n={n},) C-contiguous, "
                                  f"got {_describe(ids)}")
             idp = <const int64_t *>_data(ids)
-        rows, scores = self._topk(k, n, _f(O_c), bp, NULL, n, xp, "StreamCore.topk_table", None)
+        rows, scores = self._topk(k, n, _c_dtype(kind), _data(O_c), _f_or_null(scale), bp, NULL, n,
+                                  xp, "StreamCore.topk_table", None)
         if idp == NULL:
             return rows, scores
         cdef cnp.npy_intp m = rows.shape[0]
@@ -291,6 +352,11 @@ cdef class StreamCore:
         for j in range(m):
             op[j] = idp[rp[j]]
         return out, scores
+
+    @property
+    def layer_dtypes(self):
+        """Storage of each layer's weights for the step: "float32", "float16" or "int8"."""
+        return [("float32", "", "", "float16", "int8")[self.wk[l]] for l in range(self.L)]
 
     @property
     def user_vector(self):

@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _engine
+from . import _engine, _tables
 from ._finetune import (FinetuneResult, evaluate_history, event_positions, finetune_params,
                         fit_parts)
 from .model import make_personal, params_of
@@ -236,5 +236,5 @@ def recommend(model, history=None, k: int = 20, candidates: Optional[Iterable] =
             bias[c] += (phi @ spec.weights).astype(np.float32)
             if cand is not None:
                 cand = np.union1d(cand, c).astype(np.int32)
-    idx, scores = K.score_topk(p.out_table, u, k, bias=bias, idx=cand, exclude=excl)
+    idx, scores = _tables.score_topk(p.out_table, u, k, bias=bias, idx=cand, exclude=excl)
     return np.asarray(model.item_ids)[idx], scores

@@ -8,7 +8,8 @@ from several threads).
 Conventions (docs/kernels-python.md has the full API):
 
 - Arrays must be ``numpy.float32`` (indices ``numpy.int32``, masks
-  ``numpy.uint8`` or ``bool``), C-contiguous, aligned, in native byte order,
+  ``numpy.uint8`` or ``bool``; item tables and step weights may also be
+  ``float16`` or ``int8`` with per-row scales), C-contiguous, aligned, in native byte order,
   with the documented shape.  Nothing is converted or copied silently: a
   wrong dtype, shape or layout raises ``ValueError`` naming the argument,
   what was expected and what was got, e.g. ``x: expected float32 array of
@@ -59,6 +60,7 @@ from ._core import (
     adam_rows,
     adam_step,
     clip_by_global_norm,
+    dequantize_rows,
     global_norm,
     gru_backward,
     gru_forward,
@@ -97,6 +99,7 @@ __all__ = [
     # scoring
     "score",
     "score_topk",
+    "dequantize_rows",
     # optimisers
     "adagrad_step",
     "adam_step",

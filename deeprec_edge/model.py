@@ -10,9 +10,12 @@ came from, fine-tuning metadata) and optionally personal output biases for
 some items.  Version 2 adds the optional *repeat component*
 (:mod:`deeprec_edge.repeat`: ``repeat.scale``, ``repeat.w`` and the config's
 ``repeat`` record) and the device's fine-tuning recipe (the config's
-``finetune`` record, :mod:`deeprec_edge.recipe`); a model without either is
-written as version 1, so older readers still load it.  The full schema is in
-``docs/model-format.md``.
+``finetune`` record, :mod:`deeprec_edge.recipe`) and **compressed storage**
+of the weight matrices (:mod:`deeprec_edge.quant`: float16, int8 or int4
+with per-row scales, dense or sparse; the config's ``storage`` record and
+the flags ``float16``, ``int8``, ``int4``, ``pruned``); a model without any
+of these is written as version 1, so older readers still load it.  The full
+schema is in ``docs/model-format.md``.
 
 :func:`load_model` reads with ``allow_pickle=False`` and validates every
 name, dtype, shape and value; anything wrong raises :class:`ModelFormatError`
@@ -41,6 +44,7 @@ from ._atomic import atomic_write
 from .recipe import DEFAULT_RECIPE, FinetuneRecipe
 from .repeat import DEFAULT_MEMORY, FEATURES as REPEAT_FEATURES, RepeatSpec
 from ._npz import NpzArchive
+from .quant import Compressed, decode as _decode, encode as _encode, parse_storage
 
 __all__ = [
     "FORMAT_TAG",
@@ -60,6 +64,8 @@ __all__ = [
     "model_from_params",
     "make_personal",
     "params_of",
+    "compress_model",
+    "MATRIX_GROUPS",
 ]
 
 #: The value of the ``format`` array of every model file.
@@ -69,14 +75,13 @@ FORMAT_TAG = "deeprec-edge/model"
 FORMAT_VERSION = 2
 #: Largest repeat memory a file may ask for (distinct items per user).
 MAX_REPEAT_MEMORY = 1_000_000
-#: Config flags this version understands (none yet: plain float32 models).
-SUPPORTED_FLAGS: frozenset = frozenset()
+#: Config flags this version understands: what the ``storage`` record
+#: holds (a flag for every compressed dtype in use, ``pruned`` for sparse
+#: storage), so a reader that predates compression refuses the file.
+SUPPORTED_FLAGS: frozenset = frozenset({"float16", "int8", "int4", "pruned"})
 #: Flags reserved for later variants of the same format, with what they mean.
 RESERVED_FLAGS: Dict[str, str] = {
     "sliced": "a sliced model holding only the items one device needs",
-    "pruned": "a pruned (sparse) model",
-    "float16": "a compressed model with float16 weights",
-    "int8": "a compressed model with int8-quantised weights",
 }
 #: Session gap (seconds) used when the config does not give one (GRU4Rec's 1 hour).
 DEFAULT_SESSION_GAP_SECONDS = 3600.0
@@ -144,7 +149,7 @@ def _canonical_json(obj: Any) -> bytes:
 
 @dataclass(eq=False)
 class Model:
-    """A global or personal GRU next-item model, all weights float32.
+    """A global or personal GRU next-item model.
 
     Attributes mirror the file (``docs/model-format.md``): ``config`` (the
     JSON config as a dict, exactly as stored), ``item_ids`` (the catalogue's
@@ -156,6 +161,10 @@ class Model:
     (dense item indices and their personal output biases), and for a model
     with a repeat component ``repeat_scale`` / ``repeat_w`` (with the
     config's ``repeat`` record; a personal model carries its own ``w``).
+    The weight matrices ``E``, ``O``, ``W_ih``/``W_hh`` of every layer and
+    ``W_p`` are float32 arrays or :class:`deeprec_edge.quant.Compressed`
+    (float16, int8, int4 as stored; never inflated: the runtime reads them
+    as they are); everything else is float32.
 
     Build one with :func:`load_model`, :func:`model_from_params` or
     :func:`make_personal`; :meth:`validate` checks an in-memory model
@@ -238,8 +247,58 @@ class Model:
 
     @property
     def flags(self) -> List[str]:
-        """Format variant flags (always empty in this version)."""
-        return list(self.config.get("flags", []))
+        """Format variant flags of the file this model is written as (the
+        compressed dtypes in use, ``pruned`` for sparse storage)."""
+        return list(self._file_config()[0].get("flags", []))
+
+    @property
+    def storage(self) -> Dict[str, str]:
+        """Storage of every weight matrix in the file, by array name
+        (``"float32"``, ``"int8"``, ``"int4+sparse"``, ...)."""
+        return self._encoded()[1]
+
+    def matrices(self) -> Dict[str, Any]:
+        """The weight matrices by file name (float32 arrays or Compressed)."""
+        out: Dict[str, Any] = {"E": self.E}
+        for l, layer in enumerate(self.layers):
+            out[f"gru{l}.W_ih"] = layer.W_ih
+            out[f"gru{l}.W_hh"] = layer.W_hh
+        out["head.W"] = self.W_p
+        if self.O is not None:
+            out["O"] = self.O
+        return out
+
+    def _encoded(self) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+        """File arrays of every matrix and their storage strings."""
+        arrays: Dict[str, np.ndarray] = {}
+        storage: Dict[str, str] = {}
+        for name, value in self.matrices().items():
+            try:
+                enc, st = _encode(name, value)
+            except ValueError as e:
+                raise ModelFormatError(f"model: {e}") from None
+            arrays.update(enc)
+            storage[name] = st
+        return arrays, storage
+
+    def _file_config(self, storage: Optional[Dict[str, str]] = None
+                     ) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+        """The config as the file holds it: ``storage`` and the storage
+        flags follow the matrices (whatever the in-memory config says)."""
+        enc: Dict[str, np.ndarray] = {}
+        if storage is None:
+            enc, storage = self._encoded()
+        cfg = dict(self.config)
+        compressed = {k: v for k, v in storage.items() if v != "float32"}
+        if compressed:
+            cfg["storage"] = dict(sorted(compressed.items()))
+        else:
+            cfg.pop("storage", None)
+        flags = [f for f in cfg.get("flags", []) if f not in SUPPORTED_FLAGS]
+        flags += sorted(_storage_flags(storage))
+        if flags or "flags" in cfg:
+            cfg["flags"] = flags
+        return cfg, enc
 
     @property
     def is_personal(self) -> bool:
@@ -285,8 +344,11 @@ class Model:
 
     @property
     def format_version(self) -> int:
-        """The schema version this model is written with."""
-        return 2 if (self.repeat_w is not None or "finetune" in self.config) else 1
+        """The schema version this model is written with (1 unless it has a
+        repeat component, a recipe or compressed matrices)."""
+        if self.repeat_w is not None or "finetune" in self.config:
+            return 2
+        return 2 if any(st != "float32" for st in self.storage.values()) else 1
 
     @property
     def n_parameters(self) -> int:
@@ -365,21 +427,30 @@ class Model:
 
     # -- identity ------------------------------------------------------
     def to_arrays(self) -> Dict[str, np.ndarray]:
-        """The arrays of the file, by name (shares memory with the model)."""
+        """The arrays of the file, by name (shares memory with the model;
+        compressed matrices in their file encoding)."""
+        enc, storage = self._encoded()
+        cfg, _ = self._file_config(storage)
+        version = 2 if (self.repeat_w is not None or "finetune" in cfg or "storage" in cfg) else 1
         arrays: Dict[str, np.ndarray] = {
             "format": np.array(FORMAT_TAG),
-            "version": np.array(self.format_version, dtype=np.int64),
-            "config": np.array(_dump_json(self.config, "config")),
+            "version": np.array(version, dtype=np.int64),
+            "config": np.array(_dump_json(cfg, "config")),
             "item_ids": np.asarray(self.item_ids),
-            "E": self.E,
         }
+        arrays.update({k: v for k, v in enc.items() if k == "E" or k.startswith("E.")})
         for l, layer in enumerate(self.layers):
             for part, a in zip(_LAYER_PARTS, layer):
-                arrays[f"gru{l}.{part}"] = a
-        arrays["head.W"] = self.W_p
+                name = f"gru{l}.{part}"
+                if part in ("W_ih", "W_hh"):
+                    arrays.update({k: v for k, v in enc.items()
+                                   if k == name or k.startswith(name + ".")})
+                else:
+                    arrays[name] = a
+        arrays.update({k: v for k, v in enc.items() if k == "head.W" or k.startswith("head.W.")})
         arrays["head.b"] = self.b_p
         if self.O is not None:
-            arrays["O"] = self.O
+            arrays.update({k: v for k, v in enc.items() if k == "O" or k.startswith("O.")})
         arrays["b"] = self.b
         arrays["popularity"] = self.popularity
         if self.personal is not None:
@@ -411,7 +482,8 @@ class Model:
         validate_arrays(self.to_arrays(), where="model")
 
     def copy(self) -> "Model":
-        """A deep copy (arrays and metadata)."""
+        """A deep copy (arrays and metadata; a Compressed matrix, immutable,
+        is shared)."""
         cp = lambda a: None if a is None else a.copy()  # noqa: E731
         return Model(
             config=json.loads(_dump_json(self.config, "config")),
@@ -447,6 +519,9 @@ class Model:
             "session_gap_seconds": self.session_gap_seconds,
             "parameters": self.n_parameters,
             "flags": self.flags,
+            "storage": self.storage,
+            "array_bytes": {k: int(np.asarray(v).nbytes) for k, v in self.to_arrays().items()
+                            if k not in ("format", "version", "config", "personal")},
             "repeat": (dict(zip(REPEAT_FEATURES, (round(x, 4) for x in self.repeat.w)),
                             scale=round(self.repeat.scale, 4), memory=self.repeat.memory)
                        if self.has_repeat else None),
@@ -636,11 +711,25 @@ class _Checker:
                 continue
             if f in RESERVED_FLAGS:
                 raise self.fail(f"flag {f!r} ({RESERVED_FLAGS[f]}) is not supported by this "
-                                f"version of deeprec-edge; use a plain float32 model or a "
-                                f"newer deeprec-edge")
+                                f"version of deeprec-edge; use a newer deeprec-edge")
             raise self.fail(f"unknown flag {f!r} in config flags (this version knows "
                             f"{sorted(SUPPORTED_FLAGS | set(RESERVED_FLAGS))} and supports "
                             f"{sorted(SUPPORTED_FLAGS) or 'none'})")
+        storage = cfg.get("storage", {})
+        if not isinstance(storage, dict):
+            raise self.fail(f"config storage must be an object (array name -> storage), got "
+                            f"{storage!r}")
+        for name, st in storage.items():
+            try:
+                parse_storage(st)
+            except ValueError as e:
+                raise self.fail(f"config storage of '{name}': {e}") from None
+        want = _storage_flags(storage)
+        have = set(flags) & SUPPORTED_FLAGS
+        if have != want:
+            raise self.fail(f"config flags {sorted(have)} do not match the config storage "
+                            f"(which needs {sorted(want)}: a flag for every compressed dtype "
+                            f"in use, 'pruned' for sparse storage)")
         rp = cfg.get("repeat")
         if rp is not None:
             if not isinstance(rp, dict):
@@ -667,6 +756,11 @@ class _Checker:
                             ("created", lambda v: isinstance(v, str), "a string")):
             if k in cfg and not ok(cfg[k]):
                 raise self.fail(f"config {k} must be {what}, got {cfg[k]!r}")
+        names = set(_matrix_shapes(cfg["n_items"], cfg["e"], hs, cfg["d"], cfg["tied"]))
+        odd = sorted(set(storage) - names)
+        if odd:
+            raise self.fail(f"config storage names {_names_shown(odd)}, which are not weight "
+                            f"matrices of this model (those are {_names_shown(names)})")
         return cfg["n_items"], cfg["e"], hs, cfg["d"], cfg["tied"]
 
     def personal(self, p: Dict[str, Any]) -> None:
@@ -725,13 +819,31 @@ class _Checker:
 
     def _kind_f32(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
         if dt == np.float16:
-            raise self.fail(f"array '{name}' is float16: compressed float16 models are not "
-                            f"supported yet by this version of deeprec-edge; export the "
-                            f"model with float32 weights")
+            raise self.fail(f"array '{name}' is float16, expected float32 (only the weight "
+                            f"matrices E, O, gru*.W_ih, gru*.W_hh and head.W may be stored "
+                            f"compressed, each listed in the config's 'storage')")
         if dt.kind != "f" or dt.itemsize != 4:
             raise self.fail(f"array '{name}' has dtype {dt.name}, expected float32")
         if shape != m.shape:
             raise self.fail(f"array '{name}' has shape {shape}, expected {m.shape} {m.desc}")
+
+    def _kind_arr(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
+        """A compressed matrix's array: exactly ``m.dtype`` and ``m.shape``."""
+        if dt.newbyteorder("=") != np.dtype(m.dtype).newbyteorder("="):
+            raise self.fail(f"array '{name}' has dtype {dt.name}, expected {m.dtype} "
+                            f"({m.desc.split(';')[0]})")
+        if shape != m.shape:
+            raise self.fail(f"array '{name}' has shape {shape}, expected {m.shape} {m.desc}")
+
+    def _kind_vals(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
+        """The nonzero values of a sparse matrix: 1-d ``m.dtype``, at most
+        ``m.shape[0]`` of them (the exact count comes from the mask)."""
+        if dt.newbyteorder("=") != np.dtype(m.dtype).newbyteorder("="):
+            raise self.fail(f"array '{name}' has dtype {dt.name}, expected {m.dtype} "
+                            f"({m.desc.split(';')[0]})")
+        if len(shape) != 1 or shape[0] > m.shape[0]:
+            raise self.fail(f"array '{name}' has shape {shape}, expected 1-d with at most "
+                            f"{m.shape[0]} values {m.desc}")
 
     def _kind_ids(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
         if dt.kind not in "iuU":
@@ -808,13 +920,16 @@ class _Member(NamedTuple):
     """One array of the file: ``kind`` (how its dtype is checked: ``str``
     0-d unicode, ``int`` 0-d integer, ``f32`` float32, ``ids`` int64 or
     unicode ids, ``counts`` numbers, ``index`` int indices at most
-    ``shape[0]`` of them), its ``shape`` given the config, ``desc`` (how the
-    shape follows from the config, for messages), ``required``."""
+    ``shape[0]`` of them, ``arr`` exactly ``dtype``, ``vals`` 1-d ``dtype``
+    of at most ``shape[0]`` values), its ``shape`` given the config,
+    ``desc`` (how the shape follows from the config, for messages),
+    ``required``, ``dtype`` (``arr``/``vals``)."""
 
     kind: str
     shape: Tuple[int, ...] = ()
     desc: str = ""
     required: bool = True
+    dtype: str = ""
 
 
 #: The record arrays read before the table can be built (from the config).
@@ -822,28 +937,89 @@ _RECORDS = {"format": _Member("str"), "version": _Member("int"), "config": _Memb
             "personal": _Member("str")}
 
 
-def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: bool,
-                  n_biases: Optional[int] = None, repeat: bool = False) -> Dict[str, _Member]:
-    """Every array of a model file with this config, in file order: what
-    its dtype and shape must be.  A new array of the format is one entry
-    here (and, if its values need checks, a few lines in validate_arrays).
-    ``n_biases``: length of ``personal.bias_index`` once known."""
-    t: Dict[str, _Member] = {k: _RECORDS[k] for k in ("format", "version", "config")}
-    t["item_ids"] = _Member("ids", (n,))
-    t["E"] = _Member("f32", (n, e), f"= (n_items, e) with n_items={n}, e={e}")
+def _matrix_shapes(n: int, e: int, hs: List[int], d: int, tied: bool
+                   ) -> Dict[str, Tuple[Tuple[int, int], str]]:
+    """The weight matrices (the arrays a file may store compressed): name ->
+    (shape, how the shape follows from the config), in file order."""
+    t: Dict[str, Tuple[Tuple[int, int], str]] = {
+        "E": ((n, e), f"= (n_items, e) with n_items={n}, e={e}")}
     inp, inp_name = e, "e"
     for l, H in enumerate(hs):
         sym = f"with H={H}, {inp_name}={inp}" if inp_name != "H" else f"with H={H}, H_prev={inp}"
-        t[f"gru{l}.W_ih"] = _Member("f32", (3 * H, inp),
-                                    f"= (3*H, {'e' if l == 0 else 'H_prev'}) {sym}")
-        t[f"gru{l}.W_hh"] = _Member("f32", (3 * H, H), f"= (3*H, H) with H={H}")
+        t[f"gru{l}.W_ih"] = ((3 * H, inp), f"= (3*H, {'e' if l == 0 else 'H_prev'}) {sym}")
+        t[f"gru{l}.W_hh"] = ((3 * H, H), f"= (3*H, H) with H={H}")
+        inp, inp_name = H, "H"
+    t["head.W"] = ((d, hs[-1]), f"= (d, H) with d={d}, H={hs[-1]}")
+    if not tied:
+        t["O"] = ((n, d), f"= (n_items, d) with n_items={n}, d={d}")
+    return t
+
+
+def _storage_flags(storage: Mapping[str, str]) -> set:
+    """The flags a storage record needs: every compressed dtype in use, and
+    ``pruned`` when a matrix is sparse."""
+    flags = set()
+    for st in storage.values():
+        dt, sparse = parse_storage(st)
+        if dt != "float32":
+            flags.add(dt)
+        if sparse:
+            flags.add("pruned")
+    return flags
+
+
+_FILE_DTYPE = {"float32": "float32", "float16": "float16", "int8": "int8", "int4": "uint8"}
+
+
+def _matrix_members(t: Dict[str, _Member], name: str, shape: Tuple[int, int], desc: str,
+                    storage: str) -> None:
+    """The file arrays of one weight matrix in ``storage`` (quant.py)."""
+    dt, sparse = parse_storage(storage)
+    R, C = shape
+    if dt == "float32" and not sparse:
+        t[name] = _Member("f32", shape, desc)
+        return
+    what = f"{storage}; matrix {desc}"
+    if sparse:
+        t[f"{name}.mask"] = _Member("arr", (R, (C + 7) // 8),
+                                    f"= (rows, ceil(columns/8)), the {storage} mask of a "
+                                    f"matrix {desc}", dtype="uint8")
+        n_max = (R * C + 1) // 2 if dt == "int4" else R * C
+        t[name] = _Member("vals", (n_max,), f"({what})", dtype=_FILE_DTYPE[dt])
+    else:
+        cols = (C + 1) // 2 if dt == "int4" else C
+        t[name] = _Member("arr", (R, cols), f"({what}" + (", two values per byte)" if
+                                                           dt == "int4" else ")"),
+                          dtype=_FILE_DTYPE[dt])
+    if dt in ("int8", "int4"):
+        t[f"{name}.scale"] = _Member("arr", (R,), f"= (rows,), the per-row scales of a "
+                                                  f"matrix {desc}", dtype="float32")
+
+
+def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: bool,
+                  n_biases: Optional[int] = None, repeat: bool = False,
+                  storage: Optional[Mapping[str, str]] = None) -> Dict[str, _Member]:
+    """Every array of a model file with this config, in file order: what
+    its dtype and shape must be.  A new array of the format is one entry
+    here (and, if its values need checks, a few lines in validate_arrays).
+    ``n_biases``: length of ``personal.bias_index`` once known; ``storage``:
+    the config's storage record (a compressed matrix is several arrays,
+    :func:`_matrix_members`)."""
+    storage = storage or {}
+    mats = _matrix_shapes(n, e, hs, d, tied)
+    t: Dict[str, _Member] = {k: _RECORDS[k] for k in ("format", "version", "config")}
+    t["item_ids"] = _Member("ids", (n,))
+    _matrix_members(t, "E", *mats["E"], storage.get("E", "float32"))
+    for l, H in enumerate(hs):
+        for part in ("W_ih", "W_hh"):
+            name = f"gru{l}.{part}"
+            _matrix_members(t, name, *mats[name], storage.get(name, "float32"))
         t[f"gru{l}.b_ih"] = _Member("f32", (3 * H,), f"= (3*H,) with H={H}")
         t[f"gru{l}.b_hh"] = _Member("f32", (3 * H,), f"= (3*H,) with H={H}")
-        inp, inp_name = H, "H"
-    t["head.W"] = _Member("f32", (d, hs[-1]), f"= (d, H) with d={d}, H={hs[-1]}")
+    _matrix_members(t, "head.W", *mats["head.W"], storage.get("head.W", "float32"))
     t["head.b"] = _Member("f32", (d,), f"= (d,) with d={d}")
     if not tied:
-        t["O"] = _Member("f32", (n, d), f"= (n_items, d) with n_items={n}, d={d}")
+        _matrix_members(t, "O", *mats["O"], storage.get("O", "float32"))
     t["b"] = _Member("f32", (n,), f"= (n_items,) with n_items={n}")
     t["popularity"] = _Member("counts", (n,), "= (n_items,)")
     if personal:
@@ -903,12 +1079,15 @@ def _check_names(ck: _Checker, names: Iterable[str], table: Mapping[str, _Member
         hints = []
         if "O" in extra and tied:
             hints.append("'O' is present but config says tied=true (the output table is E)")
-        if any(x.startswith("gru") for x in extra):
+        if any(x.startswith("gru") and not x.endswith((".scale", ".mask")) for x in extra):
             hints.append(f"config says L={L} (layers gru0..gru{L - 1})")
         if any(x.startswith("personal.") for x in extra) and not is_personal:
             hints.append("personal biases need the 'personal' record")
         if any(x.startswith("repeat.") for x in extra) and not has_repeat:
             hints.append("repeat arrays need the config's 'repeat' record")
+        if any(x.endswith((".scale", ".mask")) for x in extra):
+            hints.append("the arrays of a compressed matrix need it listed in the config's "
+                         "'storage'")
         hint = f" ({'; '.join(hints)})" if hints else ""
         raise ck.fail(f"unexpected array(s) {_names_shown(extra)}{hint}")
     has_i, has_b = "personal.bias_index" in names, "personal.bias" in names
@@ -937,14 +1116,16 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
 
     cfg, (n, e, hs, d, tied), is_personal = _check_head(ck, arrays, get)
     has_repeat = cfg.get("repeat") is not None
+    storage = cfg.get("storage", {})
     version = int(arrays["version"][()])
-    if version < 2 and (has_repeat or "finetune" in cfg):
-        raise ck.fail(f"model file version {version} cannot hold a "
-                      f"{'repeat component' if has_repeat else 'fine-tuning recipe'} "
+    if version < 2 and (has_repeat or "finetune" in cfg or storage):
+        what = ("repeat component" if has_repeat else "fine-tuning recipe" if "finetune" in cfg
+                else "compressed matrices (config storage)")
+        raise ck.fail(f"model file version {version} cannot hold a {what} "
                       f"(version 2 or newer)")
     bi = arrays.get("personal.bias_index")
     n_biases = bi.shape[0] if bi is not None and bi.ndim == 1 else None
-    table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat)
+    table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat, storage)
     _check_names(ck, arrays, table, len(hs), tied, is_personal, has_repeat)
     for name, m in table.items():   # every dtype and shape before any value
         if name in arrays:
@@ -953,8 +1134,20 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
     item_ids = ck.item_ids(arrays["item_ids"], table["item_ids"])
     f32 = {name: ck.float32(name, arrays[name], m) for name, m in table.items()
            if m.kind == "f32" and name in arrays}
-    layers = [GRULayer(*(f32[f"gru{l}.{part}"] for part in _LAYER_PARTS))
-              for l in range(len(hs))]
+    mats: Dict[str, Any] = {}
+    for name, (shape, _) in _matrix_shapes(n, e, hs, d, tied).items():
+        st = storage.get(name, "float32")
+        if st == "float32":
+            mats[name] = f32[name]
+            continue
+        try:
+            mats[name] = _decode(name, arrays, st, shape)
+        except ValueError as err:
+            raise ck.fail(str(err)) from None
+        if not isinstance(mats[name], Compressed):
+            ck.finite(name, mats[name])
+    layers = [GRULayer(mats[f"gru{l}.W_ih"], mats[f"gru{l}.W_hh"], f32[f"gru{l}.b_ih"],
+                       f32[f"gru{l}.b_hh"]) for l in range(len(hs))]
 
     pop = _native(arrays["popularity"], arrays["popularity"].dtype)
     if pop.dtype.kind == "f":
@@ -982,8 +1175,8 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
         r_scale = float(np.asarray(f32["repeat.scale"]).reshape(-1)[0])
         if not r_scale > 0:
             raise ck.fail(f"array 'repeat.scale' must be > 0, got {r_scale}")
-    return Model(config=cfg, item_ids=item_ids, E=f32["E"], layers=layers, W_p=f32["head.W"],
-                 b_p=f32["head.b"], O=f32.get("O"), b=f32["b"], popularity=pop,
+    return Model(config=cfg, item_ids=item_ids, E=mats["E"], layers=layers, W_p=mats["head.W"],
+                 b_p=f32["head.b"], O=mats.get("O"), b=f32["b"], popularity=pop,
                  personal=personal, personal_bias_index=bias_index,
                  personal_bias=f32.get("personal.bias"), repeat_scale=r_scale,
                  repeat_w=f32.get("repeat.w"))
@@ -1046,7 +1239,8 @@ def _read_npz(f: Any, p: str) -> Dict[str, np.ndarray]:
         if "personal.bias_index" in names:
             bh = z.header("personal.bias_index")
             n_biases = bh.shape[0] if len(bh.shape) == 1 else None
-        table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat)
+        table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat,
+                              cfg.get("storage"))
         _check_names(ck, names, table, len(hs), tied, is_personal, has_repeat)
         for name, m in table.items():       # every header before any data
             if name in names:
@@ -1097,11 +1291,10 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
     repeat component, ``recipe`` the device's fine-tuning recipe.  The
     result is validated.
     """
-    layers = [GRULayer(*(np.ascontiguousarray(a, np.float32) for a in layer))
-              for layer in params.layers]
+    layers = [GRULayer(*(_matrix(a) for a in layer)) for layer in params.layers]
     hs = [int(layer.W_hh.shape[1]) for layer in layers]
-    E = np.ascontiguousarray(params.E, np.float32)
-    W_p = np.ascontiguousarray(params.W_p, np.float32)
+    E = _matrix(params.E)
+    W_p = _matrix(params.W_p)
     cfg = dict(config or {})
     cfg.update(n_items=int(E.shape[0]), e=int(E.shape[1]), L=len(layers),
                H=hs[0] if len(set(hs)) == 1 else hs, d=int(W_p.shape[0]),
@@ -1123,7 +1316,7 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
         ids = np.array([_as_str(x) for x in ids.tolist()], dtype=str)
     model = Model(config=json.loads(_dump_json(cfg, "config")), item_ids=ids, E=E,
                   layers=layers, W_p=W_p, b_p=np.ascontiguousarray(params.b_p, np.float32),
-                  O=None if params.O is None else np.ascontiguousarray(params.O, np.float32),
+                  O=None if params.O is None else _matrix(params.O),
                   b=np.ascontiguousarray(params.b_out, np.float32),
                   popularity=np.asarray(popularity),
                   repeat_scale=None if repeat is None else float(repeat.scale),
@@ -1165,8 +1358,10 @@ def make_personal(base: Model, params: Any, *, clicks_used: int,
         created=_utc_now(),
     )
     last = params.layers[-1]
-    layers = list(base.layers[:-1]) + [GRULayer(*(np.ascontiguousarray(a, np.float32)
-                                                   for a in last))]
+    # a part the fine-tune left unchanged keeps the base's storage (a
+    # compressed frozen matrix stays compressed; the trained ones are float32)
+    layers = list(base.layers[:-1]) + [GRULayer(*(_unless_same(b, a) for b, a in
+                                                   zip(base.layers[-1], last)))]
     if bias_index is None and bias is None:
         bias_index, bias = base.personal_bias_index, base.personal_bias
     elif bias_index is not None and bias is not None:
@@ -1178,7 +1373,7 @@ def make_personal(base: Model, params: Any, *, clicks_used: int,
         raise ValueError("personal repeat weights need a model with a repeat component")
     r_w = base.repeat_w if repeat_w is None else np.ascontiguousarray(repeat_w, np.float32)
     model = Model(config=json.loads(_dump_json(base.config, "config")), item_ids=base.item_ids,
-                  E=base.E, layers=layers, W_p=np.ascontiguousarray(params.W_p, np.float32),
+                  E=base.E, layers=layers, W_p=_unless_same(base.W_p, params.W_p),
                   b_p=np.ascontiguousarray(params.b_p, np.float32), O=base.O, b=base.b,
                   popularity=base.popularity, personal=json.loads(_dump_json(record,
                                                                              "personal")),
@@ -1188,11 +1383,87 @@ def make_personal(base: Model, params: Any, *, clicks_used: int,
     return model
 
 
+#: Groups of weight matrices for :func:`compress_model`.
+MATRIX_GROUPS = ("tables", "gru", "head")
+
+
+def _group_of(name: str) -> str:
+    return "tables" if name in ("E", "O") else "head" if name == "head.W" else "gru"
+
+
+def compress_model(model: Model, storage: Mapping[str, str]) -> Model:
+    """``model`` with weight matrices re-stored (:func:`deeprec_edge.quant.quantize`).
+
+    ``storage`` maps a matrix name (``"E"``, ``"gru0.W_hh"``, ...) or a
+    group (``"tables"``: E and O, ``"gru"``: every W_ih/W_hh, ``"head"``:
+    head.W) to a storage dtype (``"float32"``, ``"float16"``, ``"int8"``,
+    ``"int4"``); a name wins over its group, matrices not named keep their
+    storage.  Quantisation starts from the current values (a matrix already
+    compressed in another dtype is re-quantised from its dequantised values).  Zeros stay
+    zeros, so a pruned model stays pruned and its file stores it sparse.
+    Biases, ids and records are shared, not copied.  Raises ValueError for
+    an unknown name or storage.
+    """
+    from .quant import parse_storage, quantize, storage_of
+
+    mats = model.matrices()
+    for k, v in storage.items():
+        if k not in mats and k not in MATRIX_GROUPS:
+            raise ValueError(f"compress_model: {k!r} is neither a weight matrix of this model "
+                             f"({', '.join(mats)}) nor a group ({', '.join(MATRIX_GROUPS)})")
+        parse_storage(v)
+    new = {}
+    for name, value in mats.items():
+        want = storage.get(name, storage.get(_group_of(name)))
+        if want is None or parse_storage(want)[0] == storage_of(value):
+            new[name] = value
+            continue
+        try:
+            new[name] = quantize(value, want)
+        except ValueError as e:
+            raise ValueError(f"compress_model: {name}: {e}") from None
+    out = Model(config=json.loads(_dump_json(model.config, "config")), item_ids=model.item_ids,
+                E=new["E"], layers=[GRULayer(new[f"gru{l}.W_ih"], new[f"gru{l}.W_hh"],
+                                             layer.b_ih, layer.b_hh)
+                                    for l, layer in enumerate(model.layers)],
+                W_p=new["head.W"], b_p=model.b_p, O=new.get("O"), b=model.b,
+                popularity=model.popularity, personal=model.personal,
+                personal_bias_index=model.personal_bias_index,
+                personal_bias=model.personal_bias, repeat_scale=model.repeat_scale,
+                repeat_w=model.repeat_w)
+    out.config["storage"], out.config["flags"] = out._file_config()[0].get("storage", {}), \
+        out.flags
+    if not out.config["storage"]:
+        del out.config["storage"]
+    out._lookup, out._id_dict = model._lookup, model._id_dict
+    return out
+
+
+def _matrix(a: Any) -> Any:
+    """A weight matrix as a model holds it: Compressed as it is, else float32."""
+    return a if isinstance(a, Compressed) else np.ascontiguousarray(a, np.float32)
+
+
+def _unless_same(stored: Any, new: Any) -> Any:
+    """``stored`` if ``new`` holds exactly its values, else ``new`` as float32."""
+    new = np.ascontiguousarray(new, np.float32)
+    if isinstance(stored, Compressed):
+        return stored if np.array_equal(stored.dequantize(), new) else new
+    return stored if stored is new else new
+
+
 def params_of(model: Model) -> Any:
     """The training engine's ``Params`` view of ``model`` (arrays shared, not
-    copied; ``b_out`` is :attr:`Model.output_bias`).  Imports the engine and
-    hence the compiled kernels."""
+    copied; ``b_out`` is :attr:`Model.output_bias`).  Compressed item tables
+    ``E`` and ``O`` stay compressed (``table[rows]`` gives float32 rows);
+    compressed GRU and head matrices -- a few hundred KB -- are given as
+    their float32 values, which batched training and evaluation multiply
+    with (the streaming :class:`~deeprec_edge.Session` steps on the stored
+    ones).  Imports the engine and hence the compiled kernels."""
     from ._engine import Params  # lazy: this module works without the C core
+    from .quant import dequantize
 
-    return Params(model.E, [list(layer) for layer in model.layers], model.W_p, model.b_p,
-                  model.O, model.output_bias, model.activation)
+    layers = [[dequantize(layer.W_ih), dequantize(layer.W_hh), layer.b_ih, layer.b_hh]
+              for layer in model.layers]
+    return Params(model.E, layers, dequantize(model.W_p), model.b_p, model.O,
+                  model.output_bias, model.activation)

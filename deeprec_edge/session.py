@@ -17,7 +17,9 @@ from typing import Iterable, Optional, Sequence, Tuple
 import numpy as np
 
 from ._core import StreamCore
+from . import _tables
 from ._atomic import atomic_write
+from .quant import Compressed
 from .repeat import RepeatMemory
 from ._npz import Expect, read_npz
 
@@ -47,17 +49,20 @@ class Session:
         same model): they fill the repeat memory, and the newest session's
         clicks set the GRU state, as if they had been clicked here.
     weight_dtype : {"float32", "float16"}
-        Storage of the GRU weights for the per-click step.  "float32"
-        (default) follows the model exactly.  "float16" steps with an IEEE
+        Storage of the model's float32 GRU weights for the per-click step.
+        "float32" (default) follows the model exactly.  "float16" steps with an IEEE
         binary16 copy of every GRU weight matrix: half the bytes streamed per
         click (a two-layer H=100 model and 500 candidates then fit in a
         512 KB L2 cache), float32 arithmetic, and user vectors within about
         1e-3 of the float32 ones (scores and rankings may differ between
-        near-tied items).
+        near-tied items).  A compressed model file (float16 or int8/int4
+        matrices, :mod:`deeprec_edge.quant`) is used as stored either way:
+        its item tables are scored and its GRU layers stepped in their own
+        storage, never inflated to float32.
 
-    The candidates' output rows are gathered once into a contiguous table,
-    so ``recommend`` streams them instead of picking rows out of the whole
-    catalogue.
+    The candidates' output rows are gathered once into a contiguous table
+    (in the model's storage), so ``recommend`` streams them instead of
+    picking rows out of the whole catalogue.
 
     Clicks carry an optional unix timestamp: a gap longer than the model's
     session gap starts a new session (every layer's state is reset), unless
@@ -77,8 +82,11 @@ class Session:
         p = params_of(model)
         self.model = model
         self._params = p
-        self._core = StreamCore(p.E, p.layers, p.W_p, p.b_p, p.out_table, p.b_out, p.activation,
-                                weight_dtype=weight_dtype)
+        E, E_scale = _tables.kernel_args(model.E)
+        O, O_scale = _tables.kernel_args(model.out_table)
+        self._core = StreamCore(E, [_step_layer(layer) for layer in model.layers], p.W_p, p.b_p,
+                                O, p.b_out, p.activation, weight_dtype=weight_dtype,
+                                E_scale=E_scale, O_scale=O_scale)
         self._lock = threading.Lock()
         self._ids = np.asarray(model.item_ids)
         self._index = model.id_to_index
@@ -108,7 +116,7 @@ class Session:
             # equal scores go to the lower item index, as everywhere else);
             # clicks are mirrored into a mask in that order
             c = self._cand.astype(np.intp)
-            self._O_c = np.ascontiguousarray(p.out_table[c])
+            self._O_c, self._O_cs = _tables.kernel_args(_tables.take(p.out_table, c))
             self._b_c = np.ascontiguousarray(p.b_out[c])
             self._c_ids = (np.ascontiguousarray(self._ids[c])
                            if self._ids.dtype == np.int64 else None)
@@ -207,7 +215,8 @@ class Session:
             # the session's own candidates: the gathered table
             with self._lock:
                 out, scores = self._core.topk_table(k, self._O_c, self._b_c,
-                                                    self._c_clicked if excl else None, self._c_ids)
+                                                    self._c_clicked if excl else None, self._c_ids,
+                                                    self._O_cs)
             if self._c_ids is None:
                 out = self._ids[self._cand[out]]
             return out, scores
@@ -221,7 +230,6 @@ class Session:
         """recommend() for a model with a repeat component: the user's items
         get ``w . phi / scale`` added to their bias (the same ranking as
         ``scale * (O.u + b) + w . phi``; scores reported on that scale)."""
-        from . import kernels as K
         scale = np.float32(self._spec.scale)
         with self._lock:
             mi, phi = self._mem.features()
@@ -233,7 +241,7 @@ class Session:
                         b_c[j] += v
                 out, scores = self._core.topk_table(k, self._O_c, b_c,
                                                     self._c_clicked if excl else None,
-                                                    self._c_ids)
+                                                    self._c_ids, self._O_cs)
                 if self._c_ids is None:
                     out = self._ids[self._cand[out]]
                 return out, scores * scale
@@ -244,8 +252,9 @@ class Session:
         cand = None
         if candidates is not None:
             cand = np.union1d(self._dense(candidates), mi).astype(np.int32)
-        idx, scores = K.score_topk(self._params.out_table, np.ascontiguousarray(u, np.float32),
-                                   k, bias=bias, idx=cand, exclude=clicked)
+        idx, scores = _tables.score_topk(self._params.out_table,
+                                         np.ascontiguousarray(u, np.float32), k, bias=bias,
+                                         idx=cand, exclude=clicked)
         return self._ids[idx], scores * scale
 
     def reset(self, forget_history: bool = False) -> None:
@@ -362,3 +371,18 @@ class Session:
         if meta.get("model_fingerprint") != self.model.fingerprint():
             raise ValueError(f"{path}: the session state belongs to a different model")
         self.load_state_dict(d)
+
+
+def _step_layer(layer) -> tuple:
+    """A GRU layer as the step kernels take it: its stored weights when
+    W_ih and W_hh share a compressed dtype (int8/int4 with their scales,
+    float16), else float32 values (a mixed layer: a few hundred KB)."""
+    W_ih, W_hh, b_ih, b_hh = layer
+    if isinstance(W_ih, Compressed) and isinstance(W_hh, Compressed) and \
+            W_ih.data.dtype == W_hh.data.dtype:
+        if W_ih.scale is None and W_hh.scale is None:
+            return (W_ih.data, W_hh.data, b_ih, b_hh)
+        if W_ih.data.dtype == np.int8:
+            return (W_ih.data, W_hh.data, b_ih, b_hh, W_ih.scale, W_hh.scale)
+    from .quant import dequantize
+    return (dequantize(W_ih), dequantize(W_hh), b_ih, b_hh)

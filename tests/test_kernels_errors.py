@@ -26,6 +26,7 @@ import pytest
 from deeprec_edge import kernels as K
 
 F32, I32, MASK = "f32", "i32", "mask"
+TABLE = "table"  # a row table: float32, float16 or int8 (with per-row scales)
 ERRORS = (ValueError, IndexError, RuntimeError, TypeError)
 
 
@@ -195,10 +196,10 @@ SPECS = [
          {"U": F32, "O_s": F32, "target_col": I32, "b_s": F32, "col_ids": I32, "logq": F32,
           "dO_s": F32, "db_s": F32},
          outputs=frozenset({"dO_s", "db_s"}), definers=frozenset({"U", "O_s"})),
-    Spec("score", K.score, make_score, {"O": F32, "u": F32, "bias": F32, "idx": I32},
+    Spec("score", K.score, make_score, {"O": TABLE, "u": F32, "bias": F32, "idx": I32},
          definers=frozenset({"O"}), free_axes=frozenset({("idx", 0)})),
     Spec("score_topk", K.score_topk, make_score_topk,
-         {"O": F32, "u": F32, "bias": F32, "idx": I32, "exclude": MASK},
+         {"O": TABLE, "u": F32, "bias": F32, "idx": I32, "exclude": MASK},
          definers=frozenset({"O"}), free_axes=frozenset({("idx", 0)})),
     Spec("adagrad_step", K.adagrad_step, make_adagrad_step,
          {"param": F32, "grad": F32, "accum": F32}, outputs=frozenset({"param", "accum"}),
@@ -261,7 +262,8 @@ def _expect_value_error(spec, kwargs, arg):
 # ---------------------------------------------------------------------------
 
 _WRONG_DTYPES = {F32: [np.float64, np.float16, np.int32], I32: [np.int64, np.uint32, np.float32],
-                 MASK: [np.float32, np.int32, np.int8]}
+                 MASK: [np.float32, np.int32, np.int8],
+                 TABLE: [np.float64, np.int32, np.uint8, np.int16]}
 
 
 def _strided(a):

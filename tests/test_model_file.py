@@ -494,7 +494,7 @@ def test_wrong_dtype(tmp_path):
     a = random_arrays()
     a["gru0.W_ih"] = a["gru0.W_ih"].astype(np.float16)
     msg = load_error(broken(tmp_path, a))
-    assert "array 'gru0.W_ih' is float16" in msg and "not supported yet" in msg
+    assert "array 'gru0.W_ih' is float16, expected float32" in msg and "'storage'" in msg
     a = random_arrays()
     a["b"] = a["b"].astype(np.int32)
     assert "array 'b' has dtype int32, expected float32" in load_error(broken(tmp_path, a))
@@ -583,8 +583,14 @@ def test_bad_json(tmp_path):
     ({"tied": "yes"}, "config tied must be true or false, got 'yes'"),
     ({"tied": True}, "config says tied=true but e=8 != d=12"),
     ({"session_gap_seconds": -5}, "config session_gap_seconds must be a positive number"),
-    ({"flags": ["float16"]}, "flag 'float16' (a compressed model with float16 weights) is not "
-                             "supported"),
+    ({"flags": ["float16"]}, "config flags ['float16'] do not match the config storage (which "
+                             "needs []"),
+    ({"storage": {"E": "int8"}}, "config flags [] do not match the config storage (which needs "
+                                 "['int8']"),
+    ({"storage": {"b": "int8"}, "flags": ["int8"]}, "config storage names 'b', which are not "
+                                                    "weight matrices"),
+    ({"storage": {"E": "int3"}}, "config storage of 'E': unknown storage 'int3'"),
+    ({"storage": ["E"]}, "config storage must be an object"),
     ({"flags": ["sliced"]}, "flag 'sliced' (a sliced model"),
     ({"flags": ["zstd"]}, "unknown flag 'zstd' in config flags"),
     ({"flags": "sliced"}, "config flags must be a list of strings"),

@@ -124,8 +124,9 @@ def test_topk_table_rejects_bad_arrays():
     ok = core.topk_table(3, O_c, b_c, np.zeros(6, np.uint8), np.arange(6, dtype=np.int64))
     assert len(ok[0]) == 3
     bad = [
-        (dict(O_c=O_c[:, :4].copy()), "^O_c: expected float32 array of shape"),
-        (dict(O_c=O_c.astype(np.float64)), "^O_c: expected float32"),
+        (dict(O_c=O_c[:, :4].copy()),
+         r"^O_c: expected float32, float16 or int8 array of shape \(n, d\) = \(n, 5\)"),
+        (dict(O_c=O_c.astype(np.float64)), "^O_c: expected float32, float16 or int8"),
         (dict(O_c=np.asfortranarray(np.zeros((5, 5), np.float32))), "^O_c: expected float32"),
         (dict(b_c=b_c[:5].copy()), r"^b_c: expected float32 array of shape \(n=6,\)"),
         (dict(exclude=np.zeros(5, np.uint8)), "^exclude: expected"),

@@ -1,0 +1,340 @@
+"""Compressed model files (format version 2 with a ``storage`` record):
+float16, int8 and int4 matrices with per-row scales, dense or sparse --
+round trips, strict validation of the compressed form, and the runtime
+(Session, recommend, fine-tuning) reading them as stored.
+
+References: float64 numpy on the dequantised values (``q * scale``).
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import deeprec_edge as de
+import reference as ref
+from deeprec_edge.model import (ModelFormatError, compress_model, load_model, make_personal,
+                                params_of, save_model)
+from deeprec_edge.quant import Compressed, quantize
+from deeprec_edge.repeat import RepeatSpec
+from helpers_model import random_model, write_npz
+
+STORAGES = ("float16", "int8", "int4")
+
+
+def _prune(model, fraction, seed=0):
+    """Magnitude-prune every weight matrix of a float32 model (a copy)."""
+    m = model.copy()
+    for layer in m.layers:
+        for W in (layer.W_ih, layer.W_hh):
+            W[np.abs(W) < np.quantile(np.abs(W), fraction)] = 0
+    for W in (m.E, m.W_p) + (() if m.O is None else (m.O,)):
+        W[np.abs(W) < np.quantile(np.abs(W), fraction)] = 0
+    return m
+
+
+def _values(x):
+    return x.dequantize() if isinstance(x, Compressed) else x
+
+
+def _f64(t):
+    """float64 values q * scale of a table (without calling dequantize)."""
+    if not isinstance(t, Compressed):
+        return t.astype(np.float64)
+    v = t.data.astype(np.float64)
+    return v if t.scale is None else v * t.scale.astype(np.float64)[:, None]
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("pruned", [0.0, 0.7])
+@pytest.mark.parametrize("tied", [False, True])
+def test_round_trip_every_storage(tmp_path, storage, pruned, tied):
+    base = random_model(n_items=40, e=8, hidden=[12, 9], tied=tied, seed=3)
+    if pruned:
+        base = _prune(base, pruned)
+    m = compress_model(base, {"tables": storage, "gru": storage, "head": storage})
+    assert m.format_version == 2
+    want_flags = {storage} | ({"pruned"} if pruned else set())
+    assert set(m.flags) == want_flags
+    for name, st in m.storage.items():
+        assert st == storage + ("+sparse" if pruned else "")
+    p = tmp_path / "m.npz"
+    save_model(m, p)
+    back = load_model(p)
+    assert back.fingerprint() == m.fingerprint()
+    assert back.storage == m.storage and back.flags == m.flags
+    for name, v in m.matrices().items():
+        w = back.matrices()[name]
+        assert isinstance(w, Compressed) and w.storage == storage
+        np.testing.assert_array_equal(w.data, v.data)
+        if v.scale is not None:
+            np.testing.assert_array_equal(w.scale, v.scale)
+    # the values are the quantised float32 values: within half a step
+    for name, v in m.matrices().items():
+        x = base.matrices()[name]
+        step = (np.abs(x).max(axis=1, keepdims=True) / (127 if storage == "int8" else 7)
+                if storage != "float16" else np.abs(x) * 2 ** -10)
+        assert (np.abs(_values(v) - x) <= step / 2 + 1e-7).all()
+        assert ((x == 0) <= (_values(v) == 0)).all()          # zeros stay zeros
+    with np.load(p) as z:
+        assert int(z["version"]) == 2
+        cfg = json.loads(str(z["config"][()]))
+    assert cfg["storage"] == m.storage and sorted(cfg["flags"]) == sorted(want_flags)
+
+
+def test_file_bytes_shrink_with_the_storage(tmp_path):
+    base = random_model(n_items=2000, e=32, hidden=32, d=32, seed=1)
+    sizes = {}
+    for st in ("float32", "float16", "int8", "int4"):
+        m = compress_model(base, {"tables": st, "gru": st, "head": st})
+        save_model(m, tmp_path / f"{st}.npz")
+        sizes[st] = (tmp_path / f"{st}.npz").stat().st_size
+    # item ids, popularity and biases stay as they are: 14% of this float32 file
+    assert sizes["float16"] < 0.57 * sizes["float32"]
+    assert sizes["int8"] < 0.36 * sizes["float32"]
+    assert sizes["int4"] < 0.25 * sizes["float32"]
+    m = compress_model(_prune(base, 0.9), {"tables": "int8", "gru": "int8", "head": "int8"})
+    save_model(m, tmp_path / "pruned.npz")
+    assert (tmp_path / "pruned.npz").stat().st_size < 0.55 * sizes["int8"]
+
+
+def test_plain_models_stay_version_1_and_float32_is_the_default(tmp_path):
+    m = random_model()
+    assert m.format_version == 1 and set(m.storage.values()) == {"float32"} and m.flags == []
+    back = compress_model(compress_model(m, {"tables": "int8"}), {"tables": "float32"})
+    assert back.format_version == 1 and "storage" not in back.config
+    np.testing.assert_array_equal(back.E, compress_model(m, {"tables": "int8"}).E.dequantize())
+
+
+def test_compress_model_refuses_unknown_names_and_storages():
+    m = random_model()
+    with pytest.raises(ValueError, match="'gru9.W_ih' is neither a weight matrix"):
+        compress_model(m, {"gru9.W_ih": "int8"})
+    with pytest.raises(ValueError, match="unknown storage 'int3'"):
+        compress_model(m, {"E": "int3"})
+    m.E[0, 0] = 1e6
+    with pytest.raises(ValueError, match="E: a value of magnitude >= 65520 does not fit float16"):
+        compress_model(m, {"E": "float16"})
+
+
+def _arrays(storage="int8", pruned=0.0, **kw):
+    base = random_model(n_items=20, e=8, hidden=12, seed=5, **kw)
+    if pruned:
+        base = _prune(base, pruned)
+    m = compress_model(base, {"tables": storage, "gru": storage, "head": storage})
+    return {k: np.array(v, copy=True) for k, v in m.to_arrays().items()}
+
+
+def _error(tmp_path, arrays):
+    p = tmp_path / "bad.npz"
+    write_npz(p, arrays)
+    with pytest.raises(ModelFormatError) as e:
+        load_model(p)
+    return str(e.value)
+
+
+def _cfg(a, **changes):
+    cfg = json.loads(str(a["config"][()]))
+    cfg.update(changes)
+    a["config"] = np.array(json.dumps(cfg))
+    return a
+
+
+@pytest.mark.parametrize("storage,pruned,mutate,message", [
+    ("int8", 0, lambda a: a["E"].__setitem__((0, 0), -128), "array 'E' holds -128"),
+    ("int8", 0, lambda a: a.__setitem__("E.scale", a["E.scale"] * np.nan),
+     "array 'E.scale' must hold finite scales >= 0"),
+    ("int8", 0, lambda a: a["E.scale"].__setitem__(3, -1.0), "finite scales >= 0"),
+    ("int8", 0, lambda a: a.pop("E.scale"), "missing array(s) 'E.scale'"),
+    ("int8", 0, lambda a: a.__setitem__("E.scale", a["E.scale"].astype(np.float64)),
+     "array 'E.scale' has dtype float64, expected float32"),
+    ("int8", 0, lambda a: a.__setitem__("E", a["E"].astype(np.int16)),
+     "array 'E' has dtype int16, expected int8"),
+    ("int8", 0, lambda a: a.__setitem__("E", a["E"][:, :7].copy()),
+     "array 'E' has shape (20, 7), expected (20, 8)"),
+    ("int4", 0, lambda a: a["O"].__setitem__((0, 0), 0x08), "int4 value -8"),
+    ("int4", 0, lambda a: a.__setitem__("gru0.W_ih", a["gru0.W_ih"].astype(np.int8)),
+     "array 'gru0.W_ih' has dtype int8, expected uint8"),
+    ("float16", 0, lambda a: a["E"].__setitem__((1, 1), np.inf), "array 'E' has 1 non-finite"),
+    ("float16", 0, lambda a: a.__setitem__("E", a["E"].astype(np.float32)),
+     "array 'E' has dtype float32, expected float16"),
+    ("int8", 0.7, lambda a: a["gru0.W_hh.mask"].__setitem__((0, 0), 0xFF ^ a["gru0.W_hh.mask"][0, 0]),
+     "array 'gru0.W_hh' holds"),
+    ("int8", 0.7, lambda a: a.__setitem__("E", np.append(a["E"], np.int8(3))),
+     "array 'E' holds"),
+    ("int8", 0.7, lambda a: a["E"].__setitem__(0, 0), "array 'E' stores zeros"),
+    ("int8", 0.7, lambda a: a["gru0.W_hh.mask"].__setitem__((0, 1), 0x80),
+     "array 'gru0.W_hh.mask' has bits set past column 12"),
+    ("int8", 0.7, lambda a: a.__setitem__("E", np.zeros(10 ** 4, np.int8)),
+     "expected 1-d with at most 160 values"),
+    ("int8", 0, lambda a: _cfg(a, flags=[]), "config flags [] do not match the config storage"),
+    ("int8", 0, lambda a: _cfg(a, flags=["float16", "int8"]),
+     "config flags ['float16', 'int8'] do not match the config storage (which needs ['int8']"),
+    ("int8", 0, lambda a: _cfg(a, storage={"E": "int8"}),
+     "unexpected array(s) 'O.scale', 'gru0.W_hh.scale', 'gru0.W_ih.scale', 'head.W.scale' "
+     "(the arrays of a compressed matrix need it listed in the config's 'storage')"),
+    ("int8", 0, lambda a: a.__setitem__("version", np.array(1)),
+     "version 1 cannot hold a compressed matrices"),
+])
+def test_broken_compressed_files_get_clean_errors(tmp_path, storage, pruned, mutate, message):
+    a = _arrays(storage, pruned)
+    mutate(a)
+    msg = _error(tmp_path, a)
+    assert message in msg, msg
+    assert msg.startswith(str(tmp_path / "bad.npz"))
+
+
+def test_a_truncated_compressed_file_is_refused(tmp_path):
+    m = compress_model(random_model(n_items=300, e=16, seed=2), {"tables": "int4"})
+    p = tmp_path / "m.npz"
+    save_model(m, p)
+    data = p.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFormatError, match="cut.npz"):
+        load_model(tmp_path / "cut.npz")
+    with zipfile.ZipFile(p) as z:
+        assert {"E.npy", "E.scale.npy"} <= set(z.namelist())
+
+
+def test_a_compressed_table_is_not_silently_inflated():
+    t = quantize(np.ones((4, 3), np.float32), "int8")
+    with pytest.raises(TypeError, match="not silently inflated"):
+        np.asarray(t)
+    np.testing.assert_array_equal(t[np.array([1, 3])], np.ones((2, 3), np.float32))
+    np.testing.assert_array_equal(t[1:3], np.ones((2, 3), np.float32))
+    with pytest.raises(AttributeError):
+        t.scale = None
+
+
+# --------------------------------------------------------------------------
+# the runtime on compressed models
+# --------------------------------------------------------------------------
+
+
+class _NoInflate(Compressed):
+    """A table that fails the test if anything inflates it whole."""
+
+    __slots__ = ()
+
+    def dequantize(self):
+        raise AssertionError(f"a {self.storage} item table was inflated to float32")
+
+
+def _guarded(model):
+    """The model with its item tables refusing to be inflated."""
+    m = model.copy()
+    for attr in ("E", "O"):
+        t = getattr(m, attr)
+        if isinstance(t, Compressed):
+            object.__setattr__(m, attr, _NoInflate(t.data, t.scale, t.storage))
+    return m
+
+
+def _reference_user(model, clicks):
+    """float64 user vector after the clicks (one session), on the
+    dequantised weights."""
+    hs = [np.zeros(h) for h in model.hidden_sizes]
+    for i in clicks:
+        x = _f64(model.E)[i]
+        for l, layer in enumerate(model.layers):
+            W_ih, W_hh = (_values(w).astype(np.float64) for w in layer[:2])
+            hs[l] = ref.gru_step(x, hs[l], W_ih, W_hh, layer.b_ih, layer.b_hh)
+            x = hs[l]
+    return ref.head_forward(x[None], _values(model.W_p), model.b_p, model.activation)[0]
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+@pytest.mark.parametrize("tied", [False, True])
+def test_session_on_a_compressed_model_matches_float64(path, storage, tied):
+    base = random_model(n_items=300, e=16, hidden=[24, 20], d=16 if tied else 12, tied=tied,
+                        seed=7)
+    m = _guarded(compress_model(base, {"tables": storage, "gru": storage, "head": storage}))
+    clicks = [5, 17, 250, 17, 3]
+    s = de.Session(m, exclude_clicked=False)
+    for i in clicks:
+        s.click(m.item_ids[i])
+    u = _reference_user(m, clicks)
+    np.testing.assert_allclose(s.user_vector, u, rtol=2e-5, atol=2e-5)
+    full = _f64(m.out_table) @ s.user_vector.astype(np.float64) + m.b
+    ids, scores = s.recommend(20)
+    idx = np.searchsorted(m.item_ids, ids)
+    np.testing.assert_allclose(scores, full[idx], rtol=1e-5, atol=1e-5)
+    assert (full[idx].min() >= np.sort(full)[-20] - 1e-5)     # the 20 best, up to rounding
+    # the same rows through a candidate table score the same bits
+    cands = m.item_ids[np.argsort(-full)[:60]]
+    sc = de.Session(m, candidates=cands.tolist(), exclude_clicked=False)
+    for i in clicks:
+        sc.click(m.item_ids[i])
+    ids_c, scores_c = sc.recommend(20)
+    np.testing.assert_array_equal(ids_c, ids)
+    np.testing.assert_array_equal(scores_c, scores)
+    # recommend() (the batch path) ranks the same way
+    hist = _history(m, clicks)
+    ids_r, scores_r = de.recommend(m, hist, k=20, exclude_clicked=False)
+    np.testing.assert_array_equal(ids_r, ids)
+    np.testing.assert_allclose(scores_r, scores, rtol=1e-5, atol=1e-6)
+
+
+def _history(model, clicks):
+    from deeprec_edge.history import History
+    n = len(clicks)
+    return History(items=np.asarray(clicks, np.int32), item_ids=model.item_ids[clicks],
+                   timestamps=1_700_000_000.0 + np.arange(n) * 60.0, session_ids=None,
+                   n_rows=n)
+
+
+def test_session_steps_int8_and_float16_layers_as_stored(path):
+    base = random_model(n_items=50, e=8, hidden=[12, 10], seed=2)
+    m = compress_model(base, {"gru0.W_ih": "int8", "gru0.W_hh": "int8", "gru1.W_ih": "float16",
+                              "gru1.W_hh": "float16"})
+    s = de.Session(m)
+    assert s._core.layer_dtypes == ["int8", "float16"]
+    s.click(m.item_ids[3])
+    np.testing.assert_allclose(s.user_vector, _reference_user(m, [3]), rtol=2e-5, atol=2e-5)
+
+
+def test_repeat_component_on_a_compressed_model(path):
+    base = random_model(n_items=120, e=8, hidden=12, seed=4)
+    from deeprec_edge.model import model_from_params
+    rep = model_from_params(params_of(base), base.item_ids, base.popularity,
+                            repeat=RepeatSpec(scale=0.8, w=(2.0, 0.3, -0.2, -0.5, 0.7)))
+    m = _guarded(compress_model(rep, {"tables": "int8", "gru": "int8"}))
+    clicks = [4, 9, 4, 100]
+    s = de.Session(m)
+    for i in clicks:
+        s.click(m.item_ids[i])
+    ids, scores = s.recommend(10)
+    ids_r, scores_r = de.recommend(m, _history(m, clicks), k=10)
+    np.testing.assert_array_equal(ids, ids_r)
+    np.testing.assert_allclose(scores, scores_r, rtol=1e-5, atol=1e-5)
+    assert m.item_ids[4] in ids.tolist()          # the repeated item is ranked with its bonus
+
+
+def test_finetune_on_a_compressed_model_keeps_frozen_parts_compressed(tmp_path):
+    base = random_model(n_items=60, e=8, hidden=[12, 10], seed=8)
+    m = compress_model(base, {"tables": "int8", "gru": "int8", "head": "int8"})
+    rng = np.random.default_rng(0)
+    clicks = np.concatenate([np.tile(rng.permutation(60)[:8], 6), rng.integers(0, 60, 30)])
+    res = de.finetune(_guarded(m), _history(m, clicks.tolist()), seed=0,
+                      parts=("gru", "offset", "bias"), epochs=2, holdout=0.0)
+    p = res.model
+    assert isinstance(p.E, Compressed) and isinstance(p.O, Compressed)
+    assert isinstance(p.layers[0].W_ih, Compressed)            # frozen lower layer
+    assert p.personal["base_fingerprint"] == m.fingerprint()
+    save_model(p, tmp_path / "me.npz")
+    back = load_model(tmp_path / "me.npz")
+    assert back.fingerprint() == p.fingerprint()
+    assert back.storage["E"] == "int8" and back.storage["gru0.W_hh"] == "int8"
+    assert back.storage["gru1.W_hh"] in ("int8", "float32")   # trained: float32 unless unchanged
+
+
+def test_make_personal_keeps_a_compressed_part_it_did_not_change():
+    m = compress_model(random_model(seed=3), {"gru": "int8", "head": "int8"})
+    p = params_of(m)
+    pers = make_personal(m, p, clicks_used=1, last_timestamp=None, seed=0, epochs=0)
+    assert pers.layers[-1].W_hh is m.layers[-1].W_hh and pers.W_p is m.W_p
+    p.W_p = p.W_p + np.float32(0.5)
+    pers = make_personal(m, p, clicks_used=1, last_timestamp=None, seed=0, epochs=0)
+    assert not isinstance(pers.W_p, Compressed) and pers.W_p.dtype == np.float32
