@@ -745,10 +745,14 @@ class Trainer:
         return self.X[np.maximum(pos, 0)]
 
     # ---- one epoch ----
-    def epoch(self, progress: Optional[Callable[[int, int, float], None]] = None) -> float:
-        """One pass over the training windows; returns the mean loss."""
+    def epoch(self, progress: Optional[Callable[[int, int, float], None]] = None,
+              after_step: Optional[Callable[[int, int], None]] = None) -> float:
+        """One pass over the training windows; returns the mean loss.
+        ``progress(i, n, mean loss)`` is told about progress now and then,
+        ``after_step(i, n)`` is called after every update (i of n steps; the
+        trainer's pruning keeps pruned weights at zero there)."""
         if self.sched is not None:
-            return self._epoch_session_parallel(progress)
+            return self._epoch_session_parallel(progress, after_step)
         cfg, p = self.cfg, self.p
         if (self.seg.prev < 0).all():
             # every window starts a session: every initial state is zero
@@ -769,12 +773,14 @@ class Trainer:
             loss, npos = self._step(g, h_start)
             total += loss * npos
             count += npos
+            if after_step is not None:
+                after_step(bi // cfg.batch_size + 1, nb)
             if progress is not None:
                 progress(bi // cfg.batch_size + 1, nb, total / max(count, 1))
         return total / max(count, 1)
 
     # ---- session-parallel (GRU4Rec) ----
-    def _epoch_session_parallel(self, progress) -> float:
+    def _epoch_session_parallel(self, progress, after_step=None) -> float:
         """One pass of session-parallel mini-batches (states start at zero)."""
         cfg, p = self.cfg, self.p
         if cfg.shuffle_sessions:
@@ -795,6 +801,8 @@ class Trainer:
             lo, hi = ptr[st], ptr[st + 1]
             total += self._sp_step(lo, hi, h, neg)
             count += hi - lo
+            if after_step is not None:
+                after_step(st + 1, n_steps)
             if progress is not None and ((st + 1) % 100 == 0 or st + 1 == n_steps):
                 progress(st + 1, n_steps, total / max(count, 1))
         return total / max(count, 1)

@@ -184,15 +184,47 @@ def _print_table(ids, scores, fmt: str) -> None:
 # --------------------------------------------------------------------------
 
 
+def _file_members(path: str) -> list:
+    """(name, dtype, shape, bytes, bytes in the zip) of every array of a
+    validated model file, in file order (read from the .npy headers)."""
+    import zipfile
+    out = []
+    with zipfile.ZipFile(path) as z:
+        for i in z.infolist():
+            with z.open(i) as f:
+                version = np.lib.format.read_magic(f)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(f))
+            out.append((i.filename[:-4], dtype, shape, i.file_size, i.compress_size))
+    return out
+
+
 def _cmd_info(a) -> int:
     from .model import load_model
     m = load_model(a.model)
     info = m.describe()
+    members = _file_members(a.model)
+    info["file_bytes"] = os.path.getsize(a.model)
+    info["deflated"] = any(c < b for *_, b, c in members)
+    info["array_bytes"] = {name: b for name, _, _, b, _ in members
+                           if name not in ("format", "version", "config", "personal")}
     if a.json:
         print(json.dumps(info, indent=2, default=str))
-    else:
-        for k, v in info.items():
-            print(f"{k:>22}: {v}")
+        return 0
+    info.pop("array_bytes")
+    storage = info.pop("storage")
+    deflated = info.pop("deflated")
+    for k, v in info.items():
+        if k == "file_bytes":
+            v = f"{v:,}" + (" (a deflated npz)" if deflated else "")
+        print(f"{k:>22}: {v}")
+    print(f"{'arrays':>22}: storage or dtype, shape, bytes (in the zip)")
+    for name, dtype, shape, nb, zb in members:
+        if name in ("format", "version", "config", "personal"):
+            continue
+        kind = storage.get(name) or dtype.name
+        zipped = f" ({zb:,})" if deflated else ""
+        print(f"{'':>22}  {name:<20} {kind:<15} {str(shape):<14} {nb:>11,}{zipped}")
     return 0
 
 

@@ -41,6 +41,7 @@ FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto",
 
 from deeprec_edge.cli import UserError, _check_writable  # noqa: E402  (one definition of each)
 from deeprec_edge import _checks as C  # noqa: E402  (one range per setting, both commands)
+from .compress import PRESETS  # noqa: E402  (numpy only)
 
 
 def _err(msg: str) -> None:
@@ -280,6 +281,7 @@ _FIT_FLAGS = {  # flag dest -> (FitConfig path)
     "lr": "train.lr", "momentum": "train.momentum", "clip_norm": "train.clip_norm",
     "dropout_in": "train.dropout_in", "dropout_hidden": "train.dropout_hidden",
     "session_parallel": "train.session_parallel", "elu": "train.elu", "seed": "train.seed",
+    "prune": "prune", "prune_begin": "prune_begin", "prune_end": "prune_end",
 }
 
 
@@ -315,6 +317,15 @@ def _model_args(p) -> None:
                    help="GRU4Rec's session-parallel mini-batches")
     g.add_argument("--elu", type=float, help="BPR-max on ELU(scores) (session-parallel only)")
     g.add_argument("--init-scale", type=float, help="scale of the uniform initialisation")
+    g.add_argument("--prune", type=float, metavar="FRACTION",
+                   help="prune every weight matrix to this sparsity while training (magnitude, "
+                        "AGP schedule, then recovery epochs; GRU/head: smallest of the matrix, "
+                        "item tables: of each row); the model file stores them sparse")
+    g.add_argument("--prune-begin", type=float, metavar="SHARE",
+                   help="share of training when pruning starts (default 0.1)")
+    g.add_argument("--prune-end", type=float, metavar="SHARE",
+                   help="share of training when the sparsity is reached (default 0.6; the rest "
+                        "is recovery)")
     g.add_argument("--patience", type=int, help="early stopping on validation Recall@20 "
                    "(epochs without improvement; 0: off)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -512,14 +523,21 @@ def _cmd_export(a) -> int:
         items = []
         for path in a.items:
             items += read_item_list(path)
-    info = export_model(a.model, a.output, items=items, top_popular=a.top_popular,
-                        compressed=a.compressed)
+    try:
+        info = export_model(a.model, a.output, items=items, top_popular=a.top_popular,
+                            compressed=a.compressed, dtype=a.dtype, prune=a.prune,
+                            compress=a.compress)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if a.json:
         print(json.dumps(info, indent=2))
     else:
         what = (f"sliced to {info['items']:,} of {info['source_items']:,} items"
                 if info["sliced"] else f"{info['items']:,} items")
-        msg = f"wrote {info['output']} ({what}, {info['bytes']:,} bytes)"
+        kinds = sorted(set(info["storage"].values()))
+        msg = (f"wrote {info['output']} ({what}, {info['bytes']:,} bytes"
+               f"{', deflated' if info['deflated'] else ''}; matrices {', '.join(kinds)}"
+               f"{'; pruned %.0f%%' % (100 * info['prune']) if info['prune'] else ''})")
         if info["unknown"]:
             msg += (f"; {info['unknown']} requested ids not in the catalogue (e.g. "
                     f"{', '.join(info['unknown_examples'])})")
@@ -756,10 +774,12 @@ def build_parser() -> argparse.ArgumentParser:
     _reader_args(c)
     c.set_defaults(func=_cmd_candidates)
 
-    e = sub.add_parser("export", help="re-export a model file or slice it to a list of items",
+    e = sub.add_parser("export", help="compress, prune or slice a model file for devices",
                        description="Load and validate MODEL and write it in the same format, "
                                    "optionally sliced to the listed items (rows of E, O, b, "
-                                   "popularity, item_ids; GRU and head unchanged).")
+                                   "popularity, item_ids; GRU and head unchanged), pruned "
+                                   "(one-shot magnitude) and compressed (float16, int8 or int4 "
+                                   "with per-row scales; docs/model-format.md).")
     e.add_argument("model", help="model file (.npz)")
     e.add_argument("-o", "--output", required=True, help="model file to write")
     e.add_argument("--items", action="append", metavar="FILE",
@@ -768,6 +788,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable (union)")
     e.add_argument("--top-popular", type=int, default=0,
                    help="also keep the N most popular items")
+    e.add_argument("--dtype", metavar="DTYPE",
+                   help="storage of the weight matrices: float32, float16, int8 or int4 (per-row "
+                        "scales), for all of them or per group, e.g. tables=int4,gru=int8 "
+                        "(groups: tables = E and O, gru, head)")
+    e.add_argument("--prune", type=float, default=0.0, metavar="FRACTION",
+                   help="zero this share of the smallest weights of every matrix (GRU and head: "
+                        "of the matrix; item tables: of each row), one-shot; fit --prune "
+                        "prunes gradually with recovery training instead")
+    e.add_argument("--compress", choices=sorted(PRESETS),
+                   help="a preset: 'max' = the smallest setting within 1%% of the float32 "
+                        "model's Recall@20 in the README's table (--dtype/--prune override it)")
     e.add_argument("--compressed", action="store_true", help="deflate the npz")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=_cmd_export)

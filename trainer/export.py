@@ -1,5 +1,15 @@
-"""Export a model file for devices: re-export, or slice it to a list of items
+"""Export a model file for devices: re-export, compress (float16, int8,
+int4 with per-row scales; magnitude pruning), or slice it to a list of items
 (``deeprec-train export``).
+
+Compression (:mod:`deeprec_edge.trainer.compress`): ``dtype`` stores the
+weight matrices of each group (``tables``: E, O; ``gru``; ``head``) as
+float32, float16, int8 or int4 (format version 2, :mod:`deeprec_edge.quant`),
+``prune`` zeroes that share of the smallest weights first (one-shot, no
+recovery training: ``deeprec-train fit --prune`` prunes gradually while
+training), and a compressed export also writes item ids and integer
+popularity counts in the smallest integer types; ``compress="max"`` is the
+preset the README's table recommends.
 
 A *sliced* model is the same ``weights.npz`` format (``docs/model-format.md``)
 holding only the listed items: the rows of ``E``, ``O`` (when untied), ``b``,
@@ -32,6 +42,8 @@ import numpy as np
 from deeprec_edge.model import GRULayer, Model, load_model, save_model
 
 __all__ = ["slice_model", "read_item_list", "export_model"]
+
+from .compress import PRESETS, compact_model, parse_dtype, prune_model  # noqa: E402
 
 
 def slice_model(model: Model, items: Any, *, by: str = "id") -> Tuple[Model, Dict[str, Any]]:
@@ -80,10 +92,11 @@ def slice_model(model: Model, items: Any, *, by: str = "id") -> Tuple[Model, Dic
     sliced = Model(
         config=cfg,
         item_ids=np.ascontiguousarray(model.item_ids[keep]),
-        E=np.ascontiguousarray(model.E[keep]),
+        E=_take(model.E, keep),
         layers=[GRULayer(*(a.copy() for a in layer)) for layer in model.layers],
-        W_p=model.W_p.copy(), b_p=model.b_p.copy(),
-        O=None if model.O is None else np.ascontiguousarray(model.O[keep]),
+        W_p=model.W_p.copy(), b_p=model.b_p.copy(), repeat_scale=model.repeat_scale,
+        repeat_w=None if model.repeat_w is None else model.repeat_w.copy(),
+        O=None if model.O is None else _take(model.O, keep),
         b=np.ascontiguousarray(model.b[keep]),
         popularity=np.ascontiguousarray(model.popularity[keep]),
         personal=None if model.personal is None else json.loads(json.dumps(model.personal)),
@@ -93,6 +106,14 @@ def slice_model(model: Model, items: Any, *, by: str = "id") -> Tuple[Model, Dic
     info = {"requested": int(arr.size), "kept": int(keep.size), "unknown": n_unknown,
             "unknown_examples": examples, "source_items": model.n_items}
     return sliced, info
+
+
+def _take(table: Any, rows: np.ndarray) -> Any:
+    """Rows of an item table in its own storage."""
+    from deeprec_edge.quant import Compressed
+    if isinstance(table, Compressed):
+        return table.take(rows)
+    return np.ascontiguousarray(table[rows])
 
 
 def _ids_from_npz(path: str) -> np.ndarray:
@@ -146,13 +167,36 @@ def read_item_list(path: Any) -> List[Any]:
 
 
 def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = None,
-                 top_popular: int = 0, compressed: bool = False) -> Dict[str, Any]:
+                 top_popular: int = 0, compressed: bool = False,
+                 dtype: Optional[Any] = None, prune: float = 0.0,
+                 compress: Optional[str] = None) -> Dict[str, Any]:
     """Load ``source`` (validated), optionally slice it to ``items`` and/or
-    the ``top_popular`` most popular items (their union), and write
-    ``output`` atomically in the same format.  Returns a summary dict:
-    ``source``, ``output``, ``items`` (catalogue size written),
-    ``source_items``, ``sliced`` (bool), ``unknown`` (requested ids not in
-    the catalogue), ``unknown_examples``, ``bytes``, ``fingerprint``."""
+    the ``top_popular`` most popular items (their union), prune and
+    compress it, and write ``output`` atomically in the same format.
+
+    ``dtype``: a storage for every weight matrix (``"int8"``) or per group
+    (``"tables=int4,gru=int8"`` or a dict); ``prune``: one-shot magnitude
+    pruning of that share of every weight matrix's weights; ``compress``: a
+    preset of :data:`deeprec_edge.trainer.compress.PRESETS` (``"max"``),
+    which explicit ``dtype``/``prune`` override; ``compressed``: deflate the
+    npz (the preset may turn it on).  Returns a summary dict: ``source``,
+    ``output``, ``items`` (catalogue size written), ``source_items``,
+    ``sliced`` (bool), ``unknown`` (requested ids not in the catalogue),
+    ``unknown_examples``, ``bytes``, ``fingerprint``, ``storage`` (per
+    matrix), ``flags``, ``prune``."""
+    spec: Dict[str, Any] = {}
+    if compress is not None:
+        if compress not in PRESETS:
+            raise ValueError(f"unknown --compress preset {compress!r} (presets: "
+                             f"{', '.join(PRESETS)})")
+        spec = dict(PRESETS[compress])
+    if dtype is not None:
+        spec["dtype"] = parse_dtype(dtype) if isinstance(dtype, str) else dict(dtype)
+    if prune:
+        spec["prune"] = float(prune)
+    if not 0.0 <= spec.get("prune", 0.0) < 1.0:
+        raise ValueError(f"--prune must be in [0, 1), got {spec['prune']}")
+    compressed = compressed or bool(spec.get("deflate"))
     model = load_model(source)
     info: Dict[str, Any] = {"requested": 0, "kept": model.n_items, "unknown": 0,
                             "unknown_examples": [], "source_items": model.n_items}
@@ -182,9 +226,18 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
         model, sinfo = slice_model(model, idx, by="index")
         info.update(kept=sinfo["kept"], requested=requested, unknown=unknown,
                     unknown_examples=examples)
+    if spec.get("prune"):
+        model = prune_model(model, spec["prune"])
+    if spec.get("dtype"):
+        from deeprec_edge.model import compress_model
+        model = compress_model(model, spec["dtype"])
+    if spec:
+        model = compact_model(model)
     save_model(model, output, compressed=compressed)
     return {"source": os.fspath(source), "output": os.fspath(output), "items": model.n_items,
             "source_items": info["source_items"], "sliced": sliced,
             "requested": info["requested"], "unknown": info["unknown"],
             "unknown_examples": info["unknown_examples"],
-            "bytes": os.path.getsize(output), "fingerprint": model.fingerprint()}
+            "bytes": os.path.getsize(output), "fingerprint": model.fingerprint(),
+            "storage": model.storage, "flags": model.flags, "prune": spec.get("prune", 0.0),
+            "deflated": bool(compressed)}

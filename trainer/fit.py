@@ -66,6 +66,11 @@ class FitConfig:
     simulate_users: int = 200     # devices simulated to choose the recipe (0: default recipe)
     min_simulated_users: int = 20  # fewer: keep the default recipe
     recipe: Optional[dict] = None  # a fixed device recipe (skips the simulation)
+    # -- gradual magnitude pruning with recovery (trainer/compress.py: AGP) --
+    prune: float = 0.0            # final sparsity of every pruned matrix (0: off)
+    prune_begin: float = 0.1      # share of training when pruning starts
+    prune_end: float = 0.6        # share of training when it reaches `prune` (the rest recovers)
+    prune_parts: Tuple[str, ...] = ("tables", "gru", "head")
 
 
 def gru4rec_config(**overrides) -> FitConfig:
@@ -203,6 +208,13 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
     trainer = Trainer(params, items, reset, tc, n_trainable=len(params.layers),
                       reset_at_sessions=True, popularity=popularity)
     history = {"epochs": [], "events": int(len(items))}
+    pruner = None
+    if cfg.prune > 0:
+        from .compress import Pruner
+        parts = tuple(p for p in cfg.prune_parts if p != "head" or cfg.head)
+        pruner = Pruner(params, cfg.prune, cfg.prune_begin, cfg.prune_end, parts)
+        log(f"pruning {', '.join(parts)} to {cfg.prune:.0%} (AGP between "
+            f"{cfg.prune_begin:.0%} and {cfg.prune_end:.0%} of training, then recovery)")
     best, best_state, bad = -1.0, None, 0
     avg, n_avg = None, 0
     bar = None
@@ -223,7 +235,18 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
                 bar.refresh()
 
-        loss = trainer.epoch(prog if bar is not None else None)
+        after = None
+        if pruner is not None:
+            def after(i, n, ep=ep):
+                # masks recomputed ten times an epoch while the sparsity grows; the
+                # small matrices re-masked after every step, the tables every 50
+                if i % max(1, n // 10) == 0 or i == 1:
+                    pruner.update((ep + i / n) / tc.epochs)
+                pruner.apply(pruner.dense_names if i % 50 else None)
+
+        loss = trainer.epoch(prog if bar is not None else None, after)
+        if pruner is not None:
+            pruner.apply()
         if bar is not None:
             bar.close()
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
@@ -242,6 +265,9 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
             n_avg += 1
         msg = (f"epoch {ep + 1}: loss {loss:.4f}, {dt:.1f} s, cpu {dc:.1f} s "
                f"({len(items) / dt:,.0f} clicks/s)")
+        if pruner is not None:
+            rec["sparsity"] = pruner.sparsity
+            msg += f", sparsity {pruner.sparsity:.0%}"
         if "recall@20" in rec:
             msg += f", valid Recall@20 {rec['recall@20']:.4f} MRR@20 {rec['mrr@20']:.4f}"
         log(msg)
@@ -263,6 +289,10 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
             x[...] = a / n_avg
         history["averaged_epochs"] = n_avg
         log(f"weights averaged over the last {n_avg} epochs")
+    if pruner is not None:
+        pruner.update(1.0)
+        pruner.apply()
+        history["sparsity"] = pruner.sparsity
     return history
 
 
