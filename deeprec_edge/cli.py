@@ -73,13 +73,20 @@ def _cmd_finetune(a) -> int:
         settings["max_events"] = a.max_events
     if a.head_only:
         settings["parts"] = tuple(sorted(set(settings.get("parts") or ()) | {"gru"}))
-    model = load_model(a.weights)
+    base = load_model(a.base) if a.base else None
+    model = load_model(a.weights, base=base)
+    delta_of = None
+    if a.delta:
+        delta_of = base if base is not None else model
+        if delta_of.is_personal:
+            raise UserError("--delta: WEIGHTS is a personal model; give its global model with "
+                            "--base (a delta is written against the global model)")
     hist = read_history(a.history, model=model, item_col=a.item_col, time_col=a.time_col,
                         session_col=a.session_col)
     cands = _read_candidates(a.candidates, model, a.user) if a.candidates else None
     prog = _Progress(a.quiet)
     res = finetune(model, hist, candidates=cands, progress=prog, **settings)
-    save_model(res.model, out)
+    save_model(res.model, out, delta_of=delta_of)
     s = dict(res.summary, clicks_skipped_future=int(hist.n_future))
     rc = s["recipe"]
     pp = s.get("personal_parts") or {}
@@ -150,7 +157,7 @@ def _cmd_recommend(a) -> int:
     from .model import load_model
     from .history import read_history
 
-    model = load_model(a.model)
+    model = load_model(a.model, base=load_model(a.base) if a.base else None)
     hist = None
     if a.history:
         hist = read_history(a.history, model=model, item_col=a.item_col, time_col=a.time_col,
@@ -201,9 +208,11 @@ def _file_members(path: str) -> list:
 
 def _cmd_info(a) -> int:
     from .model import load_model
-    m = load_model(a.model)
+    m = load_model(a.model, base=load_model(a.base) if a.base else None)
     info = m.describe()
     members = _file_members(a.model)
+    if any(name == "delta" for name, *_ in members):
+        info["delta_of"] = m.personal["base_fingerprint"]
     info["file_bytes"] = os.path.getsize(a.model)
     info["deflated"] = any(c < b for *_, b, c in members)
     info["array_bytes"] = {name: b for name, _, _, b, _ in members
@@ -222,7 +231,7 @@ def _cmd_info(a) -> int:
     for name, dtype, shape, nb, zb in members:
         if name in ("format", "version", "config", "personal"):
             continue
-        kind = storage.get(name) or dtype.name
+        kind = storage.get(name) or ("text" if dtype.kind == "U" else dtype.name)
         zipped = f" ({zb:,})" if deflated else ""
         print(f"{'':>22}  {name:<20} {kind:<15} {str(shape):<14} {nb:>11,}{zipped}")
     return 0
@@ -281,10 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
                                    "kept. WEIGHTS may be a personal model: then only clicks "
                                    "newer than its last timestamp are learned from (continual "
                                    "fine-tuning).")
-    f.add_argument("weights", help="global or personal model (.npz)")
+    f.add_argument("weights", help="global or personal model (.npz), or a personal delta "
+                                   "(with --base)")
     f.add_argument("history", help="click history CSV")
     f.add_argument("-o", "--output", help="where to write the personal model "
                    "(default: WEIGHTS with .personal.npz); written atomically")
+    f.add_argument("--base", metavar="WEIGHTS",
+                   help="the global model: needed to read WEIGHTS when it is a personal delta, "
+                        "and the model --delta is written against")
+    f.add_argument("--delta", action="store_true",
+                   help="write only what differs from the global model (WEIGHTS, or --base), "
+                        "plus its fingerprint: a personal delta of a few KB for backup and sync; "
+                        "read it back with --base")
     f.add_argument("--candidates", help="candidate file (CSV user_id,item_id[,...] or .npz "
                    "from the trainer, or one item id per line): negatives are also drawn "
                    "from it and held-out Recall@20 ranks within it")
@@ -334,7 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recommend", help="rank items for a user",
                        description="Rank candidates (or the whole catalogue) for the user "
                                    "embedding after the latest click of HISTORY.")
-    r.add_argument("model", help="global or personal model (.npz)")
+    r.add_argument("model", help="global or personal model (.npz), or a personal delta (with "
+                                 "--base)")
+    r.add_argument("--base", metavar="WEIGHTS",
+                   help="the global model a personal delta was fine-tuned from")
     r.add_argument("--history", help="click history CSV (default: a fresh session with no clicks)")
     r.add_argument("--candidates", help="candidate file (see finetune --help)")
     r.add_argument("--user", help="user id to select in a multi-user candidate file")
@@ -353,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a model file",
                        description="Validate a model file and print its configuration.")
     i.add_argument("model", help="model file (.npz)")
+    i.add_argument("--base", metavar="WEIGHTS",
+                   help="the global model of a personal delta")
     i.add_argument("--json", action="store_true",
                    help="print the description as JSON on stdout instead of text")
     i.set_defaults(func=_cmd_info)

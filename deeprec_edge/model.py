@@ -66,6 +66,8 @@ __all__ = [
     "params_of",
     "compress_model",
     "MATRIX_GROUPS",
+    "delta_arrays",
+    "DELTA_TAG",
 ]
 
 #: The value of the ``format`` array of every model file.
@@ -934,7 +936,7 @@ class _Member(NamedTuple):
 
 #: The record arrays read before the table can be built (from the config).
 _RECORDS = {"format": _Member("str"), "version": _Member("int"), "config": _Member("str"),
-            "personal": _Member("str")}
+            "personal": _Member("str"), "delta": _Member("str")}
 
 
 def _matrix_shapes(n: int, e: int, hs: List[int], d: int, tied: bool
@@ -1068,9 +1070,12 @@ def _check_head(ck: _Checker, names: Iterable[str],
 
 
 def _check_names(ck: _Checker, names: Iterable[str], table: Mapping[str, _Member],
-                 L: int, tied: bool, is_personal: bool, has_repeat: bool = False) -> None:
+                 L: int, tied: bool, is_personal: bool, has_repeat: bool = False,
+                 partial: bool = False) -> None:
+    """Exactly the table's arrays (``partial``: a personal delta, which may
+    leave out what its global model holds)."""
     names = set(names)
-    missing = [k for k, m in table.items() if m.required and k not in names]
+    missing = [] if partial else [k for k, m in table.items() if m.required and k not in names]
     if missing:
         what = f"L={L}, tied={str(tied).lower()}" + (", repeat component" if has_repeat else "")
         raise ck.fail(f"missing array(s) {_names_shown(missing)} (config: {what})")
@@ -1187,8 +1192,14 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
 # --------------------------------------------------------------------------
 
 
-def load_model(path: Any) -> Model:
+def load_model(path: Any, base: Optional[Model] = None) -> Model:
     """Load and validate a model file (``allow_pickle=False``).
+
+    A **personal delta** (written by ``save_model(..., delta_of=global)``:
+    only what differs from its global model) is loaded against ``base``,
+    the global model it was fine-tuned from: without ``base``, or with a
+    model of another fingerprint, :class:`ModelFormatError` says which
+    global model it needs.  ``base`` is ignored for a complete file.
 
     Raises :class:`ModelFormatError` (a :class:`ValueError`) naming the file
     and the problem when it is not an npz archive, is truncated or corrupt,
@@ -1205,11 +1216,89 @@ def load_model(path: Any) -> Model:
     p = os.fspath(path)
     # the file is opened here, not by np.load, so it is closed on every error
     with open(p, "rb") as f:  # FileNotFoundError / IsADirectoryError as they are
-        arrays = _read_npz(f, p)
+        arrays, delta, table = _read_npz(f, p)
+    if delta is not None:
+        arrays = _merge_delta(arrays, delta, table, base, p)
     return validate_arrays(arrays, where=p)
 
 
-def _read_npz(f: Any, p: str) -> Dict[str, np.ndarray]:
+#: The ``format`` of a personal delta's ``delta`` record.
+DELTA_TAG = "deeprec-edge/personal-delta"
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return (a.shape == b.shape and a.dtype.kind == b.dtype.kind
+            and a.dtype.itemsize == b.dtype.itemsize and np.array_equal(a, b))
+
+
+def delta_arrays(model: Model, base: Model) -> Dict[str, np.ndarray]:
+    """The arrays of a personal delta of ``model`` against ``base``, its
+    global model: the records (format, config, personal), every array that
+    differs from ``base``'s, and the ``delta`` record (the base's
+    fingerprint and the model's own version).  Raises ValueError when
+    ``model`` is not personal, ``base`` is personal, or ``model`` was not
+    fine-tuned from ``base``."""
+    if model.personal is None:
+        raise ValueError("only a personal model can be written as a delta of its global model")
+    if base.is_personal:
+        raise ValueError("the base of a personal delta must be the global model (this base is "
+                         "itself personal)")
+    fp, want = base.fingerprint(), model.personal.get("base_fingerprint")
+    if fp != want:
+        raise ValueError(f"the personal model was fine-tuned from the global model {want}, not "
+                         f"from this base ({fp}); a delta is written against its own global "
+                         f"model")
+    full, ref = model.to_arrays(), base.to_arrays()
+    out = {k: v for k, v in full.items()
+           if k in ("format", "config", "personal") or k not in ref or not _same_array(v, ref[k])}
+    out["version"] = np.array(2, np.int64)
+    out["delta"] = np.array(json.dumps({"format": DELTA_TAG, "base_fingerprint": fp,
+                                        "version": int(full["version"][()])}))
+    return out
+
+
+def _parse_delta(ck: "_Checker", a: np.ndarray) -> Dict[str, Any]:
+    rec = ck.json_obj("delta", a)
+    if rec.get("format") != DELTA_TAG:
+        raise ck.fail(f"'delta' record has format {rec.get('format')!r}, expected {DELTA_TAG!r}")
+    fp = rec.get("base_fingerprint")
+    if not (isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp)):
+        raise ck.fail(f"'delta' record: base_fingerprint must be 64 lowercase hex digits, got "
+                      f"{fp!r}")
+    v = rec.get("version")
+    if v not in (1, 2):
+        raise ck.fail(f"'delta' record: version must be 1 or 2, got {v!r}")
+    return rec
+
+
+def _merge_delta(arrays: Dict[str, np.ndarray], delta: Dict[str, Any], table: Iterable[str],
+                 base: Optional[Model], p: str) -> Dict[str, np.ndarray]:
+    """A delta's arrays completed from its global model (every array of the
+    delta's member table it does not hold)."""
+    fp = delta["base_fingerprint"]
+    if base is None:
+        raise ModelFormatError(f"{p}: a personal delta (only what differs from its global model, "
+                               f"fingerprint {fp[:16]}...): load it with that global model "
+                               f"(load_model(path, base=global_model), or --base WEIGHTS)")
+    have = base.fingerprint()
+    if have != fp:
+        raise ModelFormatError(f"{p}: a personal delta of the global model {fp[:16]}..., but the "
+                               f"base given is another model ({have[:16]}...); load it with the "
+                               f"global model it was fine-tuned from")
+    ref = base.to_arrays()
+    merged = {k: v for k, v in arrays.items() if k != "delta"}
+    for name in table:
+        if name not in merged and name in ref:
+            merged[name] = ref[name]
+    merged["version"] = np.array(delta["version"], np.int64)
+    return merged
+
+
+def _read_npz(f: Any, p: str) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str, Any]], List[str]]:
+    """The arrays of a model file (every header checked against the member
+    table before any data), the ``delta`` record of a personal delta (None
+    for a complete file) and the member table's names."""
     head = f.read(6)
     if not head:
         raise ModelFormatError(f"{p} is empty (0 bytes): not a deeprec-edge model file")
@@ -1235,13 +1324,24 @@ def _read_npz(f: Any, p: str) -> Dict[str, np.ndarray]:
 
         cfg, (n, e, hs, d, tied), is_personal = _check_head(ck, names, get)
         has_repeat = cfg.get("repeat") is not None
+        delta = None
+        if "delta" in names:
+            delta = _parse_delta(ck, get("delta"))
+            if not is_personal:
+                raise ck.fail("a 'delta' record needs the 'personal' record (only personal "
+                              "models are written as deltas)")
+            if int(arrays["version"][()]) < 2:
+                raise ck.fail("model file version 1 cannot hold a personal delta (version 2 "
+                              "or newer)")
+            names.discard("delta")
         n_biases = None
         if "personal.bias_index" in names:
             bh = z.header("personal.bias_index")
             n_biases = bh.shape[0] if len(bh.shape) == 1 else None
         table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat,
                               cfg.get("storage"))
-        _check_names(ck, names, table, len(hs), tied, is_personal, has_repeat)
+        _check_names(ck, names, table, len(hs), tied, is_personal, has_repeat,
+                     partial=delta is not None)
         for name, m in table.items():       # every header before any data
             if name in names:
                 h = z.header(name)
@@ -1249,15 +1349,22 @@ def _read_npz(f: Any, p: str) -> Dict[str, np.ndarray]:
         for name in table:
             if name in names and name not in arrays:
                 arrays[name] = z.read(name)
-    return arrays
+    return arrays, delta, list(table)
 
 
 def _write_arrays(f: Any, arrays: Mapping[str, np.ndarray], compressed: bool) -> None:
     (np.savez_compressed if compressed else np.savez)(f, **arrays)
 
 
-def save_model(model: Model, path: Any, *, compressed: bool = False) -> None:
+def save_model(model: Model, path: Any, *, compressed: bool = False,
+               delta_of: Optional[Model] = None) -> None:
     """Validate ``model`` and write it to ``path`` atomically.
+
+    ``delta_of``: write a personal model as a **delta** of its global model
+    (:func:`delta_arrays`: the records and only the arrays that differ,
+    plus the global model's fingerprint; always deflated: a few KB for the
+    parameter-efficient parts), loaded with ``load_model(path,
+    base=global_model)``.
 
     The file is written to a temporary file in the same directory, fsynced
     and renamed over ``path``; on any error the temporary file is removed
@@ -1269,6 +1376,12 @@ def save_model(model: Model, path: Any, *, compressed: bool = False) -> None:
     p = os.fspath(path)
     arrays = model.to_arrays()
     validate_arrays(arrays, where=f"{p} (not written)")
+    if delta_of is not None:
+        try:
+            arrays = delta_arrays(model, delta_of)
+        except ValueError as e:
+            raise ModelFormatError(f"{p} (not written): {e}") from None
+        compressed = True    # its records are most of it, and text deflates well
     atomic_write(p, lambda f: _write_arrays(f, arrays, compressed))
 
 
