@@ -38,6 +38,23 @@ def _dense_candidates(model, candidates) -> Optional[np.ndarray]:
     return idx
 
 
+def _unknown_note(model, history) -> str:
+    """What the history lost to items outside the catalogue (a sliced
+    model's typical problem), for error messages; '' when nothing."""
+    n_unknown = int(getattr(history, "n_unknown", 0) or 0)
+    if not n_unknown:
+        return ""
+    n_read = int(getattr(history, "n_rows", 0) or 0)
+    ex = ", ".join(str(x) for x in (getattr(history, "unknown_examples", None) or [])[:3])
+    sliced = (model.config.get("sliced_from") or {}).get("n_items")
+    what = (f"this sliced model keeps {model.n_items:,} of {sliced:,} items" if sliced
+            else f"the model's catalogue has {model.n_items:,} items")
+    return (f"; {n_unknown:,} of the history's {n_read:,} clicks are on items outside the "
+            f"catalogue ({what}{'; e.g. ' + ex if ex else ''}) and were skipped -- a slice "
+            f"for fine-tuning devices keeps the items they click (deeprec-train export "
+            f"--inputs)")
+
+
 def finetune(model, history, *, candidates: Optional[Iterable] = None,
              recipe: Optional[FinetuneRecipe] = None, parts: Optional[Sequence[str]] = None,
              l2: Optional[float] = None, max_events: Optional[int] = None, seed: int = 0,
@@ -117,7 +134,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
             raise ValueError(f"no new clicks to fine-tune on: {n_old} clicks are not newer than "
                              f"the personal model's last fine-tuning "
                              f"(timestamp {personal['last_timestamp']})")
-        raise ValueError(f"fine-tuning needs at least 2 clicks of known items, got {items.size}")
+        raise ValueError(f"fine-tuning needs at least 2 clicks of known items, got "
+                         f"{items.size}{_unknown_note(model, history)}")
     if n_old:
         # learn only from the new clicks; the old ones stay as context (sorted by time)
         order = np.argsort(ts, kind="stable")
@@ -138,12 +156,16 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
             g_sess[0] = True
         if g_items.size >= 2:
             say(f"training the last GRU layer{'' if train_gru else ' (head only)'} and the head")
-            params, gsum = finetune_params(
-                base, g_items, g_sess, reset_at_sessions=_reset(model),
-                popularity=model.popularity, candidates=cand, epochs=epochs, seed=seed,
-                window=window, batch_size=batch_size, n_negatives=n_negatives, alpha=alpha,
-                lr=lr, optimizer=optimizer, holdout=rc.holdout, early_stopping=early_stopping,
-                l2_to_global=l2_to_global, train_gru=train_gru, repeat=spec, progress=progress)
+            try:
+                params, gsum = finetune_params(
+                    base, g_items, g_sess, reset_at_sessions=_reset(model),
+                    popularity=model.popularity, candidates=cand, epochs=epochs, seed=seed,
+                    window=window, batch_size=batch_size, n_negatives=n_negatives,
+                    alpha=alpha, lr=lr, optimizer=optimizer, holdout=rc.holdout,
+                    early_stopping=early_stopping, l2_to_global=l2_to_global,
+                    train_gru=train_gru, repeat=spec, progress=progress)
+            except ValueError as e:   # e.g. no next-click pair left: say what the slice lost
+                raise ValueError(f"{e}{_unknown_note(model, history)}") from None
             summary["gru"] = gsum
             gru_epochs = int(gsum["best_epoch"])
             for k in ("epochs_run", "best_epoch", "loss_first_epoch", "loss_last_epoch",

@@ -518,15 +518,19 @@ def _cmd_candidates(a) -> int:
 def _cmd_export(a) -> int:
     from .export import export_model, read_item_list
     _check_writable(a.output)
-    items = None
+    items = inputs = None
     if a.items:
         items = []
         for path in a.items:
             items += read_item_list(path)
+    if a.inputs:
+        inputs = []
+        for path in a.inputs:
+            inputs += read_item_list(path)
     try:
         info = export_model(a.model, a.output, items=items, top_popular=a.top_popular,
                             compressed=a.compressed, dtype=a.dtype, prune=a.prune,
-                            compress=a.compress)
+                            compress=a.compress, inputs=inputs)
     except ValueError as e:
         raise UserError(str(e)) from None
     if a.json:
@@ -541,7 +545,15 @@ def _cmd_export(a) -> int:
         if info["unknown"]:
             msg += (f"; {info['unknown']} requested ids not in the catalogue (e.g. "
                     f"{', '.join(info['unknown_examples'])})")
+        if info["sliced"] and info["inputs_given"]:
+            msg += (f"; {info['input_items_kept']:,} of them only as inputs (items the "
+                    f"devices click)")
         print(msg)
+        if info["sliced"] and not info["inputs_given"]:
+            print(f"note: a device that clicks an item outside these {info['items']:,} loses "
+                  f"that click (its input row is not in the slice; fine-tuning needs clicks "
+                  f"on kept items): keep the items its users click with --inputs "
+                  f"(their histories, or the training log)")
     return 0
 
 
@@ -788,6 +800,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable (union)")
     e.add_argument("--top-popular", type=int, default=0,
                    help="also keep the N most popular items")
+    e.add_argument("--inputs", action="append", metavar="FILE",
+                   help="with a slice: also keep the items the devices click (a history CSV, "
+                        "the training log as CSV with an item_id column, or an item list), so "
+                        "their histories still read and fine-tune; repeatable")
     e.add_argument("--dtype", metavar="DTYPE",
                    help="storage of the weight matrices: float32, float16, int8 or int4 (per-row "
                         "scales), for all of them or per group, e.g. tables=int4,gru=int8 "

@@ -17,9 +17,13 @@ holding only the listed items: the rows of ``E``, ``O`` (when untied), ``b``,
 order; the GRU layers and the head are unchanged.  Every score of a kept
 item is therefore exactly the source model's score, so a sliced model ranks
 its items as the source model ranks them among those items -- as long as
-the history it reads contains only kept items (with tied embeddings ``E`` is
-also the input table: a click on an item outside the slice is an unknown
-item for the device, counted and skipped like any other).
+the history it reads contains only kept items: a click on an item outside
+the slice is an unknown item for the device, counted and skipped (its input
+row is gone).  So a slice meant for devices that fine-tune keeps, beside the
+items to rank (``items``: the candidate sets), the items their users click
+(``inputs``: the users' histories, or the training log); without ``inputs``
+the summary says that clicks outside the slice are lost, and a device's
+``deeprec-edge finetune`` reports how many of its clicks that is.
 
 The format reserves the flag ``sliced`` for later versions and version 1
 rejects every flag, so a slice carries no flag; its config records the
@@ -169,7 +173,8 @@ def read_item_list(path: Any) -> List[Any]:
 def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = None,
                  top_popular: int = 0, compressed: bool = False,
                  dtype: Optional[Any] = None, prune: float = 0.0,
-                 compress: Optional[str] = None) -> Dict[str, Any]:
+                 compress: Optional[str] = None,
+                 inputs: Optional[Iterable[Any]] = None) -> Dict[str, Any]:
     """Load ``source`` (validated), optionally slice it to ``items`` and/or
     the ``top_popular`` most popular items (their union), prune and
     compress it, and write ``output`` atomically in the same format.
@@ -179,7 +184,9 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
     pruning of that share of every weight matrix's weights; ``compress``: a
     preset of :data:`deeprec_edge.trainer.compress.PRESETS` (``"max"``),
     which explicit ``dtype``/``prune`` override; ``compressed``: deflate the
-    npz (the preset may turn it on).  Returns a summary dict: ``source``,
+    npz (the preset may turn it on); ``inputs``: item ids the devices click
+    (their histories), kept beside ``items`` so a sliced model can still
+    read and fine-tune on those histories.  Returns a summary dict: ``source``,
     ``output``, ``items`` (catalogue size written), ``source_items``,
     ``sliced`` (bool), ``unknown`` (requested ids not in the catalogue),
     ``unknown_examples``, ``bytes``, ``fingerprint``, ``storage`` (per
@@ -201,19 +208,28 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
     info: Dict[str, Any] = {"requested": 0, "kept": model.n_items, "unknown": 0,
                             "unknown_examples": [], "source_items": model.n_items}
     sliced = items is not None or top_popular > 0
+    if inputs is not None and not sliced:
+        raise ValueError("--inputs keeps the rows of clicked items in a slice: give the items "
+                         "to rank with --items or --top-popular")
+    n_input_only = 0
     if sliced:
         idx_parts = []
         unknown, examples, requested = 0, [], 0
+
+        def known(ids):
+            idx, unk = model.item_index(np.asarray(ids, dtype=object if any(
+                isinstance(x, str) for x in ids) else None))
+            unk = np.asarray(unk, bool)
+            return np.asarray(idx)[~unk], unk
+
         if items is not None:
             ids = list(items)
             requested = len(ids)
             if ids:
-                idx, unk = model.item_index(np.asarray(ids, dtype=object if any(
-                    isinstance(x, str) for x in ids) else None))
-                unk = np.asarray(unk, bool)
+                kept, unk = known(ids)
                 unknown = int(unk.sum())
                 examples = [str(x) for x, u in zip(ids, unk.tolist()) if u][:5]
-                idx_parts.append(np.asarray(idx)[~unk])
+                idx_parts.append(kept)
         if top_popular > 0:
             pop = np.asarray(model.popularity, np.float64)
             order = np.lexsort((np.arange(model.n_items), -pop))
@@ -223,7 +239,16 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
             raise ValueError(f"none of the {requested} requested items is in the catalogue of "
                              f"{source} ({model.n_items} items)" +
                              (f", e.g. {', '.join(examples)}" if examples else ""))
+        ranked = np.unique(idx)
+        if inputs is not None:
+            ids = list(inputs)
+            if ids:
+                kept, _ = known(ids)
+                n_input_only = int(np.setdiff1d(kept, ranked).size)
+                idx = np.concatenate([idx, kept])
         model, sinfo = slice_model(model, idx, by="index")
+        model.config["sliced_from"].update(items_to_rank=int(ranked.size),
+                                           input_items=n_input_only)
         info.update(kept=sinfo["kept"], requested=requested, unknown=unknown,
                     unknown_examples=examples)
     if spec.get("prune"):
@@ -240,4 +265,5 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
             "unknown_examples": info["unknown_examples"],
             "bytes": os.path.getsize(output), "fingerprint": model.fingerprint(),
             "storage": model.storage, "flags": model.flags, "prune": spec.get("prune", 0.0),
-            "deflated": bool(compressed)}
+            "deflated": bool(compressed), "input_items_kept": n_input_only,
+            "inputs_given": inputs is not None}
