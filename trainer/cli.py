@@ -517,7 +517,13 @@ def _cmd_candidates(a) -> int:
 
 def _cmd_export(a) -> int:
     from .export import export_model, read_item_list
-    _check_writable(a.output)
+    if not a.output and not a.onnx:
+        raise UserError("give -o OUTPUT (a model file) and/or --onnx OUT.onnx")
+    for path in (a.output, a.onnx):
+        if path:
+            _check_writable(path)
+    if not a.output:
+        return _write_onnx(a.model, a.onnx, a.json)
     items = inputs = None
     if a.items:
         items = []
@@ -554,6 +560,21 @@ def _cmd_export(a) -> int:
                   f"that click (its input row is not in the slice; fine-tuning needs clicks "
                   f"on kept items): keep the items its users click with --inputs "
                   f"(their histories, or the training log)")
+    if a.onnx:
+        return _write_onnx(a.output, a.onnx, a.json)
+    return 0
+
+
+def _write_onnx(model_path: str, out: str, as_json: bool) -> int:
+    from deeprec_edge.model import load_model
+    from .onnx_export import export_onnx
+    info = export_onnx(load_model(model_path), out)
+    if as_json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"wrote {info['session']} (session graph, {info['session_bytes']:,} bytes) and "
+              f"{info['step']} (step graph, {info['step_bytes']:,} bytes), ONNX opset "
+              f"{info['opset']}")
     return 0
 
 
@@ -793,7 +814,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(one-shot magnitude) and compressed (float16, int8 or int4 "
                                    "with per-row scales; docs/model-format.md).")
     e.add_argument("model", help="model file (.npz)")
-    e.add_argument("-o", "--output", required=True, help="model file to write")
+    e.add_argument("-o", "--output", help="model file to write")
+    e.add_argument("--onnx", metavar="OUT.onnx",
+                   help="also (or only) write the inference graph as ONNX (opset 18): OUT.onnx "
+                        "maps a session's items (int64 dense indices) to every item's score, "
+                        "OUT.step.onnx one click with the state in and out (docs/onnx.md); of "
+                        "the model written with -o when given")
     e.add_argument("--items", action="append", metavar="FILE",
                    help="keep only these items: one id per line, a CSV with an item_id column "
                         "(e.g. candidates CSV), or an npz with item_ids (candidates npz); "
