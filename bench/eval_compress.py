@@ -128,8 +128,8 @@ def main(argv=None) -> int:
     variants = []   # (label, path, command, export kwargs or None)
 
     def add(label, source, cmd_args, **kw):
-        out = os.path.join(a.out, label.replace(" ", "_").replace(",", "").replace("%", "")
-                           .replace("(", "").replace(")", "").replace("=", "-") + ".npz")
+        slug = "".join(c if c.isalnum() or c in "-." else "_" for c in label).strip("_")
+        out = os.path.join(a.out, slug + ".npz")
         variants.append((label, out, source, cmd_args, kw))
 
     add("float32", base, None)

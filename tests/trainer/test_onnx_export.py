@@ -45,11 +45,7 @@ def _session_scores(model, clicks):
     s = de.Session(model, exclude_clicked=False)
     for i in clicks:
         s.click(model.item_ids[i])
-    ids, sc = s.recommend(model.n_items)
-    pos = {k: i for i, k in enumerate(model.item_ids.tolist())}
-    full = np.empty(model.n_items, np.float32)
-    full[[pos[k] for k in ids.tolist()]] = sc
-    return full, ids[:20], s
+    return _session_scores_from(s, model)
 
 
 def _close(a, b):
