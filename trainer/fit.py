@@ -4,8 +4,8 @@ The click log becomes one long sequence of dense item indices, one stream per
 session (or per user with ``carry_state``), streams ordered by their first
 click, with a reset flag where a stream starts (the hidden state of every
 layer resets there).  Training is the runtime's own engine
-(:mod:`deeprec_edge._engine`) with every layer, the embeddings and the
-output table trainable, in one of two modes:
+(:mod:`deeprec_edge._engine`, extended by :mod:`deeprec_edge.trainer.engine`)
+with every layer, the embeddings and the output table trainable, in one of two modes:
 
 - ``train.session_parallel=True`` -- GRU4Rec's recipe: ``batch_size``
   sessions side by side, one click per step, hidden states carried from step
@@ -33,7 +33,9 @@ from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from deeprec_edge._engine import Params, TrainConfig, Trainer, user_vectors
+from deeprec_edge._engine import Params, user_vectors
+
+from .engine import CloudTrainConfig, CloudTrainer
 from deeprec_edge._scoring import rank_events
 from deeprec_edge.ranking import mrr_at_k, recall_at_k
 
@@ -53,7 +55,7 @@ class FitConfig:
                                   # stored as W_p = I, b_p = 0, identity activation, never trained
     tied: bool = True             # GRU4Rec's constrained embedding: O = E
     carry_state: bool = False     # carry states across a user's sessions
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: CloudTrainConfig = field(default_factory=CloudTrainConfig)
     init_scale: float = 1.0
     patience: int = 0             # early stopping on validation Recall@20 (0: off)
     average_epochs: int = 0       # the result is the mean of the weights after each of the
@@ -82,12 +84,13 @@ def gru4rec_config(**overrides) -> FitConfig:
     on the input embedding and 0.27 on the hidden state, 10 epochs, the
     weights averaged over the last 4 epochs.  ``overrides`` set FitConfig
     fields, or TrainConfig fields by name (e.g. ``epochs=5``)."""
-    train = TrainConfig(epochs=10, batch_size=32, n_negatives=2048, alpha=0.2, loss="bpr-max",
-                        bpreg=0.84, elu=0.5, optimizer="adagrad", lr=0.04, momentum=0.49,
-                        dropout_in=0.6, dropout_hidden=0.27, session_parallel=True)
+    train = CloudTrainConfig(epochs=10, batch_size=32, n_negatives=2048, alpha=0.2,
+                             loss="bpr-max", bpreg=0.84, elu=0.5, optimizer="adagrad", lr=0.04,
+                             momentum=0.49, dropout_in=0.6, dropout_hidden=0.27,
+                             session_parallel=True)
     cfg = FitConfig(hidden=[100], tied=True, head=False, train=train, average_epochs=4)
     fit_fields = {f.name for f in fields(FitConfig)}
-    train_fields = {f.name for f in fields(TrainConfig)}
+    train_fields = {f.name for f in fields(CloudTrainConfig)}
     for k, v in overrides.items():
         if k in fit_fields:
             setattr(cfg, k, v)
@@ -201,11 +204,13 @@ def fit(params: Params, items: np.ndarray, reset: np.ndarray, cfg: FitConfig,
     """
     log = log or (lambda s: print(s, file=sys.stderr))
     tc = cfg.train
+    if not isinstance(tc, CloudTrainConfig):   # a device TrainConfig: the cloud's defaults
+        tc = cfg.train = CloudTrainConfig(**asdict(tc))
     tc.train_embeddings = True
     tc.train_head = cfg.head
     if popularity is None:
         popularity = np.bincount(items, minlength=params.n_items).astype(np.float64)
-    trainer = Trainer(params, items, reset, tc, n_trainable=len(params.layers),
+    trainer = CloudTrainer(params, items, reset, tc, n_trainable=len(params.layers),
                       reset_at_sessions=True, popularity=popularity)
     history = {"epochs": [], "events": int(len(items))}
     pruner = None

@@ -101,7 +101,8 @@ def test_chain_export_slice(chain, capsys):
     wanted |= {str(x) for x in full.item_ids[order].tolist()}
     assert {str(x) for x in sliced.item_ids.tolist()} == wanted
     assert sliced.config["sliced_from"] == {"fingerprint": full.fingerprint(),
-                                            "n_items": full.n_items}
+                                            "n_items": full.n_items,
+                                            "items_to_rank": len(wanted), "input_items": 0}
     assert edge_main(["info", str(d / "s.npz")]) == 0
     assert f"{len(wanted)}" in capsys.readouterr().out
 

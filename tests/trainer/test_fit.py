@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from deeprec_edge import _engine
+from deeprec_edge.trainer import engine as cloud
 from deeprec_edge.trainer.fit import (FitConfig, evaluate_sequence, fit, init_params,
                                       sequence_from_sessions)
 
@@ -235,7 +236,7 @@ def test_session_parallel_schedule_matches_gru4rec():
     items = rng.integers(0, 20, lengths.sum()).astype(np.int32)
     targets = _engine.next_targets(items, reset)
     for B in (1, 4, 7, 100):
-        sc = _engine._session_schedule(targets, reset, True, B)
+        sc = cloud._session_schedule(targets, reset, True, B)
         ref = _gru4rec_iterator(lengths, B)
         ours = [(sc.pos[a:b].tolist(), sc.reset[a:b].tolist())
                 for a, b in zip(sc.ptr[:-1], sc.ptr[1:])]
@@ -286,7 +287,7 @@ def test_distinct_loss_equals_gru4rec_over_duplicated_columns(kind, bpreg, elu, 
     if logq:
         lt = (logq * np.log(pop)).astype(np.float32)
         ln = (logq * alpha * np.log(pop)).astype(np.float32)
-    row, G = _engine.distinct_loss(Z.astype(np.float32), targets, n_tgt, n_neg, kind, bpreg, elu,
+    row, G = cloud.distinct_loss(Z.astype(np.float32), targets, n_tgt, n_neg, kind, bpreg, elu,
                                    lt, ln, scale=0.25, ws={})
     ref = _bruteforce_gru4rec_loss(Z, cols, B, kind, bpreg, elu, logq, alpha, pop)
     assert row.sum() == pytest.approx(ref, rel=1e-4)
@@ -342,7 +343,7 @@ def test_momentum_adagrad_is_gru4rec_indexed_adagrad_m():
     dense, and on the touched rows only for tables."""
     rng = np.random.default_rng(0)
     lr, mu, eps = 0.1, 0.4, 1e-6
-    opt = _engine._Optimizer("adagrad", lr, momentum=mu)
+    opt = cloud._CloudOptimizer("adagrad", lr, momentum=mu)
     P = rng.standard_normal((20, 6)).astype(np.float32)
     T = rng.standard_normal((20, 6)).astype(np.float32)
     rP, rT = P.astype(np.float64), T.astype(np.float64)
@@ -401,7 +402,7 @@ def test_average_epochs_is_the_mean_of_the_last_epochs(markov):
     # the same training by hand: snapshots after epochs 2 and 3
     q = init_params(N_ITEMS, cfg, seed=0)
     tc = cfg.train
-    tr = _engine.Trainer(q, it, rt, tc, n_trainable=1,
+    tr = cloud.CloudTrainer(q, it, rt, tc, n_trainable=1,
                          popularity=np.bincount(it, minlength=N_ITEMS).astype(float))
     snaps = []
     for _ in range(3):
@@ -412,3 +413,19 @@ def test_average_epochs_is_the_mean_of_the_last_epochs(markov):
         np.testing.assert_allclose(getattr(p, name), want, rtol=1e-6, atol=1e-7)
     want = (snaps[1].layers[0][1].astype(np.float64) + snaps[2].layers[0][1]) / 2
     np.testing.assert_allclose(p.layers[0][1], want, rtol=1e-6, atol=1e-7)
+
+
+def test_the_device_engine_carries_no_cloud_only_training():
+    """Session-parallel training, GRU4Rec's distinct-column loss, dropout and
+    embedding updates live in deeprec_edge.trainer.engine, not in the
+    runtime's engine (what a device runs)."""
+    import dataclasses
+    for name in ("distinct_loss", "_session_schedule", "_sum_rows", "_Schedule"):
+        assert not hasattr(_engine, name) and hasattr(cloud, name)
+    device = {f.name for f in dataclasses.fields(_engine.TrainConfig)}
+    for f in ("train_embeddings", "dropout_in", "dropout_hidden", "session_parallel", "elu",
+              "shuffle_sessions", "carry_dropout", "train_head"):
+        assert f not in device and f in cloud.CloudTrainConfig.__dataclass_fields__
+    for meth in ("_sp_step", "_epoch_session_parallel", "_distinct_loss", "_dropout_mask"):
+        assert not hasattr(_engine.Trainer, meth) and hasattr(cloud.CloudTrainer, meth)
+    assert not hasattr(_engine._Optimizer, "rows")
