@@ -50,7 +50,7 @@ from deeprec_edge.trainer.pipeline import train_model  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from eval_baselines import _machine  # noqa: E402
 
-PRUNES = (0.5, 0.7, 0.9)
+PRUNES = (0.5, 0.6, 0.7, 0.9)
 
 
 def load_data(a):
@@ -142,8 +142,8 @@ def main(argv=None) -> int:
         add(f"pruned {pr:.0%} (one-shot)", base, f"--prune {pr}", prune=pr)
         add(f"pruned {pr:.0%} (recovery)", fits[pr], None)
         add(f"pruned {pr:.0%} (recovery), int8", fits[pr], "--dtype int8", dtype="int8")
-        add(f"pruned {pr:.0%} (recovery), int4", fits[pr], "--dtype tables=int4,gru=int8,head=int8",
-            dtype="tables=int4,gru=int8,head=int8")
+        add(f"pruned {pr:.0%} (recovery), --compress max", fits[pr], "--compress max",
+            compress="max")
     n_half = tr.n_items // 2
     add(f"sliced to the {n_half:,} most popular items", base, f"--top-popular {n_half}",
         top_popular=n_half)
@@ -170,12 +170,12 @@ def main(argv=None) -> int:
         say(f"{label}: {len(data):,} bytes, Recall@20 {rec:.4f}, MRR@20 {mrr:.4f}")
     f32 = rows[0]
     print(f"\n{name} ({desc}; {n_full:,} test events, all {tr.n_items:,} items ranked)\n")
-    print("| variant | bytes | gzip'd | x fewer | Recall@20 | MRR@20 | command |")
-    print("|---|---|---|---|---|---|---|")
+    print("| variant | bytes | x fewer | gzip'd | x fewer | Recall@20 | MRR@20 | command |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['variant']} | {r['bytes']:,} | {r['gzip_bytes']:,} | "
-              f"{f32['bytes'] / r['bytes']:.1f} | {r['recall@20']:.4f} | {r['mrr@20']:.4f} | "
-              f"`{r['command']}` |")
+        print(f"| {r['variant']} | {r['bytes']:,} | {f32['bytes'] / r['bytes']:.1f} | "
+              f"{r['gzip_bytes']:,} | {f32['gzip_bytes'] / r['gzip_bytes']:.1f} | "
+              f"{r['recall@20']:.4f} | {r['mrr@20']:.4f} | `{r['command']}` |")
     print(f"\nmachine: {_machine()}")
     if a.json:
         with open(a.json, "w") as f:
