@@ -456,7 +456,8 @@ def _candidate_sets(a, hist, model):
     cf = None if a.no_cf else item_item_cf(hist, a.cf_neighbors, by=a.by, shrink=a.shrink)
     emb = None
     if model is not None and not a.no_embedding:
-        emb = model.out_table
+        from deeprec_edge.quant import dequantize
+        emb = dequantize(model.out_table)     # the cloud side: float32 values of any storage
     if cf is None and emb is None:
         raise UserError("nothing to build candidates from: CF is off (--no-cf) and there is "
                         "no --model for embedding neighbours")
