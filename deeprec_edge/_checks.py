@@ -154,7 +154,7 @@ TOP_K = Int(1, 2 ** 31 - 1)
 FINETUNE_ARGS = {
     "epochs": EPOCHS, "seed": SEED, "window": WINDOW, "batch_size": BATCH_SIZE,
     "n_negatives": NEGATIVES, "alpha": ALPHA, "lr": LEARNING_RATE, "holdout": HOLDOUT,
-    "l2_to_global": L2_PULL,
+    "l2_to_global": L2_PULL, "l2": L2_PULL,
 }
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 #: Logits of one mini-batch at most (rows x (rows + negatives), float32: 1 GiB):
@@ -173,7 +173,7 @@ def check_finetune_args(args: Mapping[str, Any],
     names = names or {}
     got = {}
     for key, spec in FINETUNE_ARGS.items():
-        if key in args:
+        if key in args and args[key] is not None:    # None: the model's recipe decides
             got[key] = spec.check(args[key], names.get(key, key))
     if "optimizer" in args and args["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"{names.get('optimizer', 'optimizer')} must be one of "

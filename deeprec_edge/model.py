@@ -1,4 +1,4 @@
-"""The model file ``weights.npz`` (schema version 1): load, validate, save.
+"""The model file ``weights.npz`` (schema versions 1 and 2): load, validate, save.
 
 A model is a GRU next-item recommender (``DESIGN.md`` section 2): input
 embeddings ``E``, ``L`` stacked GRU layers (PyTorch ``nn.GRU`` layout, gate
@@ -7,7 +7,12 @@ embeddings ``O`` (or ``E`` when tied) and output bias ``b``, plus the
 catalogue's own item ids and item popularity.  A *personal* model is the
 same file plus a ``personal`` JSON record (fingerprint of the global model it
 came from, fine-tuning metadata) and optionally personal output biases for
-some items.  The full schema is in ``docs/model-format.md``.
+some items.  Version 2 adds the optional *repeat component*
+(:mod:`deeprec_edge.repeat`: ``repeat.scale``, ``repeat.w`` and the config's
+``repeat`` record) and the device's fine-tuning recipe (the config's
+``finetune`` record, :mod:`deeprec_edge.recipe`); a model without either is
+written as version 1, so older readers still load it.  The full schema is in
+``docs/model-format.md``.
 
 :func:`load_model` reads with ``allow_pickle=False`` and validates every
 name, dtype, shape and value; anything wrong raises :class:`ModelFormatError`
@@ -33,6 +38,8 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 
 from ._atomic import atomic_write
+from .recipe import DEFAULT_RECIPE, FinetuneRecipe
+from .repeat import DEFAULT_MEMORY, FEATURES as REPEAT_FEATURES, RepeatSpec
 from ._npz import NpzArchive
 
 __all__ = [
@@ -57,8 +64,11 @@ __all__ = [
 
 #: The value of the ``format`` array of every model file.
 FORMAT_TAG = "deeprec-edge/model"
-#: The newest schema version this code reads and the one it writes.
-FORMAT_VERSION = 1
+#: The newest schema version this code reads (a model is written with the
+#: lowest version that holds it: 1 without a repeat component or recipe).
+FORMAT_VERSION = 2
+#: Largest repeat memory a file may ask for (distinct items per user).
+MAX_REPEAT_MEMORY = 1_000_000
 #: Config flags this version understands (none yet: plain float32 models).
 SUPPORTED_FLAGS: frozenset = frozenset()
 #: Flags reserved for later variants of the same format, with what they mean.
@@ -143,7 +153,9 @@ class Model:
     head, ``head.W``/``head.b`` in the file), ``O`` [N, d] or None when tied,
     ``b`` [N], ``popularity`` [N], and for a personal model ``personal`` (the
     metadata dict) and optionally ``personal_bias_index`` / ``personal_bias``
-    (dense item indices and their personal output biases).
+    (dense item indices and their personal output biases), and for a model
+    with a repeat component ``repeat_scale`` / ``repeat_w`` (with the
+    config's ``repeat`` record; a personal model carries its own ``w``).
 
     Build one with :func:`load_model`, :func:`model_from_params` or
     :func:`make_personal`; :meth:`validate` checks an in-memory model
@@ -162,6 +174,8 @@ class Model:
     personal: Optional[Dict[str, Any]] = None
     personal_bias_index: Optional[np.ndarray] = None
     personal_bias: Optional[np.ndarray] = None
+    repeat_scale: Optional[float] = None
+    repeat_w: Optional[np.ndarray] = None
     _lookup: Optional[Tuple[np.ndarray, np.ndarray]] = field(default=None, init=False, repr=False)
     _id_dict: Optional[dict] = field(default=None, init=False, repr=False)
 
@@ -248,6 +262,33 @@ class Model:
         return out
 
     @property
+    def has_repeat(self) -> bool:
+        """True when the model scores with a repeat component."""
+        return self.repeat_w is not None
+
+    @property
+    def repeat(self) -> RepeatSpec:
+        """The repeat component (scale 1, weights 0 when the model has none)."""
+        if self.repeat_w is None:
+            return RepeatSpec()
+        mem = int((self.config.get("repeat") or {}).get("memory", DEFAULT_MEMORY))
+        return RepeatSpec(scale=float(self.repeat_scale),
+                          w=tuple(float(x) for x in np.asarray(self.repeat_w).tolist()),
+                          memory=mem)
+
+    @property
+    def recipe(self) -> FinetuneRecipe:
+        """The device's fine-tuning recipe written by the trainer (the
+        default recipe when the file names none)."""
+        r = self.config.get("finetune")
+        return DEFAULT_RECIPE if r is None else FinetuneRecipe.from_dict(r)
+
+    @property
+    def format_version(self) -> int:
+        """The schema version this model is written with."""
+        return 2 if (self.repeat_w is not None or "finetune" in self.config) else 1
+
+    @property
     def n_parameters(self) -> int:
         """Number of float weights (embeddings, GRU, head, output table and bias)."""
         n = self.E.size + self.W_p.size + self.b_p.size + self.b.size
@@ -327,7 +368,7 @@ class Model:
         """The arrays of the file, by name (shares memory with the model)."""
         arrays: Dict[str, np.ndarray] = {
             "format": np.array(FORMAT_TAG),
-            "version": np.array(FORMAT_VERSION, dtype=np.int64),
+            "version": np.array(self.format_version, dtype=np.int64),
             "config": np.array(_dump_json(self.config, "config")),
             "item_ids": np.asarray(self.item_ids),
             "E": self.E,
@@ -347,6 +388,9 @@ class Model:
             arrays["personal.bias_index"] = self.personal_bias_index
         if self.personal_bias is not None:
             arrays["personal.bias"] = self.personal_bias
+        if self.repeat_w is not None:
+            arrays["repeat.scale"] = np.asarray(self.repeat_scale, np.float32).reshape(())
+            arrays["repeat.w"] = self.repeat_w
         return arrays
 
     def fingerprint(self) -> str:
@@ -380,6 +424,8 @@ class Model:
                                                                               "personal")),
             personal_bias_index=cp(self.personal_bias_index),
             personal_bias=cp(self.personal_bias),
+            repeat_scale=self.repeat_scale,
+            repeat_w=cp(self.repeat_w),
         )
 
     def describe(self) -> Dict[str, Any]:
@@ -388,7 +434,7 @@ class Model:
         c = self.config
         info: Dict[str, Any] = {
             "kind": "personal" if self.is_personal else "global",
-            "format": f"{FORMAT_TAG} v{FORMAT_VERSION}",
+            "format": f"{FORMAT_TAG} v{self.format_version}",
             "items": self.n_items,
             "item_id_type": "string" if self.item_ids.dtype.kind == "U" else "integer",
             "embedding_dim": self.embedding_dim,
@@ -401,6 +447,10 @@ class Model:
             "session_gap_seconds": self.session_gap_seconds,
             "parameters": self.n_parameters,
             "flags": self.flags,
+            "repeat": (dict(zip(REPEAT_FEATURES, (round(x, 4) for x in self.repeat.w)),
+                            scale=round(self.repeat.scale, 4), memory=self.repeat.memory)
+                       if self.has_repeat else None),
+            "finetune_recipe": self.recipe.to_dict(),
         }
         for k in ("loss", "alpha", "trained_on", "created"):
             if k in c:
@@ -591,6 +641,27 @@ class _Checker:
             raise self.fail(f"unknown flag {f!r} in config flags (this version knows "
                             f"{sorted(SUPPORTED_FLAGS | set(RESERVED_FLAGS))} and supports "
                             f"{sorted(SUPPORTED_FLAGS) or 'none'})")
+        rp = cfg.get("repeat")
+        if rp is not None:
+            if not isinstance(rp, dict):
+                raise self.fail(f"config repeat must be an object, got {rp!r}")
+            feats = rp.get("features")
+            if feats != list(REPEAT_FEATURES):
+                raise self.fail(f"config repeat features are {feats!r}; this version of "
+                                f"deeprec-edge scores with {list(REPEAT_FEATURES)} (a newer "
+                                f"file? upgrade deeprec-edge)")
+            mem = rp.get("memory", DEFAULT_MEMORY)
+            if not self._is_int(mem) or not 1 <= mem <= MAX_REPEAT_MEMORY:
+                raise self.fail(f"config repeat memory must be an integer in [1, "
+                                f"{MAX_REPEAT_MEMORY}], got {mem!r}")
+            extra = sorted(set(rp) - {"features", "memory", "calibration"})
+            if extra:
+                raise self.fail(f"config repeat has unknown key(s) {_names(extra)}")
+        if "finetune" in cfg:
+            try:
+                FinetuneRecipe.from_dict(cfg["finetune"])
+            except ValueError as e:
+                raise self.fail(f"config finetune: {e}") from None
         for k, ok, what in (("loss", lambda v: isinstance(v, str), "a string"),
                             ("alpha", self._is_num, "a number"),
                             ("created", lambda v: isinstance(v, str), "a string")):
@@ -752,7 +823,7 @@ _RECORDS = {"format": _Member("str"), "version": _Member("int"), "config": _Memb
 
 
 def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: bool,
-                  n_biases: Optional[int] = None) -> Dict[str, _Member]:
+                  n_biases: Optional[int] = None, repeat: bool = False) -> Dict[str, _Member]:
     """Every array of a model file with this config, in file order: what
     its dtype and shape must be.  A new array of the format is one entry
     here (and, if its values need checks, a few lines in validate_arrays).
@@ -780,6 +851,10 @@ def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: b
         t["personal.bias_index"] = _Member("index", (n,), required=False)
         t["personal.bias"] = _Member("f32", (n if n_biases is None else n_biases,),
                                      "= (len(personal.bias_index),)", required=False)
+    if repeat:
+        t["repeat.scale"] = _Member("f32", (), "= () (a scalar)")
+        t["repeat.w"] = _Member("f32", (len(REPEAT_FEATURES),),
+                                f"= ({len(REPEAT_FEATURES)},), one weight per repeat feature")
     return t
 
 
@@ -817,12 +892,12 @@ def _check_head(ck: _Checker, names: Iterable[str],
 
 
 def _check_names(ck: _Checker, names: Iterable[str], table: Mapping[str, _Member],
-                 L: int, tied: bool, is_personal: bool) -> None:
+                 L: int, tied: bool, is_personal: bool, has_repeat: bool = False) -> None:
     names = set(names)
     missing = [k for k, m in table.items() if m.required and k not in names]
     if missing:
-        raise ck.fail(f"missing array(s) {_names_shown(missing)} (config: L={L}, tied="
-                      f"{str(tied).lower()})")
+        what = f"L={L}, tied={str(tied).lower()}" + (", repeat component" if has_repeat else "")
+        raise ck.fail(f"missing array(s) {_names_shown(missing)} (config: {what})")
     extra = sorted(names - set(table))
     if extra:
         hints = []
@@ -832,6 +907,8 @@ def _check_names(ck: _Checker, names: Iterable[str], table: Mapping[str, _Member
             hints.append(f"config says L={L} (layers gru0..gru{L - 1})")
         if any(x.startswith("personal.") for x in extra) and not is_personal:
             hints.append("personal biases need the 'personal' record")
+        if any(x.startswith("repeat.") for x in extra) and not has_repeat:
+            hints.append("repeat arrays need the config's 'repeat' record")
         hint = f" ({'; '.join(hints)})" if hints else ""
         raise ck.fail(f"unexpected array(s) {_names_shown(extra)}{hint}")
     has_i, has_b = "personal.bias_index" in names, "personal.bias" in names
@@ -859,10 +936,16 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
         return a
 
     cfg, (n, e, hs, d, tied), is_personal = _check_head(ck, arrays, get)
+    has_repeat = cfg.get("repeat") is not None
+    version = int(arrays["version"][()])
+    if version < 2 and (has_repeat or "finetune" in cfg):
+        raise ck.fail(f"model file version {version} cannot hold a "
+                      f"{'repeat component' if has_repeat else 'fine-tuning recipe'} "
+                      f"(version 2 or newer)")
     bi = arrays.get("personal.bias_index")
     n_biases = bi.shape[0] if bi is not None and bi.ndim == 1 else None
-    table = _member_table(n, e, hs, d, tied, is_personal, n_biases)
-    _check_names(ck, arrays, table, len(hs), tied, is_personal)
+    table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat)
+    _check_names(ck, arrays, table, len(hs), tied, is_personal, has_repeat)
     for name, m in table.items():   # every dtype and shape before any value
         if name in arrays:
             ck.member(name, m, arrays[name].dtype, arrays[name].shape)
@@ -894,10 +977,16 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
             if np.unique(bias_index).shape[0] != k:
                 raise ck.fail("array 'personal.bias_index' has duplicate indices")
 
+    r_scale = None
+    if has_repeat:
+        r_scale = float(np.asarray(f32["repeat.scale"]).reshape(-1)[0])
+        if not r_scale > 0:
+            raise ck.fail(f"array 'repeat.scale' must be > 0, got {r_scale}")
     return Model(config=cfg, item_ids=item_ids, E=f32["E"], layers=layers, W_p=f32["head.W"],
                  b_p=f32["head.b"], O=f32.get("O"), b=f32["b"], popularity=pop,
                  personal=personal, personal_bias_index=bias_index,
-                 personal_bias=f32.get("personal.bias"))
+                 personal_bias=f32.get("personal.bias"), repeat_scale=r_scale,
+                 repeat_w=f32.get("repeat.w"))
 
 
 # --------------------------------------------------------------------------
@@ -951,13 +1040,14 @@ def _read_npz(f: Any, p: str) -> Dict[str, np.ndarray]:
             arrays[name] = z.read(name)
             return arrays[name]
 
-        _, (n, e, hs, d, tied), is_personal = _check_head(ck, names, get)
+        cfg, (n, e, hs, d, tied), is_personal = _check_head(ck, names, get)
+        has_repeat = cfg.get("repeat") is not None
         n_biases = None
         if "personal.bias_index" in names:
             bh = z.header("personal.bias_index")
             n_biases = bh.shape[0] if len(bh.shape) == 1 else None
-        table = _member_table(n, e, hs, d, tied, is_personal, n_biases)
-        _check_names(ck, names, table, len(hs), tied, is_personal)
+        table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat)
+        _check_names(ck, names, table, len(hs), tied, is_personal, has_repeat)
         for name, m in table.items():       # every header before any data
             if name in names:
                 h = z.header(name)
@@ -994,15 +1084,18 @@ def save_model(model: Model, path: Any, *, compressed: bool = False) -> None:
 
 
 def model_from_params(params: Any, item_ids: Any, popularity: Any,
-                      config: Optional[Mapping[str, Any]] = None) -> Model:
+                      config: Optional[Mapping[str, Any]] = None, *,
+                      repeat: Optional[RepeatSpec] = None,
+                      recipe: Optional[FinetuneRecipe] = None) -> Model:
     """A global :class:`Model` from training-engine ``Params`` (or anything
     with ``E, layers, W_p, b_p, O, b_out, activation``).
 
     The shape keys of the config (n_items, e, L, H, d, activation, tied) are
     derived from the arrays; ``config`` adds the rest (carry_state defaults
     to False, session_gap_seconds to 3600, flags to [], created to now;
-    loss, alpha, trained_on, ... are kept as given).  The result is
-    validated.
+    loss, alpha, trained_on, ... are kept as given).  ``repeat`` adds the
+    repeat component, ``recipe`` the device's fine-tuning recipe.  The
+    result is validated.
     """
     layers = [GRULayer(*(np.ascontiguousarray(a, np.float32) for a in layer))
               for layer in params.layers]
@@ -1017,6 +1110,12 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
     cfg.setdefault("session_gap_seconds", DEFAULT_SESSION_GAP_SECONDS)
     cfg.setdefault("flags", [])
     cfg.setdefault("created", _utc_now())
+    if repeat is not None:
+        rec = dict(cfg.get("repeat") or {})
+        rec.update(features=list(REPEAT_FEATURES), memory=int(repeat.memory))
+        cfg["repeat"] = rec
+    if recipe is not None:
+        cfg["finetune"] = recipe.to_dict()
     ids = np.asarray(item_ids)
     if ids.dtype.kind in "iu":
         ids = ids.astype(np.int64)
@@ -1026,7 +1125,9 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
                   layers=layers, W_p=W_p, b_p=np.ascontiguousarray(params.b_p, np.float32),
                   O=None if params.O is None else np.ascontiguousarray(params.O, np.float32),
                   b=np.ascontiguousarray(params.b_out, np.float32),
-                  popularity=np.asarray(popularity))
+                  popularity=np.asarray(popularity),
+                  repeat_scale=None if repeat is None else float(repeat.scale),
+                  repeat_w=None if repeat is None else repeat.weights.copy())
     model.validate()
     return model
 
@@ -1034,7 +1135,7 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
 def make_personal(base: Model, params: Any, *, clicks_used: int,
                   last_timestamp: Optional[float], seed: int, epochs: int,
                   bias_index: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None,
-                  **extra: Any) -> Model:
+                  repeat_w: Optional[np.ndarray] = None, **extra: Any) -> Model:
     """A personal model: ``base`` with the last GRU layer and the head taken
     from the fine-tuned ``params`` (everything else is shared with ``base``,
     not copied -- it is frozen).
@@ -1045,7 +1146,8 @@ def make_personal(base: Model, params: Any, *, clicks_used: int,
     fine-tuning metadata, ``finetunes`` (how many fine-tunes led here),
     ``clicks_used_total`` and any ``extra`` keys.  ``bias_index``/``bias``
     set personal output biases (dense indices); by default a personal base's
-    biases are kept.
+    biases are kept.  ``repeat_w`` sets personal repeat weights (a model
+    with a repeat component; default: ``base``'s).
     """
     parent = base.fingerprint()
     prev = base.personal or {}
@@ -1072,12 +1174,16 @@ def make_personal(base: Model, params: Any, *, clicks_used: int,
         bias = np.ascontiguousarray(bias, np.float32)
     else:
         raise ValueError("bias_index and bias go together")
+    if repeat_w is not None and base.repeat_w is None:
+        raise ValueError("personal repeat weights need a model with a repeat component")
+    r_w = base.repeat_w if repeat_w is None else np.ascontiguousarray(repeat_w, np.float32)
     model = Model(config=json.loads(_dump_json(base.config, "config")), item_ids=base.item_ids,
                   E=base.E, layers=layers, W_p=np.ascontiguousarray(params.W_p, np.float32),
                   b_p=np.ascontiguousarray(params.b_p, np.float32), O=base.O, b=base.b,
                   popularity=base.popularity, personal=json.loads(_dump_json(record,
                                                                              "personal")),
-                  personal_bias_index=bias_index, personal_bias=bias)
+                  personal_bias_index=bias_index, personal_bias=bias,
+                  repeat_scale=base.repeat_scale, repeat_w=r_w)
     model._lookup, model._id_dict = base._lookup, base._id_dict
     return model
 
