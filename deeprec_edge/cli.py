@@ -69,6 +69,8 @@ def _cmd_finetune(a) -> int:
             raise UserError(f"--parts: unknown part(s) {', '.join(bad)}; choose among "
                             f"{', '.join(RECIPE_PARTS)} (or 'none')")
         settings["parts"] = parts
+    if a.max_events is not None:
+        settings["max_events"] = a.max_events
     if a.head_only:
         settings["parts"] = tuple(sorted(set(settings.get("parts") or ()) | {"gru"}))
     model = load_model(a.weights)
@@ -259,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--l2", type=C.L2_PULL, metavar="LAMBDA",
                    help="strength of the prior towards the global model (default: the "
                         "model's recipe)")
+    f.add_argument("--max-events", type=C.MAX_EVENTS,
+                   help="the newest next-click events the personal parts learn from "
+                        "(default: the model's recipe)")
     f.add_argument("--epochs", type=C.EPOCHS, default=5,
                    help=f"gru part: maximum epochs, {C.EPOCHS.describe()} (default 5)")
     f.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
