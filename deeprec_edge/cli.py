@@ -157,7 +157,8 @@ def _cmd_recommend(a) -> int:
                             session_col=a.session_col)
     cands = _read_candidates(a.candidates, model, a.user) if a.candidates else None
     ids, scores = recommend(model, hist, k=a.k, candidates=cands,
-                            exclude_clicked=not a.include_clicked)
+                            exclude_clicked=False if (a.include_clicked or model.has_repeat)
+                            else None)
     _print_table(ids, scores, "json" if a.json else "csv" if a.csv else "table")
     return 0
 
@@ -307,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--user", help="user id to select in a multi-user candidate file")
     r.add_argument("-k", type=C.TOP_K, default=20, help="number of items, >= 1 (default 20)")
     r.add_argument("--include-clicked", action="store_true",
-                   help="allow items already clicked in the history")
+                   help="allow items already clicked in the history (always, for a model with "
+                        "a repeat component: it scores returns itself)")
     fmt = r.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true",
                      help="print the ranking as JSON on stdout instead of a table")
