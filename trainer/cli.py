@@ -636,6 +636,7 @@ def _cmd_evaluate(a) -> int:
         methods=_methods(a.methods, DEEPREC_METHODS), ks=_ks(a.ks),
         n_candidates=a.candidates, cf_neighbors=a.cf_neighbors,
         candidate_neighbors=a.candidate_neighbors, candidate_recent=a.candidate_recent,
+        candidate_memory=a.candidate_memory,
         exclude_seen=a.exclude_seen, session_starts=a.session_starts, max_users=a.max_users,
         validation=a.validation, ci=a.ci, seed=a.seed, finetune=ft)
     model = load_model(a.model) if a.model else None
@@ -818,16 +819,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated methods (default all: "
                         + ", ".join(DEEPREC_METHOD_NAMES) + ")")
     v.add_argument("--candidates", type=int, default=500,
-                   help="candidate set size: the device's part (the user's items and their "
-                        "output-table neighbours) then the cloud's (CF + embedding "
-                        "neighbours); default 500")
+                   help="candidate set size: the device's part (the user's items and the "
+                        "cloud's CF neighbours of her newest ones) then the cloud's set (CF + "
+                        "embedding neighbours of her pre-cutoff clicks), then popular items; "
+                        "default 500")
     v.add_argument("--cf-neighbors", type=int, default=100, help="CF neighbours per item for "
                    "the cloud's candidates (default 100)")
-    v.add_argument("--candidate-neighbors", type=int, default=10,
-                   help="device part: output-table neighbours of each recent item (default 10)")
-    v.add_argument("--candidate-recent", type=int, default=5,
+    v.add_argument("--candidate-neighbors", type=int, default=40,
+                   help="device part: the cloud's CF neighbours of each recent item (default 40)")
+    v.add_argument("--candidate-recent", type=int, default=10,
                    help="device part: the newest distinct items whose neighbours join "
-                        "(default 5)")
+                        "(default 10)")
+    v.add_argument("--candidate-memory", type=int, default=300,
+                   help="device part: at most this many of the user's own items, newest first, "
+                        "when the model makes returns likely (default 300)")
     v.add_argument("--exclude-seen", action="store_true",
                    help="never rank items the user already clicked")
     v.add_argument("--session-starts", action="store_true",
