@@ -9,7 +9,7 @@ drift (``deeprec_edge.trainer.demo.make_world``; sessions of 3-9 clicks,
 measures with GNU time, each in a fresh process:
 
 - the real command: ``python -m deeprec_edge finetune weights.npz history.csv
-  -o personal.npz --quiet --json`` (defaults: 5 epochs, newest 10 %
+  -o personal.npz --parts gru --quiet --json`` (defaults: 5 epochs, newest 10 %
   held out for Recall@20 and early stopping);
 - the baseline: ``python -c "import numpy"``.
 
@@ -196,7 +196,7 @@ def measure_100k(n_clicks: int = 100_000, work_dir=None, epochs: int = 5, repeat
         out = os.path.join(d, "personal.npz")
         ft_rss, ft_wall, stdout = time_v(
             [sys.executable, "-m", "deeprec_edge", "finetune", weights, history, "-o", out,
-             "--epochs", str(epochs), "--quiet", "--json"], env=env, cwd=d)
+             "--parts", "gru", "--epochs", str(epochs), "--quiet", "--json"], env=env, cwd=d)
         summary = json.loads(stdout)
         base = sorted(time_v([sys.executable, "-c", "import numpy"], env=env, cwd=d)[0]
                       for _ in range(repeats))
@@ -204,7 +204,7 @@ def measure_100k(n_clicks: int = 100_000, work_dir=None, epochs: int = 5, repeat
         return {
             "clicks": n_clicks,
             "command": f"{TIME_BIN} -v python -m deeprec_edge finetune weights.npz history.csv "
-                       f"-o personal.npz --epochs {epochs} --quiet --json",
+                       f"-o personal.npz --parts gru --epochs {epochs} --quiet --json",
             "finetune_maxrss_kb": ft_rss,
             "finetune_wall_s": ft_wall,
             "numpy_import_maxrss_kb": base_rss,

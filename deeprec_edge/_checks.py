@@ -30,8 +30,8 @@ from typing import Any, Mapping, Optional, Union
 __all__ = [
     "Int", "Float", "check_finetune_args", "check_output_not_input",
     "EPOCHS", "SEED", "WINDOW", "BATCH_SIZE", "NEGATIVES", "ALPHA", "LEARNING_RATE",
-    "HOLDOUT", "L2_PULL", "MAX_EVENTS", "TOP_K", "FINETUNE_ARGS", "OPTIMIZERS",
-    "MAX_BATCH_LOGITS",
+    "HOLDOUT", "L2_PULL", "MAX_EVENTS", "TOP_K", "FINETUNE_ARGS", "RECIPE_DECIDES",
+    "OPTIMIZERS", "MAX_BATCH_LOGITS",
 ]
 
 
@@ -159,6 +159,8 @@ FINETUNE_ARGS = {
     "n_negatives": NEGATIVES, "alpha": ALPHA, "lr": LEARNING_RATE, "holdout": HOLDOUT,
     "l2_to_global": L2_PULL, "l2": L2_PULL, "max_events": MAX_EVENTS,
 }
+#: Settings that may be None: the model's recipe decides them.
+RECIPE_DECIDES = frozenset({"holdout", "l2", "max_events"})
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 #: Logits of one mini-batch at most (rows x (rows + negatives), float32: 1 GiB):
 #: beyond it the sampled softmax alone would take gigabytes.
@@ -176,7 +178,7 @@ def check_finetune_args(args: Mapping[str, Any],
     names = names or {}
     got = {}
     for key, spec in FINETUNE_ARGS.items():
-        if key in args and args[key] is not None:    # None: the model's recipe decides
+        if key in args and not (args[key] is None and key in RECIPE_DECIDES):
             got[key] = spec.check(args[key], names.get(key, key))
     if "optimizer" in args and args["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"{names.get('optimizer', 'optimizer')} must be one of "

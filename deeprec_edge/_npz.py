@@ -49,6 +49,14 @@ SMALL_ARCHIVE = 64 << 20
 #: Largest inflation deflate can achieve (a stream of one repeated byte).
 _DEFLATE_MAX_RATIO = 1032
 
+#: Zip general-purpose flags we never write and refuse: encryption (bits 0
+#: and 6) and "compressed patched data" (bit 5).
+_UNSUPPORTED_FLAGS = 0x1 | 0x20 | 0x40
+#: Errors reading a zip member may raise (zipfile raises NotImplementedError
+#: for features it lacks).
+_MEMBER_ERRORS = (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError,
+                  NotImplementedError, struct.error)
+
 _EOCD = b"PK\x05\x06"
 _EOCD64_LOCATOR = b"PK\x06\x07"
 _EOCD64 = b"PK\x06\x06"
@@ -170,8 +178,9 @@ class NpzArchive:
         return entries, cd_size, cd_offset
 
     def _check_member(self, key: str, info: zipfile.ZipInfo) -> None:
-        if info.flag_bits & 0x1:
-            raise self.fail(f"array '{key}' is encrypted")
+        if info.flag_bits & _UNSUPPORTED_FLAGS:
+            raise self.fail(f"array '{key}' is encrypted or patched (zip flags "
+                            f"{info.flag_bits:#06x}); deeprec-edge files are plain zip archives")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise self.fail(f"array '{key}' uses zip compression method {info.compress_type}; "
                             f"only stored and deflated members are read")
@@ -197,7 +206,7 @@ class NpzArchive:
             with self.zip.open(info) as m:
                 head = m.read(12)
                 hdr, offset = self._parse_header(key, head, m)
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as e:
+        except _MEMBER_ERRORS as e:
             raise self.fail(f"is truncated or corrupt: array '{key}' cannot be read "
                             f"({type(e).__name__}: {e})") from None
         if offset + hdr.nbytes != info.file_size:
@@ -264,11 +273,18 @@ class NpzArchive:
                 a = np.lib.format.read_array(m, allow_pickle=False)
                 if m.read(1):  # also reaches the end, where zipfile checks the CRC
                     raise ValueError("data past the array's end")
-        except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError) as e:
+        except _MEMBER_ERRORS as e:
             raise self.fail(f"is truncated or corrupt: array '{key}' cannot be read "
                             f"({type(e).__name__}: {e})") from None
         if a.dtype != hdr.dtype or a.shape != hdr.shape:  # pragma: no cover - parsed twice
             raise self.fail(f"is corrupt: array '{key}' does not match its header")
+        if a.dtype.kind == "U" and a.size:
+            # raw bytes may hold code points no str can (numpy's tolist() then
+            # raises SystemError) or lone surrogates (no UTF-8): not text
+            u4 = np.dtype(np.uint32).newbyteorder(a.dtype.byteorder)
+            cp = np.ascontiguousarray(a).reshape(-1).view(u4)
+            if ((cp > 0x10FFFF) | ((cp >= 0xD800) & (cp <= 0xDFFF))).any():
+                raise self.fail(f"is corrupt: array '{key}' holds invalid unicode characters")
         return a
 
 

@@ -28,6 +28,7 @@ import numpy as np
 from ._npz import Expect, read_npz
 
 __all__ = ["read_candidates", "read_candidates_npz", "item_neighbors", "device_candidates",
+           "returns_favoured",
            "CANDIDATES_FORMAT", "CANDIDATES_VERSION"]
 
 CANDIDATES_FORMAT = "deeprec-edge/candidates"
@@ -180,24 +181,54 @@ def item_neighbors(model, items, k: int = 10) -> np.ndarray:
     return out
 
 
-def device_candidates(model, history_items, *, n: int = 500, n_recent: int = 5,
-                      n_neighbors: int = 10, memory: Optional[int] = None,
-                      cloud: Optional[List] = None) -> np.ndarray:
+def returns_favoured(model) -> bool:
+    """Whether the model's repeat component makes a return to an item the
+    user clicked once, five clicks ago, at least as likely as any other item
+    (``w . phi >= 0``).  False for a model without the component (it excludes
+    clicked items) and for catalogues nobody returns to (MovieLens: ``seen``
+    is strongly negative)."""
+    if not getattr(model, "has_repeat", False):
+        return False
+    w = np.asarray(model.repeat.w, np.float64)
+    phi = np.array([1.0, np.log(2.0), np.log(6.0), 0.0, 0.0])
+    return bool(w @ phi >= 0.0)
+
+
+def device_candidates(model, history_items, *, n: int = 500, memory: Optional[int] = 300,
+                      n_recent: int = 10, n_neighbors: int = 40,
+                      neighbors: Optional[np.ndarray] = None, cloud: Optional[List] = None,
+                      fill: Optional[np.ndarray] = None) -> np.ndarray:
     """The candidate list a device builds from its own history (dense
-    indices, at most ``n``, in this order): the user's distinct items,
-    newest first (at most ``memory``, default the model's repeat memory),
-    then the ``n_neighbors`` output-table neighbours of each of the
-    ``n_recent`` newest, then the cloud's set ``cloud`` (dense indices, best
-    first).  Computed on the device: nothing leaves it."""
+    indices, at most ``n``, in this order):
+
+    1. the user's distinct items, newest first (at most ``memory``), when the
+       model says returns are likely (:func:`returns_favoured`);
+    2. the ``n_neighbors`` neighbours of each of the ``n_recent`` newest
+       items -- from ``neighbors`` (an int table ``[N, k]``, -1 padded, e.g.
+       the cloud's item-item CF lists) or else the output-table neighbours
+       (:func:`item_neighbors`);
+    3. the cloud's set ``cloud`` (dense indices, best first);
+    4. ``fill`` (e.g. the items by popularity) until ``n``.
+
+    Computed on the device: nothing leaves it.  Re-built as clicks arrive,
+    the list follows the session (its neighbours change with every click)."""
     h = np.asarray(history_items, np.int64).reshape(-1)[::-1]
     _, first = np.unique(h, return_index=True)
-    recent = h[np.sort(first)][: (model.repeat.memory if memory is None else memory)]
-    parts = [recent]
+    recent = h[np.sort(first)]
+    parts = []
+    if memory and returns_favoured(model):
+        parts.append(recent[:memory])
     if n_recent > 0 and n_neighbors > 0 and recent.size:
-        nb = item_neighbors(model, recent[:n_recent], n_neighbors).reshape(-1)
-        parts.append(nb[nb >= 0])
+        q = recent[:n_recent]
+        nb = (np.asarray(neighbors)[q, :n_neighbors] if neighbors is not None
+              else item_neighbors(model, q, n_neighbors)).reshape(-1)
+        parts.append(nb[nb >= 0].astype(np.int64))
     if cloud is not None:
         parts.append(np.asarray(cloud, np.int64).reshape(-1))
+    if fill is not None:
+        parts.append(np.asarray(fill, np.int64).reshape(-1)[: n + int(sum(x.size for x in parts))])
+    if not parts:
+        return np.zeros(0, np.int64)
     allc = np.concatenate(parts)
     _, first = np.unique(allc, return_index=True)
     return allc[np.sort(first)][:n]

@@ -88,3 +88,22 @@ def test_bad_csv_is_one_value_error(tmp_path):
     p.write_bytes(b"item_id,x\n10\xff00,1\n")
     with pytest.raises(ValueError, match="not valid UTF-8"):
         read_candidates(p)
+
+
+def test_invalid_code_points_are_a_value_error(tmp_path):
+    """Found by tests/fuzz.py (the trainer's reader raised SystemError)."""
+    import zipfile
+    p = _npz(tmp_path / "c.npz")
+    with zipfile.ZipFile(p) as z:
+        items = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    bad = (0x110000).to_bytes(4, "little")
+    with zipfile.ZipFile(p, "w") as z:
+        for name, data in items:
+            z.writestr(name, data.replace("u2".encode("utf-32-le"), b"u\0\0\0" + bad)
+                       if name == "user_ids.npy" else data)
+    with pytest.raises(ValueError, match="array 'user_ids' holds invalid unicode characters"):
+        read_candidates(p, user="u1")
+    pytest.importorskip("pandas")
+    from deeprec_edge.trainer.candidates import load_candidates_npz
+    with pytest.raises(ValueError, match="invalid unicode characters"):
+        load_candidates_npz(p)

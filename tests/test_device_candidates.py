@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from deeprec_edge.candidates import device_candidates, item_neighbors
+from deeprec_edge.candidates import device_candidates, item_neighbors, returns_favoured
+from deeprec_edge.model import model_from_params, params_of
+from deeprec_edge.repeat import RepeatSpec
 
 from helpers_model import random_model
 
@@ -30,8 +32,15 @@ def test_item_neighbors_match_brute_force_with_ties():
     assert item_neighbors(m, [], 3).shape == (0, 3)
 
 
+def _with_repeat(w):
+    base = random_model(n_items=50, e=8, hidden=8, tied=True, seed=4)
+    return model_from_params(params_of(base), base.item_ids, base.popularity,
+                             repeat=RepeatSpec(scale=1.0, w=w, memory=20))
+
+
 def test_device_candidates_order_and_size():
-    m = random_model(n_items=50, e=8, hidden=8, tied=True, seed=4)
+    m = _with_repeat((1.0, 0.2, -0.1, 0.0, 0.0))         # returns likely
+    assert returns_favoured(m)
     hist = [5, 7, 5, 9, 3]
     c = device_candidates(m, hist, n=12, n_recent=2, n_neighbors=3, memory=10,
                           cloud=[40, 41, 3, 42])
@@ -43,4 +52,19 @@ def test_device_candidates_order_and_size():
     assert list(c) == expect[:12]
     assert len(set(c.tolist())) == len(c)
     assert len(device_candidates(m, hist, n=3)) == 3
-    assert list(device_candidates(m, [], cloud=[1, 2])) == [1, 2]
+    # a neighbour table (e.g. the cloud's CF lists) instead of the output table, and a fill
+    table = -np.ones((50, 2), np.int64)
+    table[3] = [11, 12]
+    table[9] = [12, 13]
+    c = device_candidates(m, hist, n=9, n_recent=2, n_neighbors=2, neighbors=table,
+                          fill=np.arange(50))
+    assert list(c) == [3, 9, 5, 7, 11, 12, 13, 0, 1]
+
+
+def test_the_users_items_join_only_when_the_model_expects_returns():
+    nobody_returns = _with_repeat((-3.0, -1.0, -1.0, -1.0, -1.0))   # as on MovieLens
+    assert not returns_favoured(nobody_returns)
+    assert not returns_favoured(random_model())                      # no repeat component
+    c = device_candidates(nobody_returns, [5, 7, 9], n=5, n_recent=0, cloud=[1, 2])
+    assert list(c) == [1, 2]
+    assert list(device_candidates(nobody_returns, [], cloud=[1, 2])) == [1, 2]

@@ -883,3 +883,35 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(tmp_path):
             proc.stdout.close()
             proc.stderr.close()
         assert load_model(p).fingerprint() in ok
+
+
+def _rewrite_member(path, member, edit):
+    """Rewrite one member's bytes with edit(bytes) (a valid zip: the CRC is
+    recomputed, so only the reader's own checks can catch it)."""
+    with zipfile.ZipFile(path) as z:
+        items = [(i.filename, z.read(i.filename)) for i in z.infolist()]
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in items:
+            z.writestr(name, edit(data) if name == member else data)
+
+
+def test_invalid_code_points_and_zip_features_are_format_errors(tmp_path):
+    """Found by tests/fuzz.py: a unicode array holding a code point beyond
+    U+10FFFF made numpy raise SystemError; zip members flagged encrypted or
+    "patched" made zipfile raise NotImplementedError."""
+    p = tmp_path / "s.npz"
+    save_model(random_model(string_ids=True), p)
+    needle = "item-3".encode("utf-32-le")
+    _rewrite_member(p, "item_ids.npy",
+                    lambda b: b.replace(needle, needle[:-4] + (0x110000).to_bytes(4, "little")))
+    assert "array 'item_ids' holds invalid unicode characters" in load_error(p)
+    _rewrite_member(p, "item_ids.npy", lambda b: b.replace((0x110000).to_bytes(4, "little"),
+                                                           (0xD800).to_bytes(4, "little")))
+    assert "holds invalid unicode characters" in load_error(p)
+    for flag in (0x20, 0x40, 0x01):
+        save_model(random_model(), p)
+        data = bytearray(p.read_bytes())
+        at = data.index(b"PK\x01\x02")               # the first member's directory entry
+        data[at + 8:at + 10] = flag.to_bytes(2, "little")
+        p.write_bytes(bytes(data))
+        assert "is encrypted or patched" in load_error(p)

@@ -231,7 +231,7 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
     g.add_argument("--time-unit", default="auto", choices=("auto", "iso", "s", "ms", "us", "ns"),
                    help="csv/session-tsv: timestamp unit (default auto: ISO text or numbers "
                         "by magnitude; session-tsv: s)")
-    g.add_argument("--min-rating", type=float, help="movielens: keep ratings >= this")
+    g.add_argument("--min-rating", type=C.Float(), help="movielens: keep ratings >= this")
     g.add_argument("--event-types", default="clicks",
                    help="otto: comma-separated event types kept (clicks,carts,orders; "
                         "default clicks)")
@@ -246,24 +246,24 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
     g.add_argument("--action-types", default="click",
                    help="tmall: comma-separated action types kept (click,cart,purchase,favourite "
                         "or 0-3; default click)")
-    g.add_argument("--year", type=int, default=2014,
+    g.add_argument("--year", type=C.Int(1970, 2200), default=2014,
                    help="tmall: the year of the MMDD day stamps (default 2014)")
     g.add_argument("--on-missing", choices=("skip", "error"), default="skip",
                    help="a row with an empty used field: skip it and count it in the read "
                         "summary (default), or stop with an error naming the line")
     g = p.add_argument_group("preprocessing")
-    g.add_argument("--session-gap", type=float, default=3600.0,
+    g.add_argument("--session-gap", type=C.Float(0, lo_open=True), default=3600.0,
                    help="seconds: a longer gap between a user's clicks starts a new session "
                         "(default 3600); also stored in the model file")
     g.add_argument("--no-session-gap", action="store_true",
                    help="one session per user (no time-gap rule)")
     g.add_argument("--remove-repeats", action="store_true",
                    help="drop a click on the same item as the previous click of the session")
-    g.add_argument("--min-item-support", type=int, default=min_item_support,
+    g.add_argument("--min-item-support", type=C.Int(1, 2 ** 31 - 1), default=min_item_support,
                    help=f"drop items with fewer clicks, iteratively (default {min_item_support})")
-    g.add_argument("--min-session-length", type=int, default=min_session_length,
+    g.add_argument("--min-session-length", type=C.Int(1, 2 ** 31 - 1), default=min_session_length,
                    help=f"drop shorter sessions, iteratively (default {min_session_length})")
-    g.add_argument("--min-user-events", type=int, default=0,
+    g.add_argument("--min-user-events", type=C.Int(0, 2 ** 31 - 1), default=0,
                    help="drop users with fewer clicks, iteratively (default 0: off)")
 
 
@@ -291,44 +291,44 @@ def _model_args(p) -> None:
     B = argparse.BooleanOptionalAction
     g.add_argument("--hidden", help="GRU hidden sizes, bottom first, comma-separated "
                    "(e.g. 100 or 128,64)")
-    g.add_argument("--embedding", type=int, help="input embedding size e (untied models)")
-    g.add_argument("--dim", type=int, help="user/output embedding size d (0: last hidden size)")
+    g.add_argument("--embedding", type=C.Int(1, 65536), help="input embedding size e (untied models)")
+    g.add_argument("--dim", type=C.Int(0, 65536), help="user/output embedding size d (0: last hidden size)")
     g.add_argument("--activation", choices=("tanh", "identity"), help="head activation")
     g.add_argument("--head", action=B, default=None,
                    help="trainable dense head (--no-head: u = h, GRU4Rec)")
     g.add_argument("--tied", action=B, default=None, help="tie the output table to E")
     g.add_argument("--carry-state", action=B, default=None,
                    help="carry hidden states across a user's sessions")
-    g.add_argument("--epochs", type=int, help="training epochs")
-    g.add_argument("--batch-size", type=int, help="mini-batch size")
-    g.add_argument("--window", type=int, help="BPTT window (clicks)")
-    g.add_argument("--negatives", type=int, help="shared negatives per mini-batch")
-    g.add_argument("--alpha", type=float, help="negatives drawn proportionally to support^alpha")
+    g.add_argument("--epochs", type=C.EPOCHS, help="training epochs")
+    g.add_argument("--batch-size", type=C.BATCH_SIZE, help="mini-batch size")
+    g.add_argument("--window", type=C.WINDOW, help="BPTT window (clicks)")
+    g.add_argument("--negatives", type=C.NEGATIVES, help="shared negatives per mini-batch")
+    g.add_argument("--alpha", type=C.ALPHA, help="negatives drawn proportionally to support^alpha")
     g.add_argument("--loss", choices=("xe", "bpr-max"), help="sampled softmax + logQ, or BPR-max")
-    g.add_argument("--logq", type=float, help="weight of the logQ correction (xe)")
-    g.add_argument("--bpreg", type=float, help="BPR-max score regularisation")
+    g.add_argument("--logq", type=C.Float(0), help="weight of the logQ correction (xe)")
+    g.add_argument("--bpreg", type=C.Float(0), help="BPR-max score regularisation")
     g.add_argument("--optimizer", choices=("adagrad", "adam", "sgd"), help="optimiser")
-    g.add_argument("--lr", type=float, help="learning rate")
-    g.add_argument("--momentum", type=float, help="momentum (adagrad)")
-    g.add_argument("--clip-norm", type=float, help="global gradient-norm clipping (0: off)")
-    g.add_argument("--dropout-in", type=float, help="dropout on the first layer's input")
-    g.add_argument("--dropout-hidden", type=float, help="dropout on the last layer's output")
+    g.add_argument("--lr", type=C.LEARNING_RATE, help="learning rate")
+    g.add_argument("--momentum", type=C.Float(0, 1, hi_open=True), help="momentum (adagrad)")
+    g.add_argument("--clip-norm", type=C.Float(0), help="global gradient-norm clipping (0: off)")
+    g.add_argument("--dropout-in", type=C.Float(0, 1, hi_open=True), help="dropout on the first layer's input")
+    g.add_argument("--dropout-hidden", type=C.Float(0, 1, hi_open=True), help="dropout on the last layer's output")
     g.add_argument("--session-parallel", action=B, default=None,
                    help="GRU4Rec's session-parallel mini-batches")
-    g.add_argument("--elu", type=float, help="BPR-max on ELU(scores) (session-parallel only)")
-    g.add_argument("--init-scale", type=float, help="scale of the uniform initialisation")
-    g.add_argument("--prune", type=float, metavar="FRACTION",
+    g.add_argument("--elu", type=C.Float(0), help="BPR-max on ELU(scores) (session-parallel only)")
+    g.add_argument("--init-scale", type=C.Float(0, lo_open=True), help="scale of the uniform initialisation")
+    g.add_argument("--prune", type=C.Float(0, 1, hi_open=True), metavar="FRACTION",
                    help="prune every weight matrix to this sparsity while training (magnitude, "
                         "AGP schedule, then recovery epochs; GRU/head: smallest of the matrix, "
                         "item tables: of each row); the model file stores them sparse")
-    g.add_argument("--prune-begin", type=float, metavar="SHARE",
+    g.add_argument("--prune-begin", type=C.Float(0, 1, hi_open=True), metavar="SHARE",
                    help="share of training when pruning starts (default 0.1)")
-    g.add_argument("--prune-end", type=float, metavar="SHARE",
+    g.add_argument("--prune-end", type=C.Float(0, 1, lo_open=True), metavar="SHARE",
                    help="share of training when the sparsity is reached (default 0.6; the rest "
                         "is recovery)")
-    g.add_argument("--patience", type=int, help="early stopping on validation Recall@20 "
+    g.add_argument("--patience", type=C.Int(0, 10_000), help="early stopping on validation Recall@20 "
                    "(epochs without improvement; 0: off)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
     g.add_argument("--preset", choices=("auto", "default", "gru4rec"), default="auto",
                    help="starting configuration, which other flags override: 'gru4rec' = "
                         "GRU4Rec's recipe with the settings chosen on RSC15 train_tr -> "
@@ -396,6 +396,7 @@ def _cmd_fit(a) -> int:
     from .data import filter_sessions, remap_items, split_by_time
     from .evaluate import train_model
 
+    _not_an_input(a.output, {"the log LOG": a.log, "the --valid log": a.valid})
     _check_writable(a.output)
     _fit_config(a)                                # the flags' errors before any reading
     inter = _read(a, a.log)
@@ -476,6 +477,8 @@ def _cmd_candidates(a) -> int:
         raise UserError("give -o FILE.npz and/or --csv FILE.csv")
     for p in (a.output, a.csv):
         if p:
+            _not_an_input(p, {"the log LOG": a.log, "the --model file": a.model,
+                              "the --test log": a.test})
             _check_writable(p)
     model = load_model(a.model) if a.model else None
     inter = _read(a, a.log)
@@ -530,8 +533,12 @@ def _cmd_export(a) -> int:
     from .export import export_model, read_item_list
     if not a.output and not a.onnx:
         raise UserError("give -o OUTPUT (a model file) and/or --onnx OUT.onnx")
+    inputs_named = {"the model MODEL": a.model,
+                    **{f"the --items file {p}": p for p in (a.items or [])},
+                    **{f"the --inputs file {p}": p for p in (a.inputs or [])}}
     for path in (a.output, a.onnx):
         if path:
+            _not_an_input(path, inputs_named)
             _check_writable(path)
     if not a.output:
         return _write_onnx(a.model, a.onnx, a.json)
@@ -611,11 +618,23 @@ def _ks(s: str) -> tuple:
     return ks
 
 
+def _not_an_input(output, inputs) -> None:
+    """Refuse an output that is one of the command's inputs (also through
+    links): a user error, nothing read or written."""
+    try:
+        C.check_output_not_input(output, inputs)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def _check_output_paths(a) -> None:
     """Before any work: every output path writable, and the plot's image
     format one matplotlib writes (so a typo does not cost a whole run)."""
+    ins = {"the log": getattr(a, "log", None), "the --model file": getattr(a, "model", None),
+           "TRAIN": getattr(a, "train", None), "TEST": getattr(a, "test", None)}
     for p in (a.json_report, a.markdown, a.plot):
         if p:
+            _not_an_input(p, ins)
             _check_writable(p)
     if a.plot:
         try:
@@ -636,8 +655,8 @@ def _outputs(a, report) -> None:
     if a.json_report:
         write_json(report, a.json_report)
     if a.markdown:
-        with open(a.markdown, "w", encoding="utf-8") as f:
-            f.write(md)
+        from deeprec_edge._atomic import atomic_write
+        atomic_write(a.markdown, lambda f: f.write(md.encode("utf-8")))
     if a.plot:
         if not plot_report(report, a.plot):
             _say("matplotlib is not installed: no plot written (pip install matplotlib)")
@@ -688,6 +707,7 @@ def _cmd_evaluate(a) -> int:
         methods=_methods(a.methods, DEEPREC_METHODS), ks=_ks(a.ks),
         n_candidates=a.candidates, cf_neighbors=a.cf_neighbors,
         candidate_neighbors=a.candidate_neighbors, candidate_recent=a.candidate_recent,
+        candidate_memory=a.candidate_memory,
         exclude_seen=a.exclude_seen, session_starts=a.session_starts, max_users=a.max_users,
         validation=a.validation, ci=a.ci, seed=a.seed, finetune=ft)
     model = load_model(a.model) if a.model else None
@@ -768,12 +788,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("log", help="click log")
     f.add_argument("-o", "--output", required=True, help="model file to write (weights.npz)")
     f.add_argument("--valid", help="validation log (same format; mapped onto the training items)")
-    f.add_argument("--valid-split", type=float,
+    f.add_argument("--valid-split", type=C.Float(0, 1, lo_open=True, hi_open=True),
                    help="hold out the newest share of sessions (by their last click) for "
                         "validation, e.g. 0.1")
     f.add_argument("--before", help="train only on clicks before this date/unix time "
                    "(the DeepRec cutoff)")
-    f.add_argument("--before-quantile", type=float,
+    f.add_argument("--before-quantile", type=C.Float(0, 1, lo_open=True, hi_open=True),
                    help="train only on clicks before this time quantile (e.g. 0.8)")
     f.add_argument("--compressed", action="store_true", help="deflate the npz")
     f.add_argument("--report", help="write the fit history (losses, clicks/s, validation) as JSON")
@@ -793,23 +813,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(without it: CF only, on the log's own items)")
     c.add_argument("-o", "--output", help="write the sets as npz")
     c.add_argument("--csv", help="write the sets as CSV user_id,item_id,rank,score")
-    c.add_argument("-n", type=int, default=100, help="items per user (default 100)")
-    c.add_argument("--cf-neighbors", type=int, default=100, help="CF neighbours per item "
+    c.add_argument("-n", type=C.Int(1, 1_000_000), default=100, help="items per user (default 100)")
+    c.add_argument("--cf-neighbors", type=C.Int(1, 100_000), default=100, help="CF neighbours per item "
                    "(default 100)")
     c.add_argument("--by", choices=("session", "user"), default="session",
                    help="co-occurrence unit of CF (default session)")
-    c.add_argument("--shrink", type=float, default=0.0, help="CF cosine shrinkage (default 0)")
+    c.add_argument("--shrink", type=C.Float(0), default=0.0, help="CF cosine shrinkage (default 0)")
     c.add_argument("--no-cf", action="store_true", help="embedding neighbours only")
     c.add_argument("--no-embedding", action="store_true", help="CF only")
     c.add_argument("--metric", choices=("ip", "cosine"), default="ip",
                    help="embedding similarity (default ip, the model's own score)")
-    c.add_argument("--n-recent", type=int, default=10, help="recent distinct items per user "
+    c.add_argument("--n-recent", type=C.Int(1, 100_000), default=10, help="recent distinct items per user "
                    "(default 10)")
-    c.add_argument("--decay", type=float, default=0.8, help="recency weight decay (default 0.8)")
+    c.add_argument("--decay", type=C.Float(0, 1, lo_open=True), default=0.8, help="recency weight decay (default 0.8)")
     c.add_argument("--keep-seen", action="store_true",
                    help="allow items the user already clicked")
     c.add_argument("--test", help="measure candidate recall on this log's clicks")
-    c.add_argument("--eval-quantile", type=float, default=0.8,
+    c.add_argument("--eval-quantile", type=C.Float(0, 1, hi_open=True), default=0.8,
                    help="without --test: measure recall by building sets on the clicks before "
                         "this time quantile and checking the clicks after it (default 0.8; "
                         "0 = skip); the written sets use the whole log")
@@ -836,7 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep only these items: one id per line, a CSV with an item_id column "
                         "(e.g. candidates CSV), or an npz with item_ids (candidates npz); "
                         "repeatable (union)")
-    e.add_argument("--top-popular", type=int, default=0,
+    e.add_argument("--top-popular", type=C.Int(0, 2 ** 31 - 1), default=0,
                    help="also keep the N most popular items")
     e.add_argument("--inputs", action="append", metavar="FILE",
                    help="with a slice: also keep the items the devices click (a history CSV, "
@@ -846,7 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="storage of the weight matrices: float32, float16, int8 or int4 (per-row "
                         "scales), for all of them or per group, e.g. tables=int4,gru=int8 "
                         "(groups: tables = E and O, gru, head)")
-    e.add_argument("--prune", type=float, default=0.0, metavar="FRACTION",
+    e.add_argument("--prune", type=C.Float(0, 1, hi_open=True), default=0.0, metavar="FRACTION",
                    help="zero this share of the smallest weights of every matrix (GRU and head: "
                         "of the matrix; item tables: of each row), one-shot; fit --prune "
                         "prunes gradually with recovery training instead")
@@ -870,10 +890,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "intervals.")
     v.add_argument("log", help="click log with users")
     v.add_argument("--model", help="evaluate this global model instead of fitting one")
-    v.add_argument("--quantile", type=float, default=0.8,
+    v.add_argument("--quantile", type=C.Float(0, 1, lo_open=True, hi_open=True), default=0.8,
                    help="first cutoff: this time quantile of all clicks (default 0.8)")
     v.add_argument("--cutoff", help="first cutoff as a date or unix time (overrides --quantile)")
-    v.add_argument("--test-quantile", type=float,
+    v.add_argument("--test-quantile", type=C.Float(0, 1, lo_open=True, hi_open=True),
                    help="second cutoff (start of the test part): this time quantile "
                         "(default: halfway from --quantile to 1, i.e. 0.9)")
     v.add_argument("--test-cutoff", help="second cutoff as a date or unix time")
@@ -881,32 +901,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time: the second global cutoff (default; no model trains on a click "
                         "later than a test click); share: each user's first "
                         "--finetune-share of post-cutoff clicks is on the device")
-    v.add_argument("--finetune-share", type=float, default=0.5,
+    v.add_argument("--finetune-share", type=C.Float(0, 1, lo_open=True, hi_open=True), default=0.5,
                    help="--split share: share of each user's post-cutoff clicks on the device "
                         "(default 0.5)")
-    v.add_argument("--min-finetune-clicks", type=int, default=1,
+    v.add_argument("--min-finetune-clicks", type=C.Int(0, 2 ** 31 - 1), default=1,
                    help="users need this many clicks between the cutoffs (default 1)")
-    v.add_argument("--min-test-events", type=int, default=1,
+    v.add_argument("--min-test-events", type=C.Int(1, 2 ** 31 - 1), default=1,
                    help="users need this many test events (default 1)")
     v.add_argument("--methods", default=",".join(DEEPREC_METHOD_NAMES),
                    help="comma-separated methods (default all: "
                         + ", ".join(DEEPREC_METHOD_NAMES) + ")")
-    v.add_argument("--candidates", type=int, default=500,
-                   help="candidate set size: the device's part (the user's items and their "
-                        "output-table neighbours) then the cloud's (CF + embedding "
-                        "neighbours); default 500")
-    v.add_argument("--cf-neighbors", type=int, default=100, help="CF neighbours per item for "
+    v.add_argument("--candidates", type=C.Int(1, 1_000_000), default=500,
+                   help="candidate set size: the device's part (the user's items and the "
+                        "cloud's CF neighbours of her newest ones) then the cloud's set (CF + "
+                        "embedding neighbours of her pre-cutoff clicks), then popular items; "
+                        "default 500")
+    v.add_argument("--cf-neighbors", type=C.Int(1, 100_000), default=100, help="CF neighbours per item for "
                    "the cloud's candidates (default 100)")
-    v.add_argument("--candidate-neighbors", type=int, default=10,
-                   help="device part: output-table neighbours of each recent item (default 10)")
-    v.add_argument("--candidate-recent", type=int, default=5,
+    v.add_argument("--candidate-neighbors", type=C.Int(0, 100_000), default=40,
+                   help="device part: the cloud's CF neighbours of each recent item (default 40)")
+    v.add_argument("--candidate-recent", type=C.Int(0, 100_000), default=10,
                    help="device part: the newest distinct items whose neighbours join "
-                        "(default 5)")
+                        "(default 10)")
+    v.add_argument("--candidate-memory", type=C.Int(0, 1_000_000), default=300,
+                   help="device part: at most this many of the user's own items, newest first, "
+                        "when the model makes returns likely (default 300)")
     v.add_argument("--exclude-seen", action="store_true",
                    help="never rank items the user already clicked")
     v.add_argument("--session-starts", action="store_true",
                    help="also predict the first click of a session")
-    v.add_argument("--max-users", type=int, help="evaluate a random sample of this many users")
+    v.add_argument("--max-users", type=C.Int(1, 2 ** 31 - 1), help="evaluate a random sample of this many users")
     v.add_argument("--validation", action="store_true",
                    help="tuning mode: the test part is removed and the same protocol runs on "
                         "the clicks before it")
@@ -964,7 +988,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "demo_history.csv (trainer/demo.py).")
     d.add_argument("-o", "--output", help="directory (default ./deeprec_edge/data, run from the "
                    "repository root)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_cmd_demo_data)
     return p

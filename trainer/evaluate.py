@@ -86,7 +86,7 @@ from deeprec_edge.recipe import RECIPE_PARTS, FinetuneRecipe
 from deeprec_edge.repeat import history_features
 
 from .baselines import BASELINES, make_baseline
-from deeprec_edge.candidates import device_candidates, item_neighbors
+from deeprec_edge.candidates import device_candidates, returns_favoured
 
 from .candidates import item_item_cf, user_candidates
 from .data import Interactions, filter_sessions, filter_support, remap_items, time_cutoff
@@ -203,8 +203,9 @@ class DeepRecSettings:
     ks: Tuple[int, ...] = (5, 10, 20)
     n_candidates: int = 500
     cf_neighbors: int = 100
-    candidate_neighbors: int = 10        #: device part: output-table neighbours per recent item
-    candidate_recent: int = 5            #: device part: newest distinct items whose neighbours join
+    candidate_neighbors: int = 40        #: device part: CF neighbours per recent item
+    candidate_recent: int = 10           #: device part: newest distinct items whose neighbours join
+    candidate_memory: int = 300          #: device part: the user's items (when returns are likely)
     exclude_seen: bool = False
     session_starts: bool = False
     max_users: Optional[int] = None
@@ -232,10 +233,11 @@ def _check_settings(st: DeepRecSettings) -> None:
         raise ValueError(f"ci must be 'auto', 'normal' or 'bootstrap', got {st.ci!r}")
     for name in ("min_finetune_clicks", "min_test_events", "min_item_support",
                  "min_session_length", "n_candidates", "cf_neighbors",
-                 "candidate_neighbors", "candidate_recent"):
+                 "candidate_neighbors", "candidate_recent", "candidate_memory"):
         v = getattr(st, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in (
-                "min_finetune_clicks", "candidate_neighbors", "candidate_recent") else 1):
+                "min_finetune_clicks", "candidate_neighbors", "candidate_recent",
+                "candidate_memory") else 1):
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if st.max_users is not None and (not isinstance(st.max_users, int) or st.max_users < 1):
         raise ValueError(f"max_users must be a positive integer, got {st.max_users!r}")
@@ -477,50 +479,47 @@ def _fit_summary(hist: Dict[str, Any], events: int) -> Dict[str, Any]:
 
 @dataclass
 class Candidates:
-    """The cloud's set per user (item codes, best first) and the device's
-    part (:func:`deeprec_edge.candidates.device_candidates`, the runtime's
-    own code) with the sizes of :class:`DeepRecSettings`; the output-table
-    neighbours of every item are computed once (``neighbors``)."""
+    """The cloud's part: its set per user (item codes, best first), its
+    item-item CF neighbour lists (``neighbors``, what it ships to devices
+    with the model) and the items by popularity; the device's part is the
+    runtime's own :func:`deeprec_edge.candidates.device_candidates` applied
+    to the user's clicks so far."""
 
+    model: Model
     cloud: Dict[int, np.ndarray]
     neighbors: np.ndarray
+    popular: np.ndarray
     n: int
     n_recent: int
+    n_neighbors: int
     memory: int
 
     def for_event(self, eu: EvalUser, p: int, device: bool = True,
                   cloud: bool = True) -> np.ndarray:
         """The candidate list at input position ``p`` (item codes, in the
         order they were added, at most ``n``)."""
-        return device_candidates(_NeighborTable(self.neighbors, self.memory), eu.items[: p + 1],
-                                 n=self.n, n_recent=self.n_recent if device else 0,
-                                 n_neighbors=self.neighbors.shape[1],
+        return device_candidates(self.model, eu.items[: p + 1], n=self.n,
                                  memory=self.memory if device else 0,
-                                 cloud=self.cloud.get(eu.user) if cloud else None)
-
-
-class _NeighborTable:
-    """A stand-in model for :func:`device_candidates` whose neighbour lists
-    are precomputed (the same :func:`item_neighbors`, once per item)."""
-
-    def __init__(self, neighbors: np.ndarray, memory: int):
-        self.neighbors = neighbors
-        self.repeat = type("R", (), {"memory": memory})()
+                                 n_recent=self.n_recent if device else 0,
+                                 n_neighbors=self.n_neighbors, neighbors=self.neighbors,
+                                 cloud=self.cloud.get(eu.user) if cloud else None,
+                                 fill=self.popular if cloud else None)
 
 
 def build_candidates(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings) -> Candidates:
     """Stage 3 (see the module docstring)."""
     users = [eu.user for eu in sp.users]
     pre = sp.train                 # the cloud sees each user's clicks before the cutoff only
-    cf = item_item_cf(pre, st.cf_neighbors, by="session")
+    cf = item_item_cf(pre, max(st.cf_neighbors, st.candidate_neighbors), by="session")
     cands = user_candidates(pre, st.n_candidates, cf=cf, embeddings=gmodel.out_table,
                             users=np.asarray(users, np.int64),
                             popularity=pre.item_support().astype(np.float64),
                             exclude_seen=False)
     cloud = {int(u): cands.for_user(int(u)) for u in cands.users}
-    k = st.candidate_neighbors if st.candidate_recent > 0 else 0
-    nb = item_neighbors(gmodel, np.arange(len(sp.catalogue)), k)
-    return Candidates(cloud, nb, st.n_candidates, st.candidate_recent, gmodel.repeat.memory)
+    sup = pre.item_support()
+    popular = np.lexsort((np.arange(sup.size), -sup)).astype(np.int64)
+    return Candidates(gmodel, cloud, cf.indices.astype(np.int64), popular, st.n_candidates,
+                      st.candidate_recent, st.candidate_neighbors, st.candidate_memory)
 
 
 # --------------------------------------------------------------------------
@@ -769,9 +768,12 @@ def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
     cand_rec: Dict[str, Any] = {"n_candidates": st.n_candidates,
                                 "cloud": "CF + output-embedding neighbours of the user's "
                                          "clicks before the cutoff",
-                                "device": f"the user's items (repeat memory, newest first) and "
-                                          f"{st.candidate_neighbors} output-table neighbours "
-                                          f"of each of the {st.candidate_recent} newest",
+                                "device": f"the user's items (newest first, at most "
+                                          f"{st.candidate_memory}, when the model makes "
+                                          f"returns likely: {returns_favoured(models['global'])}) "
+                                          f"and the cloud's {st.candidate_neighbors} CF "
+                                          f"neighbours of each of her {st.candidate_recent} "
+                                          f"newest items",
                                 "mean_set_size": float(np.mean(scores.set_sizes))
                                 if scores.set_sizes else 0.0}
     for src, hl in scores.hits.items():

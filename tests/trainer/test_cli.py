@@ -282,3 +282,39 @@ def test_the_entry_module_imports_no_pandas():
                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_outputs_that_are_inputs_are_refused(log_csv, tmp_path, capsys):
+    """fit -o LOG, export -o MODEL, evaluate --report LOG: refused with a message, the
+    input untouched (also through a symbolic link)."""
+    import shutil
+    log = tmp_path / "log.csv"
+    shutil.copy(log_csv, log)
+    before = log.read_bytes()
+    link = tmp_path / "link.csv"
+    link.symlink_to(log)
+    for argv in (["fit", str(log), *READER, *SMALL, "-o", str(log)],
+                 ["fit", str(log), *READER, *SMALL, "-o", str(link)],
+                 ["evaluate", str(log), *READER, *SMALL, "--report", str(log)]):
+        assert main(argv) == 2
+        assert "an input of this command" in capsys.readouterr().err
+        assert log.read_bytes() == before
+    m = tmp_path / "m.npz"
+    assert main(["fit", str(log), *READER, *SMALL, "--set", "simulate_users=0", "-o",
+                 str(m)]) == 0
+    data = m.read_bytes()
+    assert main(["export", str(m), "-o", str(m)]) == 2
+    assert "an input of this command" in capsys.readouterr().err and m.read_bytes() == data
+
+
+def test_numeric_options_name_their_range(log_csv, capsys):
+    for argv, opt in ((["fit", "x.csv", "--epochs", "0", "-o", "m.npz"], "--epochs"),
+                      (["fit", "x.csv", "--lr", "nan", "-o", "m.npz"], "--lr"),
+                      (["fit", "x.csv", "--dropout-in", "1.5", "-o", "m.npz"], "--dropout-in"),
+                      (["evaluate", "x.csv", "--quantile", "1"], "--quantile"),
+                      (["evaluate", "x.csv", "--ft-holdout", "-0.1"], "--ft-holdout"),
+                      (["candidates", "x.csv", "-n", "0", "-o", "c.npz"], "-n")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        assert f"argument {opt}" in capsys.readouterr().err
