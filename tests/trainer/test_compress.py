@@ -87,11 +87,15 @@ def test_export_prune_and_compress_max(trained, tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--dtype", "int3"], "unknown storage 'int3'"),
     (["--dtype", "rows=int8"], "unknown group 'rows'"),
-    (["--prune", "1.5"], "--prune must be in [0, 1)"),
+    (["--prune", "1.5"], "argument --prune: must be a number in [0, 1), got '1.5'"),
 ])
 def test_export_refuses_bad_settings(trained, tmp_path, capsys, args, message):
     out = tmp_path / "x.npz"
-    assert main(["export", str(trained / "w.npz"), "-o", str(out), *args]) != 0
+    try:
+        rc = main(["export", str(trained / "w.npz"), "-o", str(out), *args])
+    except SystemExit as e:      # argparse refuses a typed value itself
+        rc = e.code
+    assert rc != 0
     assert message in capsys.readouterr().err
     assert not out.exists()
 
