@@ -1432,7 +1432,7 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
                   O=None if params.O is None else _matrix(params.O),
                   b=np.ascontiguousarray(params.b_out, np.float32),
                   popularity=np.asarray(popularity),
-                  repeat_scale=None if repeat is None else float(repeat.scale),
+                  repeat_scale=None if repeat is None else float(np.float32(repeat.scale)),
                   repeat_w=None if repeat is None else repeat.weights.copy())
     model.validate()
     return model

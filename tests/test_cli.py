@@ -90,6 +90,29 @@ def test_finetune_head_only_with_pull(files, tmp_path, capsys):
     assert not np.array_equal(p.b_p, g.b_p)
 
 
+def test_finetune_recipe_flags(files, tmp_path, capsys):
+    """No flags: the model file's recipe; --parts/--l2/--max-events override it and the
+    summary says which recipe ran; --parts none keeps the global model."""
+    w, h = files
+    g = load_model(w)
+    out = tmp_path / "me.npz"
+    assert main(["finetune", str(w), str(h), "-o", str(out), "-q", "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["recipe"] == g.recipe.to_dict()
+    assert main(["finetune", str(w), str(h), "-o", str(out), "-q", "--json", "--parts",
+                 "offset,bias", "--l2", "2.5", "--max-events", "50", "--holdout", "0"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["recipe"]["parts"] == ["offset", "bias"] and s["recipe"]["l2"] == 2.5
+    assert s["recipe"]["max_events"] == 50 and s["personal_parts"]["events"] == 50
+    p = load_model(out)
+    assert not np.array_equal(p.b_p, g.b_p) and p.personal_bias_index is not None
+    assert main(["finetune", str(w), str(h), "-o", str(out), "-q", "--parts", "none"]) == 0
+    text = capsys.readouterr().out
+    assert "kept the global model: no personal parts in the recipe" in text
+    code, so, se = run("finetune", w, h, "-o", out, "--parts", "magic")
+    assert "--parts: unknown part(s) magic" in _one_line_error(code, so, se)
+
+
 def _one_line_error(code, out, err):
     assert code == 2, (code, out, err)
     assert "Traceback" not in err

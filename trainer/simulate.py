@@ -41,6 +41,7 @@ DEFAULT_GRID: Tuple[FinetuneRecipe, ...] = (
     FinetuneRecipe(parts=("bias",), l2=10.0),
     FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=3.0),
     FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=10.0),
+    FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=10.0, holdout=0.0),
     FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=10.0, half_life=100.0),
     FinetuneRecipe(parts=("gru",)),      # DeepRec's own: the last GRU layer and the head
 )
