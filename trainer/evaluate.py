@@ -67,6 +67,7 @@ from concurrent.futures import ThreadPoolExecutor
 import json
 import math
 import os
+import re
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -577,8 +578,8 @@ def finetune_users(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings,
         agg["kept_global_users"] = int(sum(k is not None for k in kept))
         reasons: Dict[str, int] = {}
         for k in kept:
-            if k is not None:
-                key = k.split(" (")[0]
+            if k is not None:      # one key per kind of reason: the counts in it vary
+                key = re.sub(r"\d+(\.\d+)?", "N", k.split(" (")[0])
                 reasons[key] = reasons.get(key, 0) + 1
         agg["kept_global_reasons"] = reasons
         ev = np.array([s.get("personal_parts", {}).get("events", 0) for s in sums], float)
