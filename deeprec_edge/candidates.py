@@ -163,16 +163,16 @@ def item_neighbors(model, items, k: int = 10) -> np.ndarray:
     pre = getattr(model, "neighbors", None)
     if pre is not None:                       # a precomputed table (the evaluation's)
         return pre[items, :k]
-    from . import kernels as K
-    O = model.out_table
+    from ._tables import matmul_t
+    O = model.out_table                 # float32, or a compressed table (rows on demand)
     N = O.shape[0]
     out = np.full((items.size, k), -1, np.int64)
     if items.size == 0 or k <= 0 or N <= 1:
         return out
     step = max(1, (1 << 22) // N)
     for a in range(0, items.size, step):
-        q = np.ascontiguousarray(O[items[a:a + step]])
-        S = K.sgemm(q, O, trans_b=True)
+        q = np.ascontiguousarray(O[items[a:a + step]], np.float32)
+        S = matmul_t(q, O)
         S[np.arange(q.shape[0]), items[a:a + step]] = -np.inf
         kk = min(k, N - 1)
         # stable: equal scores keep the lower index first

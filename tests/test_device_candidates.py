@@ -68,3 +68,14 @@ def test_the_users_items_join_only_when_the_model_expects_returns():
     c = device_candidates(nobody_returns, [5, 7, 9], n=5, n_recent=0, cloud=[1, 2])
     assert list(c) == [1, 2]
     assert list(device_candidates(nobody_returns, [], cloud=[1, 2])) == [1, 2]
+
+
+def test_neighbours_on_a_compressed_table_are_those_of_its_values():
+    from deeprec_edge.model import compress_model
+    from deeprec_edge.quant import dequantize
+    m = random_model(n_items=60, e=8, hidden=8, tied=False, seed=6)
+    c = compress_model(m, {"O": "int8"})
+    inflated = m.copy()
+    inflated.O = np.ascontiguousarray(dequantize(c.O), np.float32)
+    items = np.arange(60)
+    np.testing.assert_array_equal(item_neighbors(c, items, 5), item_neighbors(inflated, items, 5))

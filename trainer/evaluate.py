@@ -512,7 +512,8 @@ def build_candidates(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings) -> C
     users = [eu.user for eu in sp.users]
     pre = sp.train                 # the cloud sees each user's clicks before the cutoff only
     cf = item_item_cf(pre, max(st.cf_neighbors, st.candidate_neighbors), by="session")
-    cands = user_candidates(pre, st.n_candidates, cf=cf, embeddings=gmodel.out_table,
+    from deeprec_edge.quant import dequantize          # the cloud may inflate a compressed table
+    cands = user_candidates(pre, st.n_candidates, cf=cf, embeddings=dequantize(gmodel.out_table),
                             users=np.asarray(users, np.int64),
                             popularity=pre.item_support().astype(np.float64),
                             exclude_seen=False)
