@@ -44,7 +44,7 @@ command -v "$MAKE_AR" >/dev/null 2>&1 || MAKE_AR=ar
 
 echo "---- cross build: $CROSS_CC ($("$CROSS_CC" -dumpversion)), emulator: ${QEMU:-binfmt_misc} ----"
 $MAKE CROSS_AR="$MAKE_AR" WARN="-Wall -Wextra -Wno-unused-parameter -Werror" cross-aarch64
-BIN="$BUILD/aarch64/test_core"
+BIN="$BUILD/aarch64-linux-gnu/test_core"
 READELF="${CROSS_CC%gcc}readelf"
 command -v "$READELF" >/dev/null 2>&1 || READELF=readelf
 if command -v "$READELF" >/dev/null 2>&1; then
@@ -54,7 +54,7 @@ fi
 run() { if [ -n "$QEMU" ]; then "$QEMU" "$@"; else "$@"; fi; }
 
 echo "---- C tests on aarch64 (NEON must be active and match scalar) ----"
-OUT="$BUILD/aarch64/neon.log"
+OUT="$BUILD/aarch64-linux-gnu/neon.log"
 run "$BIN" --expect-path=neon | tee "$OUT"
 grep -q 'supported paths: scalar neon' "$OUT" || { echo "error: NEON path not supported in the aarch64 build" >&2; exit 1; }
 grep -Eq '^[0-9]+ passed, 0 failed$' "$OUT" || { echo "error: aarch64 C tests failed" >&2; exit 1; }
