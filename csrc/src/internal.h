@@ -68,6 +68,10 @@ DRE_HIDDEN const dre_kernels *dre__kernels_scalar(void);
 DRE_HIDDEN const dre_kernels *dre__kernels_avx2(void);
 DRE_HIDDEN const dre_kernels *dre__kernels_neon(void);
 DRE_HIDDEN const dre_kernels *dre__kernels_avx512(void);
+/* 32-bit ARM only: NEON with VFPv4 fused multiply-add (dre__kernels_neon()
+ * is NEON without it there).  Which of them a CPU may run is platform.c's
+ * AT_HWCAP check; both report DRE_PATH_NEON. */
+DRE_HIDDEN const dre_kernels *dre__kernels_neon_vfpv4(void);
 
 /* AVX2 primitives that the AVX-512 table reuses (the gate math is
  * latency-bound: a 512-bit version bought nothing; the AVX-512 gemv, ~5%
