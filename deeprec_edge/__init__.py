@@ -18,7 +18,11 @@ Main entry points::
     s = Session(result.model); s.click(item_id); s.recommend(20)
 """
 
-__version__ = "0.1.0"
+from ._core import C_API_VERSION as _C_API_VERSION
+
+#: The C library's version (DRE_VERSION_* in csrc/include/deeprec_edge.h, the
+#: one place it is written; setup.py gives it to the distribution too).
+__version__ = "%d.%d.%d" % _C_API_VERSION
 
 from .model import Model, ModelFormatError, load_model, save_model  # noqa: E402
 from .history import History, HistoryError, read_history  # noqa: E402
