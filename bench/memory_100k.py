@@ -9,7 +9,7 @@ drift (``deeprec_edge.trainer.demo.make_world``; sessions of 3-9 clicks,
 measures with GNU time, each in a fresh process:
 
 - the real command: ``python -m deeprec_edge finetune weights.npz history.csv
-  -o personal.npz --quiet --format json`` (defaults: 5 epochs, newest 10 %
+  -o personal.npz --quiet --json`` (defaults: 5 epochs, newest 10 %
   held out for Recall@20 and early stopping);
 - the baseline: ``python -c "import numpy"``.
 
@@ -73,7 +73,8 @@ def make_problem(n_clicks: int, n_items: int = N_ITEMS, hidden=HIDDEN, dim: int 
     """``params`` (engine Params: random GRU4Rec-style init, tied), ``items``
     (int32 dense indices, time order), ``session_start`` (bool),
     ``popularity`` (float64 counts of a global log of 5,000 sessions) and
-    ``timestamps`` (unix seconds: clicks 20-120 s apart, sessions > 2 h)."""
+    ``timestamps`` (unix seconds: clicks 20-120 s apart, sessions > 2 h, the
+    newest on 2023-11-14)."""
     from deeprec_edge.trainer.demo import make_world
     from deeprec_edge.trainer.fit import FitConfig, init_params
 
@@ -86,7 +87,10 @@ def make_problem(n_clicks: int, n_items: int = N_ITEMS, hidden=HIDDEN, dim: int 
     gaps = np.where(starts, 7200.0 + rng.exponential(36000.0, starts.size),
                     rng.uniform(20.0, 120.0, starts.size))
     gaps[0] = 0.0
-    ts = np.floor(1_700_000_000.0 + np.cumsum(gaps))
+    # ending at 2023-11-14: 100k clicks span years, and clicks dated after the
+    # reader's clock (+ a day) are skipped as wrongly dated
+    t = np.cumsum(gaps)
+    ts = np.floor(1_700_000_000.0 - (t[-1] - t))
     return SimpleNamespace(params=params, items=items, session_start=starts, popularity=pop,
                            timestamps=ts)
 
@@ -192,7 +196,7 @@ def measure_100k(n_clicks: int = 100_000, work_dir=None, epochs: int = 5, repeat
         out = os.path.join(d, "personal.npz")
         ft_rss, ft_wall, stdout = time_v(
             [sys.executable, "-m", "deeprec_edge", "finetune", weights, history, "-o", out,
-             "--epochs", str(epochs), "--quiet", "--format", "json"], env=env, cwd=d)
+             "--epochs", str(epochs), "--quiet", "--json"], env=env, cwd=d)
         summary = json.loads(stdout)
         base = sorted(time_v([sys.executable, "-c", "import numpy"], env=env, cwd=d)[0]
                       for _ in range(repeats))
@@ -200,7 +204,7 @@ def measure_100k(n_clicks: int = 100_000, work_dir=None, epochs: int = 5, repeat
         return {
             "clicks": n_clicks,
             "command": f"{TIME_BIN} -v python -m deeprec_edge finetune weights.npz history.csv "
-                       f"-o personal.npz --epochs {epochs} --quiet --format json",
+                       f"-o personal.npz --epochs {epochs} --quiet --json",
             "finetune_maxrss_kb": ft_rss,
             "finetune_wall_s": ft_wall,
             "numpy_import_maxrss_kb": base_rss,

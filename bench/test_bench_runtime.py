@@ -399,7 +399,7 @@ def test_finetune_100k_peak_rss(benchmark, request, cli_inputs, numpy_baseline_k
     cmd = [sys.executable, "-m", "deeprec_edge", "finetune",
            os.path.join(cli_inputs, "weights.npz"), os.path.join(cli_inputs, "history.csv"),
            "-o", out, "--epochs", str(BIG_EPOCHS), *RSS_VARIANTS[variant], "--quiet",
-           "--format", "json"]
+           "--json"]
     benchmark.group = "peak RSS subprocesses (wall time incl. imports; not compared)"
     # cwd: `python -m` from the repository root would import the source tree
     rss_kb, wall, stdout = benchmark.pedantic(mem.time_v, args=(cmd,), kwargs={"cwd": cli_inputs},

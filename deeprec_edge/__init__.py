@@ -24,6 +24,28 @@ from ._core import C_API_VERSION as _C_API_VERSION
 #: one place it is written; setup.py gives it to the distribution too).
 __version__ = "%d.%d.%d" % _C_API_VERSION
 
+
+def _no_core(err: ImportError) -> ImportError:
+    """Say what to do when the compiled core cannot be imported (the usual
+    case: the source tree, which has none, shadows the installed package)."""
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.exists(os.path.join(here, "_core.pyx")):
+        return ImportError(
+            f"deeprec_edge was imported from its source tree ({here}), which has no compiled "
+            f"C core (deeprec_edge._core: {err}). Install the package with `pip install .` "
+            f"(in {os.path.dirname(here)}) and use the installed copy: run `pytest`, not "
+            f"`python -m pytest`, and `deeprec-edge`, not `python -m deeprec_edge`, from the "
+            f"repository root (`python -m` puts the current folder first on sys.path).")
+    return ImportError(f"deeprec_edge's compiled C core cannot be loaded from {here} ({err}); "
+                       f"reinstall: pip install --force-reinstall --no-deps deeprec-edge")
+
+
+try:  # the compiled C core: everything below needs it
+    __import__(f"{__name__}._core")
+except ImportError as _err:
+    raise _no_core(_err) from None
+
 from .model import Model, ModelFormatError, load_model, save_model  # noqa: E402
 from .history import History, HistoryError, read_history  # noqa: E402
 from .api import finetune, recommend, user_embedding  # noqa: E402

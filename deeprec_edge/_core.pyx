@@ -166,6 +166,48 @@ cdef int _check_like(object a, str name, object ref, str refname, bint out) exce
                      f"{ref.shape} C-contiguous, got {_describe(a)}")
 
 
+# Outputs written by a kernel must share no byte with anything else it reads
+# or writes: the C core reads inputs while it writes outputs (a GEMM into its
+# own operand, an optimiser whose state overlaps its gradient), so an
+# overlap gives wrong values silently.  Every array here is C-contiguous
+# (checked before), so sharing memory is exactly an overlap of byte ranges
+# (what np.shares_memory computes, without its general-stride search).
+
+cdef inline bint _overlaps(object a, object b) noexcept:
+    """True if two checked (C-contiguous) arrays share at least one byte."""
+    cdef char *pa
+    cdef char *pb
+    cdef Py_ssize_t na, nb
+    if a is None or b is None:
+        return False
+    pa = <char *>cnp.PyArray_DATA(<cnp.ndarray>a)
+    pb = <char *>cnp.PyArray_DATA(<cnp.ndarray>b)
+    na = cnp.PyArray_NBYTES(<cnp.ndarray>a)
+    nb = cnp.PyArray_NBYTES(<cnp.ndarray>b)
+    return na > 0 and nb > 0 and pa < pb + nb and pb < pa + na
+
+
+cdef int _overlap_error(str out_name, str other) except -1:
+    raise ValueError(f"{out_name}: expected an array that shares no memory with {other}, got "
+                     f"one that overlaps it (the kernel would read values it has already "
+                     f"overwritten); pass a separate array")
+
+
+cdef int _no_overlap(tuple outs, tuple ins) except -1:
+    """``outs`` and ``ins`` are ((name, array or None), ...): no output may
+    overlap an input or another output."""
+    cdef Py_ssize_t i, j
+    for i in range(len(outs)):
+        name, a = outs[i]
+        for j in range(i + 1, len(outs)):
+            if _overlaps(a, outs[j][1]):
+                _overlap_error(name, outs[j][0])
+        for other, b in ins:
+            if _overlaps(a, b):
+                _overlap_error(name, other)
+    return 0
+
+
 cdef inline float *_f(object a) noexcept:
     return <float *>cnp.PyArray_DATA(<cnp.ndarray>a)
 
@@ -328,7 +370,8 @@ def sgemm(A, B, bint trans_a=False, bint trans_b=False, float alpha=1.0, float b
     C : float32 array, shape (M, N), optional
         Updated in place and returned.  When ``beta == 0`` it is overwritten
         without being read (NaNs in it do not propagate).  When None, a new
-        array is allocated (zeros if ``beta != 0``).  Must not overlap A or B.
+        array is allocated (zeros if ``beta != 0``).  Must not share memory
+        with A or B (ValueError).
 
     Returns
     -------
@@ -361,6 +404,7 @@ def sgemm(A, B, bint trans_a=False, bint trans_b=False, float alpha=1.0, float b
     else:
         dc[0] = M; dc[1] = N
         _check(C, "C", _F32, 2, dc, "(M, N)", True)
+        _no_overlap((("C", C),), (("A", A), ("B", B)))
     wsb = dre_sgemm_workspace_size(N, K)
     ws = _workspace(wsb)
     cdef const float *pa = _f(A)
@@ -599,6 +643,9 @@ def gru_backward(x, W_ih, W_hh, y, cache, dy=None, dh_n=None, h0=None, lengths=N
         db_hh = _zeros(1, shp)
     else:
         _check_vec(db_hh, "db_hh", 3 * H, "(3H,)", True)
+    _no_overlap((("dW_ih", dW_ih), ("dW_hh", dW_hh), ("db_ih", db_ih), ("db_hh", db_hh)),
+                (("x", x), ("W_ih", W_ih), ("W_hh", W_hh), ("y", y), ("cache", cache),
+                 ("dy", dy), ("dh_n", dh_n), ("h0", h0), ("lengths", lengths)))
     shp[0] = T; shp[1] = B; shp[2] = I
     dx = _empty(3, shp, cnp.NPY_FLOAT32) if need_dx else None
     shp[1] = B; shp[2] = H
@@ -677,6 +724,10 @@ def gru_step(x, h, W_ih, W_hh, b_ih, b_hh, out=None):
         out = _empty(1, &n, cnp.NPY_FLOAT32)
     else:
         _check_vec(out, "out", H, "(H,)", True)
+        # out may be h itself (the kernel steps in place), nothing else
+        _no_overlap((("out", out),), (("x", x), ("h", None if out is h else h),
+                                      ("W_ih", W_ih), ("W_hh", W_hh), ("b_ih", b_ih),
+                                      ("b_hh", b_hh)))
     wsb = dre_gru_step_workspace_size(I, H)
     ws = _workspace(wsb)
     cdef const float *px = _f(x)
@@ -786,8 +837,18 @@ cdef class GruStepper:
         if out is None:
             n = self.hidden_size
             out = _empty(1, &n, cnp.NPY_FLOAT32)
-        elif not _ok(out, _F32, 1, d, True):
-            _check(out, "out", _F32, 1, d, "(H,)", True)
+        else:
+            if not _ok(out, _F32, 1, d, True):
+                _check(out, "out", _F32, 1, d, "(H,)", True)
+            # out may be h itself (in place), nothing else (no tuples here:
+            # this is the per-click hot path)
+            if _overlaps(out, x):
+                _overlap_error("out", "x")
+            if out is not h and _overlaps(out, h):
+                _overlap_error("out", "h")
+            if (_overlaps(out, self.W_ih) or _overlaps(out, self.W_hh)
+                    or _overlaps(out, self.b_ih) or _overlaps(out, self.b_hh)):
+                _overlap_error("out", "the stepper's weights")
         cdef const float *px = _f(x)
         cdef const float *ph = _f(h)
         cdef float *po = _f(out)
@@ -929,6 +990,8 @@ def head_backward(h, W_p, u, du, activation="tanh", dW_p=None, db_p=None,
         db_p = _zeros(1, shp)
     else:
         _check_vec(db_p, "db_p", D, "(D,)", True)
+    _no_overlap((("dW_p", dW_p), ("db_p", db_p)),
+                (("h", h), ("W_p", W_p), ("u", u), ("du", du)))
     shp[0] = N; shp[1] = H
     dh = _empty(2, shp, cnp.NPY_FLOAT32) if need_dh else None
     wsb = dre_head_backward_workspace_size(N, H, D)
@@ -1047,6 +1110,9 @@ def sampled_loss(U, O_s, target_col, b_s=None, col_ids=None, logq=None, loss="xe
             db_s = _zeros(1, shp)
         else:
             _check_vec(db_s, "db_s", S, "(S,)", True)
+        _no_overlap((("dO_s", dO_s), ("db_s", db_s)),
+                    (("U", U), ("O_s", O_s), ("target_col", target_col), ("b_s", b_s),
+                     ("col_ids", col_ids), ("logq", logq)))
     elif dO_s is not None or db_s is not None:
         raise ValueError("dO_s, db_s: gradient accumulators given but need_grads is False")
     wsb = dre_sampled_loss_workspace_size(B, S, D)
@@ -1226,6 +1292,7 @@ def adagrad_step(param, grad, accum, float lr, float eps=1e-6):
     _check_param(param, "param")
     _check_like(grad, "grad", param, "param", False)
     _check_like(accum, "accum", param, "param", True)
+    _no_overlap((("param", param), ("accum", accum)), (("grad", grad),))
     cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef float *pp = _f(param)
     cdef const float *pg = _f(grad)
@@ -1236,7 +1303,19 @@ def adagrad_step(param, grad, accum, float lr, float eps=1e-6):
         _raise_status(st, "adagrad_step")
 
 
-def adam_step(param, grad, m, v, int64_t step, float lr, float beta1=0.9, float beta2=0.999,
+cdef int64_t _step_number(object step) except -1:
+    """Adam's 1-based step, any Python integer type (not a float: 2.0 is a
+    mistake, inf is not a step)."""
+    try:
+        i = operator.index(step)
+    except TypeError:
+        raise ValueError(f"step: expected an integer >= 1, got {step!r}") from None
+    if not 1 <= i <= 2 ** 63 - 1:
+        raise ValueError(f"step: expected an integer >= 1, got {i}")
+    return i
+
+
+def adam_step(param, grad, m, v, step, float lr, float beta1=0.9, float beta2=0.999,
               float eps=1e-8, float weight_decay=0.0):
     """Adam, in place (bias-corrected; torch.optim.Adam semantics).
 
@@ -1258,13 +1337,15 @@ def adam_step(param, grad, m, v, int64_t step, float lr, float beta1=0.9, float 
     _check_like(grad, "grad", param, "param", False)
     _check_like(m, "m", param, "param", True)
     _check_like(v, "v", param, "param", True)
+    _no_overlap((("param", param), ("m", m), ("v", v)), (("grad", grad),))
+    cdef int64_t t = _step_number(step)
     cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef float *pp = _f(param)
     cdef const float *pg = _f(grad)
     cdef float *pm = _f(m)
     cdef float *pv = _f(v)
     with nogil:
-        st = dre_adam_step(n, pp, pg, pm, pv, step, lr, beta1, beta2, eps, weight_decay)
+        st = dre_adam_step(n, pp, pg, pm, pv, t, lr, beta1, beta2, eps, weight_decay)
     if st != DRE_OK:
         _raise_status(st, "adam_step")
 
@@ -1294,6 +1375,7 @@ def sgd_step(param, grad, float lr, velocity=None, float momentum=0.0, bint nest
     elif momentum != 0.0:
         raise ValueError("velocity: a float32 buffer of the shape of param is required "
                          f"when momentum != 0 (momentum={momentum})")
+    _no_overlap((("param", param), ("velocity", velocity)), (("grad", grad),))
     cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>param)
     cdef float *pp = _f(param)
     cdef const float *pg = _f(grad)
@@ -1324,6 +1406,12 @@ cdef tuple _pointer_table(object grads, bint out):
             _bad_array(a, f"grads[{i}]", _F32, -1, NULL, "of any shape", out)
         pp[i] = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>a)
         ps[i] = cnp.PyArray_SIZE(<cnp.ndarray>a)
+    cdef Py_ssize_t j
+    if out:  # arrays scaled in place: two that overlap would be scaled twice
+        for i in range(nt):
+            for j in range(i + 1, nt):
+                if _overlaps(arrays[i], arrays[j]):
+                    _overlap_error(f"grads[{j}]", f"grads[{i}]")
     return arrays, ptrs, sizes
 
 
@@ -1355,8 +1443,9 @@ def global_norm(grads):
 def clip_by_global_norm(grads, float max_norm):
     """Scale the arrays in place so that their global L2 norm is <= max_norm.
 
-    Nothing changes if the norm is already <= `max_norm`.  Pass each array
-    once (an array listed twice would be scaled twice).
+    Nothing changes if the norm is already <= `max_norm`.  The arrays
+    must not share memory (one listed twice, or two views of one buffer,
+    would be scaled twice): that raises ValueError.
 
     Parameters
     ----------
@@ -1419,6 +1508,7 @@ def adagrad_rows(table, accum, rows, grad_rows, float lr, float eps=1e-6):
     cdef dre_status st
     n = _check_rows_args(table, rows, grad_rows, &n_rows, &D)
     _check_mat(accum, "accum", n_rows, D, "(n_rows, D)", True)
+    _no_overlap((("table", table), ("accum", accum)), (("rows", rows), ("grad_rows", grad_rows)))
     cdef float *pt = _f(table)
     cdef float *pa = _f(accum)
     cdef const int32_t *pr = _i_or_null(rows)
@@ -1429,7 +1519,7 @@ def adagrad_rows(table, accum, rows, grad_rows, float lr, float eps=1e-6):
         _raise_status(st, "adagrad_rows", "rows", rows, 0, n_rows)
 
 
-def adam_rows(table, m, v, rows, grad_rows, int64_t step, float lr, float beta1=0.9,
+def adam_rows(table, m, v, rows, grad_rows, step, float lr, float beta1=0.9,
               float beta2=0.999, float eps=1e-8):
     """Sparse ("lazy") Adam on the listed rows of a table, in place.
 
@@ -1457,13 +1547,16 @@ def adam_rows(table, m, v, rows, grad_rows, int64_t step, float lr, float beta1=
     n = _check_rows_args(table, rows, grad_rows, &n_rows, &D)
     _check_mat(m, "m", n_rows, D, "(n_rows, D)", True)
     _check_mat(v, "v", n_rows, D, "(n_rows, D)", True)
+    _no_overlap((("table", table), ("m", m), ("v", v)),
+                (("rows", rows), ("grad_rows", grad_rows)))
+    cdef int64_t t = _step_number(step)
     cdef float *pt = _f(table)
     cdef float *pm = _f(m)
     cdef float *pv = _f(v)
     cdef const int32_t *pr = _i_or_null(rows)
     cdef const float *pg = _f(grad_rows)
     with nogil:
-        st = dre_adam_rows(n_rows, D, pt, pm, pv, n, pr, pg, step, lr, beta1, beta2, eps)
+        st = dre_adam_rows(n_rows, D, pt, pm, pv, n, pr, pg, t, lr, beta1, beta2, eps)
     if st != DRE_OK:
         _raise_status(st, "adam_rows", "rows", rows, 0, n_rows)
 
@@ -1487,6 +1580,7 @@ def sgd_rows(table, rows, grad_rows, float lr):
     cdef int64_t n_rows, D, n
     cdef dre_status st
     n = _check_rows_args(table, rows, grad_rows, &n_rows, &D)
+    _no_overlap((("table", table),), (("rows", rows), ("grad_rows", grad_rows)))
     cdef float *pt = _f(table)
     cdef const int32_t *pr = _i_or_null(rows)
     cdef const float *pg = _f(grad_rows)

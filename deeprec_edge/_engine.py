@@ -52,6 +52,8 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "distinct_loss",
+    "hidden_states",
+    "user_vectors",
 ]
 
 F32 = np.float32
@@ -1078,10 +1080,11 @@ class _RowsAt:
         return np.ascontiguousarray(self.data[self.inverse])
 
 
-def user_vectors(params: Params, items: np.ndarray, session_start: Optional[np.ndarray],
-                 positions: np.ndarray, reset_at_sessions: bool = True) -> np.ndarray:
-    """User embeddings u after each click in ``positions`` (exact states over
-    the whole sequence up to there).  float32 [len(positions), d]."""
+def hidden_states(params: Params, items: np.ndarray, session_start: Optional[np.ndarray],
+                  positions: np.ndarray, reset_at_sessions: bool = True) -> np.ndarray:
+    """The last GRU layer's state after each click in ``positions`` (exact
+    states over the whole sequence up to there, before the head).  float32
+    [len(positions), H]."""
     items = np.ascontiguousarray(items, np.int32)
     n = items.shape[0]
     out = _RowsAt(positions, params.hidden_sizes[-1])
@@ -1091,23 +1094,12 @@ def user_vectors(params: Params, items: np.ndarray, session_start: Optional[np.n
         return params.E[np.where(pos >= 0, items[np.maximum(pos, 0)], 0)]
 
     run_segments(params, list(range(len(params.layers))), embed, seg, out=out)
-    return K.head_forward(out.rows(), params.W_p, params.b_p, params.activation)
+    return out.rows()
 
 
-def ranks_full(params: Params, U: np.ndarray, targets: np.ndarray, chunk: int = 0):
-    """Rank of each target among all items (0 = best), optimistic and
-    conservative tie handling (DESIGN.md §9), by chunks of users (default:
-    score blocks of about 2 M floats, 8 MB, whatever the catalogue size)."""
-    Otab = params.out_table
-    if chunk <= 0:
-        chunk = max(1, min(512, 2_000_000 // max(1, Otab.shape[0])))
-    opt = np.zeros(targets.shape[0], np.int64)
-    cons = np.zeros(targets.shape[0], np.int64)
-    for c in range(0, U.shape[0], chunk):
-        S = K.sgemm(np.ascontiguousarray(U[c:c + chunk]), Otab, trans_b=True)
-        S += params.b_out[None, :]
-        t = targets[c:c + chunk]
-        ts = S[np.arange(t.size), t][:, None]
-        opt[c:c + chunk] = (S > ts).sum(1)
-        cons[c:c + chunk] = (S >= ts).sum(1) - 1
-    return opt, cons
+def user_vectors(params: Params, items: np.ndarray, session_start: Optional[np.ndarray],
+                 positions: np.ndarray, reset_at_sessions: bool = True) -> np.ndarray:
+    """User embeddings u after each click in ``positions`` (exact states over
+    the whole sequence up to there).  float32 [len(positions), d]."""
+    h = hidden_states(params, items, session_start, positions, reset_at_sessions)
+    return K.head_forward(h, params.W_p, params.b_p, params.activation)

@@ -8,13 +8,15 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional, Tuple
+from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import _engine
-from ._finetune import FinetuneResult, finetune_params
+from ._finetune import (FinetuneResult, evaluate_history, event_positions, finetune_params,
+                        fit_parts)
 from .model import make_personal, params_of
+from .recipe import FinetuneRecipe
 
 __all__ = ["finetune", "recommend", "user_embedding"]
 
@@ -35,85 +37,144 @@ def _dense_candidates(model, candidates) -> Optional[np.ndarray]:
     return idx
 
 
-def finetune(model, history, *, candidates: Optional[Iterable] = None, epochs: int = 5,
-             seed: int = 0, window: int = 20, batch_size: int = 16, n_negatives: int = 256,
-             alpha: float = 0.75, lr: float = 0.05, optimizer: str = "adagrad",
-             holdout: float = 0.1, early_stopping: bool = True, l2_to_global: float = 0.0,
-             train_gru: bool = True,
+def finetune(model, history, *, candidates: Optional[Iterable] = None,
+             recipe: Optional[FinetuneRecipe] = None, parts: Optional[Sequence[str]] = None,
+             l2: Optional[float] = None, seed: int = 0, epochs: int = 5, window: int = 20,
+             batch_size: int = 16, n_negatives: int = 256, alpha: float = 0.75,
+             lr: float = 0.05, optimizer: str = "adagrad", holdout: Optional[float] = None,
+             early_stopping: bool = True, l2_to_global: float = 0.0, train_gru: bool = True,
              progress: Optional[Callable[[str], None]] = None) -> FinetuneResult:
     """Fine-tune a personal model on the user's click history.
+
+    What is personal is the model file's **recipe** (:attr:`Model.recipe`,
+    chosen by the trainer by simulating devices; see
+    :mod:`deeprec_edge.recipe`): by default a user offset of the head,
+    personal biases of the user's own items and personal repeat weights,
+    fitted exactly (L-BFGS) under a prior centred on the global model; the
+    part ``gru`` also trains the last GRU layer and the head by truncated
+    BPTT first (DeepRec's original fine-tuning).  The newest events are
+    held out to check, per user, that the personal model helps; when it does
+    not, or when training diverges, the global model is kept and the summary
+    says why (``summary["kept_global"]``).
 
     Parameters
     ----------
     model : Model
         The global model, or a personal model to fine-tune further
-        (continual): then only clicks newer than its last fine-tuning
-        timestamp are used, and the new personal model still records the
+        (continual): then only clicks newer than its last fine-tuning are
+        learned from (older ones are still read as context), the prior is
+        centred on the personal model, and the result still records the
         fingerprint of the original global model.
     history : History
         From :func:`deeprec_edge.read_history` (unknown items already
         skipped and counted).
     candidates : catalogue item ids, optional
-        The user's candidate set: half of the negatives are drawn from it,
-        and held-out Recall@20 ranks within it.
-    epochs, seed, window, batch_size, n_negatives, alpha, lr, optimizer
-        Training settings (see ``deeprec-edge finetune --help``).
-    holdout : float
-        Share of the newest clicks held out for evaluation and early
-        stopping (0 disables both).
-    early_stopping : bool
-        Keep the best held-out epoch (the global model if none is better).
-    l2_to_global : float
-        Strength of an L2 pull of the trained weights towards the global
-        model's: ``l2_to_global / 2 * ||w - w_global||^2`` is added to the
-        loss (0, the default: off).  Lets a personal model move only as far
-        as the user's clicks justify.
-    train_gru : bool
-        Fine-tune the last GRU layer too (default); False trains the head
-        ``W_p, b_p`` only.
+        The user's candidate set: the ``gru`` part draws half of its
+        negatives from it, and the held-out Recall@20 ranks within it.
+    recipe : FinetuneRecipe, optional
+        Default: the model's.  ``parts`` and ``l2`` override its fields;
+        ``holdout`` its held-out share.
+    seed : int
+        Seed of every random choice (deterministic for a seed).
+    epochs, window, batch_size, n_negatives, alpha, lr, optimizer, early_stopping, l2_to_global, train_gru
+        Settings of the ``gru`` part (see ``deeprec-edge finetune --help``);
+        ``train_gru=False`` trains the head only there.
     progress : callable(str), optional
-        Receives one line per epoch.
+        Receives progress lines.
 
     Returns
     -------
     FinetuneResult
         ``.model`` (personal model, not yet saved) and ``.summary``.
     """
+    from ._checks import check_finetune_args  # ranges: deeprec_edge/_checks.py
+    check_finetune_args(locals())
+    rc = model.recipe if recipe is None else recipe
+    changes = {}
+    if parts is not None:
+        changes["parts"] = tuple(parts)
+    if l2 is not None:
+        changes["l2"] = l2
+    if holdout is not None:
+        changes["holdout"] = holdout
+    if changes:
+        rc = rc.with_(**changes)
+    say = progress or (lambda s: None)
     personal = getattr(model, "personal", None) or {}
     ts = np.asarray(history.timestamps, np.float64)
     items = np.asarray(history.items, np.int32)
     sess = _session_starts(model, history)
     n_old = 0
     if personal.get("last_timestamp") is not None:
-        keep = ts > float(personal["last_timestamp"])
-        n_old = int((~keep).sum())
-        if n_old:
-            items, ts = items[keep], ts[keep]
-            sess = sess[keep]
-            if sess.size:
-                sess[0] = True
-    if items.size < 2:
+        n_old = int((ts <= float(personal["last_timestamp"])).sum())
+    n_new = items.size - n_old
+    if items.size < 2 or n_new < 1:
         if n_old:
             raise ValueError(f"no new clicks to fine-tune on: {n_old} clicks are not newer than "
                              f"the personal model's last fine-tuning "
                              f"(timestamp {personal['last_timestamp']})")
         raise ValueError(f"fine-tuning needs at least 2 clicks of known items, got {items.size}")
+    if n_old:
+        # learn only from the new clicks; the old ones stay as context (sorted by time)
+        order = np.argsort(ts, kind="stable")
+        if not np.array_equal(order, np.arange(ts.size)):
+            items, ts, sess = items[order], ts[order], sess[order]
+    first_target = int(n_old)
     base = params_of(model)
+    spec = model.repeat
     cand = _dense_candidates(model, candidates)
-    params, summary = finetune_params(
-        base, items, sess, reset_at_sessions=_reset(model), popularity=model.popularity,
-        candidates=cand, epochs=epochs, seed=seed, window=window, batch_size=batch_size,
-        n_negatives=n_negatives, alpha=alpha, lr=lr, optimizer=optimizer, holdout=holdout,
-        early_stopping=early_stopping, l2_to_global=l2_to_global, train_gru=train_gru,
-        progress=progress)
-    summary.update({
-        "clicks_read": int(history.n_rows),
-        "clicks_skipped_unknown": int(history.n_unknown),
-        "clicks_older_than_model": n_old,
-    })
-    personal_model = make_personal(model, params, clicks_used=int(items.size),
-                                   last_timestamp=float(ts.max()), seed=int(seed),
-                                   epochs=int(summary["best_epoch"]))
+    summary: dict = {"recipe": rc.to_dict(), "clicks_read": int(history.n_rows),
+                     "clicks_skipped_unknown": int(history.n_unknown),
+                     "clicks_older_than_model": n_old, "clicks_used": int(n_new)}
+    params = base
+    gru_epochs = 0
+    if "gru" in rc.parts:
+        g_items, g_sess = items[first_target:], sess[first_target:].copy()
+        if g_sess.size:
+            g_sess[0] = True
+        if g_items.size >= 2:
+            say(f"training the last GRU layer{'' if train_gru else ' (head only)'} and the head")
+            params, gsum = finetune_params(
+                base, g_items, g_sess, reset_at_sessions=_reset(model),
+                popularity=model.popularity, candidates=cand, epochs=epochs, seed=seed,
+                window=window, batch_size=batch_size, n_negatives=n_negatives, alpha=alpha,
+                lr=lr, optimizer=optimizer, holdout=rc.holdout, early_stopping=early_stopping,
+                l2_to_global=l2_to_global, train_gru=train_gru, repeat=spec, progress=progress)
+            summary["gru"] = gsum
+            gru_epochs = int(gsum["best_epoch"])
+            for k in ("epochs_run", "best_epoch", "loss_first_epoch", "loss_last_epoch",
+                      "windows"):
+                summary[k] = gsum[k]
+    parts_res = fit_parts(params, spec, items, sess, rc, reset_at_sessions=_reset(model),
+                          first_target=first_target, popularity=model.popularity, seed=seed,
+                          progress=progress)
+    summary["personal_parts"] = parts_res.summary
+    kept = parts_res.summary.get("kept_global")
+    summary["kept_global"] = kept if gru_epochs == 0 else None
+    # the per-user check's held-out events (the newest): Recall@20 / MRR@20 of the
+    # global model and of the personal parts fitted without them
+    pos = event_positions(items, sess, _reset(model), first_target)[-rc.max_events:]
+    n_hold = int(parts_res.summary.get("heldout_events") or 0)
+    held = pos[pos.size - n_hold:] if n_hold else pos[:0]
+    chk = parts_res.check or parts_res
+    before = evaluate_history(params, items, sess, held, _reset(model), cand, repeat=spec)
+    after = evaluate_history(chk.params, items, sess, held, _reset(model), cand,
+                             repeat=chk.repeat)
+    summary.update(heldout_events=int(held.size), recall20_before=before["recall"],
+                   recall20_after=after["recall"], mrr20_before=before["mrr"],
+                   mrr20_after=after["mrr"], epochs=gru_epochs)
+    bias_index = bias = None
+    if parts_res.bias_index is not None:
+        old_idx = model.personal_bias_index
+        bias_index = parts_res.bias_index if old_idx is None else np.union1d(old_idx,
+                                                                             parts_res.bias_index)
+        bias = parts_res.params.b_out[bias_index]
+    p = parts_res.params
+    personal_model = make_personal(
+        model, p, clicks_used=int(n_new), last_timestamp=float(ts.max()), seed=int(seed),
+        epochs=gru_epochs, bias_index=bias_index, bias=bias,
+        repeat_w=parts_res.repeat.weights if model.has_repeat else None,
+        parts=list(rc.parts), kept_global=summary["kept_global"])
     return FinetuneResult(personal_model, summary)
 
 

@@ -9,7 +9,9 @@ Accepted files:
   (the trainer writes ``user_id,item_id,rank,score``);
 - a plain list: one item id per line (an ``item_id`` header line is allowed).
 
-A file holding several users needs ``user`` to pick one.
+A file holding several users needs ``user`` to pick one.  Every problem
+with a file is a ValueError naming it (the npz is read within bounds,
+headers before data: :func:`deeprec_edge._npz.read_npz`).
 """
 from __future__ import annotations
 
@@ -19,17 +21,28 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["read_candidates", "CANDIDATES_FORMAT"]
+from ._npz import Expect, read_npz
+
+__all__ = ["read_candidates", "read_candidates_npz", "CANDIDATES_FORMAT", "CANDIDATES_VERSION"]
 
 CANDIDATES_FORMAT = "deeprec-edge/candidates"
+#: The newest candidate npz version this code reads.
+CANDIDATES_VERSION = 1
+
+
+#: The arrays of the trainer's candidate npz.
+_NPZ_LAYOUT = {"format": Expect("U", 0, 256), "version": Expect("iu", 0, required=False),
+               "user_ids": Expect("iuU", 1), "offsets": Expect("iu", 1),
+               "item_ids": Expect("iuU", 1), "scores": Expect("f", 1, required=False)}
 
 
 def _pick_user(users: List[str], user: Optional[str], path: str) -> Optional[str]:
     distinct = list(dict.fromkeys(users))
     if user is None:
         if len(distinct) > 1:
-            raise ValueError(f"{path}: holds candidates of {len(distinct)} users; "
-                             f"choose one with --user (e.g. --user {distinct[0]})")
+            raise ValueError(f"{path}: holds candidates of {len(distinct)} users; choose one "
+                             f"(read_candidates(..., user={distinct[0]!r}) in Python, "
+                             f"--user {distinct[0]} on the command line)")
         return distinct[0] if distinct else None
     if str(user) not in distinct:
         raise ValueError(f"{path}: no candidates for user {user!r}")
@@ -50,47 +63,79 @@ def _typed(tokens: List[str], model) -> list:
     return tokens
 
 
+def read_candidates_npz(path) -> dict:
+    """The arrays of a candidate npz (``format``, ``version``, ``user_ids``,
+    ``offsets`` as int64, ``item_ids``, ``scores`` if present), read within
+    bounds and checked: the format tag, a version this code reads, CSR
+    offsets consistent with ``item_ids`` (and ``scores``).  Every problem is
+    a ValueError naming the file.  The trainer's reader uses it too."""
+    path = os.fspath(path)
+
+    def fail(msg: str) -> ValueError:
+        return ValueError(f"{path}: not a candidates file: "
+                          f"{'the file ' if msg.startswith('is ') else ''}{msg}")
+
+    z = read_npz(path, _NPZ_LAYOUT, fail)
+    tag = str(z["format"][()])
+    if tag != CANDIDATES_FORMAT:
+        raise fail(f"format tag {tag[:80]!r}, expected {CANDIDATES_FORMAT!r}")
+    version = int(z["version"][()]) if "version" in z else 1
+    if not 1 <= version <= CANDIDATES_VERSION:
+        raise fail(f"version {version} (this deeprec-edge reads 1..{CANDIDATES_VERSION})")
+    z["offsets"] = offsets = z["offsets"].astype(np.int64)
+    n = z["item_ids"].shape[0]
+    if offsets.shape != (z["user_ids"].shape[0] + 1,) or offsets[0] != 0 or offsets[-1] != n \
+            or np.any(np.diff(offsets) < 0) or ("scores" in z and z["scores"].shape != (n,)):
+        raise ValueError(f"{path}: inconsistent offsets/item_ids/scores lengths in the "
+                         f"candidates file")
+    return z
+
+
 def read_candidates(path, model=None, user: Optional[str] = None) -> list:
     """Candidate item ids (catalogue ids, in file order) for one user."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(2, f"candidate file not found: {path}", path)
     if path.endswith(".npz"):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                need = {"format", "user_ids", "offsets", "item_ids"}
-                if not need <= set(z.files):
-                    raise ValueError(f"{path}: not a candidates file (missing "
-                                     f"{', '.join(sorted(need - set(z.files)))})")
-                if str(z["format"][()]) != CANDIDATES_FORMAT:
-                    raise ValueError(f"{path}: not a candidates file (format tag "
-                                     f"{str(z['format'][()])!r})")
-                users = [str(u) for u in z["user_ids"].tolist()]
-                offsets = z["offsets"].astype(np.int64)
-                ids = z["item_ids"]
-        except (OSError, EOFError) as e:
-            raise ValueError(f"{path}: cannot read candidates ({e})") from None
-        if offsets.shape != (len(users) + 1,) or offsets[0] != 0 or offsets[-1] != len(ids) \
-                or np.any(np.diff(offsets) < 0):
-            raise ValueError(f"{path}: inconsistent offsets in candidates file")
+        z = read_candidates_npz(path)
+        users = [str(u) for u in z["user_ids"].tolist()]
+        offsets, ids = z["offsets"], z["item_ids"]
         u = _pick_user(users, user, path)
         k = users.index(u)
         return ids[offsets[k]:offsets[k + 1]].tolist()
+    try:
+        return _read_text(path, model, user)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not valid UTF-8 text ({e.reason})") from None
+    except csv.Error as e:
+        raise ValueError(f"{path}: malformed CSV ({e})") from None
+
+
+def _read_text(path: str, model, user: Optional[str]) -> list:
     with open(path, newline="", encoding="utf-8") as f:
         first = f.readline()
         f.seek(0)
         header = [c.strip().lower() for c in first.strip().split(",")]
         if "item_id" in header and len(header) > 1:
-            rows = list(csv.DictReader(f))
-            cols = {c.strip().lower(): c for c in rows[0].keys()} if rows else {}
-            if not rows:
-                return []
-            ic = cols["item_id"]
-            if "user_id" in cols:
-                uc = cols["user_id"]
-                u = _pick_user([r[uc] for r in rows], user, path)
-                rows = [r for r in rows if r[uc] == u]
-            return _typed([r[ic].strip() for r in rows], model)
+            reader = csv.reader(f)
+            names = [c.strip().lower() for c in next(reader)]
+            ic = names.index("item_id")
+            uc = names.index("user_id") if "user_id" in names else None
+            need = max(ic, -1 if uc is None else uc) + 1
+            items, users = [], []
+            for row in reader:
+                if not row:
+                    continue
+                if len(row) < need:
+                    raise ValueError(f"{path}, line {reader.line_num}: {len(row)} field(s), "
+                                     f"the header names {len(names)}")
+                items.append(row[ic].strip())
+                if uc is not None:
+                    users.append(row[uc])
+            if uc is not None:
+                u = _pick_user(users, user, path)
+                items = [i for i, v in zip(items, users) if v == u]
+            return _typed(items, model)
         lines = [ln.strip() for ln in f if ln.strip()]
         if lines and lines[0].lower() == "item_id":
             lines = lines[1:]

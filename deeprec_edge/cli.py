@@ -1,20 +1,25 @@
 """The ``deeprec-edge`` command (also ``python -m deeprec_edge``).
 
 Subcommands: ``finetune``, ``recommend``, ``info``, ``demo``.  User errors
-(bad files, unknown ids, unwritable paths) exit with status 2 and one line
-on stderr, never a traceback.  Progress goes to stderr, and only when it is
-a terminal (``--quiet`` silences it); results go to stdout.
+(bad files, unknown ids, unwritable paths, numbers out of range) exit with
+status 2 and one line on stderr, never a traceback.  Progress goes to
+stderr, and only when it is a terminal (``--quiet`` silences it); results go
+to stdout, as text or, with ``--json``, as JSON.  When stdout is closed
+early (``deeprec-edge ... | head -1``) the command stops quietly with the
+status of a process killed by SIGPIPE (141), as other Unix tools do.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
-import time
 from typing import List, Optional
 
 import numpy as np
+
+from . import _checks as C
 
 __all__ = ["main"]
 
@@ -46,25 +51,31 @@ def _cmd_finetune(a) -> int:
     from .model import load_model, save_model
     from .history import read_history
 
-    model = load_model(a.weights)
     out = a.output or _default_output(a.weights)
+    C.check_output_not_input(out, {"the model WEIGHTS": a.weights,
+                                   "the history HISTORY": a.history,
+                                   "the --candidates file": a.candidates})
     _check_writable(out)
+    settings = dict(epochs=a.epochs, seed=a.seed, window=a.window, batch_size=a.batch_size,
+                    n_negatives=a.negatives, alpha=a.alpha, lr=a.lr, optimizer=a.optimizer,
+                    holdout=a.holdout, early_stopping=not a.no_early_stopping,
+                    l2_to_global=a.l2_global, train_gru=not a.head_only)
+    C.check_finetune_args(settings, names=_FINETUNE_OPTIONS)   # combined limits, by option
+    model = load_model(a.weights)
     hist = read_history(a.history, model=model, item_col=a.item_col, time_col=a.time_col,
                         session_col=a.session_col)
     cands = _read_candidates(a.candidates, model, a.user) if a.candidates else None
     prog = _Progress(a.quiet)
-    res = finetune(model, hist, candidates=cands, epochs=a.epochs, seed=a.seed,
-                   window=a.window, batch_size=a.batch_size, n_negatives=a.negatives,
-                   lr=a.lr, optimizer=a.optimizer, holdout=a.holdout,
-                   early_stopping=not a.no_early_stopping, l2_to_global=a.l2_global,
-                   train_gru=not a.head_only, progress=prog)
+    res = finetune(model, hist, candidates=cands, progress=prog, **settings)
     save_model(res.model, out)
-    s = res.summary
+    s = dict(res.summary, clicks_skipped_future=int(hist.n_future))
     lines = [
         f"personal model written to {out}",
         f"clicks: {s['clicks_read']} read, {s['clicks_used']} used, "
         f"{s['clicks_skipped_unknown']} skipped (unknown items), "
-        f"{s['clicks_older_than_model']} older than the model",
+        + (f"{s['clicks_skipped_future']} skipped (dated in the future), "
+           if s["clicks_skipped_future"] else "")
+        + f"{s['clicks_older_than_model']} older than the model",
         f"loss (sampled softmax): first epoch {s['loss_first_epoch']:.4f}, "
         f"last epoch {s['loss_last_epoch']:.4f}",
     ]
@@ -74,11 +85,18 @@ def _cmd_finetune(a) -> int:
                      f"{s['mrr20_before']:.3f} -> {s['mrr20_after']:.3f} "
                      f"(kept epoch {s['best_epoch']})")
     lines.append(f"time: {s['seconds']:.2f} s")
-    if a.format == "json":
+    if a.json:
         print(json.dumps({"output": out, **s}, indent=2, default=float))
     else:
         print("\n".join(lines))
     return 0
+
+
+#: finetune's Python arguments -> the options that set them (for messages).
+_FINETUNE_OPTIONS = {"epochs": "--epochs", "seed": "--seed", "window": "--window",
+                     "batch_size": "--batch-size", "n_negatives": "--negatives",
+                     "alpha": "--alpha", "lr": "--lr", "optimizer": "--optimizer",
+                     "holdout": "--holdout", "l2_to_global": "--l2-global"}
 
 
 def _default_output(weights: str) -> str:
@@ -88,13 +106,11 @@ def _default_output(weights: str) -> str:
 
 
 def _check_writable(path: str) -> None:
-    d = os.path.dirname(os.path.abspath(path)) or "."
-    if not os.path.isdir(d):
-        raise UserError(f"cannot write {path}: directory {d} does not exist")
-    if not os.access(d, os.W_OK):
-        raise UserError(f"cannot write {path}: directory {d} is not writable")
-    if os.path.isdir(path):
-        raise UserError(f"cannot write {path}: it is a directory")
+    """Fail at once, before long work, if the output cannot be written: a
+    missing or read-only directory, a directory, a device, FIFO or socket,
+    a dangling link (the checks of the atomic writer, _atomic.check_target)."""
+    from ._atomic import check_target
+    check_target(path)
 
 
 def _read_candidates(path: str, model, user: Optional[str] = None):
@@ -120,7 +136,7 @@ def _cmd_recommend(a) -> int:
     cands = _read_candidates(a.candidates, model, a.user) if a.candidates else None
     ids, scores = recommend(model, hist, k=a.k, candidates=cands,
                             exclude_clicked=not a.include_clicked)
-    _print_table(ids, scores, a.format)
+    _print_table(ids, scores, "json" if a.json else "csv" if a.csv else "table")
     return 0
 
 
@@ -149,7 +165,7 @@ def _cmd_info(a) -> int:
     from .model import load_model
     m = load_model(a.model)
     info = m.describe()
-    if a.format == "json":
+    if a.json:
         print(json.dumps(info, indent=2, default=str))
     else:
         for k, v in info.items():
@@ -163,7 +179,14 @@ def _cmd_info(a) -> int:
 
 
 def _cmd_demo(a) -> int:
-    from .demo import run_demo
+    from .demo import NEXT_STEPS, run_demo, write_demo_files
+    if a.files is not None:
+        paths = write_demo_files(a.files)
+        print(f"wrote {' and '.join(paths)} (the demo's global model and one user's clicks)."
+              f"\nNext:\n  {NEXT_STEPS.split(chr(10), 1)[1].strip()}")
+        return 0
+    if a.output:
+        _check_writable(a.output)
     return run_demo(quiet=a.quiet, k=a.k, seed=a.seed, output=a.output)
 
 
@@ -205,26 +228,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "from the trainer, or one item id per line): negatives are also drawn "
                    "from it and held-out Recall@20 ranks within it")
     f.add_argument("--user", help="user id to select in a multi-user candidate file")
-    f.add_argument("--epochs", type=int, default=5, help="maximum epochs (default 5)")
-    f.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    f.add_argument("--window", type=int, default=20, help="BPTT window in clicks (default 20)")
-    f.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
-    f.add_argument("--negatives", type=int, default=256, help="shared negatives per batch "
-                   "(default 256)")
-    f.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
-    f.add_argument("--optimizer", choices=["adagrad", "adam", "sgd"], default="adagrad",
+    f.add_argument("--epochs", type=C.EPOCHS, default=5,
+                   help=f"maximum epochs, {C.EPOCHS.describe()} (default 5)")
+    f.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
+    f.add_argument("--window", type=C.WINDOW, default=20,
+                   help=f"BPTT window in clicks, {C.WINDOW.describe()} (default 20)")
+    f.add_argument("--batch-size", type=C.BATCH_SIZE, default=16,
+                   help=f"windows per batch, {C.BATCH_SIZE.describe()} (default 16)")
+    f.add_argument("--negatives", type=C.NEGATIVES, default=256,
+                   help=f"shared negatives per batch, {C.NEGATIVES.describe()} (default 256)")
+    f.add_argument("--alpha", type=C.ALPHA, default=0.75,
+                   help="negatives are drawn proportionally to popularity^ALPHA, "
+                        f"{C.ALPHA.describe()} (default 0.75; 0: uniform)")
+    f.add_argument("--lr", type=C.LEARNING_RATE, default=0.05,
+                   help="learning rate, > 0 (default 0.05)")
+    f.add_argument("--optimizer", choices=list(C.OPTIMIZERS), default="adagrad",
                    help="optimiser (default adagrad)")
-    f.add_argument("--holdout", type=float, default=0.1, help="share of the newest clicks "
-                   "held out for evaluation and early stopping (default 0.1; 0 = none)")
+    f.add_argument("--holdout", type=C.HOLDOUT, default=0.1, help="share of the newest clicks "
+                   "held out for evaluation and early stopping, in [0, 1) (default 0.1; "
+                   "0 = none)")
     f.add_argument("--no-early-stopping", action="store_true",
                    help="train all epochs instead of keeping the best held-out epoch")
-    f.add_argument("--l2-global", type=float, default=0.0, metavar="LAMBDA",
+    f.add_argument("--l2-global", type=C.L2_PULL, default=0.0, metavar="LAMBDA",
                    help="pull the fine-tuned weights towards the global model's: "
-                        "LAMBDA/2 * ||w - w_global||^2 is added to the loss (default 0: off)")
+                        "LAMBDA/2 * ||w - w_global||^2 is added to the loss, LAMBDA >= 0 "
+                        "(default 0: off)")
     f.add_argument("--head-only", action="store_true",
                    help="fine-tune the head only (the last GRU layer stays the global one)")
-    f.add_argument("--format", choices=["text", "json"], default="text",
-                   help="summary format (default text)")
+    f.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on stdout instead of text")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _history_args(f)
     f.set_defaults(func=_cmd_finetune)
@@ -236,18 +268,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--history", help="click history CSV (default: a fresh session with no clicks)")
     r.add_argument("--candidates", help="candidate file (see finetune --help)")
     r.add_argument("--user", help="user id to select in a multi-user candidate file")
-    r.add_argument("-k", type=int, default=20, help="number of items (default 20)")
+    r.add_argument("-k", type=C.TOP_K, default=20, help="number of items, >= 1 (default 20)")
     r.add_argument("--include-clicked", action="store_true",
                    help="allow items already clicked in the history")
-    r.add_argument("--format", choices=["table", "csv", "json"], default="table",
-                   help="output format (default table)")
+    fmt = r.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true",
+                     help="print the ranking as JSON on stdout instead of a table")
+    fmt.add_argument("--csv", action="store_true",
+                     help="print the ranking as CSV (rank,item_id,score) instead of a table")
     _history_args(r)
     r.set_defaults(func=_cmd_recommend)
 
     i = sub.add_parser("info", help="describe a model file",
                        description="Validate a model file and print its configuration.")
     i.add_argument("model", help="model file (.npz)")
-    i.add_argument("--format", choices=["text", "json"], default="text")
+    i.add_argument("--json", action="store_true",
+                   help="print the description as JSON on stdout instead of text")
     i.set_defaults(func=_cmd_info)
 
     d = sub.add_parser("demo", help="fine-tune the embedded demo model on a sample history",
@@ -255,12 +291,33 @@ def build_parser() -> argparse.ArgumentParser:
                                    "sample history shipped inside the package: "
                                    "recommendations before, fine-tuning, recommendations "
                                    "after. Takes a few seconds.")
-    d.add_argument("-k", type=int, default=10, help="recommendations to show (default 10)")
-    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("-k", type=C.TOP_K, default=10, help="recommendations to show (default 10)")
+    d.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
     d.add_argument("-o", "--output", help="also write the personal model here")
+    d.add_argument("--files", metavar="DIR", help="instead, write the demo's model and history "
+                   "to DIR as weights.npz and history.csv, to try finetune and recommend on "
+                   "them (existing files are not overwritten)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_cmd_demo)
     return p
+
+
+#: Exit status of a command whose reader went away (128 + SIGPIPE, what a
+#: shell reports for a process killed by SIGPIPE, e.g. ``yes | head -1``).
+EXIT_BROKEN_PIPE = 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _stdout_gone() -> int:
+    """stdout's reader went away: stop quietly.  Python would print "Broken
+    pipe" and a traceback, and complain again when it flushes stdout at exit;
+    point stdout at /dev/null so that last flush has nowhere to fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+    return EXIT_BROKEN_PIPE
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -268,7 +325,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
-        return a.func(a)
+        code = a.func(a)
+        sys.stdout.flush()   # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

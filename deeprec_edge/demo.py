@@ -17,7 +17,14 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["demo_paths", "run_demo"]
+__all__ = ["demo_paths", "run_demo", "write_demo_files", "NEXT_STEPS"]
+
+#: What to run after the demo, on files you can have now.
+NEXT_STEPS = ("deeprec-edge demo --files .   (writes the demo's weights.npz and history.csv "
+              "here)\n  deeprec-edge finetune weights.npz history.csv -o me.npz\n"
+              "  deeprec-edge recommend me.npz --history history.csv -k 20\n"
+              "Your own: weights.npz is a global model from the cloud side (deeprec-train fit), "
+              "history.csv your clicks (item_id,timestamp[,session_id]).")
 
 
 def demo_paths():
@@ -68,6 +75,23 @@ def run_demo(quiet: bool = False, k: int = 10, seed: int = 0, output: Optional[s
     if output:
         save_model(res.model, output)
         p(f"personal model written to {output}", file=out)
-    p(f"done in {time.perf_counter() - t0:.2f} s. Next: deeprec-edge finetune WEIGHTS.npz "
-      f"HISTORY.csv", file=out)
+    p(f"done in {time.perf_counter() - t0:.2f} s. Next:\n  {NEXT_STEPS}", file=out)
     return 0
+
+
+def write_demo_files(directory: str) -> list:
+    """Copy the demo's model and history into ``directory`` as
+    ``weights.npz`` and ``history.csv`` (atomically; an existing file of
+    either name is never overwritten: ValueError).  Returns the paths."""
+    from ._atomic import atomic_write
+    dst = [os.path.join(directory, "weights.npz"), os.path.join(directory, "history.csv")]
+    if not os.path.isdir(directory):
+        raise ValueError(f"{directory} is not a directory")
+    for d in dst:
+        if os.path.lexists(d):
+            raise ValueError(f"{d} exists: remove it or choose another directory")
+    for src, d in zip(demo_paths(), dst):
+        with open(src, "rb") as f:
+            data = f.read()
+        atomic_write(d, lambda fh, data=data: fh.write(data))
+    return dst

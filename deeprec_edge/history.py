@@ -18,9 +18,17 @@ the year 5138; 1e11 ms is 1973-03-03), below is seconds; a value of 1e14 or
 more (microseconds, nanoseconds) is rejected.  Every row must then agree
 with the first (same kind, same unit), otherwise the row is an error.
 
+A click dated more than :data:`FUTURE_TOLERANCE_SECONDS` (one day) after
+the reader's clock is skipped and counted (``History.n_future``), not used:
+a personal model remembers its newest click, so one click in the year 2999
+would make every later continual fine-tune find "no new clicks".  The day
+of slack absorbs clock skew between devices and local times written
+without a zone.
+
 Reading streams row by row with the :mod:`csv` module; memory is linear in
 the number of rows (a few bytes per row: dense item codes and float64
-times).  Rows are sorted by time, stably (ties keep file order).
+times).  Rows are sorted by time, stably (ties keep file order).  Text must
+be UTF-8; an invalid byte is reported with the number of the line it is on.
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ import io
 import itertools
 import os
 import re
+import time
 from array import array
 from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -46,6 +55,7 @@ __all__ = [
     "TIME_COLUMNS",
     "SESSION_COLUMNS",
     "MS_THRESHOLD",
+    "FUTURE_TOLERANCE_SECONDS",
 ]
 
 #: Item column names recognised automatically (compared case-insensitively).
@@ -58,6 +68,9 @@ SESSION_COLUMNS = ("session_id", "sessionid", "session")
 MS_THRESHOLD = 1e11
 #: Numeric timestamps at or above this magnitude are rejected (micro/nanoseconds).
 MAX_MS = 1e14
+#: Clicks dated later than the reader's clock plus this (seconds) are skipped
+#: and counted as dated in the future.
+FUTURE_TOLERANCE_SECONDS = 86400.0
 
 _NUM_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _INT_RE = re.compile(r"[+-]?\d+")
@@ -91,6 +104,9 @@ class History:
       (``{"item": ..., "time": ..., "session": ... or None}``);
       ``time_format``: ``"iso"``, ``"s"`` or ``"ms"``.
     - ``n_older``: clicks dropped by :meth:`newer_than` (0 otherwise).
+    - ``n_future``: rows skipped because their click is dated more than
+      :data:`FUTURE_TOLERANCE_SECONDS` after the reader's clock;
+      ``future_example``: the first such row as ``(line, timestamp text)``.
     """
 
     items: Optional[np.ndarray]
@@ -104,6 +120,8 @@ class History:
     columns: Dict[str, Optional[str]] = field(default_factory=dict)
     time_format: str = "s"
     n_older: int = 0
+    n_future: int = 0
+    future_example: Optional[Tuple[int, str]] = None
 
     def __len__(self) -> int:
         return int(self.timestamps.shape[0])
@@ -257,21 +275,61 @@ def _find_column(header: List[str], role: str, given: Optional[str],
     return hits[0]
 
 
-def _open_text(path_or_file: Any) -> Tuple[Any, str, Any]:
-    """(text file object, display name, cleanup function)."""
+def _open_text(path_or_file: Any) -> Tuple[Any, str, Any, Any]:
+    """(text file object, display name, cleanup function, a function giving
+    the line of the first invalid UTF-8 byte or None when it cannot tell)."""
     if isinstance(path_or_file, (str, bytes, os.PathLike)):
         p = os.fspath(path_or_file)
         if isinstance(p, bytes):
             p = os.fsdecode(p)
         f = open(p, "r", encoding="utf-8-sig", newline="")
-        return f, p, f.close
+
+        def locate() -> Optional[int]:
+            with open(p, "rb") as raw:
+                return _first_bad_utf8_line(raw)
+        return f, p, f.close, locate
     name = str(getattr(path_or_file, "name", "<stream>"))
     if isinstance(path_or_file, io.TextIOBase) or (
             hasattr(path_or_file, "read") and isinstance(path_or_file.read(0), str)):
-        return path_or_file, name, lambda: None
+        return path_or_file, name, lambda: None, lambda: None
     # a binary file: decode it, and give it back to the caller open afterwards
+    try:
+        start: Optional[int] = path_or_file.tell() if path_or_file.seekable() else None
+    except (AttributeError, OSError, ValueError):
+        start = None
     w = io.TextIOWrapper(path_or_file, encoding="utf-8-sig", newline="")
-    return w, name, w.detach
+
+    def locate_in_stream() -> Optional[int]:
+        if start is None:
+            return None
+        path_or_file.seek(start)
+        return _first_bad_utf8_line(path_or_file)
+    return w, name, w.detach, locate_in_stream
+
+
+def _first_bad_utf8_line(raw: Any) -> Optional[int]:
+    """The number of the first line of a binary stream that is not valid
+    UTF-8 (lines split as the reader splits them: at \n, \r\n or \r), or
+    None.  Text files decode in blocks, so the decoder's error does not say
+    which line; this second pass, on the error path only, does."""
+    lines = io.TextIOWrapper(raw, encoding="latin-1", newline="")
+    try:
+        for no, line in enumerate(lines, 1):
+            try:
+                line.encode("latin-1").decode("utf-8")
+            except UnicodeDecodeError:
+                return no
+        return None
+    finally:
+        lines.detach()
+
+
+class _NotUtf8(Exception):
+    """Decoding failed; ``line`` is where the text reader had got to."""
+
+    def __init__(self, line: int, reason: str):
+        super().__init__(line, reason)
+        self.line, self.reason = line, reason
 
 
 class _Codes:
@@ -306,7 +364,8 @@ def _id_array(values: List[str]) -> np.ndarray:
 
 
 def read_history(path_or_file: Any, model: Any = None, item_col: Optional[str] = None,
-                 time_col: Optional[str] = None, session_col: Optional[str] = None) -> History:
+                 time_col: Optional[str] = None, session_col: Optional[str] = None,
+                 now: Optional[float] = None) -> History:
     """Read a click history CSV (see the module docstring for the format).
 
     ``path_or_file``: a path or an open file (text or binary).  With
@@ -314,27 +373,35 @@ def read_history(path_or_file: Any, model: Any = None, item_col: Optional[str] =
     its dense indices; rows whose item is not in its catalogue are counted
     (``n_unknown``), skipped and reported (``unknown_examples``).
     ``item_col``/``time_col``/``session_col`` name the columns explicitly
-    (default: auto-detected; the session column is optional).
+    (default: auto-detected; the session column is optional).  Clicks dated
+    more than :data:`FUTURE_TOLERANCE_SECONDS` after ``now`` (unix seconds;
+    default: this machine's clock) are skipped and counted (``n_future``).
 
     Raises :class:`HistoryError` (a ValueError) naming the file, and for a
     malformed row its line number and column: missing header or columns,
     wrong number of fields, empty or unparseable values, timestamps that
-    mix kinds or units, an empty history, or (with a model) a history whose
-    items are all unknown.
+    mix kinds or units, text that is not UTF-8 (with the line of the first
+    bad byte), an empty history, a history whose clicks are all in the
+    future, or (with a model) a history whose items are all unknown.
     """
-    f, where, cleanup = _open_text(path_or_file)
+    f, where, cleanup, locate = _open_text(path_or_file)
+    limit = (time.time() if now is None else float(now)) + FUTURE_TOLERANCE_SECONDS
     try:
-        return _read(f, where, model, item_col, time_col, session_col)
+        return _read(f, where, model, item_col, time_col, session_col, limit)
+    except _NotUtf8 as e:
+        exact = locate()
+        line = f"line {exact}" if exact else f"at or after line {e.line}"
+        raise HistoryError(f"{where}, {line}: not valid UTF-8 text ({e.reason})") from None
     finally:
         cleanup()
 
 
 def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Optional[str],
-          session_col: Optional[str]) -> History:
+          session_col: Optional[str], limit: float) -> History:
     try:
         first = f.readline()
     except UnicodeDecodeError as e:
-        raise HistoryError(f"{where}, line 1: not valid UTF-8 text ({e.reason})") from None
+        raise _NotUtf8(1, e.reason) from None
     if first.startswith("\ufeff"):
         first = first[1:]
     if not first.strip():
@@ -375,6 +442,8 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
     kind: Optional[str] = None
     kind_line = 0
     n_rows = 0
+    n_future = 0
+    future_example: Optional[Tuple[int, str]] = None
     n_unknown = 0
     unknown_examples: List[str] = []
     unknown_seen = set()
@@ -398,7 +467,7 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
         except csv.Error as e:
             raise bad(reader.line_num, None, f"malformed CSV ({e})") from None
         except UnicodeDecodeError as e:
-            raise bad(reader.line_num + 1, None, f"not valid UTF-8 text ({e.reason})") from None
+            raise _NotUtf8(reader.line_num + 1, e.reason) from None
         line = reader.line_num
         if not row or (len(row) == 1 and not row[0].strip()):
             continue  # blank line
@@ -432,6 +501,11 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
             sv = row[si].strip()
             if not sv:
                 raise bad(line, si, "empty session id")
+        if t > limit:
+            n_future += 1
+            if future_example is None:
+                future_example = (line, ts_text)
+            continue
         if lookup is not None:
             code = memo.get(item)
             if code is None:
@@ -457,7 +531,13 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
     if n_rows == 0:
         raise HistoryError(f"{where}: no clicks: the file has a header "
                            f"({delim.join(header)}) but no data rows")
-    if model is not None and len(dense) == 0:
+    if n_future == n_rows:
+        fl, ft = future_example or (0, "")
+        raise HistoryError(
+            f"{where}: every click ({n_rows}) is dated more than "
+            f"{FUTURE_TOLERANCE_SECONDS / 3600:g} hours in the future (the first, line {fl}: "
+            f"{ft!r}); is the device clock right, and are the timestamps unix seconds?")
+    if model is not None and len(dense) == 0 and n_unknown:
         raise HistoryError(
             f"{where}: none of the {n_rows} click(s) is on an item in the model's catalogue "
             f"(unknown ids such as {', '.join(repr(u) for u in unknown_examples)}); is this "
@@ -488,4 +568,5 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
 
     return History(items=items, item_ids=item_ids, timestamps=ts, session_ids=session_ids,
                    n_rows=n_rows, n_unknown=n_unknown, unknown_examples=unknown_examples,
-                   source=where, columns=names, time_format=kind or "s")
+                   source=where, columns=names, time_format=kind or "s",
+                   n_future=n_future, future_example=future_example)

@@ -1,4 +1,4 @@
-"""The model file ``weights.npz`` (schema version 1): load, validate, save.
+"""The model file ``weights.npz`` (schema versions 1 and 2): load, validate, save.
 
 A model is a GRU next-item recommender (``DESIGN.md`` section 2): input
 embeddings ``E``, ``L`` stacked GRU layers (PyTorch ``nn.GRU`` layout, gate
@@ -7,7 +7,12 @@ embeddings ``O`` (or ``E`` when tied) and output bias ``b``, plus the
 catalogue's own item ids and item popularity.  A *personal* model is the
 same file plus a ``personal`` JSON record (fingerprint of the global model it
 came from, fine-tuning metadata) and optionally personal output biases for
-some items.  The full schema is in ``docs/model-format.md``.
+some items.  Version 2 adds the optional *repeat component*
+(:mod:`deeprec_edge.repeat`: ``repeat.scale``, ``repeat.w`` and the config's
+``repeat`` record) and the device's fine-tuning recipe (the config's
+``finetune`` record, :mod:`deeprec_edge.recipe`); a model without either is
+written as version 1, so older readers still load it.  The full schema is in
+``docs/model-format.md``.
 
 :func:`load_model` reads with ``allow_pickle=False`` and validates every
 name, dtype, shape and value; anything wrong raises :class:`ModelFormatError`
@@ -33,6 +38,9 @@ from typing import Any, Dict, Iterable, List, Mapping, NamedTuple, Optional, Seq
 import numpy as np
 
 from ._atomic import atomic_write
+from .recipe import DEFAULT_RECIPE, FinetuneRecipe
+from .repeat import DEFAULT_MEMORY, FEATURES as REPEAT_FEATURES, RepeatSpec
+from ._npz import NpzArchive
 
 __all__ = [
     "FORMAT_TAG",
@@ -40,6 +48,9 @@ __all__ = [
     "SUPPORTED_FLAGS",
     "RESERVED_FLAGS",
     "DEFAULT_SESSION_GAP_SECONDS",
+    "MAX_ITEMS",
+    "MAX_DIM",
+    "MAX_LAYERS",
     "ModelFormatError",
     "GRULayer",
     "Model",
@@ -53,8 +64,11 @@ __all__ = [
 
 #: The value of the ``format`` array of every model file.
 FORMAT_TAG = "deeprec-edge/model"
-#: The newest schema version this code reads and the one it writes.
-FORMAT_VERSION = 1
+#: The newest schema version this code reads (a model is written with the
+#: lowest version that holds it: 1 without a repeat component or recipe).
+FORMAT_VERSION = 2
+#: Largest repeat memory a file may ask for (distinct items per user).
+MAX_REPEAT_MEMORY = 1_000_000
 #: Config flags this version understands (none yet: plain float32 models).
 SUPPORTED_FLAGS: frozenset = frozenset()
 #: Flags reserved for later variants of the same format, with what they mean.
@@ -66,6 +80,18 @@ RESERVED_FLAGS: Dict[str, str] = {
 }
 #: Session gap (seconds) used when the config does not give one (GRU4Rec's 1 hour).
 DEFAULT_SESSION_GAP_SECONDS = 3600.0
+#: Bounds on the config; a file beyond them is rejected before any array is
+#: read.  Items: dense indices are int32 in the kernels.
+MAX_ITEMS = 2 ** 31 - 1
+#: Largest e, d and hidden size H.
+MAX_DIM = 1 << 16
+#: Most GRU layers.
+MAX_LAYERS = 64
+#: Longest JSON record (config, personal) in characters.
+MAX_JSON_CHARS = 1 << 20
+#: Longest string item id in characters.
+MAX_ID_CHARS = 4096
+_MAX_MESSAGE = 600
 
 ACTIVATIONS = ("tanh", "identity")
 _REQUIRED_CONFIG = ("n_items", "e", "L", "H", "d", "activation", "tied", "carry_state")
@@ -127,7 +153,9 @@ class Model:
     head, ``head.W``/``head.b`` in the file), ``O`` [N, d] or None when tied,
     ``b`` [N], ``popularity`` [N], and for a personal model ``personal`` (the
     metadata dict) and optionally ``personal_bias_index`` / ``personal_bias``
-    (dense item indices and their personal output biases).
+    (dense item indices and their personal output biases), and for a model
+    with a repeat component ``repeat_scale`` / ``repeat_w`` (with the
+    config's ``repeat`` record; a personal model carries its own ``w``).
 
     Build one with :func:`load_model`, :func:`model_from_params` or
     :func:`make_personal`; :meth:`validate` checks an in-memory model
@@ -146,6 +174,8 @@ class Model:
     personal: Optional[Dict[str, Any]] = None
     personal_bias_index: Optional[np.ndarray] = None
     personal_bias: Optional[np.ndarray] = None
+    repeat_scale: Optional[float] = None
+    repeat_w: Optional[np.ndarray] = None
     _lookup: Optional[Tuple[np.ndarray, np.ndarray]] = field(default=None, init=False, repr=False)
     _id_dict: Optional[dict] = field(default=None, init=False, repr=False)
 
@@ -232,6 +262,33 @@ class Model:
         return out
 
     @property
+    def has_repeat(self) -> bool:
+        """True when the model scores with a repeat component."""
+        return self.repeat_w is not None
+
+    @property
+    def repeat(self) -> RepeatSpec:
+        """The repeat component (scale 1, weights 0 when the model has none)."""
+        if self.repeat_w is None:
+            return RepeatSpec()
+        mem = int((self.config.get("repeat") or {}).get("memory", DEFAULT_MEMORY))
+        return RepeatSpec(scale=float(self.repeat_scale),
+                          w=tuple(float(x) for x in np.asarray(self.repeat_w).tolist()),
+                          memory=mem)
+
+    @property
+    def recipe(self) -> FinetuneRecipe:
+        """The device's fine-tuning recipe written by the trainer (the
+        default recipe when the file names none)."""
+        r = self.config.get("finetune")
+        return DEFAULT_RECIPE if r is None else FinetuneRecipe.from_dict(r)
+
+    @property
+    def format_version(self) -> int:
+        """The schema version this model is written with."""
+        return 2 if (self.repeat_w is not None or "finetune" in self.config) else 1
+
+    @property
     def n_parameters(self) -> int:
         """Number of float weights (embeddings, GRU, head, output table and bias)."""
         n = self.E.size + self.W_p.size + self.b_p.size + self.b.size
@@ -311,7 +368,7 @@ class Model:
         """The arrays of the file, by name (shares memory with the model)."""
         arrays: Dict[str, np.ndarray] = {
             "format": np.array(FORMAT_TAG),
-            "version": np.array(FORMAT_VERSION, dtype=np.int64),
+            "version": np.array(self.format_version, dtype=np.int64),
             "config": np.array(_dump_json(self.config, "config")),
             "item_ids": np.asarray(self.item_ids),
             "E": self.E,
@@ -331,6 +388,9 @@ class Model:
             arrays["personal.bias_index"] = self.personal_bias_index
         if self.personal_bias is not None:
             arrays["personal.bias"] = self.personal_bias
+        if self.repeat_w is not None:
+            arrays["repeat.scale"] = np.asarray(self.repeat_scale, np.float32).reshape(())
+            arrays["repeat.w"] = self.repeat_w
         return arrays
 
     def fingerprint(self) -> str:
@@ -364,6 +424,8 @@ class Model:
                                                                               "personal")),
             personal_bias_index=cp(self.personal_bias_index),
             personal_bias=cp(self.personal_bias),
+            repeat_scale=self.repeat_scale,
+            repeat_w=cp(self.repeat_w),
         )
 
     def describe(self) -> Dict[str, Any]:
@@ -372,7 +434,7 @@ class Model:
         c = self.config
         info: Dict[str, Any] = {
             "kind": "personal" if self.is_personal else "global",
-            "format": f"{FORMAT_TAG} v{FORMAT_VERSION}",
+            "format": f"{FORMAT_TAG} v{self.format_version}",
             "items": self.n_items,
             "item_id_type": "string" if self.item_ids.dtype.kind == "U" else "integer",
             "embedding_dim": self.embedding_dim,
@@ -385,6 +447,10 @@ class Model:
             "session_gap_seconds": self.session_gap_seconds,
             "parameters": self.n_parameters,
             "flags": self.flags,
+            "repeat": (dict(zip(REPEAT_FEATURES, (round(x, 4) for x in self.repeat.w)),
+                            scale=round(self.repeat.scale, 4), memory=self.repeat.memory)
+                       if self.has_repeat else None),
+            "finetune_recipe": self.recipe.to_dict(),
         }
         for k in ("loss", "alpha", "trained_on", "created"):
             if k in c:
@@ -495,13 +561,13 @@ class _Checker:
         self.where = where
 
     def fail(self, msg: str) -> ModelFormatError:
+        if len(msg) > _MAX_MESSAGE:  # values quoted from a hostile file stay short
+            msg = msg[:_MAX_MESSAGE] + " ..."
         return ModelFormatError(f"{self.where}: {msg}")
 
     # -- scalars and JSON ----------------------------------------------
     def string_scalar(self, name: str, a: np.ndarray) -> str:
-        if a.dtype.kind != "U" or a.ndim != 0:
-            raise self.fail(f"array '{name}' must be a 0-d unicode string, got dtype "
-                            f"{a.dtype} with shape {a.shape}")
+        self.member(name, _Member("str"), a.dtype, a.shape)
         return str(a[()])
 
     def json_obj(self, name: str, a: np.ndarray) -> Dict[str, Any]:
@@ -533,16 +599,23 @@ class _Checker:
         for k in ("n_items", "e", "L", "d"):
             if not self._is_int(cfg[k]) or cfg[k] < 1:
                 raise self.fail(f"config {k} must be a positive integer, got {cfg[k]!r}")
+        # bounds first: the config sizes every later check (and what a file
+        # may make us allocate)
+        for k, hi in (("n_items", MAX_ITEMS), ("e", MAX_DIM), ("d", MAX_DIM),
+                      ("L", MAX_LAYERS)):
+            if cfg[k] > hi:
+                raise self.fail(f"config {k}={cfg[k]} is beyond what deeprec-edge reads (at "
+                                f"most {hi})")
         L = cfg["L"]
         H = cfg["H"]
-        if self._is_int(H) and H >= 1:
+        if self._is_int(H) and 1 <= H <= MAX_DIM:
             hs = [H] * L
         elif (isinstance(H, list) and len(H) == L
-              and all(self._is_int(h) and h >= 1 for h in H)):
+              and all(self._is_int(h) and 1 <= h <= MAX_DIM for h in H)):
             hs = list(H)
         else:
             raise self.fail(f"config H must be a positive integer or a list of L={L} positive "
-                            f"integers, got {H!r}")
+                            f"integers (each at most {MAX_DIM}), got {H!r}")
         if cfg["activation"] not in ACTIVATIONS:
             raise self.fail(f"config activation must be one of {list(ACTIVATIONS)}, got "
                             f"{cfg['activation']!r}")
@@ -568,6 +641,27 @@ class _Checker:
             raise self.fail(f"unknown flag {f!r} in config flags (this version knows "
                             f"{sorted(SUPPORTED_FLAGS | set(RESERVED_FLAGS))} and supports "
                             f"{sorted(SUPPORTED_FLAGS) or 'none'})")
+        rp = cfg.get("repeat")
+        if rp is not None:
+            if not isinstance(rp, dict):
+                raise self.fail(f"config repeat must be an object, got {rp!r}")
+            feats = rp.get("features")
+            if feats != list(REPEAT_FEATURES):
+                raise self.fail(f"config repeat features are {feats!r}; this version of "
+                                f"deeprec-edge scores with {list(REPEAT_FEATURES)} (a newer "
+                                f"file? upgrade deeprec-edge)")
+            mem = rp.get("memory", DEFAULT_MEMORY)
+            if not self._is_int(mem) or not 1 <= mem <= MAX_REPEAT_MEMORY:
+                raise self.fail(f"config repeat memory must be an integer in [1, "
+                                f"{MAX_REPEAT_MEMORY}], got {mem!r}")
+            extra = sorted(set(rp) - {"features", "memory", "calibration"})
+            if extra:
+                raise self.fail(f"config repeat has unknown key(s) {_names(extra)}")
+        if "finetune" in cfg:
+            try:
+                FinetuneRecipe.from_dict(cfg["finetune"])
+            except ValueError as e:
+                raise self.fail(f"config finetune: {e}") from None
         for k, ok, what in (("loss", lambda v: isinstance(v, str), "a string"),
                             ("alpha", self._is_num, "a number"),
                             ("created", lambda v: isinstance(v, str), "a string")):
@@ -610,35 +704,83 @@ class _Checker:
                 raise self.fail(f"array '{name}' has {' and '.join(parts)} value(s) "
                                 f"(of {flat.shape[0]})")
 
-    def float32(self, name: str, a: np.ndarray, shape: Tuple[int, ...], desc: str) -> np.ndarray:
-        if a.dtype == np.float16:
+    def member(self, name: str, m: "_Member", dtype: np.dtype, shape: Tuple[int, ...]) -> None:
+        """Check an array's dtype and shape against its entry of the member
+        table -- from the array, or from its .npy header before its data is
+        read (load_model)."""
+        getattr(self, f"_kind_{m.kind}")(name, m, np.dtype(dtype), tuple(shape))
+
+    def _kind_str(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
+        if dt.kind != "U" or shape != ():
+            raise self.fail(f"array '{name}' must be a 0-d unicode string, got dtype "
+                            f"{dt} with shape {shape}")
+        if dt.itemsize // 4 > MAX_JSON_CHARS:
+            raise self.fail(f"array '{name}' is a string of {dt.itemsize // 4} characters "
+                            f"(at most {MAX_JSON_CHARS})")
+
+    def _kind_int(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
+        if shape != () or dt.kind not in "iu":
+            raise self.fail(f"array '{name}' must be a 0-d integer, got dtype {dt} with shape "
+                            f"{shape}")
+
+    def _kind_f32(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
+        if dt == np.float16:
             raise self.fail(f"array '{name}' is float16: compressed float16 models are not "
                             f"supported yet by this version of deeprec-edge; export the "
                             f"model with float32 weights")
-        if a.dtype.kind != "f" or a.dtype.itemsize != 4:
-            raise self.fail(f"array '{name}' has dtype {a.dtype.name}, expected float32")
-        if a.shape != shape:
-            raise self.fail(f"array '{name}' has shape {a.shape}, expected {shape} {desc}")
+        if dt.kind != "f" or dt.itemsize != 4:
+            raise self.fail(f"array '{name}' has dtype {dt.name}, expected float32")
+        if shape != m.shape:
+            raise self.fail(f"array '{name}' has shape {shape}, expected {m.shape} {m.desc}")
+
+    def _kind_ids(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
+        if dt.kind not in "iuU":
+            raise self.fail(f"array '{name}' has dtype {dt}, expected int64 or a unicode string "
+                            f"array")
+        if dt.kind == "U" and dt.itemsize // 4 > MAX_ID_CHARS:
+            raise self.fail(f"array '{name}' holds ids of {dt.itemsize // 4} characters (at "
+                            f"most {MAX_ID_CHARS})")
+        if len(shape) != 1:
+            raise self.fail(f"array '{name}' must be 1-d, got shape {shape}")
+        if shape != m.shape:
+            raise self.fail(f"array '{name}' has {shape[0]} ids, expected n_items={m.shape[0]} "
+                            f"(config)")
+
+    def _kind_counts(self, name: str, m: "_Member", dt: np.dtype,
+                     shape: Tuple[int, ...]) -> None:
+        if dt == np.float16:
+            raise self.fail(f"array '{name}' is float16, expected float32 or float64")
+        if dt.kind not in "iuf":
+            raise self.fail(f"array '{name}' has dtype {dt}, expected float32 or float64 "
+                            f"(counts or probabilities)")
+        if shape != m.shape:
+            raise self.fail(f"array '{name}' has shape {shape}, expected {m.shape} {m.desc}")
+
+    def _kind_index(self, name: str, m: "_Member", dt: np.dtype,
+                    shape: Tuple[int, ...]) -> None:
+        if dt.kind not in "iu" or len(shape) != 1:
+            raise self.fail(f"array '{name}' must be a 1-d int64 array, got dtype {dt} with "
+                            f"shape {shape}")
+        if shape[0] > m.shape[0]:
+            raise self.fail(f"array '{name}' has {shape[0]} entries, more than n_items="
+                            f"{m.shape[0]}")
+
+    def float32(self, name: str, a: np.ndarray, m: "_Member") -> np.ndarray:
+        self.member(name, m, a.dtype, a.shape)
         a = _native(a, np.float32)
         self.finite(name, a)
         return a
 
-    def item_ids(self, a: np.ndarray, n: int) -> np.ndarray:
+    def item_ids(self, a: np.ndarray, m: "_Member") -> np.ndarray:
+        self.member("item_ids", m, a.dtype, a.shape)
         if a.dtype.kind in "iu":
             if a.dtype.kind == "u" and a.dtype.itemsize == 8 and a.size and \
                     int(a.max()) >= (1 << 63):
                 raise self.fail("array 'item_ids' has ids >= 2**63 (must fit int64)")
             a = _native(a, np.int64)
-        elif a.dtype.kind == "U":
-            a = _native(a, a.dtype)
         else:
-            raise self.fail(f"array 'item_ids' has dtype {a.dtype}, expected int64 or a "
-                            f"unicode string array")
-        if a.ndim != 1:
-            raise self.fail(f"array 'item_ids' must be 1-d, got shape {a.shape}")
-        if a.shape[0] != n:
-            raise self.fail(f"array 'item_ids' has {a.shape[0]} ids, expected n_items={n} "
-                            f"(config)")
+            a = _native(a, a.dtype)
+        n = a.shape[0]
         if n > 1:
             s = np.sort(a, kind="stable")
             dup_mask = s[1:] == s[:-1]
@@ -657,41 +799,87 @@ def _native(a: np.ndarray, dtype: Any) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dt)
 
 
-def _expected_names(L: int, tied: bool, personal: bool) -> List[str]:
-    names = ["format", "version", "config", "item_ids", "E"]
-    names += [f"gru{l}.{p}" for l in range(L) for p in _LAYER_PARTS]
-    names += ["head.W", "head.b", "b", "popularity"]
+# --------------------------------------------------------------------------
+# the member table: every array a model file may hold
+# --------------------------------------------------------------------------
+
+
+class _Member(NamedTuple):
+    """One array of the file: ``kind`` (how its dtype is checked: ``str``
+    0-d unicode, ``int`` 0-d integer, ``f32`` float32, ``ids`` int64 or
+    unicode ids, ``counts`` numbers, ``index`` int indices at most
+    ``shape[0]`` of them), its ``shape`` given the config, ``desc`` (how the
+    shape follows from the config, for messages), ``required``."""
+
+    kind: str
+    shape: Tuple[int, ...] = ()
+    desc: str = ""
+    required: bool = True
+
+
+#: The record arrays read before the table can be built (from the config).
+_RECORDS = {"format": _Member("str"), "version": _Member("int"), "config": _Member("str"),
+            "personal": _Member("str")}
+
+
+def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: bool,
+                  n_biases: Optional[int] = None, repeat: bool = False) -> Dict[str, _Member]:
+    """Every array of a model file with this config, in file order: what
+    its dtype and shape must be.  A new array of the format is one entry
+    here (and, if its values need checks, a few lines in validate_arrays).
+    ``n_biases``: length of ``personal.bias_index`` once known."""
+    t: Dict[str, _Member] = {k: _RECORDS[k] for k in ("format", "version", "config")}
+    t["item_ids"] = _Member("ids", (n,))
+    t["E"] = _Member("f32", (n, e), f"= (n_items, e) with n_items={n}, e={e}")
+    inp, inp_name = e, "e"
+    for l, H in enumerate(hs):
+        sym = f"with H={H}, {inp_name}={inp}" if inp_name != "H" else f"with H={H}, H_prev={inp}"
+        t[f"gru{l}.W_ih"] = _Member("f32", (3 * H, inp),
+                                    f"= (3*H, {'e' if l == 0 else 'H_prev'}) {sym}")
+        t[f"gru{l}.W_hh"] = _Member("f32", (3 * H, H), f"= (3*H, H) with H={H}")
+        t[f"gru{l}.b_ih"] = _Member("f32", (3 * H,), f"= (3*H,) with H={H}")
+        t[f"gru{l}.b_hh"] = _Member("f32", (3 * H,), f"= (3*H,) with H={H}")
+        inp, inp_name = H, "H"
+    t["head.W"] = _Member("f32", (d, hs[-1]), f"= (d, H) with d={d}, H={hs[-1]}")
+    t["head.b"] = _Member("f32", (d,), f"= (d,) with d={d}")
     if not tied:
-        names.append("O")
+        t["O"] = _Member("f32", (n, d), f"= (n_items, d) with n_items={n}, d={d}")
+    t["b"] = _Member("f32", (n,), f"= (n_items,) with n_items={n}")
+    t["popularity"] = _Member("counts", (n,), "= (n_items,)")
     if personal:
-        names.append("personal")
-    return names
+        t["personal"] = _RECORDS["personal"]
+        t["personal.bias_index"] = _Member("index", (n,), required=False)
+        t["personal.bias"] = _Member("f32", (n if n_biases is None else n_biases,),
+                                     "= (len(personal.bias_index),)", required=False)
+    if repeat:
+        t["repeat.scale"] = _Member("f32", (), "= () (a scalar)")
+        t["repeat.w"] = _Member("f32", (len(REPEAT_FEATURES),),
+                                f"= ({len(REPEAT_FEATURES)},), one weight per repeat feature")
+    return t
 
 
-def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> Model:
-    """Validate a model's arrays (as stored in the file, by name) and build
-    the :class:`Model`.  Raises :class:`ModelFormatError` whose message starts
-    with ``where`` and names exactly what is wrong: wrong format tag,
-    unsupported version, invalid or incomplete config, missing or unexpected
-    arrays, wrong dtype, wrong shape (expected vs got), NaN/Inf (which array,
-    how many), duplicate item ids, bad personal record."""
-    ck = _Checker(where)
-    arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    names = set(arrays)
+def _names_shown(names: Sequence[str], k: int = 12) -> str:
+    """At most ``k`` names, so a message stays one short line."""
+    names = sorted(names)
+    more = f" and {len(names) - k} more" if len(names) > k else ""
+    return _names(names[:k]) + more
+
+
+def _check_head(ck: _Checker, names: Iterable[str],
+                get: Any) -> Tuple[Dict[str, Any], Tuple[int, int, List[int], int, bool], bool]:
+    """Format tag, version and config (``get(name)`` gives an array): returns
+    (config, (n, e, hs, d, tied), is_personal)."""
+    names = set(names)
     if "format" not in names:
         raise ck.fail(f"not a deeprec-edge model file: it has no 'format' array (it holds "
-                      f"{_names(names) or 'no arrays'})")
-    tag = ck.string_scalar("format", arrays["format"])
+                      f"{_names_shown(names) or 'no arrays'})")
+    tag = str(get("format")[()])
     if tag != FORMAT_TAG:
         raise ck.fail(f"format tag is {tag!r}, expected {FORMAT_TAG!r}: not a deeprec-edge "
                       f"model file")
     if "version" not in names:
         raise ck.fail("missing array 'version'")
-    v = arrays["version"]
-    if v.ndim != 0 or v.dtype.kind not in "iu":
-        raise ck.fail(f"array 'version' must be a 0-d integer, got dtype {v.dtype} with shape "
-                      f"{v.shape}")
-    version = int(v[()])
+    version = int(get("version")[()])
     if version > FORMAT_VERSION:
         raise ck.fail(f"model file version {version} is newer than this deeprec-edge supports "
                       f"(version {FORMAT_VERSION}); upgrade deeprec-edge to read it")
@@ -699,18 +887,18 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
         raise ck.fail(f"model file version {version} is invalid (versions start at 1)")
     if "config" not in names:
         raise ck.fail("missing array 'config'")
-    cfg = ck.json_obj("config", arrays["config"])
-    n, e, hs, d, tied = ck.config(cfg)
-    L = len(hs)
-    is_personal = "personal" in names
+    cfg = ck.json_obj("config", get("config"))
+    return cfg, ck.config(cfg), "personal" in names
 
-    expected = set(_expected_names(L, tied, is_personal))
-    optional = {"personal.bias_index", "personal.bias"} if is_personal else set()
-    missing = [k for k in _expected_names(L, tied, is_personal) if k not in names]
+
+def _check_names(ck: _Checker, names: Iterable[str], table: Mapping[str, _Member],
+                 L: int, tied: bool, is_personal: bool, has_repeat: bool = False) -> None:
+    names = set(names)
+    missing = [k for k, m in table.items() if m.required and k not in names]
     if missing:
-        raise ck.fail(f"missing array(s) {_names(missing)} (config: L={L}, tied="
-                      f"{str(tied).lower()})")
-    extra = sorted(names - expected - optional)
+        what = f"L={L}, tied={str(tied).lower()}" + (", repeat component" if has_repeat else "")
+        raise ck.fail(f"missing array(s) {_names_shown(missing)} (config: {what})")
+    extra = sorted(names - set(table))
     if extra:
         hints = []
         if "O" in extra and tied:
@@ -719,42 +907,56 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
             hints.append(f"config says L={L} (layers gru0..gru{L - 1})")
         if any(x.startswith("personal.") for x in extra) and not is_personal:
             hints.append("personal biases need the 'personal' record")
+        if any(x.startswith("repeat.") for x in extra) and not has_repeat:
+            hints.append("repeat arrays need the config's 'repeat' record")
         hint = f" ({'; '.join(hints)})" if hints else ""
-        raise ck.fail(f"unexpected array(s) {_names(extra)}{hint}")
+        raise ck.fail(f"unexpected array(s) {_names_shown(extra)}{hint}")
+    has_i, has_b = "personal.bias_index" in names, "personal.bias" in names
+    if has_i != has_b:
+        raise ck.fail("missing array " + ("'personal.bias'" if has_i else
+                                          "'personal.bias_index'") +
+                      " ('personal.bias_index' and 'personal.bias' come together)")
 
-    item_ids = ck.item_ids(arrays["item_ids"], n)
-    E = ck.float32("E", arrays["E"], (n, e), f"= (n_items, e) with n_items={n}, e={e}")
-    layers = []
-    inp, inp_name = e, "e"
-    for l, H in enumerate(hs):
-        sym = f"with H={H}, {inp_name}={inp}" if inp_name != "H" else f"with H={H}, H_prev={inp}"
-        ws = []
-        for part, shape, desc in (
-                ("W_ih", (3 * H, inp), f"= (3*H, {'e' if l == 0 else 'H_prev'}) {sym}"),
-                ("W_hh", (3 * H, H), f"= (3*H, H) with H={H}"),
-                ("b_ih", (3 * H,), f"= (3*H,) with H={H}"),
-                ("b_hh", (3 * H,), f"= (3*H,) with H={H}")):
-            ws.append(ck.float32(f"gru{l}.{part}", arrays[f"gru{l}.{part}"], shape, desc))
-        layers.append(GRULayer(*ws))
-        inp, inp_name = H, "H"
-    H_last = hs[-1]
-    W_p = ck.float32("head.W", arrays["head.W"], (d, H_last),
-                     f"= (d, H) with d={d}, H={H_last}")
-    b_p = ck.float32("head.b", arrays["head.b"], (d,), f"= (d,) with d={d}")
-    O = None
-    if not tied:
-        O = ck.float32("O", arrays["O"], (n, d), f"= (n_items, d) with n_items={n}, d={d}")
-    b = ck.float32("b", arrays["b"], (n,), f"= (n_items,) with n_items={n}")
 
-    pop = arrays["popularity"]
-    if pop.dtype == np.float16:
-        raise ck.fail("array 'popularity' is float16, expected float32 or float64")
-    if pop.dtype.kind not in "iuf":
-        raise ck.fail(f"array 'popularity' has dtype {pop.dtype}, expected float32 or float64 "
-                      f"(counts or probabilities)")
-    if pop.shape != (n,):
-        raise ck.fail(f"array 'popularity' has shape {pop.shape}, expected ({n},) = (n_items,)")
-    pop = _native(pop, pop.dtype)
+def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> Model:
+    """Validate a model's arrays (as stored in the file, by name) and build
+    the :class:`Model`.  Raises :class:`ModelFormatError` whose message starts
+    with ``where`` and names exactly what is wrong: wrong format tag,
+    unsupported version, invalid or incomplete config (or one beyond the
+    bounds :data:`MAX_ITEMS`, :data:`MAX_DIM`, :data:`MAX_LAYERS`), missing
+    or unexpected arrays, wrong dtype, wrong shape (expected vs got),
+    NaN/Inf (which array, how many), duplicate item ids, bad personal
+    record."""
+    ck = _Checker(where)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+
+    def get(name: str) -> np.ndarray:
+        a = arrays[name]
+        ck.member(name, _RECORDS[name], a.dtype, a.shape)
+        return a
+
+    cfg, (n, e, hs, d, tied), is_personal = _check_head(ck, arrays, get)
+    has_repeat = cfg.get("repeat") is not None
+    version = int(arrays["version"][()])
+    if version < 2 and (has_repeat or "finetune" in cfg):
+        raise ck.fail(f"model file version {version} cannot hold a "
+                      f"{'repeat component' if has_repeat else 'fine-tuning recipe'} "
+                      f"(version 2 or newer)")
+    bi = arrays.get("personal.bias_index")
+    n_biases = bi.shape[0] if bi is not None and bi.ndim == 1 else None
+    table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat)
+    _check_names(ck, arrays, table, len(hs), tied, is_personal, has_repeat)
+    for name, m in table.items():   # every dtype and shape before any value
+        if name in arrays:
+            ck.member(name, m, arrays[name].dtype, arrays[name].shape)
+
+    item_ids = ck.item_ids(arrays["item_ids"], table["item_ids"])
+    f32 = {name: ck.float32(name, arrays[name], m) for name, m in table.items()
+           if m.kind == "f32" and name in arrays}
+    layers = [GRULayer(*(f32[f"gru{l}.{part}"] for part in _LAYER_PARTS))
+              for l in range(len(hs))]
+
+    pop = _native(arrays["popularity"], arrays["popularity"].dtype)
     if pop.dtype.kind == "f":
         ck.finite("popularity", pop)
     n_neg = int((pop < 0).sum())
@@ -763,33 +965,28 @@ def validate_arrays(arrays: Mapping[str, np.ndarray], where: str = "model") -> M
                       f">= 0")
 
     personal = None
-    bias_index = bias = None
+    bias_index = None
     if is_personal:
-        personal = ck.json_obj("personal", arrays["personal"])
+        personal = ck.json_obj("personal", get("personal"))
         ck.personal(personal)
-        has_i, has_b = "personal.bias_index" in names, "personal.bias" in names
-        if has_i != has_b:
-            raise ck.fail("missing array " + ("'personal.bias'" if has_i else
-                                              "'personal.bias_index'") +
-                          " ('personal.bias_index' and 'personal.bias' come together)")
-        if has_i:
-            bi = arrays["personal.bias_index"]
-            if bi.dtype.kind not in "iu" or bi.ndim != 1:
-                raise ck.fail(f"array 'personal.bias_index' must be a 1-d int64 array, got "
-                              f"dtype {bi.dtype} with shape {bi.shape}")
-            bi = _native(bi, np.int64)
-            k = bi.shape[0]
-            if k and (bi.min() < 0 or bi.max() >= n):
+        if bi is not None:
+            bias_index = _native(bi, np.int64)
+            k = bias_index.shape[0]
+            if k and (bias_index.min() < 0 or bias_index.max() >= n):
                 raise ck.fail(f"array 'personal.bias_index' has indices outside 0..{n - 1}")
-            if np.unique(bi).shape[0] != k:
+            if np.unique(bias_index).shape[0] != k:
                 raise ck.fail("array 'personal.bias_index' has duplicate indices")
-            bias = ck.float32("personal.bias", arrays["personal.bias"], (k,),
-                              "= (len(personal.bias_index),)")
-            bias_index = bi
 
-    return Model(config=cfg, item_ids=item_ids, E=E, layers=layers, W_p=W_p, b_p=b_p, O=O,
-                 b=b, popularity=pop, personal=personal, personal_bias_index=bias_index,
-                 personal_bias=bias)
+    r_scale = None
+    if has_repeat:
+        r_scale = float(np.asarray(f32["repeat.scale"]).reshape(-1)[0])
+        if not r_scale > 0:
+            raise ck.fail(f"array 'repeat.scale' must be > 0, got {r_scale}")
+    return Model(config=cfg, item_ids=item_ids, E=f32["E"], layers=layers, W_p=f32["head.W"],
+                 b_p=f32["head.b"], O=f32.get("O"), b=f32["b"], popularity=pop,
+                 personal=personal, personal_bias_index=bias_index,
+                 personal_bias=f32.get("personal.bias"), repeat_scale=r_scale,
+                 repeat_w=f32.get("repeat.w"))
 
 
 # --------------------------------------------------------------------------
@@ -805,6 +1002,12 @@ def load_model(path: Any) -> Model:
     has the wrong format tag, a newer version, a missing or unexpected
     array, a wrong dtype or shape, NaN/Inf values, duplicate item ids or an
     invalid config.  A missing file raises :class:`FileNotFoundError`.
+
+    Bounded on any input: the zip structure, the config (against
+    :data:`MAX_ITEMS`, :data:`MAX_DIM`, :data:`MAX_LAYERS`) and every
+    array's ``.npy`` header (dtype and shape against the config) are checked
+    before any array data is read (:mod:`deeprec_edge._npz`), so a hostile or
+    broken file is rejected in milliseconds and megabytes.
     """
     p = os.fspath(path)
     # the file is opened here, not by np.load, so it is closed on every error
@@ -822,34 +1025,36 @@ def _read_npz(f: Any, p: str) -> Dict[str, np.ndarray]:
                                f"(an npz archive)")
     if not head.startswith(_ZIP_MAGIC):
         raise ModelFormatError(f"{p} is not a deeprec-edge model file (not an npz archive)")
-    f.seek(0)
-    try:
-        z = np.load(f, allow_pickle=False)
-    except Exception as e:  # BadZipFile, EOFError, ValueError, OSError, ...
-        raise ModelFormatError(f"{p} is truncated or corrupt: the npz (zip) archive cannot "
-                               f"be read ({type(e).__name__}: {e})") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):  # pragma: no cover - magic checked above
-        raise ModelFormatError(f"{p} is not a deeprec-edge model file (not an npz archive)")
-    arrays: Dict[str, np.ndarray] = {}
-    with z:
-        members = z.zip.namelist()
-        odd = [m for m in members if not m.endswith(".npy")]
-        if odd:
-            raise ModelFormatError(f"{p}: the archive holds non-array member(s) {_names(odd)}: "
-                                   f"not a deeprec-edge model file")
-        for name in z.files:
-            try:
-                arrays[name] = z[name]
-            except ValueError as e:
-                if "allow_pickle" in str(e) or "Object arrays" in str(e):
-                    raise ModelFormatError(
-                        f"{p}: array '{name}' holds Python objects (needs pickle); model files "
-                        f"hold only numeric and string arrays") from None
-                raise ModelFormatError(f"{p} is truncated or corrupt: array '{name}' cannot "
-                                       f"be read ({e})") from None
-            except Exception as e:  # BadZipFile (CRC), zlib.error, EOFError, OSError, ...
-                raise ModelFormatError(f"{p} is truncated or corrupt: array '{name}' cannot "
-                                       f"be read ({type(e).__name__}: {e})") from None
+
+    def fail(msg: str) -> ModelFormatError:
+        return ModelFormatError(f"{p} {msg}" if msg.startswith("is ") else f"{p}: {msg}")
+
+    ck = _Checker(p)
+    with NpzArchive(f, fail) as z:
+        names = set(z.members)
+        arrays: Dict[str, np.ndarray] = {}
+
+        def get(name: str) -> np.ndarray:   # a record: header checked, then read
+            h = z.header(name)
+            ck.member(name, _RECORDS[name], h.dtype, h.shape)
+            arrays[name] = z.read(name)
+            return arrays[name]
+
+        cfg, (n, e, hs, d, tied), is_personal = _check_head(ck, names, get)
+        has_repeat = cfg.get("repeat") is not None
+        n_biases = None
+        if "personal.bias_index" in names:
+            bh = z.header("personal.bias_index")
+            n_biases = bh.shape[0] if len(bh.shape) == 1 else None
+        table = _member_table(n, e, hs, d, tied, is_personal, n_biases, has_repeat)
+        _check_names(ck, names, table, len(hs), tied, is_personal, has_repeat)
+        for name, m in table.items():       # every header before any data
+            if name in names:
+                h = z.header(name)
+                ck.member(name, m, h.dtype, h.shape)
+        for name in table:
+            if name in names and name not in arrays:
+                arrays[name] = z.read(name)
     return arrays
 
 
@@ -879,15 +1084,18 @@ def save_model(model: Model, path: Any, *, compressed: bool = False) -> None:
 
 
 def model_from_params(params: Any, item_ids: Any, popularity: Any,
-                      config: Optional[Mapping[str, Any]] = None) -> Model:
+                      config: Optional[Mapping[str, Any]] = None, *,
+                      repeat: Optional[RepeatSpec] = None,
+                      recipe: Optional[FinetuneRecipe] = None) -> Model:
     """A global :class:`Model` from training-engine ``Params`` (or anything
     with ``E, layers, W_p, b_p, O, b_out, activation``).
 
     The shape keys of the config (n_items, e, L, H, d, activation, tied) are
     derived from the arrays; ``config`` adds the rest (carry_state defaults
     to False, session_gap_seconds to 3600, flags to [], created to now;
-    loss, alpha, trained_on, ... are kept as given).  The result is
-    validated.
+    loss, alpha, trained_on, ... are kept as given).  ``repeat`` adds the
+    repeat component, ``recipe`` the device's fine-tuning recipe.  The
+    result is validated.
     """
     layers = [GRULayer(*(np.ascontiguousarray(a, np.float32) for a in layer))
               for layer in params.layers]
@@ -902,6 +1110,12 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
     cfg.setdefault("session_gap_seconds", DEFAULT_SESSION_GAP_SECONDS)
     cfg.setdefault("flags", [])
     cfg.setdefault("created", _utc_now())
+    if repeat is not None:
+        rec = dict(cfg.get("repeat") or {})
+        rec.update(features=list(REPEAT_FEATURES), memory=int(repeat.memory))
+        cfg["repeat"] = rec
+    if recipe is not None:
+        cfg["finetune"] = recipe.to_dict()
     ids = np.asarray(item_ids)
     if ids.dtype.kind in "iu":
         ids = ids.astype(np.int64)
@@ -911,7 +1125,9 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
                   layers=layers, W_p=W_p, b_p=np.ascontiguousarray(params.b_p, np.float32),
                   O=None if params.O is None else np.ascontiguousarray(params.O, np.float32),
                   b=np.ascontiguousarray(params.b_out, np.float32),
-                  popularity=np.asarray(popularity))
+                  popularity=np.asarray(popularity),
+                  repeat_scale=None if repeat is None else float(repeat.scale),
+                  repeat_w=None if repeat is None else repeat.weights.copy())
     model.validate()
     return model
 
@@ -919,7 +1135,7 @@ def model_from_params(params: Any, item_ids: Any, popularity: Any,
 def make_personal(base: Model, params: Any, *, clicks_used: int,
                   last_timestamp: Optional[float], seed: int, epochs: int,
                   bias_index: Optional[np.ndarray] = None, bias: Optional[np.ndarray] = None,
-                  **extra: Any) -> Model:
+                  repeat_w: Optional[np.ndarray] = None, **extra: Any) -> Model:
     """A personal model: ``base`` with the last GRU layer and the head taken
     from the fine-tuned ``params`` (everything else is shared with ``base``,
     not copied -- it is frozen).
@@ -930,7 +1146,8 @@ def make_personal(base: Model, params: Any, *, clicks_used: int,
     fine-tuning metadata, ``finetunes`` (how many fine-tunes led here),
     ``clicks_used_total`` and any ``extra`` keys.  ``bias_index``/``bias``
     set personal output biases (dense indices); by default a personal base's
-    biases are kept.
+    biases are kept.  ``repeat_w`` sets personal repeat weights (a model
+    with a repeat component; default: ``base``'s).
     """
     parent = base.fingerprint()
     prev = base.personal or {}
@@ -957,12 +1174,16 @@ def make_personal(base: Model, params: Any, *, clicks_used: int,
         bias = np.ascontiguousarray(bias, np.float32)
     else:
         raise ValueError("bias_index and bias go together")
+    if repeat_w is not None and base.repeat_w is None:
+        raise ValueError("personal repeat weights need a model with a repeat component")
+    r_w = base.repeat_w if repeat_w is None else np.ascontiguousarray(repeat_w, np.float32)
     model = Model(config=json.loads(_dump_json(base.config, "config")), item_ids=base.item_ids,
                   E=base.E, layers=layers, W_p=np.ascontiguousarray(params.W_p, np.float32),
                   b_p=np.ascontiguousarray(params.b_p, np.float32), O=base.O, b=base.b,
                   popularity=base.popularity, personal=json.loads(_dump_json(record,
                                                                              "personal")),
-                  personal_bias_index=bias_index, personal_bias=bias)
+                  personal_bias_index=bias_index, personal_bias=bias,
+                  repeat_scale=base.repeat_scale, repeat_w=r_w)
     model._lookup, model._id_dict = base._lookup, base._id_dict
     return model
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._core import StreamCore
 from ._atomic import atomic_write
+from ._npz import Expect, read_npz
 
 __all__ = ["Session"]
 
@@ -33,7 +34,8 @@ class Session:
         A global or personal model.
     candidates : sequence of catalogue item ids, optional
         Rank only these items (default: the whole catalogue).  Unknown ids
-        are ignored.
+        are ignored, and an id listed twice is one candidate (as in
+        :func:`deeprec_edge.recommend`).
     exclude_clicked : bool
         Never recommend an item already clicked in this session (default
         True).
@@ -73,9 +75,7 @@ class Session:
         if self._cand is not None:
             # the candidates' rows, gathered once, in item-index order (so
             # equal scores go to the lower item index, as everywhere else);
-            # clicks are mirrored into a mask in that order (an item listed
-            # twice is listed twice)
-            self._cand = self._cand[np.argsort(self._cand, kind="stable")]
+            # clicks are mirrored into a mask in that order
             c = self._cand.astype(np.intp)
             self._O_c = np.ascontiguousarray(p.out_table[c])
             self._b_c = np.ascontiguousarray(p.b_out[c])
@@ -91,8 +91,9 @@ class Session:
 
     # -- ids ------------------------------------------------------------
     def _dense(self, ids: Iterable) -> np.ndarray:
+        """Dense indices of the known ids, sorted, each once."""
         idx = [self._index[i] for i in ids if i in self._index]
-        return np.asarray(idx, np.int32)
+        return np.unique(np.asarray(idx, np.int32))
 
     def _lookup(self, item) -> int:
         try:
@@ -198,6 +199,12 @@ class Session:
             lt = float(d.get("last_time", np.nan))
             self._last_time = None if np.isnan(lt) else lt
 
+    def _state_layout(self) -> dict:
+        """The arrays of a state file of this session's model (for load)."""
+        n_state = int(self._core.get_state().shape[0])
+        return {"meta": Expect("U", 0, 1 << 16), "state": Expect("f", 1, n_state),
+                "clicked": Expect("iu", 1, 1 << 31), "last_time": Expect("f", 0)}
+
     def save(self, path) -> None:
         """Write the session state to ``path`` (.npz, atomically)."""
         sd = self.state_dict()
@@ -210,15 +217,24 @@ class Session:
         atomic_write(path, write)
 
     def load(self, path) -> None:
-        """Restore a state written by :meth:`save` for the same model."""
+        """Restore a state written by :meth:`save` for the same model.
+
+        Raises ValueError saying what is wrong for an empty, truncated,
+        corrupt or foreign file (read within bounds, headers before data:
+        :func:`deeprec_edge._npz.read_npz`), FileNotFoundError when missing.
+        """
+        def fail(msg: str) -> ValueError:
+            return ValueError(f"{path}: not a deeprec-edge session state: "
+                              f"{'the file ' if msg.startswith('is ') else ''}{msg}")
+
+        d = read_npz(path, self._state_layout(), fail)
         try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"][()]))
-                d = {k: z[k] for k in ("state", "clicked", "last_time")}
-        except (OSError, ValueError, KeyError) as e:
-            raise ValueError(f"{path}: not a deeprec-edge session state ({e})") from None
-        if meta.get("format") != _STATE_FORMAT:
-            raise ValueError(f"{path}: not a deeprec-edge session state")
+            meta = json.loads(str(d.pop("meta")[()]))
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict) or meta.get("format") != _STATE_FORMAT:
+            raise ValueError(f"{path}: not a deeprec-edge session state (no "
+                             f"{_STATE_FORMAT!r} record)")
         if meta.get("model_fingerprint") != self.model.fingerprint():
             raise ValueError(f"{path}: the session state belongs to a different model")
         self.load_state_dict(d)

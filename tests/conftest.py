@@ -31,6 +31,18 @@ if HERE not in sys.path:
     # shadow an installed package
     sys.path.append(HERE)
 
+try:  # hypothesis: deterministic, no example database written into the tree
+    from hypothesis import HealthCheck, settings as _hyp_settings
+    _hyp_settings.register_profile(
+        "deeprec-edge", database=None, derandomize=True, deadline=None, print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow])
+    # HYPOTHESIS_PROFILE=long: the same properties with many more examples
+    _hyp_settings.register_profile("long", parent=_hyp_settings.get_profile("deeprec-edge"),
+                                   max_examples=2000, derandomize=False)
+    _hyp_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deeprec-edge"))
+except ImportError:  # the test extra is not installed: property tests are skipped
+    pass
+
 try:
     from deeprec_edge import kernels
     KERNELS_IMPORT_ERROR = None
@@ -189,6 +201,14 @@ def require_kernels():
     if kernels is None:
         pytest.fail(f"deeprec_edge.kernels is not importable: {KERNELS_IMPORT_ERROR!r}")
     return kernels
+
+
+def pytest_configure(config):
+    # hypothesis reports a failing example through mypy_extensions, which
+    # warns; with filterwarnings = error that turned the report into an
+    # INTERNALERROR
+    config.addinivalue_line("filterwarnings",
+                            "ignore:mypy_extensions.TypedDict is deprecated:DeprecationWarning")
 
 
 # --------------------------------------------------------------------------

@@ -3,18 +3,50 @@
 ``random_model(...)`` builds a valid :class:`deeprec_edge.model.Model` of
 any shape; ``random_arrays(...)`` gives the raw arrays of a model file (to
 break on purpose); ``write_npz(path, arrays)`` writes arrays as an npz
-without any validation.
+without any validation; ``child_env()`` is the environment of a child
+interpreter that imports the same deeprec_edge and these helpers, and
+``wait_for(pred, timeout, proc)`` waits for that child to reach a point.
 """
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any, Dict, Optional, Sequence, Union
 
 import numpy as np
 
+import deeprec_edge
 from deeprec_edge.model import GRULayer, Model, make_personal
 
-__all__ = ["random_model", "random_arrays", "random_personal", "write_npz", "set_config"]
+__all__ = ["random_model", "random_arrays", "random_personal", "write_npz", "set_config",
+           "child_env", "wait_for"]
+
+
+def child_env() -> Dict[str, str]:
+    """os.environ with PYTHONPATH leading to the deeprec_edge under test and
+    to this folder (so ``python -c`` children import the same code)."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(deeprec_edge.__file__)))
+    here = os.path.dirname(os.path.abspath(__file__))
+    env["PYTHONPATH"] = os.pathsep.join([root, here] + ([env["PYTHONPATH"]]
+                                                        if env.get("PYTHONPATH") else []))
+    return env
+
+
+def wait_for(pred: Any, timeout: float, proc: Any) -> None:
+    """Poll ``pred()`` until true; fail if the child ``proc`` exits first, or
+    after ``timeout`` seconds (a guard against a hung child, not a speed
+    check: generous on purpose)."""
+    t0 = time.monotonic()
+    while not pred():
+        if proc.poll() is not None:
+            raise AssertionError(f"child exited early: {proc.returncode}\n"
+                                 f"{proc.stderr.read().decode(errors='replace')}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("child did not reach the expected point in time")
+        time.sleep(0.01)
 
 
 def random_model(n_items: int = 30, e: int = 8, hidden: Union[int, Sequence[int]] = 12,

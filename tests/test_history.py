@@ -6,6 +6,7 @@ import io
 import os
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -292,6 +293,63 @@ def test_invalid_utf8(tmp_path):
     p.write_bytes(b"item_id,timestamp\n1000," + str(T0).encode() + b"\n\xff\xfe,1\n")
     with pytest.raises(HistoryError, match="not valid UTF-8"):
         read_history(p)
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+@pytest.mark.parametrize("bad_line", [2, 3, 4608, 5001])
+def test_invalid_utf8_names_its_line(tmp_path, bad_line, newline):
+    """Text decodes in blocks of several KB, so the decoder's position is not
+    the bad byte's line (line 5001 was reported as line 4608)."""
+    rows = [b"item_id,timestamp,note"] + [b"1000,%d,caf\xc3\xa9" % (T0 + i)
+                                          for i in range(1, 6000)]
+    rows[bad_line - 1] = b"1007,%d,caf\xe9" % T0            # latin-1 e-acute: not UTF-8
+    data = newline.join(rows) + newline
+    p = tmp_path / "h.csv"
+    p.write_bytes(data)
+    for src in (p, io.BytesIO(data)):
+        with pytest.raises(HistoryError) as e:
+            read_history(src)
+        assert f"line {bad_line}: not valid UTF-8 text" in str(e.value), str(e.value)
+
+
+def test_clicks_dated_in_the_future_are_skipped_and_counted(tmp_path, model):
+    now = utc(2024, 3, 1)
+    text = ("item_id,timestamp\n"
+            f"1000,{now - 100:.0f}\n"
+            "1007,2999-01-01T00:00:00Z\n"               # the audit's click
+            f"1014,{now + 3600:.0f}\n"                  # within the day of slack: kept
+            f"1021,{now + 2 * 86400:.0f}\n")            # 2 days ahead: skipped
+    p = write(tmp_path, text.replace("2999-01-01T00:00:00Z", f"{utc(2999, 1, 1):.0f}"))
+    h = read_history(p, model=model, now=now)
+    assert h.n_rows == 4 and h.n_future == 2 and len(h) == 2
+    assert h.future_example == (3, f"{utc(2999, 1, 1):.0f}")
+    assert h.timestamps.max() == now + 3600
+    p = write(tmp_path, "item_id,timestamp\n1000,2999-01-01\n1007,2998-05-05T10:00:00Z\n")
+    with pytest.raises(HistoryError, match=r"every click \(2\) is dated more than 24 hours in "
+                                           r"the future \(the first, line 2: '2999-01-01'\)"):
+        read_history(p, model=model, now=now)
+    # the default clock is this machine's: a click of 2999 is in the future
+    p = write(tmp_path, f"item_id,timestamp\n1000,{T0}\n1007,{utc(2999, 1, 1):.0f}\n")
+    assert read_history(p).n_future == 1
+
+
+def test_a_future_click_does_not_block_continual_finetuning(tmp_path):
+    """The personal model's last timestamp is that of the newest *used*
+    click, so later clicks still fine-tune it further."""
+    import deeprec_edge as de
+    from deeprec_edge.demo import demo_paths
+    m, h = demo_paths()
+    model = de.load_model(m)
+    lines = Path(h).read_text(encoding="utf-8").splitlines()
+    lines.insert(5, lines[5].split(",")[0] + ",2999-01-01T00:00:00Z")
+    p = write(tmp_path, "\n".join(lines[:150]) + "\n")
+    hist = de.read_history(p, model=model)
+    assert hist.n_future == 1
+    first = de.finetune(model, hist, epochs=1, holdout=0)
+    assert first.model.personal["last_timestamp"] < utc(2100, 1, 1)
+    later = write(tmp_path, "\n".join([lines[0]] + lines[150:]) + "\n", name="later.csv")
+    second = de.finetune(first.model, de.read_history(later, model=model), epochs=1, holdout=0)
+    assert second.summary["clicks_used"] == len(lines) - 150
 
 
 def test_empty_file_and_header_only(tmp_path):

@@ -4,6 +4,7 @@ process killed mid-save).  numpy only: no compiled kernels needed."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import signal
@@ -13,6 +14,8 @@ import sys
 import tempfile
 import textwrap
 import time
+import tracemalloc
+import warnings
 import zipfile
 
 import numpy as np
@@ -22,15 +25,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.append(HERE)
 
-import deeprec_edge  # noqa: E402
 from deeprec_edge import _atomic  # noqa: E402
 from deeprec_edge import model as M  # noqa: E402
 from deeprec_edge._atomic import atomic_write  # noqa: E402
 from deeprec_edge.model import (FORMAT_TAG, FORMAT_VERSION, Model, ModelFormatError,  # noqa: E402
                                 load_model, model_from_params, save_model,
                                 validate_arrays)
-from helpers_model import (random_arrays, random_model, random_personal, set_config,  # noqa: E402
-                           write_npz)
+from helpers_model import (child_env, random_arrays, random_model, random_personal,  # noqa: E402
+                           set_config, wait_for, write_npz)
 
 
 def assert_same_model(a: Model, b: Model) -> None:
@@ -96,7 +98,7 @@ def test_round_trip(tmp_path, kw, compressed):
     assert not m2.is_personal
     # files are plain npz readable without pickle by anyone
     with np.load(p, allow_pickle=False) as z:
-        assert str(z["format"]) == FORMAT_TAG and int(z["version"]) == FORMAT_VERSION
+        assert str(z["format"]) == FORMAT_TAG and int(z["version"]) == m.format_version
         assert z["E"].dtype == np.float32
     assert dir_listing(tmp_path) == ["weights.npz"]  # no temporary files left
 
@@ -263,6 +265,153 @@ def test_truncated(tmp_path, keep):
     n = len(data) - 1 if keep == "minus1" else int(len(data) * keep)
     p.write_bytes(data[:n])
     assert "is truncated or corrupt" in load_error(p)
+
+
+# --------------------------------------------------------------------------
+# bounded: any file is rejected in little memory (headers before data)
+# --------------------------------------------------------------------------
+
+
+def _peak_mb(fn):
+    """Run fn(); return (its exception message, peak Python/numpy memory in MB)."""
+    tracemalloc.start()
+    try:
+        try:
+            fn()
+            msg = None
+        except ModelFormatError as e:
+            msg = str(e)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return msg, peak / 2 ** 20
+
+
+def _npy_header(dtype, shape):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": tuple(shape)})
+    return buf.getvalue()
+
+
+def _write_members(path, arrays, raw=None, compress=zipfile.ZIP_STORED):
+    """An npz of ``arrays`` plus raw members: name -> (npy header, number of
+    zero bytes after it), streamed so no data is built in memory."""
+    with zipfile.ZipFile(path, "w", compression=compress) as z:
+        for k, v in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asarray(v), allow_pickle=False)
+            z.writestr(f"{k}.npy", buf.getvalue())
+        for k, (header, n_zero) in (raw or {}).items():
+            with z.open(f"{k}.npy", "w", force_zip64=True) as m:
+                m.write(header)
+                chunk = bytes(1 << 20)
+                for i in range(0, n_zero, len(chunk)):
+                    m.write(chunk[:min(len(chunk), n_zero - i)])
+
+
+@pytest.mark.parametrize("L", [10 ** 8, 10 ** 6, 65])
+def test_absurd_layer_count_is_rejected_at_once(tmp_path, L):
+    """The audit's 78 KB file with L = 10^8 took 15.6 GB and 126 s; 10^6 gave
+    a 71 MB error line."""
+    a = set_config(random_arrays(), L=L)
+    msg, peak = _peak_mb(lambda: load_model(broken(tmp_path, a)))
+    assert f"config L={L} is beyond what deeprec-edge reads (at most 64)" in msg
+    assert peak < 20 and len(msg) < 400, (peak, len(msg))
+    a = set_config(random_arrays(), H=[12] * 200_000, L=200_000)
+    msg, peak = _peak_mb(lambda: load_model(broken(tmp_path, a)))
+    assert "config L=200000 is beyond" in msg and len(msg) < 400 and peak < 100
+
+
+@pytest.mark.parametrize("key,value", [("n_items", 2 ** 31), ("e", 70000), ("d", 1 << 17),
+                                       ("H", 1 << 20)])
+def test_config_sizes_are_bounded(tmp_path, key, value):
+    a = set_config(random_arrays(), **{key: value})
+    msg = load_error(broken(tmp_path, a))
+    assert (f"config {key}={value} is beyond" in msg or f"each at most {1 << 16}" in msg), msg
+
+
+@pytest.mark.parametrize("mib", [48, 256])
+def test_member_inflating_to_gigabytes_is_rejected_unread(tmp_path, mib):
+    """A small npz whose 'E' inflates to many MiB of the wrong shape: the
+    header is checked against the config before any data is read (and past
+    64 MiB the inflation alone is implausible)."""
+    a = random_arrays()
+    del a["E"]
+    cols = (mib << 20) // 120
+    p = tmp_path / "bomb.npz"
+    _write_members(p, a, {"E": (_npy_header(np.float32, (30, cols)), 120 * cols)},
+                   compress=zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(p) < 2 << 20
+    msg, peak = _peak_mb(lambda: load_model(p))
+    if mib < 64:
+        assert f"array 'E' has shape (30, {cols}), expected (30, 8)" in msg, msg
+    else:
+        assert f"its members inflate to {mib}.0 MiB from a file of" in msg, msg
+    assert peak < 20, peak
+
+
+def test_consistent_bomb_is_rejected_by_its_inflation(tmp_path):
+    """Every header agrees with a config of 2^21 items, but 300 MiB come out
+    of 1 MiB: no model compresses like that; rejected before any read."""
+    n, e = 1 << 21, 8
+    a = set_config(random_arrays(), n_items=n)
+    raw = {}
+    for k in ("item_ids", "E", "O", "b", "popularity"):
+        v = a.pop(k)
+        shape = (n,) + v.shape[1:]
+        raw[k] = (_npy_header(v.dtype, shape), int(np.prod(shape)) * v.dtype.itemsize)
+    p = tmp_path / "bomb.npz"
+    _write_members(p, a, raw, compress=zipfile.ZIP_DEFLATED)
+    msg, peak = _peak_mb(lambda: load_model(p))
+    assert "is not a plausible archive: its members inflate to" in msg, msg
+    assert peak < 20, peak
+
+
+def test_many_members_and_huge_headers_are_rejected(tmp_path):
+    p = tmp_path / "members.npz"
+    with zipfile.ZipFile(p, "w") as z:
+        for i in range(3000):
+            z.writestr(f"a{i}.npy", b"")
+    msg, peak = _peak_mb(lambda: load_model(p))
+    assert "the archive has 3000 members (at most 1024)" in msg and peak < 20
+    a = random_arrays()
+    del a["b"]
+    hdr = b"\x93NUMPY\x02\x00" + (60000).to_bytes(4, "little") + b" " * 60000
+    _write_members(p, a, {"b": (hdr, 0)})
+    assert "a header of 60000 bytes" in load_error(p)
+    a = random_arrays()
+    del a["config"]
+    _write_members(p, a, {"config": (_npy_header("<U2000000", ()), 8_000_000)},
+                   compress=zipfile.ZIP_DEFLATED)
+    msg, peak = _peak_mb(lambda: load_model(p))
+    assert "array 'config' is a string of 2000000 characters" in msg and peak < 20, msg
+
+
+def test_header_disagreeing_with_member_size(tmp_path):
+    a = random_arrays()
+    del a["b"]
+    p = tmp_path / "short.npz"
+    _write_members(p, a, {"b": (_npy_header(np.float32, (30,)), 60)})   # 120 bytes due
+    msg = load_error(p)
+    assert "array 'b' declares float32 (30,)" in msg and "holds 60 bytes of data" in msg
+
+
+def test_duplicate_member_and_object_header(tmp_path):
+    p = tmp_path / "dup.npz"
+    a = random_arrays()
+    write_npz(p, a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # zipfile warns about the duplicate name
+        with zipfile.ZipFile(p, "a") as z:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, a["b"])
+            z.writestr("b.npy", buf.getvalue())
+    assert "holds member 'b.npy' twice" in load_error(p)
+    del a["b"]
+    _write_members(p, a, {"b": (_npy_header(object, (30,)), 0)})
+    assert "array 'b' holds Python objects (needs pickle)" in load_error(p)
 
 
 def test_wrong_format_tag(tmp_path):
@@ -592,7 +741,7 @@ def test_unwritable_directory_chmod(tmp_path):
     before = p.read_bytes()
     os.chmod(d, 0o555)
     try:
-        r = subprocess.run([sys.executable, "-c", _UNWRITABLE_CHILD, str(p)], env=_child_env(), cwd=HERE,
+        r = subprocess.run([sys.executable, "-c", _UNWRITABLE_CHILD, str(p)], env=child_env(), cwd=HERE,
                            capture_output=True, text=True, timeout=120)
     finally:
         os.chmod(d, 0o755)
@@ -626,26 +775,6 @@ def test_atomic_write_basic(tmp_path):
 # --------------------------------------------------------------------------
 # a process killed mid-save
 # --------------------------------------------------------------------------
-
-
-def _child_env():
-    env = dict(os.environ)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(deeprec_edge.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([root, HERE] + ([env["PYTHONPATH"]]
-                                                        if env.get("PYTHONPATH") else []))
-    return env
-
-
-def _wait_for(pred, timeout, proc):
-    t0 = time.monotonic()
-    while not pred():
-        if proc.poll() is not None:
-            raise AssertionError(f"child exited early: {proc.returncode}\n"
-                                 f"{proc.stderr.read().decode(errors='replace')}")
-        if time.monotonic() - t0 > timeout:
-            proc.kill()
-            raise AssertionError("child did not reach the expected point in time")
-        time.sleep(0.01)
 
 
 _SLOW_CHILD = textwrap.dedent("""
@@ -682,9 +811,9 @@ def test_sigkill_mid_save_leaves_previous_file_intact(tmp_path):
     before = p.read_bytes()
     marker = tmp_path / "started"
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_CHILD, str(p), str(marker)],
-                            env=_child_env(), cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=child_env(), cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        _wait_for(marker.exists, 60, proc)
+        wait_for(marker.exists, 60, proc)
         temps = [n for n in os.listdir(tmp_path) if n.startswith(".weights.npz.")]
         assert len(temps) == 1 and os.path.getsize(tmp_path / temps[0]) > 10_000
         os.kill(proc.pid, signal.SIGKILL)
@@ -698,11 +827,12 @@ def test_sigkill_mid_save_leaves_previous_file_intact(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     assert p.read_bytes() == before
     assert load_model(p).fingerprint() == old.fingerprint()
-    # the killed writer's partial temporary file is all that is left behind,
-    # and it never shadows the model; the next save works as usual
+    # the killed writer's partial temporary file never shadows the model; the
+    # next save works as usual and removes it (its writer no longer runs)
     new = random_model(n_items=50, seed=3)
     save_model(new, p)
     assert load_model(p).fingerprint() == new.fingerprint()
+    assert dir_listing(tmp_path) == ["started", "weights.npz"]
 
 
 _LOOP_CHILD = textwrap.dedent("""
@@ -731,7 +861,7 @@ def test_sigkill_at_random_moments_never_leaves_a_broken_file(tmp_path):
           random_model(n_items=4000, e=16, hidden=32, seed=12).fingerprint()}
     rng = np.random.default_rng(0)
     for trial in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", _LOOP_CHILD, str(p)], env=_child_env(), cwd=HERE,
+        proc = subprocess.Popen([sys.executable, "-c", _LOOP_CHILD, str(p)], env=child_env(), cwd=HERE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             line = proc.stdout.readline()

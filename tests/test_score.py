@@ -96,6 +96,41 @@ def test_topk_ties_use_row_number_not_idx_position(path, rng, K):
         _check_topk_exact(K, O, u, k, bias=bias, idx=idx, what=f"idx ties k={k}")
 
 
+def test_identical_rows_tie_by_row_on_random_floats(path, rng, K):
+    """Identical rows of random floats (not small integers, whose sums are
+    exact in any order): every path must give them the same score bits, so
+    "equal scores: lower row first" holds wherever the rows sit (the audit's
+    case: the last n % 4 rows once took another kernel on AVX-512)."""
+    for _ in range(200):
+        N, D = int(rng.integers(1, 40)), int(rng.integers(1, 70))
+        O = np.ascontiguousarray(np.tile(randn(rng, 1, D), (N, 1)))
+        u, b = randn(rng, D), f32(np.full(N, rng.standard_normal()))
+        top_idx, top_score = K.score_topk(O, u, N, bias=b)
+        np.testing.assert_array_equal(top_idx, np.arange(N), err_msg=f"N={N} D={D}")
+        assert (top_score == top_score[0]).all()
+        rows = i32(rng.permutation(N))
+        top_idx, _ = K.score_topk(O, u, N, bias=b, idx=rows)
+        np.testing.assert_array_equal(top_idx, np.arange(N), err_msg=f"idx N={N} D={D}")
+
+
+def test_row_scores_same_bits_wherever_the_row_sits(path, rng, K):
+    """A row scored through a candidate list (any position, any list length,
+    so any n mod 4/8/16 tail) or from a table offset has exactly its
+    full-table score, and top-k over candidates returns those bits."""
+    for N, D in [(37, 9), (18, 16), (40, 33), (65, 64), (23, 100), (9, 1)]:
+        O, u, b = randn(rng, N, D), randn(rng, D), randn(rng, N)
+        full = K.score(O, u, bias=b)
+        for n in range(1, N + 1):
+            idx = i32(rng.integers(0, N, n))
+            np.testing.assert_array_equal(K.score(O, u, bias=b, idx=idx), full[idx],
+                                          err_msg=f"N={N} D={D} n={n}")
+            ti, ts = K.score_topk(O, u, n, bias=b, idx=idx)
+            np.testing.assert_array_equal(ts, full[ti], err_msg=f"top-k N={N} D={D} n={n}")
+        for off in range(N):
+            np.testing.assert_array_equal(K.score(O[off:], u, bias=b[off:]), full[off:],
+                                          err_msg=f"offset {off} N={N} D={D}")
+
+
 def test_signed_zeros_tie(path, K):
     O = np.zeros((4, 1), np.float32)
     bias = f32([0.0, -0.0, 0.0, -0.0])

@@ -93,7 +93,7 @@ def test_candidate_table_exclusion_duplicates_reset_and_restore(tmp_path):
     assert ids[4] not in out.tolist()                               # both copies excluded
     assert sorted(out.tolist()) == sorted([ids[9], ids[17], ids[22]])
     out, _ = s.recommend(10, exclude_clicked=False)
-    assert out.tolist().count(ids[4]) == 2 and len(out) == 5        # listed twice, returned twice
+    assert out.tolist().count(ids[4]) == 1 and len(out) == 4        # listed twice, one candidate
     s.save(tmp_path / "state.npz")
     u_saved = s.user_vector
     s.reset()
@@ -183,3 +183,74 @@ def test_float16_session_refuses_weights_beyond_float16():
     with pytest.raises(ValueError, match=r"layers\[0\].W_hh: a weight of magnitude >= 65520"):
         de.Session(model, weight_dtype="float16")
     de.Session(model)                                             # float32 is fine
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_duplicate_candidates_are_one_candidate_everywhere(string_ids):
+    """One rule for candidate lists: an id listed twice is one candidate in
+    Session (its own list and a per-call list) as in de.recommend, and
+    recommend(k) never returns an item twice."""
+    model = random_model(n_items=30, e=8, hidden=[12], d=8, string_ids=string_ids, seed=7)
+    ids = list(model.item_ids.tolist())
+    cand = [ids[3], ids[3], ids[17], ids[17], ids[17], ids[9], "unknown-id"]
+    distinct = {ids[3], ids[17], ids[9]}
+    want_ids, want_scores = de.recommend(model, None, k=10, candidates=cand)
+    assert set(want_ids.tolist()) == distinct and len(want_ids) == 3
+    for s in (de.Session(model, candidates=cand), de.Session(model)):
+        got_ids, got_scores = s.recommend(10, candidates=cand)
+        assert got_ids.tolist() == want_ids.tolist()
+        np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6, atol=1e-6)
+    s = de.Session(model, candidates=cand)
+    got_ids, got_scores = s.recommend(4)
+    assert got_ids.tolist() == want_ids.tolist()
+    # clicking an item listed twice removes it (not one copy of it) from the ranking
+    s.click(ids[17])
+    assert ids[17] not in s.recommend(4)[0].tolist()
+    assert len(s.recommend(4)[0]) == 2
+
+
+def test_session_load_errors_are_value_errors_saying_what(tmp_path):
+    """Session.load on an empty, truncated, foreign or wrong file: a
+    ValueError naming the file and the problem (not BadZipFile, EOFError or
+    AttributeError), and the session is left as it was."""
+    model = random_model(n_items=20, seed=1)
+    s = de.Session(model)
+    s.click(model.item_ids[3])
+    good = tmp_path / "state.npz"
+    s.save(good)
+    u = s.user_vector
+    data = good.read_bytes()
+    cases = {
+        "empty": (b"", "is empty"),
+        "truncated": (data[:len(data) // 2], "truncated or corrupt"),
+        "text": (b"hello, world\n", "is not an npz"),
+        "model": (None, "missing array(s)"),
+        "other npz": (None, "missing array(s) 'clicked', 'last_time', 'meta', 'state'"),
+        "json list": (None, "no 'deeprec-edge/session' record"),
+        "wrong size": (None, "array 'state' has 999 elements"),
+    }
+    for name, (content, expect) in cases.items():
+        p = tmp_path / f"{name}.npz"
+        if name == "model":
+            de.save_model(model, p)
+        elif name == "other npz":
+            np.savez(p, a=np.zeros(3))
+        elif name == "json list":
+            np.savez(p, meta=np.array("[1, 2]"), state=np.zeros(12, np.float32),
+                     clicked=np.zeros(0, np.int32), last_time=np.float64(0))
+        elif name == "wrong size":
+            np.savez(p, meta=np.array("{}"), state=np.zeros(999, np.float32),
+                     clicked=np.zeros(0, np.int32), last_time=np.float64(0))
+        else:
+            p.write_bytes(content)
+        with pytest.raises(ValueError) as e:
+            s.load(p)
+        msg = str(e.value)
+        assert msg.startswith(f"{p}: not a deeprec-edge session state") and expect in msg, msg
+        assert type(e.value) is ValueError
+        np.testing.assert_array_equal(s.user_vector, u)
+    with pytest.raises(FileNotFoundError):
+        s.load(tmp_path / "missing.npz")
+    other = random_model(n_items=20, seed=2)
+    with pytest.raises(ValueError, match="belongs to a different model"):
+        de.Session(other).load(good)

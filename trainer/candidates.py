@@ -21,8 +21,6 @@ Ties are broken by the lower item code everywhere (except inside
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
@@ -46,7 +44,8 @@ __all__ = [
 
 #: ``format`` tag stored in candidate npz files.
 from deeprec_edge.candidates import CANDIDATES_FORMAT  # one tag, shared with the device reader
-CANDIDATES_VERSION = 1
+from deeprec_edge.candidates import CANDIDATES_VERSION, read_candidates_npz
+from deeprec_edge._atomic import atomic_write  # the one writer (fsync, mode, cleanup)
 
 
 # ---------------------------------------------------------------------------
@@ -357,7 +356,7 @@ class CandidateSets:
             "item_ids": _plain(self.item_ids[self.items]),
             "scores": self.scores.astype(np.float32),
         }
-        _atomic_write(path, lambda fh: (np.savez_compressed if compressed else np.savez)(fh, **arrays))
+        atomic_write(path, lambda fh: (np.savez_compressed if compressed else np.savez)(fh, **arrays))
 
     def to_csv(self, path: Any, *, block_users: int = 100_000) -> None:
         """Write (atomically) ``user_id,item_id,rank,score`` rows (rank from 1),
@@ -377,7 +376,7 @@ class CandidateSets:
                                       "rank": rank, "score": self.scores[lo:hi]})
                 fh.write(frame.to_csv(index=False, header=False, float_format="%.6g",
                                       lineterminator="\n").encode("utf-8"))
-        _atomic_write(path, write)
+        atomic_write(path, write)
 
 
 def _plain(ids: np.ndarray) -> np.ndarray:
@@ -386,39 +385,16 @@ def _plain(ids: np.ndarray) -> np.ndarray:
     return arr if arr.dtype.kind in "iu" else arr.astype(str)
 
 
-def _atomic_write(path: Any, writer: Any) -> None:
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=d)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def load_candidates_npz(path: Any, item_ids: Any = None) -> CandidateSets:
     """Read a file written by :meth:`CandidateSets.to_npz`.
 
     With ``item_ids`` (e.g. the model's catalogue) items are coded on it and
     unknown ones dropped; else the vocabulary is the sorted ids in the file.
     User codes are the file's row order."""
-    with np.load(os.fspath(path), allow_pickle=False) as z:
-        keys = set(z.files)
-        need = {"format", "version", "user_ids", "offsets", "item_ids", "scores"}
-        if not need <= keys:
-            raise ValueError(f"{path}: not a candidates file; missing {sorted(need - keys)}")
-        if str(z["format"]) != CANDIDATES_FORMAT:
-            raise ValueError(f"{path}: format tag {str(z['format'])!r}, expected {CANDIDATES_FORMAT!r}")
-        if int(z["version"]) > CANDIDATES_VERSION:
-            raise ValueError(f"{path}: version {int(z['version'])} is newer than {CANDIDATES_VERSION}")
-        users, offsets, ids, scores = z["user_ids"], z["offsets"], z["item_ids"], z["scores"]
-    if offsets.ndim != 1 or len(offsets) != len(users) + 1 or offsets[0] != 0 \
-            or offsets[-1] != len(ids) or np.any(np.diff(offsets) < 0) or len(scores) != len(ids):
-        raise ValueError(f"{path}: inconsistent offsets/item_ids/scores lengths")
+    z = read_candidates_npz(path)        # the device's reader: bounded, checked
+    if "scores" not in z:
+        raise ValueError(f"{path}: not a candidates file: missing array(s) 'scores'")
+    users, offsets, ids, scores = z["user_ids"], z["offsets"], z["item_ids"], z["scores"]
     if item_ids is None:
         vocab, codes = np.unique(ids, return_inverse=True)
     else:

@@ -30,7 +30,13 @@ __all__ = ["main", "build_parser", "INSTALL_HINT"]
 
 INSTALL_HINT = 'pip install "deeprec-edge[trainer]"'
 _EXTRA_MODULES = ("pandas", "scipy", "tqdm")
-FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto", "tianchi")
+#: Method names of ``deeprec-train evaluate`` (the baselines, then the GRU models).
+DEEPREC_METHOD_NAMES = ("popularity", "cooccurrence", "item-knn", "sknn", "v-sknn", "recency",
+                        "global", "centralized", "personal")
+SESSION_METHOD_NAMES = ("popularity", "cooccurrence", "item-knn", "sknn", "v-sknn", "recency",
+                        "gru")
+FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto", "tianchi",
+           "online-retail", "tmall")
 
 
 from deeprec_edge.cli import UserError, _check_writable  # noqa: E402  (one definition of each)
@@ -57,6 +63,10 @@ def _check_extra() -> None:
 # --------------------------------------------------------------------------
 
 def _guess_format(path: str) -> str:
+    from .data import guess_format_from_header
+    by_header = guess_format_from_header(path)     # online-retail, tmall: by their header line
+    if by_header is not None:
+        return by_header
     name = os.path.basename(path).lower()
     for suffix in (".gz", ".bz2", ".xz", ".zip"):
         if name.endswith(suffix) and not name.endswith(".jsonl" + suffix):
@@ -86,14 +96,10 @@ def _guess_format(path: str) -> str:
 
 
 def _reader_kwargs(a, fmt: str) -> Dict[str, Any]:
-    kw: Dict[str, Any] = {}
+    kw: Dict[str, Any] = {"on_missing": a.on_missing}
     gap = None if a.no_session_gap else a.session_gap
     if fmt == "csv":
-        if not a.item_col or not a.time_col:
-            raise UserError("--format csv needs --item-col and --time-col (and --user-col "
-                            "and/or --session-col)")
-        if not a.user_col and not a.session_col:
-            raise UserError("--format csv needs --user-col and/or --session-col")
+        # columns not given are detected from the header (data.detect_columns)
         kw.update(item_col=a.item_col, time_col=a.time_col, user_col=a.user_col,
                   session_col=a.session_col, sep=_sep(a.sep or ","), header=not a.no_header,
                   time_unit=a.time_unit, session_gap=gap)
@@ -114,7 +120,37 @@ def _reader_kwargs(a, fmt: str) -> Dict[str, Any]:
                   as_sessions=a.otto_sessions, session_gap=gap)
     elif fmt == "tianchi":
         kw.update(behaviors=tuple(t.strip() for t in a.behaviors.split(",")), session_gap=gap)
+    elif fmt == "online-retail":
+        kw.update(session_gap=gap)
+    elif fmt == "tmall":
+        kw.update(action_types=tuple(t.strip() for t in a.action_types.split(",")),
+                  year=a.year, session_gap=gap)
     return kw
+
+
+def _read_summary(inter) -> str:
+    """What was skipped while reading (for the read summary line)."""
+    info = inter.info
+    parts = []
+    n = int(info.get("n_missing_values", 0))
+    if n:
+        detail = (f" ({int(info['n_no_customer']):,} without CustomerID)"
+                  if info.get("n_no_customer") else "")
+        parts.append(f"{n:,} rows with a missing value{detail}")
+    n = int(info.get("n_events_skipped", 0))
+    if n:
+        why = info.get("events_skipped_reason")
+        parts.append(f"{n:,} filtered out" + (f" ({why})" if why else ""))
+    n = int(info.get("n_unknown_items", 0))
+    if n:
+        parts.append(f"{n:,} on unknown items")
+    out = f"; skipped {', '.join(parts)}" if parts else ""
+    detected = info.get("columns_detected")
+    if detected:
+        cols = info.get("columns", {})
+        out += "; columns " + ", ".join(f"{r}={cols[r]}" for r in ("user", "session", "item", "time")
+                                         if r in cols) + " (detected from the header)"
+    return out
 
 
 def _when(s: Optional[str]) -> Any:
@@ -147,7 +183,7 @@ def _read(a, path: str, item_vocab=None):
     dt = time.perf_counter() - t0
     if not a.quiet:
         _say(f"read {path} ({fmt}): {inter.n_events:,} clicks, {inter.n_items:,} items, "
-             f"{inter.n_users:,} {inter.user_kind}s in {dt:.1f} s")
+             f"{inter.n_users:,} {inter.user_kind}s in {dt:.1f} s{_read_summary(inter)}")
     return inter
 
 
@@ -170,15 +206,21 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
                  min_session_length: int = 2) -> None:
     g = p.add_argument_group("reading the log")
     g.add_argument("--format", choices=("auto",) + FORMATS, default=default_format,
-                   help=f"log format (default {default_format}: guessed from the file name: "
+                   help=f"log format (default {default_format}: guessed from the header line: "
+                        "the UCI Online Retail header -> online-retail, the Tmall "
+                        "user_log_format1 header -> tmall; else from the file name: "
                         "u.data/ratings.* -> movielens, *.jsonl -> otto, "
                         "yoochoose-clicks*.dat -> yoochoose, UserBehavior* -> tianchi, "
-                        "a .txt/.tsv with a SessionId header -> session-tsv)")
-    g.add_argument("--user-col", help="csv: user id column")
-    g.add_argument("--item-col", help="csv/session-tsv: item id column (session-tsv: ItemId)")
-    g.add_argument("--time-col", help="csv/session-tsv: timestamp column (session-tsv: Time)")
-    g.add_argument("--session-col", help="csv/session-tsv: session id column "
-                   "(session-tsv: SessionId)")
+                        "a .txt/.tsv with a SessionId header -> session-tsv, *.csv -> csv)")
+    g.add_argument("--user-col", help="csv: user id column (default: detected from the header: "
+                   "user_id, userId, user, customer_id, CustomerID, visitorid, ...)")
+    g.add_argument("--item-col", help="csv/session-tsv: item id column (csv default: detected: "
+                   "item_id, itemId, item, movieId, product_id, StockCode, aid, ...; "
+                   "session-tsv: ItemId)")
+    g.add_argument("--time-col", help="csv/session-tsv: timestamp column (csv default: detected: "
+                   "timestamp, time, date, datetime, ts, InvoiceDate, ...; session-tsv: Time)")
+    g.add_argument("--session-col", help="csv/session-tsv: session id column (csv default: "
+                   "detected: session_id, sessionId, SessionId, session; session-tsv: SessionId)")
     g.add_argument("--sep", help="csv/session-tsv: field separator (',' / tab; 'tab' and "
                    "'\\t' mean a tab)")
     g.add_argument("--no-header", action="store_true", help="csv: the file has no header; "
@@ -199,6 +241,14 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
                         "(pv,buy,cart,fav; default pv)")
     g.add_argument("--diginetica-users", action="store_true",
                    help="diginetica: users as the unit (rows without userId dropped)")
+    g.add_argument("--action-types", default="click",
+                   help="tmall: comma-separated action types kept (click,cart,purchase,favourite "
+                        "or 0-3; default click)")
+    g.add_argument("--year", type=int, default=2014,
+                   help="tmall: the year of the MMDD day stamps (default 2014)")
+    g.add_argument("--on-missing", choices=("skip", "error"), default="skip",
+                   help="a row with an empty used field: skip it and count it in the read "
+                        "summary (default), or stop with an error naming the line")
     g = p.add_argument_group("preprocessing")
     g.add_argument("--session-gap", type=float, default=3600.0,
                    help="seconds: a longer gap between a user's clicks starts a new session "
@@ -539,9 +589,10 @@ def _output_args(p) -> None:
     g.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of Recall@20/MRR@20 with intervals (needs matplotlib)")
     g.add_argument("--ks", default="5,10,20", help="cutoffs k (default 5,10,20)")
-    g.add_argument("--ci", choices=("normal", "bootstrap"), default="normal",
+    g.add_argument("--ci", choices=("auto", "normal", "bootstrap"), default="auto",
                    help="95%% interval over users (sessions protocol: events): normal "
-                        "approximation or bootstrap (default normal)")
+                        "approximation or bootstrap percentile; auto (default): bootstrap under "
+                        "100 users, else normal")
 
 
 def _cmd_evaluate(a) -> int:
@@ -550,19 +601,23 @@ def _cmd_evaluate(a) -> int:
 
     _check_output_paths(a)
     cfg = _fit_config(a)
-    ft = FinetuneSettings(epochs=a.ft_epochs, lr=a.ft_lr, window=a.ft_window,
-                          batch_size=a.ft_batch_size, n_negatives=a.ft_negatives,
-                          alpha=a.ft_alpha, optimizer=a.ft_optimizer, holdout=a.ft_holdout,
-                          early_stopping=a.ft_early_stopping, l2_to_global=a.ft_l2_global,
+    parts = None
+    if a.ft_parts is not None:
+        parts = tuple(x.strip() for x in a.ft_parts.split(",") if x.strip() and x.strip() != "none")
+    ft = FinetuneSettings(parts=parts, l2=a.ft_l2, holdout=a.ft_holdout,
+                          max_events=a.ft_max_events, epochs=a.ft_epochs, lr=a.ft_lr,
+                          window=a.ft_window, batch_size=a.ft_batch_size,
+                          n_negatives=a.ft_negatives, alpha=a.ft_alpha,
+                          optimizer=a.ft_optimizer, l2_to_global=a.ft_l2_global,
                           train_gru=a.ft_train_gru, use_candidates=a.ft_candidates)
     st = DeepRecSettings(
-        quantile=a.quantile, cutoff=_when(a.cutoff), min_post_clicks=a.min_post_clicks,
-        finetune_share=a.finetune_share, min_item_support=a.min_item_support,
-        min_session_length=a.min_session_length,
+        quantile=a.quantile, cutoff=_when(a.cutoff), test_quantile=a.test_quantile,
+        test_cutoff=_when(a.test_cutoff), split=a.split, finetune_share=a.finetune_share,
+        min_finetune_clicks=a.min_finetune_clicks, min_test_events=a.min_test_events,
+        min_item_support=a.min_item_support, min_session_length=a.min_session_length,
         methods=_methods(a.methods, DEEPREC_METHODS), ks=_ks(a.ks),
-        n_candidates=a.candidates, candidate_history=a.candidate_history,
-        candidate_keep_seen=a.candidates_keep_seen,
-        cf_neighbors=a.cf_neighbors, knn_neighbors=a.knn_neighbors, knn_score=a.knn_score,
+        n_candidates=a.candidates, cf_neighbors=a.cf_neighbors,
+        candidate_neighbors=a.candidate_neighbors, candidate_recent=a.candidate_recent,
         exclude_seen=a.exclude_seen, session_starts=a.session_starts, max_users=a.max_users,
         validation=a.validation, ci=a.ci, seed=a.seed, finetune=ft)
     model = load_model(a.model) if a.model else None
@@ -591,9 +646,8 @@ def _cmd_evaluate_sessions(a) -> int:
         from .data import remove_consecutive_repeats
         test = remove_consecutive_repeats(test)
     report = evaluate_sessions(train, test, cfg, methods=_methods(a.methods, SESSION_METHODS),
-                               model=model, ks=_ks(a.ks), knn_neighbors=a.knn_neighbors,
-                               knn_score=a.knn_score,
-                               ci=a.ci, seed=a.seed,
+                               model=model, ks=_ks(a.ks),
+                               ci="normal" if a.ci == "auto" else a.ci, seed=a.seed,
                                session_gap=None if a.no_session_gap else a.session_gap,
                                log=_say if not a.quiet else (lambda s: None),
                                progress=not a.quiet)
@@ -620,14 +674,6 @@ def _cmd_demo_data(a) -> int:
 # --------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------
-
-def _knn_args(p) -> None:
-    p.add_argument("--knn-score", choices=("count", "cosine"), default="count",
-                   help="item-kNN: rank by the number of training sessions shared with the last "
-                        "click (count, default) or by cosine similarity (cosine)")
-    p.add_argument("--knn-neighbors", type=int, default=100,
-                   help="item-kNN with --knn-score cosine: neighbours per item (default 100)")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -719,63 +765,83 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_export)
 
     v = sub.add_parser("evaluate", help="the DeepRec protocol on a user log",
-                       description="Time split at a quantile; users with enough post-cutoff "
-                                   "clicks; the first part of them fine-tunes a personal model "
-                                   "through the runtime's finetune, the rest is the test set "
-                                   "(next item, whole preceding history as input). Methods: "
-                                   "popularity, item-kNN, global, centralized, personal.")
+                       description="Two global time cutoffs: the cloud trains on the clicks "
+                                   "before the first; clicks between the two are seen by the "
+                                   "devices only (each user's personal model fine-tunes on her "
+                                   "whole history before the second, through the runtime's "
+                                   "finetune); clicks after the second are the test part (next "
+                                   "item, whole preceding history as input). Methods: the "
+                                   "non-GRU baselines, the global model, a centralized model "
+                                   "(trained on every click before the test part) and the "
+                                   "personal models; paired per-user differences with "
+                                   "intervals.")
     v.add_argument("log", help="click log with users")
     v.add_argument("--model", help="evaluate this global model instead of fitting one")
-    v.add_argument("--quantile", type=float, default=0.8, help="cutoff time quantile (default 0.8)")
-    v.add_argument("--cutoff", help="cutoff date or unix time (overrides --quantile)")
-    v.add_argument("--min-post-clicks", type=int, default=20,
-                   help="users need this many post-cutoff clicks on catalogue items (default 20)")
+    v.add_argument("--quantile", type=float, default=0.8,
+                   help="first cutoff: this time quantile of all clicks (default 0.8)")
+    v.add_argument("--cutoff", help="first cutoff as a date or unix time (overrides --quantile)")
+    v.add_argument("--test-quantile", type=float,
+                   help="second cutoff (start of the test part): this time quantile "
+                        "(default: halfway from --quantile to 1, i.e. 0.9)")
+    v.add_argument("--test-cutoff", help="second cutoff as a date or unix time")
+    v.add_argument("--split", choices=("time", "share"), default="time",
+                   help="time: the second global cutoff (default; no model trains on a click "
+                        "later than a test click); share: each user's first "
+                        "--finetune-share of post-cutoff clicks is on the device")
     v.add_argument("--finetune-share", type=float, default=0.5,
-                   help="share of each user's post-cutoff clicks that fine-tunes (default 0.5)")
-    v.add_argument("--methods", default=",".join(
-        ("popularity", "item-knn", "global", "centralized", "personal")),
-        help="comma-separated methods (default all)")
-    v.add_argument("--candidates", type=int, default=100, help="candidate set size (default 100)")
-    v.add_argument("--candidate-history", choices=("all", "pre"), default="all",
-                   help="candidate sets from the user's clicks before the test part (all, "
-                        "default) or before the cutoff only (pre)")
-    v.add_argument("--candidates-keep-seen", action="store_true",
-                   help="candidate sets may hold items the user already clicked (default: "
-                        "excluded; keep them for logs with repeat consumption)")
+                   help="--split share: share of each user's post-cutoff clicks on the device "
+                        "(default 0.5)")
+    v.add_argument("--min-finetune-clicks", type=int, default=1,
+                   help="users need this many clicks between the cutoffs (default 1)")
+    v.add_argument("--min-test-events", type=int, default=1,
+                   help="users need this many test events (default 1)")
+    v.add_argument("--methods", default=",".join(DEEPREC_METHOD_NAMES),
+                   help="comma-separated methods (default all: "
+                        + ", ".join(DEEPREC_METHOD_NAMES) + ")")
+    v.add_argument("--candidates", type=int, default=500,
+                   help="candidate set size: the device's part (the user's items and their "
+                        "output-table neighbours) then the cloud's (CF + embedding "
+                        "neighbours); default 500")
     v.add_argument("--cf-neighbors", type=int, default=100, help="CF neighbours per item for "
-                   "candidates (default 100)")
-    _knn_args(v)
+                   "the cloud's candidates (default 100)")
+    v.add_argument("--candidate-neighbors", type=int, default=10,
+                   help="device part: output-table neighbours of each recent item (default 10)")
+    v.add_argument("--candidate-recent", type=int, default=5,
+                   help="device part: the newest distinct items whose neighbours join "
+                        "(default 5)")
     v.add_argument("--exclude-seen", action="store_true",
                    help="never rank items the user already clicked")
     v.add_argument("--session-starts", action="store_true",
                    help="also predict the first click of a session")
     v.add_argument("--max-users", type=int, help="evaluate a random sample of this many users")
     v.add_argument("--validation", action="store_true",
-                   help="tuning mode: split each user's fine-tuning clicks again and score "
-                        "the second part; the test part is never read")
-    g = v.add_argument_group("fine-tuning of the personal models (defaults: the runtime's "
-                             "deeprec-edge finetune)")
-    g.add_argument("--ft-epochs", type=int, help="maximum epochs")
-    g.add_argument("--ft-lr", type=float, help="learning rate")
-    g.add_argument("--ft-window", type=int, help="BPTT window (clicks)")
-    g.add_argument("--ft-batch-size", type=int, help="windows per batch")
-    g.add_argument("--ft-negatives", type=int, help="shared negatives per batch")
-    g.add_argument("--ft-alpha", type=float, help="popularity exponent of the negatives")
-    g.add_argument("--ft-optimizer", choices=("adagrad", "adam", "sgd"), help="optimiser")
-    g.add_argument("--ft-holdout", type=float, help="share of the newest fine-tuning clicks held "
-                   "out for early stopping (0: none)")
-    g.add_argument("--ft-early-stopping", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep the best held-out epoch (the global model if none is better)")
+                   help="tuning mode: the test part is removed and the same protocol runs on "
+                        "the clicks before it")
+    g = v.add_argument_group("fine-tuning of the personal models (default: the recipe the "
+                             "trainer wrote into the global model, as deeprec-edge finetune)")
+    g.add_argument("--ft-parts", help="personal parts, comma-separated: offset, bias, repeat, "
+                   "head, gru ('none': keep the global model)")
+    g.add_argument("--ft-l2", type=float, help="strength of the prior towards the global model")
+    g.add_argument("--ft-holdout", type=float, help="per-user check: share of the newest "
+                   "events held out (0: no check)")
+    g.add_argument("--ft-max-events", type=int, help="newest events a device learns from")
+    g.add_argument("--ft-epochs", type=int, help="gru part: maximum epochs")
+    g.add_argument("--ft-lr", type=float, help="gru part: learning rate")
+    g.add_argument("--ft-window", type=int, help="gru part: BPTT window (clicks)")
+    g.add_argument("--ft-batch-size", type=int, help="gru part: windows per batch")
+    g.add_argument("--ft-negatives", type=int, help="gru part: shared negatives per batch")
+    g.add_argument("--ft-alpha", type=float, help="gru part: popularity exponent of negatives")
+    g.add_argument("--ft-optimizer", choices=("adagrad", "adam", "sgd"),
+                   help="gru part: optimiser")
     g.add_argument("--ft-l2-global", type=float, metavar="LAMBDA",
-                   help="L2 pull of the fine-tuned weights towards the global model's: "
-                        "LAMBDA/2 * ||w - w_global||^2 added to the loss (0: off, default)")
+                   help="gru part: L2 pull of the fine-tuned weights towards the global model's")
     g.add_argument("--ft-train-gru", action=argparse.BooleanOptionalAction, default=None,
-                   help="fine-tune the last GRU layer as well as the head (default); "
+                   help="gru part: also train the last GRU layer (default); "
                         "--no-ft-train-gru trains the head only")
     g.add_argument("--ft-candidates", action="store_true",
-                   help="draw half the negatives from the user's candidate set")
+                   help="gru part: draw half the negatives from the user's candidate set")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    _reader_args(v)
+    _reader_args(v, min_item_support=2, min_session_length=1)
     _model_args(v)
     _output_args(v)
     v.set_defaults(func=_cmd_evaluate)
@@ -788,9 +854,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("train", help="training sessions (default format session-tsv)")
     s.add_argument("test", help="test sessions (same format)")
     s.add_argument("--model", help="evaluate this model instead of fitting one")
-    s.add_argument("--methods", default="popularity,item-knn,gru",
-                   help="comma-separated: popularity, item-knn, gru (default all)")
-    _knn_args(s)
+    s.add_argument("--methods", default=",".join(SESSION_METHOD_NAMES),
+                   help="comma-separated methods (default all: "
+                        + ", ".join(SESSION_METHOD_NAMES) + ")")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _reader_args(s, default_format="session-tsv", min_item_support=1, min_session_length=1)
     _model_args(s)

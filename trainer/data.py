@@ -59,6 +59,13 @@ __all__ = [
     "read_diginetica",
     "read_otto",
     "read_tianchi",
+    "read_online_retail",
+    "read_tmall",
+    "tmall_action_codes",
+    "detect_columns",
+    "guess_format_from_header",
+    "COLUMN_SPELLINGS",
+    "MISSING_POLICIES",
     "sessionize",
     "remove_consecutive_repeats",
     "filter_support",
@@ -470,7 +477,8 @@ class _Builder:
         self.users = _Coder()
         self.sess = _Coder() if explicit_sessions else None
         self.parts: Dict[str, List[np.ndarray]] = {"user": [], "item": [], "time": [], "session": []}
-        self.info: Dict[str, Any] = {"n_rows_read": 0, "n_unknown_items": 0, "n_events_skipped": 0}
+        self.info: Dict[str, Any] = {"n_rows_read": 0, "n_unknown_items": 0, "n_events_skipped": 0,
+                                     "n_missing_values": 0}
 
     def add(self, user_raw: Any, item_raw: Any, times: np.ndarray, session_raw: Any = None) -> None:
         icodes = self.items.encode(np.asarray(item_raw) if not isinstance(item_raw, pd.Series) else item_raw)
@@ -520,13 +528,33 @@ def _first_bad(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
-def _check_present(chunk: pd.DataFrame, cols: Sequence[str], path: str, lines: np.ndarray) -> None:
-    for c in cols:
-        na = chunk[c].isna().to_numpy()
-        if na.any():
-            k = _first_bad(na)
-            raise DataFormatError(f"{path}, line {lines[k]}: missing value in column {c!r} "
-                                  "(too few fields or an empty field)")
+#: What a reader does with a row whose used column is empty: skip it and count
+#: it in ``info["n_missing_values"]`` (default), or raise DataFormatError.
+MISSING_POLICIES = ("skip", "error")
+
+
+def _check_policy(on_missing: str) -> None:
+    if on_missing not in MISSING_POLICIES:
+        raise ValueError(f"on_missing must be one of {MISSING_POLICIES}, got {on_missing!r}")
+
+
+def _skip_missing(chunk: pd.DataFrame, cols: Sequence[str], path: str, lines: np.ndarray,
+                  info: Dict[str, Any], on_missing: str) -> Tuple[pd.DataFrame, np.ndarray]:
+    """Drop rows with an empty field (or too few fields) in `cols`, counting
+    them in ``info["n_missing_values"]``; ``on_missing="error"`` raises instead,
+    naming the first such line and column."""
+    na = chunk[list(cols)].isna().to_numpy()
+    bad = na.any(axis=1)
+    if not bad.any():
+        return chunk, lines
+    if on_missing == "error":
+        k = _first_bad(bad)
+        c = list(cols)[int(np.flatnonzero(na[k])[0])]
+        raise DataFormatError(f"{path}, line {lines[k]}: missing value in column {c!r} "
+                              "(too few fields or an empty field)")
+    info["n_missing_values"] = info.get("n_missing_values", 0) + int(bad.sum())
+    keep = ~bad
+    return chunk.loc[keep], lines[keep]
 
 
 def _int_column(s: pd.Series, name: str, path: str, lines: np.ndarray) -> np.ndarray:
@@ -646,10 +674,11 @@ def _drop_blank(chunk: pd.DataFrame, line0: int) -> Tuple[pd.DataFrame, np.ndarr
 def _read_tabular(chunks: Iterable[Tuple[int, pd.DataFrame]], path: str, *, user_col: Optional[str],
                   item_col: str, time_col: str, session_col: Optional[str], time_unit: str,
                   item_vocab: Any, session_gap: Optional[float], ids_as_str: bool,
-                  row_filter: Optional[Callable[[pd.DataFrame, np.ndarray], np.ndarray]] = None
-                  ) -> Interactions:
+                  row_filter: Optional[Callable[[pd.DataFrame, np.ndarray], np.ndarray]] = None,
+                  filter_cols: Sequence[str] = (), on_missing: str = "skip") -> Interactions:
     if user_col is None and session_col is None:
         raise ValueError("give user_col, session_col or both")
+    _check_policy(on_missing)
     builder = _Builder(item_vocab, explicit_sessions=session_col is not None)
     parse_time = _TimeParser(time_unit)
     needed = [c for c in (user_col, item_col, time_col, session_col) if c is not None]
@@ -658,10 +687,11 @@ def _read_tabular(chunks: Iterable[Tuple[int, pd.DataFrame]], path: str, *, user
         if missing:
             raise DataFormatError(f"{path}: no column(s) {missing}; the file has {list(chunk.columns)}")
         chunk, lines, _ = _drop_blank(chunk, line0)
+        builder.info["n_rows_read"] += len(chunk)
+        chunk, lines = _skip_missing(chunk, needed + list(filter_cols), path, lines, builder.info,
+                                     on_missing)
         if len(chunk) == 0:
             continue
-        _check_present(chunk, needed, path, lines)
-        builder.info["n_rows_read"] += len(chunk)
         items = _id_column(chunk[item_col], item_col, path, lines, ids_as_str)
         times = parse_time(chunk[time_col], time_col, path, lines)
         sess = (_id_column(chunk[session_col], session_col, path, lines, ids_as_str)
@@ -688,32 +718,131 @@ def _read_tabular(chunks: Iterable[Tuple[int, pd.DataFrame]], path: str, *, user
 # readers
 # ---------------------------------------------------------------------------
 
-def read_csv(path: PathLike, *, item_col: str, time_col: str, user_col: Optional[str] = None,
-             session_col: Optional[str] = None, sep: str = ",", header: bool = True,
-             names: Optional[Sequence[str]] = None, time_unit: str = "auto", item_vocab: Any = None,
-             session_gap: Optional[float] = DEFAULT_SESSION_GAP, ids_as_str: bool = True,
+#: Header spellings recognised per role when ``read_csv`` is not told the
+#: columns; a header name matches after lower-casing and removing everything
+#: but letters and digits (``user_id``, ``userId`` and ``User ID`` are ``userid``).
+COLUMN_SPELLINGS: Dict[str, Tuple[str, ...]] = {
+    "user": ("userid", "user", "customerid", "customer", "visitorid", "visitor", "clientid",
+             "uid", "memberid"),
+    "item": ("itemid", "item", "movieid", "movie", "productid", "product", "stockcode", "aid",
+             "iid", "articleid", "sku", "asin", "trackid"),
+    "time": ("timestamp", "time", "ts", "date", "datetime", "invoicedate", "eventtime",
+             "unixtime"),
+    "session": ("sessionid", "session"),
+}
+
+
+def _spelling(name: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def detect_columns(header: Sequence[str], *, user_col: Optional[str] = None,
+                   item_col: Optional[str] = None, time_col: Optional[str] = None,
+                   session_col: Optional[str] = None, source: str = "the file") -> Dict[str, Optional[str]]:
+    """Roles of the columns of `header` by their common spellings
+    (:data:`COLUMN_SPELLINGS`, case and ``_`` ignored).
+
+    Columns given are kept; ``item`` and ``time`` are detected when not
+    given; ``user`` and ``session`` are both detected (either may be absent,
+    not both) unless one of them is given.  Returns ``{"user", "item",
+    "time", "session"} -> column name or None``.  A role with no candidate, or
+    with several, raises ValueError naming the header, the spellings tried and
+    the keyword / command-line flag that settles it.
+    """
+    names = [str(h) for h in header]
+    found: Dict[str, List[str]] = {r: [] for r in COLUMN_SPELLINGS}
+    for h in names:
+        key = _spelling(h)
+        for role, spellings in COLUMN_SPELLINGS.items():
+            if key in spellings:
+                found[role].append(h)
+    given = {"user": user_col, "item": item_col, "time": time_col, "session": session_col}
+    out: Dict[str, Optional[str]] = dict(given)
+
+    def fail(role: str, why: str) -> ValueError:
+        return ValueError(f"{source}: cannot tell the {role} column from the header {names}: {why}; "
+                          f"name it with {role}_col= (--{role}-col on the command line)")
+
+    def pick(role: str, required: bool) -> Optional[str]:
+        cand = found[role]
+        if len(cand) > 1:
+            raise fail(role, f"{len(cand)} columns look like one ({', '.join(map(repr, cand))})")
+        if not cand and required:
+            raise fail(role, f"no column is named like one "
+                             f"({', '.join(COLUMN_SPELLINGS[role])}, any case, '_' ignored)")
+        return cand[0] if cand else None
+
+    for role in ("item", "time"):
+        if out[role] is None:
+            out[role] = pick(role, True)
+    if user_col is None and session_col is None:
+        out["user"] = pick("user", False)
+        out["session"] = pick("session", False)
+        if out["user"] is None and out["session"] is None:
+            raise ValueError(f"{source}: cannot tell the user or session column from the header "
+                             f"{names}: no column is named like one "
+                             f"({', '.join(COLUMN_SPELLINGS['user'] + COLUMN_SPELLINGS['session'])}); "
+                             f"name it with user_col= or session_col= (--user-col / --session-col "
+                             f"on the command line)")
+    used = [c for c in out.values() if c is not None]
+    if len(set(used)) != len(used):
+        raise ValueError(f"{source}: one column serves two roles ({out}); name the columns with "
+                         f"user_col=/item_col=/time_col=/session_col=")
+    return out
+
+
+def _read_header(path: str, sep: str) -> List[str]:
+    try:
+        return [str(c) for c in pd.read_csv(path, sep=sep, nrows=0, engine="c").columns]
+    except pd.errors.EmptyDataError as exc:
+        raise DataFormatError(f"{path}: the file is empty") from exc
+    except pd.errors.ParserError as exc:
+        raise DataFormatError(f"{path}: {str(exc).strip()}") from exc
+
+
+def read_csv(path: PathLike, *, item_col: Optional[str] = None, time_col: Optional[str] = None,
+             user_col: Optional[str] = None, session_col: Optional[str] = None, sep: str = ",",
+             header: bool = True, names: Optional[Sequence[str]] = None, time_unit: str = "auto",
+             item_vocab: Any = None, session_gap: Optional[float] = DEFAULT_SESSION_GAP,
+             ids_as_str: bool = True, on_missing: str = "skip",
              chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
     """A generic delimited file of catalogue ids (``user,item,timestamp[,session]``).
 
     Columns are named by ``*_col`` (header names, or ``names`` for a file
-    without header).  Give ``user_col`` (sessions by time gap within users,
-    ``session_gap`` seconds; ``None``: one session per user), ``session_col``
-    (a session-only log: each session is its own unit) or both (explicit
-    sessions within users).  ``time_unit``: auto, iso, s, ms, us, ns.
+    without header); roles not given are detected from the header's common
+    spellings (:func:`detect_columns`; ``info["columns"]`` records the
+    result).  A user column gives users with sessions by time gap
+    (``session_gap`` seconds; ``None``: one session per user), a session
+    column alone a session-only log (each session is its own unit), both
+    explicit sessions within users.  ``time_unit``: auto, iso, s, ms, us, ns.
     Ids are read as text, so ``"007"`` and ``"7"`` stay distinct; when every id
     is a canonical integer the vocabulary becomes int64 (``ids_as_str=False``
-    parses them as integers directly, faster).
+    parses them as integers directly, faster).  Rows with an empty used field
+    are skipped and counted in ``info["n_missing_values"]``
+    (``on_missing="error"``: raise instead).
     """
     if not header and names is None:
         raise ValueError("a file without header needs `names`")
     p = os.fspath(path)
+    roles = {"user": user_col, "item": item_col, "time": time_col, "session": session_col}
+    detected = [r for r in ("item", "time") if roles[r] is None]
+    if user_col is None and session_col is None:
+        detected += ["user", "session"]
+    if detected:
+        cols = list(names) if names is not None else _read_header(p, sep)
+        roles = detect_columns(cols, user_col=user_col, item_col=item_col, time_col=time_col,
+                               session_col=session_col, source=p)
     dtype = None
     if ids_as_str:
-        dtype = {c: str for c in (user_col, item_col, session_col) if c is not None}
+        dtype = {roles[r]: str for r in ("user", "item", "session") if roles[r] is not None}
     chunks = _csv_chunks(p, sep=sep, header=header, names=names, dtype=dtype, chunksize=chunksize)
-    return _read_tabular(chunks, p, user_col=user_col, item_col=item_col, time_col=time_col,
-                         session_col=session_col, time_unit=time_unit, item_vocab=item_vocab,
-                         session_gap=session_gap, ids_as_str=ids_as_str)
+    inter = _read_tabular(chunks, p, user_col=roles["user"], item_col=roles["item"],
+                          time_col=roles["time"], session_col=roles["session"], time_unit=time_unit,
+                          item_vocab=item_vocab, session_gap=session_gap, ids_as_str=ids_as_str,
+                          on_missing=on_missing)
+    inter.info["columns"] = {r: c for r, c in roles.items() if c is not None}
+    inter.info["columns_detected"] = [r for r in detected if roles[r] is not None]
+    return inter
 
 
 def _base_name(path: str) -> str:
@@ -726,14 +855,15 @@ def _base_name(path: str) -> str:
 
 def read_movielens(path: PathLike, *, fmt: str = "auto", min_rating: Optional[float] = None,
                    item_vocab: Any = None, session_gap: Optional[float] = DEFAULT_SESSION_GAP,
-                   chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
+                   on_missing: str = "skip", chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
     """MovieLens ratings as implicit clicks (user level; sessions by time gap).
 
     ``fmt``: ``"100k"`` (``u.data``: user, item, rating, ts; tab, no header),
     ``"dat"`` (ML-1M/10M ``ratings.dat``: ``::``-separated), ``"csv"``
     (ML-20M/25M/latest ``ratings.csv`` with header userId,movieId,rating,
     timestamp) or ``"auto"`` (by file name).  ``min_rating`` keeps ratings
-    >= it (the rating column is otherwise ignored).
+    >= it (the rating column is otherwise ignored).  Rows with an empty used
+    field are skipped and counted (``on_missing="error"``: raise).
     """
     p = os.fspath(path)
     if fmt == "auto":
@@ -761,13 +891,16 @@ def read_movielens(path: PathLike, *, fmt: str = "auto", min_rating: Optional[fl
         raise ValueError(f"fmt must be auto, 100k, dat or csv; got {fmt!r}")
     inter = _read_tabular(chunks, p, user_col=ucol, item_col=icol, time_col=tcol, session_col=None,
                           time_unit="s", item_vocab=item_vocab, session_gap=session_gap,
-                          ids_as_str=False, row_filter=filt)
+                          ids_as_str=False, row_filter=filt,
+                          filter_cols=["rating"] if filt is not None else (), on_missing=on_missing)
     inter.info["format"] = f"movielens-{fmt}"
+    if filt is not None:
+        inter.info["events_skipped_reason"] = f"ratings below {min_rating}"
     return inter
 
 
 def read_yoochoose_clicks(path: PathLike, *, item_vocab: Any = None, session_gap: Optional[float] = None,
-                          chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
+                          on_missing: str = "skip", chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
     """RecSys Challenge 2015 ``yoochoose-clicks.dat``: ``SessionId,Timestamp,ItemId,Category``,
     comma-separated, no header, ISO 8601 times.  A session-only log (each
     session is its own unit); ``session_gap`` optionally splits given sessions
@@ -778,7 +911,7 @@ def read_yoochoose_clicks(path: PathLike, *, item_vocab: Any = None, session_gap
                          chunksize=chunksize)
     inter = _read_tabular(chunks, p, user_col=None, item_col="ItemId", time_col="Timestamp",
                           session_col="SessionId", time_unit="iso", item_vocab=item_vocab,
-                          session_gap=None, ids_as_str=False)
+                          session_gap=None, ids_as_str=False, on_missing=on_missing)
     if session_gap is not None:
         inter = sessionize(inter, session_gap, keep_sessions=True)
     inter.info["format"] = "yoochoose-clicks"
@@ -787,7 +920,8 @@ def read_yoochoose_clicks(path: PathLike, *, item_vocab: Any = None, session_gap
 
 def read_session_tsv(path: PathLike, *, session_col: str = "SessionId", item_col: str = "ItemId",
                      time_col: str = "Time", sep: str = "\t", time_unit: str = "s",
-                     item_vocab: Any = None, chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
+                     item_vocab: Any = None, on_missing: str = "skip",
+                     chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
     """The session-rec / GRU4Rec prepared format: ``SessionId, ItemId, Time``
     (tab-separated, header, unix seconds, fractional).  Read a test file with
     ``item_vocab=train.item_ids`` to put it on the training codes."""
@@ -795,7 +929,7 @@ def read_session_tsv(path: PathLike, *, session_col: str = "SessionId", item_col
     chunks = _csv_chunks(p, sep=sep, header=True, chunksize=chunksize)
     inter = _read_tabular(chunks, p, user_col=None, item_col=item_col, time_col=time_col,
                           session_col=session_col, time_unit=time_unit, item_vocab=item_vocab,
-                          session_gap=None, ids_as_str=False)
+                          session_gap=None, ids_as_str=False, on_missing=on_missing)
     inter.info["format"] = "session-tsv"
     return inter
 
@@ -805,7 +939,7 @@ def _diginetica_names(cols: Sequence[str]) -> Dict[str, str]:
 
 
 def read_diginetica(path: PathLike, *, users: bool = False, item_vocab: Any = None,
-                    session_gap: Optional[float] = DEFAULT_SESSION_GAP,
+                    session_gap: Optional[float] = DEFAULT_SESSION_GAP, on_missing: str = "skip",
                     chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
     """DIGINETICA (CIKM Cup 2016) item views, ``;``-separated with header
     ``sessionId;userId;itemId;timeframe;eventdate`` (``session_id`` ... in the
@@ -818,11 +952,15 @@ def read_diginetica(path: PathLike, *, users: bool = False, item_vocab: Any = No
     NA).  ``users=True`` keeps only rows with a ``userId`` and makes the user
     the unit, with the given sessions inside (split further when a gap
     exceeds ``session_gap``); dropped rows are counted in
-    ``info["n_events_skipped"]``.
+    ``info["n_events_skipped"]``.  Rows with an empty session, item, timeframe
+    or eventdate are skipped and counted in ``info["n_missing_values"]``
+    (``on_missing="error"``: raise).
     """
     p = os.fspath(path)
+    _check_policy(on_missing)
     raw = _csv_chunks(p, sep=";", header=True, chunksize=chunksize,
                       dtype={"eventdate": str})
+    counts: Dict[str, Any] = {"n_missing_values": 0, "n_rows": 0}
 
     def chunks() -> Iterator[Tuple[int, pd.DataFrame]]:
         for line0, chunk in raw:
@@ -833,9 +971,12 @@ def read_diginetica(path: PathLike, *, users: bool = False, item_vocab: Any = No
                 raise DataFormatError(f"{p}: no column(s) {miss} (after lower-casing and removing '_'); "
                                       f"the file has {list(chunk.columns)}")
             chunk, lines, _ = _drop_blank(chunk, line0)
+            n0 = len(chunk)
+            chunk, lines = _skip_missing(chunk, ["sessionid", "itemid", "timeframe", "eventdate"], p,
+                                         lines, counts, on_missing)
+            counts["n_rows"] += n0 - len(chunk)
             if len(chunk) == 0:
                 continue
-            _check_present(chunk, ["sessionid", "itemid", "timeframe", "eventdate"], p, lines)
             day = pd.to_datetime(chunk["eventdate"].astype(str), format="%Y-%m-%d", utc=True, errors="coerce")
             secs = ((day - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64, na_value=np.nan)
             bad = ~np.isfinite(secs)
@@ -857,6 +998,10 @@ def read_diginetica(path: PathLike, *, users: bool = False, item_vocab: Any = No
         inter = _read_lined(chunks(), p, user_col=None, session_col="session", session_gap=None,
                             item_vocab=item_vocab)
     inter.info["format"] = "diginetica"
+    inter.info["n_missing_values"] = counts["n_missing_values"]
+    inter.info["n_rows_read"] += counts["n_rows"]
+    if users:
+        inter.info["events_skipped_reason"] = "rows without userId"
     return inter
 
 
@@ -903,16 +1048,20 @@ def _json_loads() -> Callable[[Any], Any]:
 
 def read_otto(path: PathLike, *, event_types: Sequence[str] = ("clicks",), as_sessions: bool = False,
               item_vocab: Any = None, session_gap: Optional[float] = DEFAULT_SESSION_GAP,
-              chunk_events: int = 1_000_000) -> Interactions:
+              on_missing: str = "skip", chunk_events: int = 1_000_000) -> Interactions:
     """OTTO RecSys dataset JSON lines (``.jsonl`` or ``.jsonl.gz``):
     ``{"session": int, "events": [{"aid": int, "ts": ms, "type": "clicks"|"carts"|"orders"}]}``.
 
     OTTO "sessions" last up to four weeks (pseudonymous visitors), so by
     default each is a *user* and sessions come from the time-gap rule;
     ``as_sessions=True`` keeps them as sessions.  ``event_types`` chooses the
-    events kept (others counted in ``info["n_events_skipped"]``).
+    events kept (others counted in ``info["n_events_skipped"]``).  An event
+    without ``aid``, ``ts`` or ``type`` (absent or null), or a record without
+    ``session``, is skipped and counted in ``info["n_missing_values"]``
+    (``on_missing="error"``: raise).
     """
     p = os.fspath(path)
+    _check_policy(on_missing)
     types = set(event_types)
     unknown = types - {"clicks", "carts", "orders"}
     if unknown:
@@ -935,13 +1084,32 @@ def read_otto(path: PathLike, *, event_types: Sequence[str] = ("clicks",), as_se
                 continue
             try:
                 obj = loads(line)
-                sid = obj["session"]
+                if not isinstance(obj, dict):
+                    raise TypeError("a record must be a JSON object")
+                sid = obj.get("session")
                 events = obj["events"]
-                if not isinstance(sid, int) or isinstance(sid, bool) or not isinstance(events, list):
-                    raise TypeError("'session' must be an integer and 'events' a list")
+                if not isinstance(events, list):
+                    raise TypeError("'events' must be a list")
+                if sid is None:
+                    if on_missing == "error":
+                        raise DataFormatError(f"{p}, line {lineno}: missing value 'session'")
+                    builder.info["n_missing_values"] += len(events)
+                    builder.info["n_rows_read"] += len(events)
+                    continue
+                if not isinstance(sid, int) or isinstance(sid, bool):
+                    raise TypeError("'session' must be an integer")
                 n_before = len(it)
+                n_missing = 0
                 for ev in events:
-                    aid, t, kind = ev["aid"], ev["ts"], ev["type"]
+                    if not isinstance(ev, dict):
+                        raise TypeError(f"event {ev!r} is not an object")
+                    aid, t, kind = ev.get("aid"), ev.get("ts"), ev.get("type")
+                    if aid is None or t is None or kind is None:
+                        if on_missing == "error":
+                            raise DataFormatError(f"{p}, line {lineno}: missing value in event {ev!r} "
+                                                  "(needs 'aid', 'ts' and 'type')")
+                        n_missing += 1
+                        continue
                     if not isinstance(aid, int) or not isinstance(t, (int, float)) or isinstance(t, bool):
                         raise TypeError(f"event {ev!r} needs integer 'aid' and numeric 'ts'")
                     if kind not in ("clicks", "carts", "orders"):
@@ -949,9 +1117,13 @@ def read_otto(path: PathLike, *, event_types: Sequence[str] = ("clicks",), as_se
                     if kind in types:
                         it.append(aid)
                         ts.append(t)
-                builder.info["n_events_skipped"] += len(events) - (len(it) - n_before)
-                us.extend([sid] * (len(it) - n_before))
+                n_kept = len(it) - n_before
+                builder.info["n_missing_values"] += n_missing
+                builder.info["n_events_skipped"] += len(events) - n_missing - n_kept
+                us.extend([sid] * n_kept)
                 builder.info["n_rows_read"] += len(events)
+            except DataFormatError:
+                raise
             except (ValueError, KeyError, TypeError) as exc:
                 what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise DataFormatError(f"{p}, line {lineno}: not a valid OTTO session record ({what})") from exc
@@ -962,6 +1134,7 @@ def read_otto(path: PathLike, *, event_types: Sequence[str] = ("clicks",), as_se
     inter = builder.build(session_gap=None if as_sessions else session_gap, user_kind=kind, ids_as_str=False)
     inter.info["format"] = "otto"
     inter.info["source"] = p
+    inter.info["events_skipped_reason"] = f"event types other than {', '.join(sorted(types))}"
     return inter
 
 
@@ -969,7 +1142,7 @@ TIANCHI_BEHAVIORS = ("pv", "buy", "cart", "fav")
 
 
 def read_tianchi(path: PathLike, *, behaviors: Sequence[str] = ("pv",), item_vocab: Any = None,
-                 session_gap: Optional[float] = DEFAULT_SESSION_GAP,
+                 session_gap: Optional[float] = DEFAULT_SESSION_GAP, on_missing: str = "skip",
                  chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
     """Tianchi / Taobao ``UserBehavior.csv`` (the DeepRec paper's data):
     ``user,item,category,behavior,timestamp``, no header, unix seconds.
@@ -993,9 +1166,229 @@ def read_tianchi(path: PathLike, *, behaviors: Sequence[str] = ("pv",), item_voc
 
     inter = _read_tabular(chunks, p, user_col="user", item_col="item", time_col="time", session_col=None,
                           time_unit="s", item_vocab=item_vocab, session_gap=session_gap,
-                          ids_as_str=False, row_filter=filt)
+                          ids_as_str=False, row_filter=filt, filter_cols=["behavior"],
+                          on_missing=on_missing)
     inter.info["format"] = "tianchi"
+    inter.info["events_skipped_reason"] = f"behaviours other than {', '.join(sorted(keep))}"
     return inter
+
+# ---------------------------------------------------------------------------
+# UCI Online Retail and Tmall (IJCAI-15)
+# ---------------------------------------------------------------------------
+
+#: Header of the UCI Online Retail CSV (Chen, Sain & Guo 2012).
+ONLINE_RETAIL_HEADER = ("InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate",
+                        "UnitPrice", "CustomerID", "Country")
+_CUSTOMER_ID = re.compile(r"^\s*(\d+)(?:\.0*)?\s*$")
+
+
+def _require_columns(path: str, have: Sequence[str], need: Sequence[str], what: str,
+                     expected: Sequence[str]) -> None:
+    missing = [c for c in need if c not in have]
+    if missing:
+        raise DataFormatError(f"{path}: not {what}: the header {list(have)} lacks {missing} "
+                              f"(expected {','.join(expected)})")
+
+
+def _invoice_seconds(s: pd.Series, path: str, lines: np.ndarray) -> np.ndarray:
+    """InvoiceDate as seconds: ``YYYY-MM-DD HH:MM[:SS]`` (any ISO 8601), or the
+    ``M/D/YYYY H:MM`` of the UCI spreadsheet's CSV exports; naive = UTC."""
+    text = s.astype(str).str.strip()
+    dt = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
+    bad = dt.isna().to_numpy()
+    if bad.any():
+        us = pd.to_datetime(text[bad], utc=True, format="%m/%d/%Y %H:%M", errors="coerce")
+        dt = dt.copy()
+        dt[bad] = us
+        bad = dt.isna().to_numpy()
+    if bad.any():
+        k = _first_bad(bad)
+        raise _bad(path, int(lines[k]), "InvoiceDate", s.iloc[k],
+                   "a date-time YYYY-MM-DD HH:MM:SS (or M/D/YYYY H:MM)")
+    return ((dt - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
+
+
+def read_online_retail(path: PathLike, *, item_vocab: Any = None,
+                       session_gap: Optional[float] = DEFAULT_SESSION_GAP, on_missing: str = "skip",
+                       chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
+    """The UCI Online Retail data set (CSV, optionally ``.gz``) with header
+    ``InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country``.
+
+    user = ``CustomerID`` (written as a float, ``17850.0``: read as the
+    integer 17850), item = ``StockCode`` (text: ``85123A``, ``POST``),
+    time = ``InvoiceDate`` (``YYYY-MM-DD HH:MM:SS``, or ``M/D/YYYY H:MM``;
+    naive = UTC).  Dropped and counted:
+
+    - rows without ``CustomerID`` (guest checkouts): ``info["n_no_customer"]``,
+      also in ``info["n_missing_values"]`` -- always skipped, whatever
+      ``on_missing`` says, as the format prescribes;
+    - cancellations (``InvoiceNo`` starting with ``C``) among the rest:
+      ``info["n_cancellations"]``, also in ``info["n_events_skipped"]``;
+    - rows with an empty ``InvoiceNo``, ``StockCode`` or ``InvoiceDate``:
+      ``info["n_missing_values"]`` (``on_missing="error"``: raise).
+
+    The lines of one invoice share a timestamp (a basket): they keep their
+    file order (stable sort), so "the next item" is well defined.  Sessions
+    by time gap within each customer.
+    """
+    p = os.fspath(path)
+    _check_policy(on_missing)
+    used = ["InvoiceNo", "StockCode", "InvoiceDate", "CustomerID"]
+    _require_columns(p, _read_header(p, ","), used, "an Online Retail file", ONLINE_RETAIL_HEADER)
+    chunks = _csv_chunks(p, sep=",", header=True, usecols=used, dtype=str, chunksize=chunksize)
+    builder = _Builder(item_vocab, explicit_sessions=False)
+    info = builder.info
+    info["n_no_customer"] = 0
+    info["n_cancellations"] = 0
+    for line0, chunk in chunks:
+        chunk, lines, _ = _drop_blank(chunk, line0)
+        info["n_rows_read"] += len(chunk)
+        guest = chunk["CustomerID"].isna().to_numpy()
+        if guest.any():
+            info["n_no_customer"] += int(guest.sum())
+            info["n_missing_values"] += int(guest.sum())
+            chunk, lines = chunk.loc[~guest], lines[~guest]
+        chunk, lines = _skip_missing(chunk, ["InvoiceNo", "StockCode", "InvoiceDate"], p, lines,
+                                     info, on_missing)
+        cancel = chunk["InvoiceNo"].str.strip().str.upper().str.startswith("C").to_numpy(dtype=bool)
+        if cancel.any():
+            info["n_cancellations"] += int(cancel.sum())
+            info["n_events_skipped"] += int(cancel.sum())
+            chunk, lines = chunk.loc[~cancel], lines[~cancel]
+        if len(chunk) == 0:
+            continue
+        cust = chunk["CustomerID"].str.extract(_CUSTOMER_ID, expand=False)
+        bad = cust.isna().to_numpy()
+        if bad.any():
+            k = _first_bad(bad)
+            raise _bad(p, int(lines[k]), "CustomerID", chunk["CustomerID"].iloc[k],
+                       "a customer number such as 17850 or 17850.0")
+        users = cust.to_numpy(dtype=object).astype(np.int64)
+        times = _invoice_seconds(chunk["InvoiceDate"], p, lines)
+        builder.add(users, chunk["StockCode"].to_numpy(dtype=object), times)
+    inter = builder.build(session_gap=session_gap, user_kind="user", ids_as_str=True)
+    inter.info.update(format="online-retail", source=p, time_unit="iso",
+                      events_skipped_reason="cancellations")
+    return inter
+
+
+#: IJCAI-15 ``user_log_format1`` action types.
+TMALL_ACTIONS: Dict[str, int] = {"click": 0, "cart": 1, "purchase": 2, "favourite": 3}
+_TMALL_ALIASES = {"add-to-cart": "cart", "buy": "purchase", "favorite": "favourite",
+                  "fav": "favourite", "add-to-favourite": "favourite"}
+TMALL_HEADER = ("user_id", "item_id", "cat_id", "seller_id", "brand_id", "time_stamp", "action_type")
+
+
+def tmall_action_codes(action_types: Sequence[Any]) -> Tuple[int, ...]:
+    """Action codes (0 click, 1 add-to-cart, 2 purchase, 3 add-to-favourite) of
+    names (``click``, ``cart``, ``purchase``, ``favourite`` and a few aliases)
+    or codes."""
+    if isinstance(action_types, (str, int)):
+        action_types = [action_types]
+    out = []
+    for a in action_types:
+        key = str(a).strip().lower()
+        key = _TMALL_ALIASES.get(key, key)
+        if key in TMALL_ACTIONS:
+            out.append(TMALL_ACTIONS[key])
+        elif key in ("0", "1", "2", "3"):
+            out.append(int(key))
+        else:
+            raise ValueError(f"unknown Tmall action type {a!r}; use click, cart, purchase, "
+                             f"favourite or their codes 0-3")
+    if not out:
+        raise ValueError("choose at least one Tmall action type")
+    return tuple(sorted(set(out)))
+
+
+def _mmdd_seconds(s: pd.Series, year: int, path: str, lines: np.ndarray) -> np.ndarray:
+    """``MMDD`` day stamps (``0829`` or ``829``) of `year` -> seconds (00:00 UTC)."""
+    text = s.astype(str).str.strip()
+    ok = text.str.fullmatch(r"\d{1,4}").to_numpy(dtype=bool)
+    v = np.where(ok, pd.to_numeric(text.where(ok, "0"), errors="coerce").to_numpy(), 0).astype(np.int64)
+    stamps = pd.Series(year * 10000 + v).astype(str).str.zfill(8)
+    day = pd.to_datetime(stamps, format="%Y%m%d", utc=True, errors="coerce")
+    bad = ~ok | day.isna().to_numpy()
+    if bad.any():
+        k = _first_bad(bad)
+        raise _bad(path, int(lines[k]), "time_stamp", s.iloc[k], f"a day MMDD of {year} (e.g. 1111)")
+    return ((day - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype=np.float64)
+
+
+def read_tmall(path: PathLike, *, action_types: Sequence[Any] = ("click",), year: int = 2014,
+               item_vocab: Any = None, session_gap: Optional[float] = DEFAULT_SESSION_GAP,
+               on_missing: str = "skip", chunksize: int = DEFAULT_CHUNKSIZE) -> Interactions:
+    """Tmall (Tianchi / IJCAI-15 repeat buyers) ``user_log_format1.csv``:
+    header ``user_id,item_id,cat_id,seller_id,brand_id,time_stamp,action_type``.
+
+    ``time_stamp`` is a day ``MMDD`` of one year (``year``, default 2014, the
+    competition's: six months up to 11 November), read as 00:00 UTC of that
+    day; ``action_type`` 0 click, 1 add-to-cart, 2 purchase, 3 add-to-favourite.
+    ``action_types`` chooses what is kept (default clicks; the others are
+    counted in ``info["n_events_skipped"]``).  Rows are sorted stably by
+    (user, day): the order within a day is unknown and the file's is kept.
+    With the default ``session_gap`` each user-day is a session.  Rows with
+    an empty used field are skipped and counted in ``info["n_missing_values"]``
+    (``brand_id``, empty on some rows, is not used).  Not the Taobao
+    ``UserBehavior.csv`` (``read_tianchi``).
+    """
+    p = os.fspath(path)
+    _check_policy(on_missing)
+    codes = tmall_action_codes(action_types)
+    if isinstance(year, bool) or not isinstance(year, (int, np.integer)) or not 1 <= year <= 9999:
+        raise ValueError(f"year must be an integer in 1..9999, got {year!r}")
+    used = ["user_id", "item_id", "time_stamp", "action_type"]
+    _require_columns(p, _read_header(p, ","), used, "a Tmall user_log_format1 file", TMALL_HEADER)
+    chunks = _csv_chunks(p, sep=",", header=True, usecols=used,
+                         dtype={"time_stamp": str, "action_type": str}, chunksize=chunksize)
+    builder = _Builder(item_vocab, explicit_sessions=False)
+    info = builder.info
+    for line0, chunk in chunks:
+        chunk, lines, _ = _drop_blank(chunk, line0)
+        info["n_rows_read"] += len(chunk)
+        chunk, lines = _skip_missing(chunk, used, p, lines, info, on_missing)
+        if len(chunk) == 0:
+            continue
+        act = chunk["action_type"].str.strip()
+        known = act.isin(["0", "1", "2", "3"]).to_numpy(dtype=bool)
+        if not known.all():
+            k = _first_bad(~known)
+            raise _bad(p, int(lines[k]), "action_type", chunk["action_type"].iloc[k],
+                       "0, 1, 2 or 3 (click, add-to-cart, purchase, add-to-favourite)")
+        keep = np.isin(act.to_numpy(dtype=object).astype(np.int64), codes)
+        info["n_events_skipped"] += int(len(keep) - np.count_nonzero(keep))
+        if not keep.any():
+            continue
+        chunk, lines = chunk.loc[keep], lines[keep]
+        users = _int_column(chunk["user_id"], "user_id", p, lines)
+        items = _int_column(chunk["item_id"], "item_id", p, lines)
+        times = _mmdd_seconds(chunk["time_stamp"], int(year), p, lines)
+        builder.add(users, items, times)
+    inter = builder.build(session_gap=session_gap, user_kind="user", ids_as_str=False)
+    names = {v: k for k, v in TMALL_ACTIONS.items()}
+    inter.info.update(format="tmall", source=p, time_unit="day", year=int(year),
+                      action_types=[names[c] for c in codes],
+                      events_skipped_reason="action types other than "
+                                            + ", ".join(names[c] for c in codes))
+    return inter
+
+
+def guess_format_from_header(path: PathLike) -> Optional[str]:
+    """``"online-retail"`` or ``"tmall"`` when the first line of `path`
+    (``.gz`` read transparently) is that format's header, else None."""
+    p = os.fspath(path)
+    try:
+        opener = gzip.open if p.endswith(".gz") else open
+        with opener(p, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
+            head = f.readline(65536)
+    except (OSError, EOFError):
+        return None
+    cols = {c.strip().strip('"').lstrip("\ufeff") for c in head.strip().split(",")}
+    if {"InvoiceNo", "StockCode", "InvoiceDate", "CustomerID"} <= cols:
+        return "online-retail"
+    if {"user_id", "item_id", "time_stamp", "action_type"} <= cols:
+        return "tmall"
+    return None
 
 
 #: Reader per format name (for command lines): ``read_interactions(path, fmt, **kw)``.
@@ -1007,6 +1400,8 @@ FORMATS: Dict[str, Callable[..., Interactions]] = {
     "diginetica": read_diginetica,
     "otto": read_otto,
     "tianchi": read_tianchi,
+    "online-retail": read_online_retail,
+    "tmall": read_tmall,
 }
 
 

@@ -105,6 +105,7 @@ def build_demo(out_dir: str, seed: int = 0, log=print) -> Tuple[str, str]:
 
     Returns the paths of ``demo_model.npz`` and ``demo_history.csv``.
     """
+    from deeprec_edge._atomic import atomic_write
     from deeprec_edge.model import model_from_params, save_model
     from .fit import FitConfig, fit, init_params
 
@@ -129,11 +130,11 @@ def build_demo(out_dir: str, seed: int = 0, log=print) -> Tuple[str, str]:
     u_items, u_starts = world.user_log(240, rho=0.6)
     ts = _timestamps(u_starts, 1_700_000_000.0, world.rng)
     hpath = os.path.join(out_dir, "demo_history.csv")
-    with open(hpath, "w", encoding="utf-8") as f:
-        f.write("item_id,timestamp\n")
-        for i, t in zip(u_items.tolist(), ts.tolist()):
-            iso = _dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-            f.write(f"{i + ID_OFFSET},{iso}\n")
+    rows = ["item_id,timestamp"] + [
+        f"{i + ID_OFFSET},"
+        f"{_dt.datetime.fromtimestamp(t, _dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        for i, t in zip(u_items.tolist(), ts.tolist())]
+    atomic_write(hpath, lambda f: f.write(("\n".join(rows) + "\n").encode("utf-8")))
     log(f"wrote {mpath} ({os.path.getsize(mpath)} bytes) and {hpath} "
         f"({os.path.getsize(hpath)} bytes)")
     return mpath, hpath

@@ -3,59 +3,57 @@ session protocol (``deeprec-train evaluate-sessions``).
 
 DeepRec protocol (DESIGN.md section 6), :func:`evaluate_deeprec`
 ------------------------------------------------------------------
-1. The log (users with sessions by time gap) is cut at a time cutoff (the
-   ``quantile`` of all click times, default 0.8, or a given date).  Before
-   it: what the cloud may train on.  The catalogue is the items of the
-   pre-cutoff log after support filtering (``min_item_support``,
-   ``min_session_length``); post-cutoff clicks on other items are dropped
-   (a device skips unknown items too) and counted.
-2. Users with at least ``min_post_clicks`` post-cutoff clicks are evaluated.
-   The first ``finetune_share`` of each one's post-cutoff clicks fine-tunes
-   the personal model, the rest is the test part.
-3. Test events: every test click whose previous click is in the same
-   session (``session_starts=True`` adds session starts).  The input is the
-   user's whole preceding history: pre-cutoff clicks, fine-tuning clicks and
-   the test clicks before it (the hidden state resets at session starts
-   unless the model carries state).
-4. Methods, all ranking the same catalogue:
+Visible stages, each a function:
 
-   - ``popularity``: pre-cutoff item support;
-   - ``item-knn``: the last click's cosine neighbours on pre-cutoff session
-     co-occurrence (``knn_neighbors`` per item), other items after them by
-     popularity;
-   - ``global``: the GRU model fitted on the pre-cutoff log;
-   - ``centralized``: the same fit (same settings and seed) on everything a
-     server could have seen: the pre-cutoff log plus every evaluated
-     user's fine-tuning clicks;
-   - ``personal``: per user, the global model fine-tuned on the user's
-     fine-tuning clicks **through the runtime's own code path**
-     (:func:`deeprec_edge.api.finetune`, with a :class:`deeprec_edge.History`
-     holding those clicks and their sessions); settings default to the
-     runtime's defaults.
+1. :func:`split_protocol` -- two global time cutoffs.  Before the first
+   (``quantile``, default the 0.8 time quantile): what the cloud trains on;
+   the catalogue is its items after support filtering.  Between the two
+   (``test_quantile``, default halfway to the end): clicks that only the
+   devices see.  After the second: the test part.  Every user with at least
+   one test event and at least ``min_finetune_clicks`` clicks between the
+   cutoffs is evaluated; the counts each filter removed are reported (and
+   named in the error when nobody is left).  No model ever trains on a click
+   later than a test click.  ``split="share"`` keeps the older per-user split
+   (each user's first ``finetune_share`` of post-cutoff clicks fine-tunes).
+2. :func:`fit_models` -- ``global``: the trainer's pipeline
+   (:func:`deeprec_edge.trainer.pipeline.train_model`: GRU, repeat component,
+   device recipe) on the clicks before the first cutoff; ``centralized``: the
+   same pipeline on every click a server could have seen before the test part
+   (all users).
+3. :func:`build_candidates` -- per user, the cloud's set (item-item CF on the
+   training log and neighbours in the global model's output space, from the
+   user's clicks before the first cutoff: the cloud sees nothing later), and
+   per test event the device's own part (the items in the user's repeat
+   memory, newest first, and the output-table neighbours of the newest ones);
+   ``n_candidates`` items in all.  Recall is reported per source.
+4. :func:`finetune_users` -- ``personal``: per user, the global model
+   fine-tuned on the device's history (every click before the test part)
+   **through the runtime's own** :func:`deeprec_edge.finetune` with the
+   recipe the trainer wrote into the model (``FinetuneSettings`` override it).
+5. :func:`score_users` -- every test event ranks the whole catalogue and the
+   event's candidate set; the input is the user's whole preceding history.
+   Global, centralized and personal models read the same history with the
+   same architecture (GRU + repeat component): only which parameters were
+   trained on which clicks differs.  Non-GRU baselines
+   (:mod:`deeprec_edge.trainer.baselines`) are fitted on the cloud's
+   training log.
+6. :func:`build_report` -- Recall/MRR/NDCG/MAP at 5, 10, 20 with both tie
+   rules, each user's events averaged first, then users, with 95% intervals
+   (bootstrap under 100 users by default); paired per-user differences
+   personal - global, personal - centralized and personal - the best non-GRU
+   method; warnings for small samples.
 
-5. Ranking over the full catalogue and within each user's candidate set
-   (:func:`deeprec_edge.trainer.candidates.user_candidates`: item-item CF on
-   the pre-cutoff log fused with neighbours in the global model's output
-   embedding space, ``n_candidates`` items; built from the user's history up
-   to the test part -- ``candidate_history="all"`` -- or from the pre-cutoff
-   clicks only -- ``"pre"``, the cloud-only view).  A target outside the set
-   is a miss.
-6. Metrics Recall/MRR/NDCG/MAP at 5, 10, 20 with both tie rules; each user's
-   events are averaged first, then users, with 95% intervals
-   (:func:`deeprec_edge.trainer.metrics.summarize`); paired per-user
-   differences personal - global and personal - centralized with intervals.
-
-``validation=True`` never touches the test part: the fine-tuning clicks are
-split again by ``finetune_share`` (first part fine-tunes, the rest is
-scored).  Tune fine-tuning settings there, then run once on the test part.
+``validation=True`` never reads the test part: the clicks after the second
+cutoff are removed first and the same protocol runs on what is left.  Tune
+there, then run once on the test part.
 
 Session protocol (GRU4Rec), :func:`evaluate_sessions`
 -----------------------------------------------------
 A prepared train file and test file of sessions: test clicks on items not in
 train are removed, then test sessions shorter than 2; every click whose next
 click is in the same session is an event; full ranking over all training
-items; methods popularity, item-kNN and the GRU model; event-level means
-(GRU4Rec's convention) with 95% intervals over events.
+items; the session baselines and the GRU model; event-level means (GRU4Rec's
+convention) with 95% intervals over events.
 
 The report (a JSON-compatible dict, keys in ``docs/trainer.md``) renders as
 markdown with :func:`markdown_report` and as a plot with :func:`plot_report`
@@ -65,7 +63,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import inspect
 import json
 import math
 import os
@@ -79,23 +76,38 @@ import pandas as pd
 
 from deeprec_edge import __version__ as _VERSION
 from deeprec_edge._engine import user_vectors
+from deeprec_edge._scoring import block_rows, score_block
 from deeprec_edge.api import finetune as runtime_finetune
 from deeprec_edge.history import History
-from deeprec_edge.model import Model, model_from_params, params_of
+from deeprec_edge.model import Model, params_of
+from deeprec_edge.ranking import target_ranks
+from deeprec_edge.recipe import RECIPE_PARTS, FinetuneRecipe
+from deeprec_edge.repeat import history_features
 
-from .candidates import item_item_cf, unit_item_matrix, user_candidates
-from .data import (Interactions, filter_sessions, filter_support, remap_items, split_by_time)
-from .fit import FitConfig, fit, init_params, sequence_from_sessions
-from .metrics import (RankAccumulator, mean_ci, metric_values, per_user_mean, ranks_from_scores)
+from .baselines import BASELINES, make_baseline
+from .candidates import embedding_neighbors, item_item_cf, user_candidates
+from .data import Interactions, filter_sessions, filter_support, remap_items, time_cutoff
+from .fit import FitConfig
+from .metrics import RankAccumulator, mean_ci, metric_values, per_user_mean
+from .pipeline import train_model
 
 __all__ = [
     "REPORT_FORMAT",
     "REPORT_VERSION",
+    "GRU_METHODS",
+    "BASELINE_METHODS",
     "DEEPREC_METHODS",
     "SESSION_METHODS",
     "FinetuneSettings",
     "DeepRecSettings",
-    "runtime_finetune_defaults",
+    "EvalUser",
+    "ProtocolSplit",
+    "split_protocol",
+    "fit_models",
+    "build_candidates",
+    "finetune_users",
+    "score_users",
+    "build_report",
     "train_model",
     "evaluate_deeprec",
     "evaluate_sessions",
@@ -106,13 +118,21 @@ __all__ = [
 
 #: ``report`` tag of every evaluation report.
 REPORT_FORMAT = "deeprec-edge/evaluation"
-#: Version of the report's key layout (grows when a key changes meaning).
-REPORT_VERSION = 1
-DEEPREC_METHODS = ("popularity", "item-knn", "global", "centralized", "personal")
-SESSION_METHODS = ("popularity", "item-knn", "gru")
-_MODEL_METHODS = ("global", "centralized", "personal", "gru")
+#: Version of the report's key layout (2: time-consistent protocol, baselines
+#: by name, candidate recall per source, population counts, warnings).
+REPORT_VERSION = 2
+#: The GRU models of the DeepRec protocol.
+GRU_METHODS = ("global", "centralized", "personal")
+#: The non-GRU baselines (:mod:`deeprec_edge.trainer.baselines`).
+BASELINE_METHODS = tuple(BASELINES)
+DEEPREC_METHODS = BASELINE_METHODS + GRU_METHODS
+SESSION_METHODS = tuple(m for m in BASELINE_METHODS if m != "recency") + ("recency", "gru")
 _TABLE_METRICS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20",
                   "ndcg@20", "map@20")
+#: Under this many users the intervals are bootstrap percentile intervals by default.
+BOOTSTRAP_BELOW_USERS = 100
+#: Under these sample sizes the report warns that intervals are wide.
+WARN_USERS, WARN_EVENTS = 30, 200
 
 Log = Callable[[str], None]
 
@@ -125,22 +145,17 @@ def _stderr(msg: str) -> None:
 # settings
 # --------------------------------------------------------------------------
 
-_FT_KEYS = ("epochs", "lr", "window", "batch_size", "n_negatives", "alpha", "optimizer",
-            "holdout", "early_stopping", "l2_to_global", "train_gru")
-
-
-def runtime_finetune_defaults() -> Dict[str, Any]:
-    """The defaults of :func:`deeprec_edge.api.finetune` (the device's own),
-    read from its signature so the evaluation follows the runtime."""
-    sig = inspect.signature(runtime_finetune)
-    return {k: sig.parameters[k].default for k in _FT_KEYS if k in sig.parameters}
-
-
 @dataclass
 class FinetuneSettings:
-    """Fine-tuning settings of the personal models; ``None`` = the runtime's
-    default (:func:`runtime_finetune_defaults`)."""
+    """Overrides of the personal models' fine-tuning; ``None`` = the recipe
+    the trainer wrote into the global model (``deeprec-edge finetune`` with
+    no flags)."""
 
+    parts: Optional[Tuple[str, ...]] = None   #: personal parts (recipe parts)
+    l2: Optional[float] = None                #: prior strength
+    holdout: Optional[float] = None           #: per-user held-out check share (0: off)
+    max_events: Optional[int] = None          #: newest events used
+    # settings of the "gru" part (the last GRU layer by truncated BPTT)
     epochs: Optional[int] = None
     lr: Optional[float] = None
     window: Optional[int] = None
@@ -148,19 +163,23 @@ class FinetuneSettings:
     n_negatives: Optional[int] = None
     alpha: Optional[float] = None
     optimizer: Optional[str] = None
-    holdout: Optional[float] = None
-    early_stopping: Optional[bool] = None
-    l2_to_global: Optional[float] = None  #: L2 pull of the trained weights towards the global's
-    train_gru: Optional[bool] = None      #: False: fine-tune the head only
-    use_candidates: bool = False     #: draw half the negatives from the user's candidate set
+    l2_to_global: Optional[float] = None
+    train_gru: Optional[bool] = None
+    use_candidates: bool = False     #: the "gru" part draws half its negatives from the set
 
-    def resolved(self) -> Dict[str, Any]:
-        out = runtime_finetune_defaults()
-        for k in _FT_KEYS:
-            v = getattr(self, k)
-            if v is not None:
-                out[k] = v
-        return out
+    def recipe(self, base: FinetuneRecipe) -> FinetuneRecipe:
+        """``base`` with the overrides applied."""
+        ch = {k: getattr(self, k) for k in ("parts", "l2", "holdout", "max_events")
+              if getattr(self, k) is not None}
+        if "parts" in ch:
+            ch["parts"] = tuple(ch["parts"])
+        return base.with_(**ch) if ch else base
+
+    def gru_kwargs(self) -> Dict[str, Any]:
+        return {k: getattr(self, k) for k in ("epochs", "lr", "window", "batch_size",
+                                              "n_negatives", "alpha", "optimizer",
+                                              "l2_to_global", "train_gru")
+                if getattr(self, k) is not None}
 
 
 @dataclass
@@ -169,145 +188,505 @@ class DeepRecSettings:
 
     quantile: float = 0.8
     cutoff: Any = None                   #: unix seconds or a date; overrides ``quantile``
-    min_post_clicks: int = 20
-    finetune_share: float = 0.5
-    min_item_support: int = 5
-    min_session_length: int = 2
+    test_quantile: Optional[float] = None  #: second cutoff; None: halfway from ``quantile`` to 1
+    test_cutoff: Any = None              #: a date; overrides ``test_quantile``
+    split: str = "time"                  #: "time" (second global cutoff) or "share" (per user)
+    finetune_share: float = 0.5          #: split="share": each user's fine-tuning share
+    min_finetune_clicks: int = 1         #: device clicks between the cutoffs, at least
+    min_test_events: int = 1             #: test events per user, at least
+    min_item_support: int = 2
+    min_session_length: int = 1
     methods: Tuple[str, ...] = DEEPREC_METHODS
     ks: Tuple[int, ...] = (5, 10, 20)
-    n_candidates: int = 100
-    candidate_history: str = "all"       #: "all" (pre-cutoff + fine-tuning clicks) or "pre"
-    candidate_keep_seen: bool = False    #: allow items of the user's history in the sets
+    n_candidates: int = 500
     cf_neighbors: int = 100
-    knn_neighbors: int = 100
-    knn_score: str = "count"             #: item-kNN score: "count" (co-occurrence) or "cosine"
+    candidate_neighbors: int = 10        #: device part: output-table neighbours per recent item
+    candidate_recent: int = 5            #: device part: newest distinct items whose neighbours join
     exclude_seen: bool = False
     session_starts: bool = False
     max_users: Optional[int] = None
     validation: bool = False
-    ci: str = "normal"
+    ci: str = "auto"                     #: "auto", "normal" or "bootstrap"
     seed: int = 0
+    baseline_options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
 
 
+def _check_settings(st: DeepRecSettings) -> None:
+    unknown = [m for m in st.methods if m not in DEEPREC_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose among {list(DEEPREC_METHODS)}")
+    if not 0.0 < st.quantile < 1.0:
+        raise ValueError(f"quantile must be in (0, 1), got {st.quantile}")
+    if st.test_quantile is not None and not st.quantile < st.test_quantile < 1.0:
+        raise ValueError(f"test_quantile must be in (quantile={st.quantile}, 1), got "
+                         f"{st.test_quantile}")
+    if st.split not in ("time", "share"):
+        raise ValueError(f"split must be 'time' or 'share', got {st.split!r}")
+    if not 0.0 < st.finetune_share < 1.0:
+        raise ValueError(f"finetune_share must be in (0, 1), got {st.finetune_share}")
+    if st.ci not in ("auto", "normal", "bootstrap"):
+        raise ValueError(f"ci must be 'auto', 'normal' or 'bootstrap', got {st.ci!r}")
+    for name in ("min_finetune_clicks", "min_test_events", "min_item_support",
+                 "min_session_length", "n_candidates", "cf_neighbors",
+                 "candidate_neighbors", "candidate_recent"):
+        v = getattr(st, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in (
+                "min_finetune_clicks", "candidate_neighbors", "candidate_recent") else 1):
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if st.max_users is not None and (not isinstance(st.max_users, int) or st.max_users < 1):
+        raise ValueError(f"max_users must be a positive integer, got {st.max_users!r}")
+    if st.finetune.parts is not None:
+        bad = [p for p in st.finetune.parts if p not in RECIPE_PARTS]
+        if bad:
+            raise ValueError(f"unknown fine-tuning part(s) {bad}; choose among "
+                             f"{list(RECIPE_PARTS)}")
+
+
 # --------------------------------------------------------------------------
-# training a model on an Interactions log
+# 1. the split
 # --------------------------------------------------------------------------
 
-def _fit_record(cfg: FitConfig) -> Dict[str, Any]:
-    d = asdict(cfg)
-    return json.loads(json.dumps(d, default=str))
+@dataclass
+class EvalUser:
+    """One evaluated user: her clicks on catalogue items in time order
+    (``items`` dense codes, ``times``, ``sessions`` codes), the first
+    ``n_pre`` before the first cutoff, the first ``n_hist`` before the test
+    part (the device's history when it fine-tunes), and the input positions
+    of her test events (the target of position ``p`` is ``items[p + 1]``)."""
+
+    user: int
+    items: np.ndarray
+    times: np.ndarray
+    sessions: np.ndarray
+    n_pre: int
+    n_hist: int
+    test_pos: np.ndarray
+
+    def starts(self) -> np.ndarray:
+        s = np.ones(self.sessions.shape[0], bool)
+        s[1:] = self.sessions[1:] != self.sessions[:-1]
+        return s
+
+    @property
+    def targets(self) -> np.ndarray:
+        return self.items[self.test_pos + 1].astype(np.int64)
 
 
-def train_model(inter: Interactions, cfg: FitConfig, *, valid: Optional[Interactions] = None,
-                session_gap: Optional[float] = 3600.0, trained_on: Any = None,
-                log: Optional[Log] = None, progress: bool = True) -> Tuple[Model, Dict[str, Any]]:
-    """Fit a global model on ``inter`` (its item vocabulary is the catalogue)
-    with :func:`deeprec_edge.trainer.fit.fit` and build the model file's
-    :class:`~deeprec_edge.model.Model` (popularity = item support in
-    ``inter``).  ``cfg`` is copied, never modified.  Returns ``(model,
-    history)``; ``history["seconds"]`` and ``history["events_per_s"]`` give
-    the fit's wall time and throughput."""
-    log = log or _stderr
-    cfg = copy.deepcopy(cfg)
+@dataclass
+class ProtocolSplit:
+    """What :func:`split_protocol` decides: cutoffs, the cloud's training
+    log (``train``, catalogue codes), the centralized model's log
+    (``central``), the evaluated users and the population counts."""
+
+    cutoff: float
+    test_cutoff: Optional[float]
+    train: Interactions
+    central: Interactions
+    catalogue: np.ndarray
+    users: List[EvalUser]
+    population: Dict[str, int]
+    data: Dict[str, Any]
+
+
+def _iso(t: Optional[float]) -> Optional[str]:
+    if t is None:
+        return None
+    return _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _when(v: Any) -> float:
+    from .data import _to_seconds
+    return _to_seconds(v)
+
+
+def split_protocol(inter: Interactions, st: DeepRecSettings,
+                   model: Optional[Model] = None) -> ProtocolSplit:
+    """Stage 1 (see the module docstring)."""
+    if inter.user_kind != "user":
+        raise ValueError("the DeepRec protocol needs a log with users (this one is a session log: "
+                         "each session is its own unit); use evaluate-sessions for session data")
     if len(inter) == 0:
-        raise ValueError("no training clicks left after preprocessing")
-    items, reset, _ = sequence_from_sessions(inter.items, inter.sessions, inter.times,
-                                             inter.users, cfg.carry_state)
-    pop = inter.item_support().astype(np.float64)
-    vseq = None
-    if valid is not None and len(valid):
-        vi, vr, _ = sequence_from_sessions(valid.items, valid.sessions, valid.times,
-                                           valid.users, cfg.carry_state)
-        vseq = (vi, vr)
-    params = init_params(inter.n_items, cfg, seed=cfg.train.seed)
-    t0 = time.perf_counter()
-    hist = fit(params, items, reset, cfg, popularity=pop, valid=vseq, log=log, progress=progress)
-    dt = time.perf_counter() - t0
-    n_ep = max(len(hist.get("epochs", [])), 1)
-    hist["seconds"] = dt
-    hist["events_per_s"] = len(items) * n_ep / dt if dt > 0 else float("nan")
-    gap = 3600.0 if session_gap is None else float(session_gap)
-    config = {
-        "loss": cfg.train.loss, "alpha": cfg.train.alpha, "carry_state": bool(cfg.carry_state),
-        "session_gap_seconds": gap, "fit": _fit_record(cfg),
-        "trained_on": trained_on if trained_on is not None else inter.summary(),
-    }
-    model = model_from_params(params, inter.item_ids, pop, config=config)
-    return model, hist
-
-
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-
-class _Scorer:
-    """Scores of a baseline for a batch of events (rows) over all items.
-
-    ``popularity``: training support.  ``item-knn`` with ``knn_score="count"``:
-    the number of training sessions holding both the last click and the item
-    (exact, computed per batch from the binary session x item matrix), which
-    includes the last click itself (its own session count, the largest) -- a
-    repeat click is a hit; with ``"cosine"``: the top ``knn_neighbors`` cosine
-    neighbours of the last click (never itself).  Items tied on co-occurrence
-    (e.g. all items never seen with it) are ordered by popularity, so the two
-    tie rules differ only for exactly equal supports.
-    """
-
-    def __init__(self, kind: str, *, popularity: np.ndarray, train: Optional[Interactions] = None,
-                 knn_score: str = "count", knn_neighbors: int = 100):
-        self.kind = kind
-        self.pop = np.asarray(popularity, np.float64)
-        N = self.pop.shape[0]
-        if kind == "popularity":
-            return
-        if knn_score not in ("count", "cosine"):
-            raise ValueError(f"knn_score must be 'count' or 'cosine', got {knn_score!r}")
-        self.score = knn_score
-        # popularity tie-break in [0, 0.5): below one shared session
-        self.tie = 0.5 * self.pop / (self.pop.max() + 1.0) if N else self.pop
-        if knn_score == "count":
-            X = unit_item_matrix(train, "session")
-            self.X = X.astype(np.float64)
-            self.XT = self.X.T.tocsr()
+        raise ValueError("the log is empty")
+    t = inter.times
+    cutoff = _when(st.cutoff) if st.cutoff is not None else time_cutoff(t, st.quantile)
+    test_cutoff = None
+    if st.split == "time":
+        if st.test_cutoff is not None:
+            test_cutoff = _when(st.test_cutoff)
         else:
-            self.knn = item_item_cf(train, knn_neighbors, by="session").to_sparse(N)
-
-    def baseline(self, last_items: np.ndarray) -> np.ndarray:
-        B = last_items.shape[0]
-        if self.kind == "popularity":
-            return np.repeat(self.pop[None, :], B, axis=0)
-        if self.score == "count":
-            S = (self.XT[last_items] @ self.X).toarray()
-            S += self.tie[None, :]
-            return S
-        # cosine neighbours in (0, 1] stay above every other item (in [-1, -0.5))
-        S = np.repeat((self.tie - 1.0)[None, :], B, axis=0)
-        rows = self.knn[last_items].tocoo()
-        S[rows.row, rows.col] = rows.data
-        return S
-
-
-def _rows_per_block(n_items: int, max_elems: int = 1 << 22) -> int:
-    """Events scored at once: at most ``max_elems`` scores (32 MB as float64)."""
-    return max(1, min(4096, max_elems // max(n_items, 1)))
-
-
-def _session_starts(sessions: np.ndarray) -> np.ndarray:
-    s = np.ones(len(sessions), bool)
-    if len(sessions) > 1:
-        s[1:] = sessions[1:] != sessions[:-1]
-    return s
-
-
-def _concat(parts: Sequence[Interactions], item_ids, user_ids, user_kind: str,
-            sort: bool = True) -> Interactions:
-    frames = [p.df for p in parts if len(p)]
-    if frames:
-        df = pd.concat(frames, ignore_index=True)
+            q2 = st.test_quantile if st.test_quantile is not None else (1.0 + st.quantile) / 2
+            if st.cutoff is not None:       # a date: the second cutoff halves what follows it
+                after = t[t >= cutoff]
+                test_cutoff = float(np.quantile(after, 0.5)) if after.size else cutoff
+            else:
+                test_cutoff = time_cutoff(t, q2)
+        if not test_cutoff > cutoff:
+            raise ValueError(f"the test cutoff {_iso(test_cutoff)} is not after the cutoff "
+                             f"{_iso(cutoff)}; choose other quantiles or dates")
+    if st.validation:
+        # tuning mode: the test part is never read; the protocol runs on what precedes it
+        end = test_cutoff if test_cutoff is not None else cutoff
+        inter = inter.subset(inter.times < end)
+        t = inter.times
+        st2 = copy.copy(st)
+        st2.validation, st2.cutoff, st2.test_cutoff = False, None, None
+        if len(inter) == 0:
+            raise ValueError("validation: no clicks before the test part")
+        out = split_protocol(inter, st2, model)
+        out.data["validation"] = True
+        return out
+    pre_mask = t < cutoff
+    pre = inter.subset(pre_mask)
+    if len(pre) == 0 or pre_mask.all():
+        raise ValueError(f"the cutoff {_iso(cutoff)} leaves {int(pre_mask.sum())} clicks before "
+                         f"and {int((~pre_mask).sum())} after it; choose another quantile or date")
+    if model is None:
+        train = filter_support(pre, min_item_support=st.min_item_support,
+                               min_session_length=st.min_session_length, compact=True)
+        catalogue = train.item_ids
     else:
-        df = pd.DataFrame({c: np.zeros(0, t) for c, t in Interactions.DTYPES.items()})
-    return Interactions(df, item_ids, user_ids, user_kind=user_kind, sort=sort, validate=True)
+        catalogue = model.item_ids
+        train = filter_support(remap_items(pre, catalogue), min_item_support=st.min_item_support,
+                               min_session_length=st.min_session_length, compact=False)
+    if len(train) == 0:
+        raise ValueError(f"no pre-cutoff clicks left after support filtering (--min-item-support "
+                         f"{st.min_item_support}, --min-session-length {st.min_session_length} "
+                         f"remove all {len(pre):,} of them)")
+    k = remap_items(inter, catalogue)
+    n_unknown = len(inter) - len(k)
+    end = test_cutoff if test_cutoff is not None else np.inf
+    central = filter_sessions(k.subset(k.times < (test_cutoff if test_cutoff is not None
+                                                  else cutoff)), st.min_session_length)
+    uo = k.user_offsets()
+    pop = {"users_in_log": int(len(inter.user_offsets()) - 1),
+           "users_with_catalogue_clicks": int(len(uo) - 1)}
+    no_test = few_ft = 0
+    users: List[EvalUser] = []
+    it, tm, ss, us = k.items, k.times, k.sessions, k.users
+    for a, b in zip(uo[:-1].tolist(), uo[1:].tolist()):
+        times = tm[a:b]
+        sess = ss[a:b]
+        n_pre = int(np.searchsorted(times, cutoff, side="left"))
+        if st.split == "time":
+            n_hist = int(np.searchsorted(times, end, side="left"))
+        else:
+            n_post = (b - a) - n_pre
+            n_ft = min(max(int(round(n_post * st.finetune_share)), 0), max(n_post - 1, 0))
+            n_hist = n_pre + n_ft
+        starts = np.ones(b - a, bool)
+        starts[1:] = sess[1:] != sess[:-1]
+        tgt = np.arange(max(n_hist, 1), b - a)
+        if not st.session_starts:
+            tgt = tgt[~starts[tgt]]
+        if tgt.size < st.min_test_events:
+            no_test += 1
+            continue
+        if n_hist - n_pre < st.min_finetune_clicks or n_hist < 1:
+            few_ft += 1
+            continue
+        users.append(EvalUser(int(us[a]), it[a:b].astype(np.int32), times, sess, n_pre, n_hist,
+                              (tgt - 1).astype(np.int64)))
+    pop["without_test_events"] = no_test
+    pop["too_few_device_clicks"] = few_ft
+    sampled_out = 0
+    if st.max_users is not None and len(users) > st.max_users:
+        rng = np.random.default_rng(st.seed)
+        keep = np.sort(rng.choice(len(users), size=st.max_users, replace=False))
+        sampled_out = len(users) - st.max_users
+        users = [users[i] for i in keep]
+    pop["not_sampled"] = sampled_out
+    pop["evaluated"] = len(users)
+    if not users:
+        raise ValueError(
+            f"no user qualifies for evaluation: of {pop['users_in_log']:,} users, "
+            f"{pop['users_in_log'] - pop['users_with_catalogue_clicks']:,} have no click on the "
+            f"{len(catalogue):,} catalogue items (--min-item-support {st.min_item_support}, "
+            f"--min-session-length {st.min_session_length}), {no_test:,} have fewer than "
+            f"{st.min_test_events} test event(s) after {_iso(end if st.split == 'time' else cutoff)}"
+            f"{'' if st.session_starts else ' within a session (--session-starts counts session starts)'}, "
+            f"and {few_ft:,} have fewer than {st.min_finetune_clicks} device click(s) between the "
+            f"cutoffs (--min-finetune-clicks); try lower values or other cutoffs")
+    data = {"source": inter.info.get("source"), "format": inter.info.get("format"),
+            "events": len(inter), "cutoff": cutoff, "cutoff_iso": _iso(cutoff),
+            "test_cutoff": test_cutoff, "test_cutoff_iso": _iso(test_cutoff),
+            "quantile": None if st.cutoff is not None else st.quantile,
+            "split": st.split, "pre_cutoff_events": len(pre), "train_events": len(train),
+            "catalogue_items": len(catalogue), "unknown_item_events": int(n_unknown),
+            "centralized_events": len(central),
+            "validation": False}
+    return ProtocolSplit(cutoff, test_cutoff, train, central, catalogue, users, pop, data)
+
+
+# --------------------------------------------------------------------------
+# 2. models
+# --------------------------------------------------------------------------
+
+def fit_models(sp: ProtocolSplit, methods: Sequence[str], fit_config: Optional[FitConfig], *,
+               model: Optional[Model] = None, session_gap: Optional[float] = 3600.0,
+               log: Optional[Log] = None, progress: bool = True
+               ) -> Tuple[Dict[str, Model], Dict[str, Any], Dict[str, float]]:
+    """Stage 2: ``{"global": ..., "centralized": ...}`` (the global model is
+    always fitted: candidates and personal models start from it), their fit
+    records and timings."""
+    say = log or _stderr
+    fcfg = copy.deepcopy(fit_config) if fit_config is not None else FitConfig()
+    models: Dict[str, Model] = {}
+    fitted: Dict[str, Any] = {}
+    timing: Dict[str, float] = {}
+    if model is None:
+        say(f"global model: {len(sp.train):,} clicks before the cutoff "
+            f"({len(sp.catalogue):,} items)")
+        t0 = time.perf_counter()
+        models["global"], hist = train_model(
+            sp.train, fcfg, session_gap=session_gap, log=say, progress=progress,
+            trained_on={"protocol": "deeprec", "part": "pre-cutoff", "cutoff": sp.cutoff,
+                        **sp.train.summary()})
+        timing["fit_global_seconds"] = time.perf_counter() - t0
+        fitted["global"] = _fit_summary(hist, len(sp.train))
+    else:
+        models["global"] = model
+    if "centralized" in methods:
+        say(f"centralized model: {len(sp.central):,} clicks before the test part (every user)")
+        t0 = time.perf_counter()
+        ccfg = copy.deepcopy(fcfg)
+        ccfg.simulate_users = 0          # its recipe is never used: only the repeat component
+        models["centralized"], hist = train_model(
+            sp.central, ccfg, session_gap=session_gap, log=say, progress=progress,
+            trained_on={"protocol": "deeprec", "part": "centralized",
+                        "end": sp.test_cutoff or sp.cutoff, **sp.central.summary()})
+        timing["fit_centralized_seconds"] = time.perf_counter() - t0
+        fitted["centralized"] = _fit_summary(hist, len(sp.central))
+    return models, fitted, timing
+
+
+def _fit_summary(hist: Dict[str, Any], events: int) -> Dict[str, Any]:
+    return {"events": events, "seconds": hist.get("seconds"),
+            "events_per_s": hist.get("events_per_s"), "epochs": hist.get("epochs"),
+            "calibration": hist.get("calibration"),
+            "recipe_selection": hist.get("recipe_selection"),
+            "inner_seconds": hist.get("inner_seconds")}
+
+
+# --------------------------------------------------------------------------
+# 3. candidates
+# --------------------------------------------------------------------------
+
+@dataclass
+class Candidates:
+    """The cloud's set per user (item codes, best first) and the device's
+    output-table neighbour lists (``neighbors[i]``: the items nearest item
+    ``i``), with the sizes of :class:`DeepRecSettings`."""
+
+    cloud: Dict[int, np.ndarray]
+    neighbors: np.ndarray
+    n: int
+    n_recent: int
+    memory: int
+
+    def for_event(self, eu: EvalUser, p: int, device: bool = True,
+                  cloud: bool = True) -> np.ndarray:
+        """The candidate list at input position ``p`` (item codes, in the
+        order they were added, at most ``n``): the device part (the user's
+        items newest first, then the neighbours of the newest
+        ``n_recent``), then the cloud's set."""
+        parts = []
+        if device:
+            hist = eu.items[: p + 1][::-1]
+            _, first = np.unique(hist, return_index=True)
+            recent = hist[np.sort(first)][: self.memory]
+            parts.append(recent)
+            if self.neighbors.shape[1] and self.n_recent:
+                nb = self.neighbors[recent[: self.n_recent]].reshape(-1)
+                parts.append(nb[nb >= 0])
+        if cloud:
+            parts.append(self.cloud.get(eu.user, np.zeros(0, np.int32)))
+        allc = np.concatenate([np.asarray(x, np.int64) for x in parts]) if parts else \
+            np.zeros(0, np.int64)
+        _, first = np.unique(allc, return_index=True)
+        return allc[np.sort(first)][: self.n]
+
+
+def build_candidates(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings) -> Candidates:
+    """Stage 3 (see the module docstring)."""
+    users = [eu.user for eu in sp.users]
+    pre = sp.train                 # the cloud sees each user's clicks before the cutoff only
+    cf = item_item_cf(pre, st.cf_neighbors, by="session")
+    cands = user_candidates(pre, st.n_candidates, cf=cf, embeddings=gmodel.out_table,
+                            users=np.asarray(users, np.int64),
+                            popularity=pre.item_support().astype(np.float64),
+                            exclude_seen=False)
+    cloud = {int(u): cands.for_user(int(u)) for u in cands.users}
+    nb = np.zeros((len(sp.catalogue), 0), np.int32)
+    if st.candidate_neighbors > 0 and st.candidate_recent > 0:
+        nb = embedding_neighbors(gmodel.out_table, st.candidate_neighbors, metric="ip").indices
+    return Candidates(cloud, nb, st.n_candidates, st.candidate_recent, gmodel.repeat.memory)
+
+
+# --------------------------------------------------------------------------
+# 4. personal models
+# --------------------------------------------------------------------------
+
+def finetune_users(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings,
+                   cands: Optional[Candidates] = None, *, log: Optional[Log] = None,
+                   progress: bool = True) -> Tuple[Dict[int, Model], Dict[str, Any]]:
+    """Stage 4: each user's personal model, fine-tuned on the device's
+    history (clicks before the test part) through the runtime's
+    :func:`deeprec_edge.finetune` with the model's recipe (plus
+    :class:`FinetuneSettings` overrides).  A user whose history gives
+    nothing to learn keeps the global model.  Returns (user -> model,
+    aggregate record)."""
+    recipe = st.finetune.recipe(gmodel.recipe)
+    kw = st.finetune.gru_kwargs()
+    out: Dict[int, Model] = {}
+    sums: List[Dict[str, Any]] = []
+    failed = 0
+    t0 = time.perf_counter()
+    for eu in _progress_iter(sp.users, len(sp.users), "fine-tuning", progress):
+        h = slice(0, eu.n_hist)
+        items = eu.items[h]
+        hist = History(items=items, item_ids=np.asarray(gmodel.item_ids)[items],
+                       timestamps=eu.times[h].astype(np.float64),
+                       session_ids=eu.sessions[h].astype(str), n_rows=int(eu.n_hist),
+                       source=f"user {eu.user}")
+        cand = None
+        if st.finetune.use_candidates and cands is not None:
+            cand = np.asarray(gmodel.item_ids)[cands.cloud.get(eu.user, np.zeros(0, np.int32))]
+        try:
+            res = runtime_finetune(gmodel, hist, recipe=recipe, candidates=cand, seed=st.seed,
+                                   **kw)
+        except ValueError:
+            failed += 1                      # e.g. fewer than 2 clicks: the global model
+            continue
+        out[eu.user] = res.model
+        sums.append(res.summary)
+    agg: Dict[str, Any] = {"recipe": recipe.to_dict(), "gru_settings": kw,
+                           "users": len(sums), "failed": failed,
+                           "seconds": time.perf_counter() - t0}
+    if sums:
+        kept = [s.get("kept_global") for s in sums]
+        agg["kept_global_users"] = int(sum(k is not None for k in kept))
+        reasons: Dict[str, int] = {}
+        for k in kept:
+            if k is not None:
+                key = k.split(" (")[0]
+                reasons[key] = reasons.get(key, 0) + 1
+        agg["kept_global_reasons"] = reasons
+        ev = np.array([s.get("personal_parts", {}).get("events", 0) for s in sums], float)
+        agg["mean_events"] = float(ev.mean())
+        agg["mean_seconds"] = float(np.mean([s.get("personal_parts", {}).get("seconds", 0.0)
+                                             or 0.0 for s in sums]))
+    return out, agg
+
+
+# --------------------------------------------------------------------------
+# 5. scoring
+# --------------------------------------------------------------------------
+
+def _progress_iter(it, total: int, desc: str, progress: bool):
+    if not progress or not sys.stderr.isatty():
+        return it
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is in the [trainer] extra
+        return it
+    return tqdm(it, total=total, desc=desc, unit="user", leave=False, file=sys.stderr)
+
+
+@dataclass
+class Scores:
+    """Rank accumulators of stage 5: ``acc[method][setting]`` (setting
+    "full" or "candidates"), candidate hits per source, event counts."""
+
+    acc: Dict[str, Dict[str, RankAccumulator]]
+    hits: Dict[str, List[np.ndarray]]
+    set_sizes: List[int]
+    n_events: int
+
+
+def score_users(sp: ProtocolSplit, models: Dict[str, Model], personal: Dict[int, Model],
+                st: DeepRecSettings, cands: Candidates, *, log: Optional[Log] = None,
+                progress: bool = True) -> Scores:
+    """Stage 5 (see the module docstring)."""
+    methods = tuple(st.methods)
+    N = len(sp.catalogue)
+    pop = sp.train.item_support().astype(np.float64)
+    baselines = {}
+    for m in methods:
+        if m in BASELINES:
+            baselines[m] = make_baseline(m, **st.baseline_options.get(m, {})).fit(sp.train, pop)
+    acc = {m: {"full": RankAccumulator(), "candidates": RankAccumulator()} for m in methods}
+    hits: Dict[str, List[np.ndarray]] = {"cloud": [], "device": [], "union": []}
+    sizes: List[int] = []
+    n_events = 0
+    gmodel = models["global"]
+    step = block_rows(N)
+    for eu in _progress_iter(sp.users, len(sp.users), "scoring", progress):
+        pos = eu.test_pos
+        B = pos.size
+        targets = eu.targets
+        starts = eu.starts()
+        n_events += B
+        uvec = np.full(B, eu.user, np.int64)
+        # candidate sets per event, as a (B, N) mask; recall per source
+        cmask = np.zeros((B, N), bool)
+        hc = np.zeros(B, bool)
+        hd = np.zeros(B, bool)
+        cloud = cands.cloud.get(eu.user, np.zeros(0, np.int32))
+        incloud = np.zeros(N, bool)
+        incloud[cloud] = True
+        for r, p in enumerate(pos.tolist()):
+            c = cands.for_event(eu, p)
+            cmask[r, c] = True
+            sizes.append(int(c.size))
+            dev = cands.for_event(eu, p, cloud=False)
+            hd[r] = targets[r] in set(dev.tolist())
+        hc = incloud[targets]
+        hits["cloud"].append(hc)
+        hits["device"].append(hd)
+        hits["union"].append(cmask[np.arange(B), targets])
+        first = None
+        if st.exclude_seen:
+            first = np.full(N, np.iinfo(np.int64).max, np.int64)
+            np.minimum.at(first, eu.items.astype(np.int64), np.arange(eu.items.size))
+        views = {}
+        for m in methods:
+            if m in baselines:
+                continue
+            mdl = personal.get(eu.user, gmodel) if m == "personal" else models[m]
+            p = params_of(mdl)
+            spec = mdl.repeat
+            U = user_vectors(p, eu.items, starts, pos, not mdl.carry_state)
+            rep = history_features(eu.items, starts, pos, spec.memory) if spec.active else None
+            views[m] = (p, spec, U, rep)
+        for a in range(0, B, step):
+            b = min(a + step, B)
+            fm = None
+            cm = cmask[a:b]
+            if first is not None:
+                fm = first[None, :] >= (pos[a:b, None] + 1)
+                cm = cm & fm
+            for m in methods:
+                if m in baselines:
+                    S = baselines[m].score(eu.items, starts, pos[a:b])
+                else:
+                    p, spec, U, rep = views[m]
+                    S = score_block(p, spec, U, a, b, rep)
+                o, c = target_ranks(S, targets[a:b], mask=fm)
+                acc[m]["full"].add_ranks(o, c, users=uvec[a:b])
+                o, c = target_ranks(S, targets[a:b], mask=cm)
+                acc[m]["candidates"].add_ranks(o, c, users=uvec[a:b])
+    return Scores(acc, hits, sizes, n_events)
+
+
+# --------------------------------------------------------------------------
+# 6. the report
+# --------------------------------------------------------------------------
+
+def _ci_method(st_ci: str, n_users: int) -> str:
+    if st_ci != "auto":
+        return st_ci
+    return "bootstrap" if n_users < BOOTSTRAP_BELOW_USERS else "normal"
 
 
 def _summaries(acc: RankAccumulator, ks, ci: str, seed: int) -> Dict[str, Any]:
@@ -336,29 +715,92 @@ def _paired(a: RankAccumulator, b: RankAccumulator, ks, ci: str, seed: int) -> D
     return out
 
 
-def _iso(t: float) -> str:
-    return _dt.datetime.fromtimestamp(float(t), _dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _progress_iter(it, total: int, desc: str, progress: bool):
-    if not progress or not sys.stderr.isatty():
-        return it
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the [trainer] extra
-        return it
-    return tqdm(it, total=total, desc=desc, unit="user", leave=False, file=sys.stderr)
-
-
 def _report_head(protocol: str) -> Dict[str, Any]:
     return {"report": REPORT_FORMAT, "version": REPORT_VERSION, "protocol": protocol,
             "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
             "deeprec_edge_version": _VERSION}
 
 
-# --------------------------------------------------------------------------
-# the DeepRec protocol
-# --------------------------------------------------------------------------
+def _best_baseline(results: Dict[str, Any], setting: str = "full") -> Optional[str]:
+    """The non-GRU method with the highest Recall@20 (MRR@20 breaks ties)."""
+    best, key = None, None
+    for m, r in results.items():
+        if m not in BASELINES:
+            continue
+        opt = ((r.get(setting) or {}).get("optimistic") or {})
+        rec = (opt.get("recall@20") or {}).get("mean")
+        mrr = (opt.get("mrr@20") or {}).get("mean")
+        if rec is None:
+            continue
+        k = (rec, mrr or 0.0)
+        if key is None or k > key:
+            best, key = m, k
+    return best
+
+
+def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
+                 fitted: Dict[str, Any], ft_record: Dict[str, Any], models: Dict[str, Model],
+                 timing: Dict[str, float], fcfg: FitConfig) -> Dict[str, Any]:
+    """Stage 6 (see the module docstring)."""
+    ks = tuple(int(k) for k in st.ks)
+    n_users = len(sp.users)
+    ci = _ci_method(st.ci, n_users)
+    methods = tuple(st.methods)
+    results = {m: {s: _summaries(scores.acc[m][s], ks, ci, st.seed)
+                   for s in ("full", "candidates")} for m in methods}
+    best = _best_baseline(results)
+    comparisons: Dict[str, Any] = {}
+    if "personal" in methods:
+        for other in ("global", "centralized") + ((best,) if best else ()):
+            if other in methods:
+                comparisons[f"personal-{other}"] = {
+                    s: _paired(scores.acc["personal"][s], scores.acc[other][s], ks, ci, st.seed)
+                    for s in ("full", "candidates")}
+    cand_rec: Dict[str, Any] = {"n_candidates": st.n_candidates,
+                                "cloud": "CF + output-embedding neighbours of the user's "
+                                         "clicks before the cutoff",
+                                "device": f"the user's items (repeat memory, newest first) and "
+                                          f"{st.candidate_neighbors} output-table neighbours "
+                                          f"of each of the {st.candidate_recent} newest",
+                                "mean_set_size": float(np.mean(scores.set_sizes))
+                                if scores.set_sizes else 0.0}
+    for src, hl in scores.hits.items():
+        h = np.concatenate(hl) if hl else np.zeros(0, bool)
+        cand_rec[f"recall_{src}"] = float(h.mean()) if h.size else None
+    cand_rec["recall"] = cand_rec.get("recall_union")
+    warnings: List[str] = []
+    if n_users < WARN_USERS or scores.n_events < WARN_EVENTS:
+        warnings.append(f"small sample: {n_users} users, {scores.n_events} test events "
+                        f"(under {WARN_USERS} users or {WARN_EVENTS} events the intervals are "
+                        f"wide and differences are rarely significant)")
+    data = dict(sp.data, evaluated_users=n_users, test_events=int(scores.n_events),
+                population=sp.population,
+                users_without_pre_cutoff_history=int(sum(eu.n_pre == 0 for eu in sp.users)),
+                device_history_clicks_median=float(np.median([eu.n_hist for eu in sp.users])),
+                device_new_clicks_median=float(np.median([eu.n_hist - eu.n_pre
+                                                          for eu in sp.users])))
+    gm = models.get("global")
+    report = _report_head("deeprec")
+    settings = json.loads(json.dumps(asdict(st), default=str))
+    settings["ci_used"] = ci
+    report.update({
+        "data": data,
+        "settings": settings,
+        "fit_config": json.loads(json.dumps(asdict(fcfg), default=str)),
+        "candidates": cand_rec,
+        "methods": results,
+        "best_non_gru": best,
+        "comparisons": comparisons,
+        "finetune": ft_record,
+        "global_model": None if gm is None else {
+            "repeat": gm.describe().get("repeat"), "recipe": gm.recipe.to_dict(),
+            "recipe_selection": gm.config.get("recipe_selection")},
+        "models": fitted,
+        "warnings": warnings,
+        "timing": timing,
+    })
+    return report
+
 
 def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = None,
                      fit_config: Optional[FitConfig] = None, *, model: Optional[Model] = None,
@@ -373,271 +815,32 @@ def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = 
     ``fit_config``).  ``session_gap`` is recorded in fitted models.
     """
     st = settings or DeepRecSettings()
+    _check_settings(st)
+    say = log or _stderr
     fcfg = copy.deepcopy(fit_config) if fit_config is not None else FitConfig()
-    log = log or _stderr
-    methods = tuple(st.methods)
-    unknown = [m for m in methods if m not in DEEPREC_METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose among {list(DEEPREC_METHODS)}")
-    if not 0.0 < st.finetune_share < 1.0:
-        raise ValueError(f"finetune_share must be in (0, 1), got {st.finetune_share}")
-    if st.candidate_history not in ("all", "pre"):
-        raise ValueError(f"candidate_history must be 'all' or 'pre', got {st.candidate_history!r}")
-    if inter.user_kind != "user":
-        raise ValueError("the DeepRec protocol needs a log with users (this one is a session log: "
-                         "each session is its own unit); use evaluate-sessions for session data")
-    timing: Dict[str, float] = {}
     t_start = time.perf_counter()
-
-    # 1. split and catalogue
-    pre, post, cutoff = split_by_time(inter, st.quantile, cutoff=st.cutoff)
-    if len(pre) == 0 or len(post) == 0:
-        raise ValueError(f"the cutoff {_iso(cutoff)} leaves {len(pre)} clicks before and "
-                         f"{len(post)} after it; choose another quantile or date")
-    if model is None:
-        train = filter_support(pre, min_item_support=st.min_item_support,
-                               min_session_length=st.min_session_length, compact=True)
-        catalogue = train.item_ids
-    else:
-        catalogue = model.item_ids
-        train = filter_support(remap_items(pre, catalogue), min_item_support=st.min_item_support,
-                               min_session_length=st.min_session_length, compact=False)
-    if len(train) == 0:
-        raise ValueError("no pre-cutoff clicks left after support filtering")
-    N = len(catalogue)
-    pre_k = remap_items(pre, catalogue)
-    post_k = remap_items(post, catalogue)
-    n_post_unknown = len(post) - len(post_k)
-
-    # 2. evaluated users
-    uo = post_k.user_offsets()
-    pu = post_k.users[uo[:-1]] if len(post_k) else np.zeros(0, np.int64)
-    counts = np.diff(uo)
-    elig = np.flatnonzero(counts >= st.min_post_clicks)
-    if st.max_users is not None and len(elig) > st.max_users:
-        rng = np.random.default_rng(st.seed)
-        elig = np.sort(rng.choice(elig, size=st.max_users, replace=False))
-    if len(elig) == 0:
-        raise ValueError(f"no user has at least {st.min_post_clicks} post-cutoff clicks on "
-                         f"catalogue items (lower --min-post-clicks or the quantile)")
-    po = inter.n_users
-    pre_lo = np.zeros(po, np.int64)
-    pre_hi = np.zeros(po, np.int64)
-    if len(pre_k):
-        puo = pre_k.user_offsets()
-        pre_users = pre_k.users[puo[:-1]]
-        pre_lo[pre_users], pre_hi[pre_users] = puo[:-1], puo[1:]
-
-    users: List[Dict[str, Any]] = []
-    ft_rows, test_rows = [], []
-    for k in elig:
-        a, b = int(uo[k]), int(uo[k + 1])
-        n = b - a
-        n_ft = min(max(int(round(n * st.finetune_share)), 2), n - 1)
-        ft = np.arange(a, a + n_ft)
-        te = np.arange(a + n_ft, b)
-        if st.validation:                       # never look at the real test part
-            m = len(ft)
-            n2 = min(max(int(round(m * st.finetune_share)), 2), m - 1)
-            ft, te = ft[:n2], ft[n2:]
-        ft_rows.append(ft)
-        test_rows.append(te)
-        users.append({"user": int(pu[k]), "ft": ft, "test": te})
-    ft_all = np.concatenate(ft_rows)
-    ft_log = post_k.subset(ft_all)
-
-    # 3. models
-    fitted: Dict[str, Dict[str, Any]] = {}
-    gmodel = model                      # always needed: candidates use its output table
-    if gmodel is None:
-        log(f"fitting the global model on {len(train):,} pre-cutoff clicks ({N:,} items)")
-        t0 = time.perf_counter()
-        gmodel, ghist = train_model(train, fcfg, session_gap=session_gap, log=log,
-                                    progress=progress,
-                                    trained_on={"protocol": "deeprec", "part": "pre-cutoff",
-                                                "cutoff": cutoff, **train.summary()})
-        timing["fit_global_seconds"] = time.perf_counter() - t0
-        fitted["global"] = {"fit": ghist, "events": len(train)}
-    cmodel = None
-    if "centralized" in methods:
-        central = _concat([train, ft_log], catalogue, inter.user_ids, inter.user_kind)
-        log(f"fitting the centralized model on {len(central):,} clicks "
-            f"(pre-cutoff + {len(ft_log):,} fine-tuning clicks)")
-        t0 = time.perf_counter()
-        cmodel, chist = train_model(central, fcfg, session_gap=session_gap, log=log,
-                                    progress=progress,
-                                    trained_on={"protocol": "deeprec", "part": "centralized",
-                                                "cutoff": cutoff, **central.summary()})
-        timing["fit_centralized_seconds"] = time.perf_counter() - t0
-        fitted["centralized"] = {"fit": chist, "events": len(central)}
-    gparams = params_of(gmodel)
-    cparams = params_of(cmodel) if cmodel is not None else None
-    reset = not gmodel.carry_state
-
-    # 4. candidates and item-kNN
+    sp = split_protocol(inter, st, model)
+    say(f"protocol: cutoff {sp.data['cutoff_iso']}, test part from "
+        f"{sp.data['test_cutoff_iso'] or '(per-user share)'}; {len(sp.users):,} users evaluated "
+        f"({', '.join(f'{k} {v:,}' for k, v in sp.population.items())})")
+    models, fitted, timing = fit_models(sp, st.methods, fcfg, model=model,
+                                        session_gap=session_gap, log=say, progress=progress)
     t0 = time.perf_counter()
-    pop = train.item_support().astype(np.float64)
-    cf = item_item_cf(train, st.cf_neighbors, by="session")
-    eu = np.array([u["user"] for u in users], np.int64)
-    pre_sel = np.concatenate([np.arange(pre_lo[u], pre_hi[u]) for u in eu]) if len(eu) else \
-        np.zeros(0, np.int64)
-    parts = [pre_k.subset(pre_sel)]
-    if st.candidate_history == "all":
-        parts.append(ft_log)
-    chist_log = _concat(parts, catalogue, inter.user_ids, inter.user_kind)
-    cands = user_candidates(chist_log, st.n_candidates, cf=cf, embeddings=gmodel.out_table,
-                            users=eu, popularity=pop, exclude_seen=not st.candidate_keep_seen)
+    cands = build_candidates(sp, models["global"], st)
     timing["candidates_seconds"] = time.perf_counter() - t0
-    cand_of = {int(u): cands.for_user(int(u)) for u in cands.users}
-
-    # 5. per-user scoring
-    settings_ft = st.finetune.resolved()
-    acc = {m: {"full": RankAccumulator(), "candidates": RankAccumulator()} for m in methods}
-    ft_summaries: List[Dict[str, Any]] = []
-    n_ft_failed = 0
-    n_events = 0
-    in_set_hits = []
-    scorers = {"popularity": _Scorer("popularity", popularity=pop)}
-    if "item-knn" in methods:
-        scorers["item-knn"] = _Scorer("item-knn", popularity=pop, train=train,
-                                      knn_score=st.knn_score, knn_neighbors=st.knn_neighbors)
-    t_ft = 0.0
-    t_score = time.perf_counter()
-    for rec in _progress_iter(users, len(users), "users", progress):
-        u = rec["user"]
-        pa, pb = int(pre_lo[u]), int(pre_hi[u])
-        seq = np.concatenate([pre_k.items[pa:pb], post_k.items[rec["ft"]],
-                              post_k.items[rec["test"]]]).astype(np.int32)
-        sess = np.concatenate([pre_k.sessions[pa:pb], post_k.sessions[rec["ft"]],
-                               post_k.sessions[rec["test"]]])
-        starts = _session_starts(sess)
-        t_first = (pb - pa) + len(rec["ft"])
-        tpos = np.arange(t_first, len(seq))
-        if not st.session_starts:
-            tpos = tpos[~starts[tpos]]
-        if tpos.size == 0:
-            continue
-        inputs = tpos - 1
-        targets = seq[tpos].astype(np.int64)
-        B = tpos.size
-        n_events += B
-        uvec = np.full(B, u, np.int64)
-        cset = cand_of.get(u, np.zeros(0, np.int32))
-        cmask_row = np.zeros(N, bool)
-        cmask_row[cset] = True
-        in_set_hits.append(cmask_row[targets])
-        first = None
-        if st.exclude_seen:            # position of each item's first click in the sequence
-            first = np.full(N, np.iinfo(np.int64).max, np.int64)
-            np.minimum.at(first, seq.astype(np.int64), np.arange(len(seq)))
-
-        personal_params = None
-        if "personal" in methods:
-            ft_items = post_k.items[rec["ft"]].astype(np.int32)
-            hist = History(items=ft_items, item_ids=catalogue[ft_items],
-                           timestamps=post_k.times[rec["ft"]].astype(np.float64),
-                           session_ids=post_k.sessions[rec["ft"]].astype(str),
-                           n_rows=len(ft_items), source=f"user {inter.user_ids[u]}")
-            t0 = time.perf_counter()
-            try:
-                res = runtime_finetune(
-                    gmodel, hist,
-                    candidates=catalogue[cset] if st.finetune.use_candidates else None,
-                    seed=st.seed, **settings_ft)
-                personal_params = params_of(res.model)
-                ft_summaries.append(res.summary)
-            except ValueError:
-                # e.g. no next-click pair inside a session: the device keeps the global model
-                n_ft_failed += 1
-                personal_params = gparams
-            t_ft += time.perf_counter() - t0
-
-        Us = {}
-        for m, pp in (("global", gparams), ("centralized", cparams), ("personal", personal_params)):
-            if m in methods:
-                Us[m] = (user_vectors(pp, seq, starts, inputs, reset), pp)
-        last = seq[inputs].astype(np.int64)
-        step = _rows_per_block(N)
-        for a in range(0, B, step):
-            b = min(a + step, B)
-            if first is None:
-                fm = None
-                cm = np.broadcast_to(cmask_row[None, :], (b - a, N))
-            else:                      # competing: items not clicked before the event
-                fm = first[None, :] >= tpos[a:b, None]
-                cm = fm & cmask_row[None, :]
-            for m in methods:
-                if m in Us:
-                    U, pp = Us[m]
-                    S = U[a:b] @ pp.out_table.T
-                    S += pp.b_out[None, :]
-                else:
-                    S = scorers[m].baseline(last[a:b])
-                o, c = ranks_from_scores(S, targets[a:b], ties="both", mask=fm)
-                acc[m]["full"].add_ranks(o, c, users=uvec[a:b])
-                o, c = ranks_from_scores(S, targets[a:b], ties="both", mask=cm)
-                acc[m]["candidates"].add_ranks(o, c, users=uvec[a:b])
-    timing["finetune_seconds"] = t_ft
-    timing["scoring_seconds"] = time.perf_counter() - t_score - t_ft
+    personal: Dict[int, Model] = {}
+    ft_record: Dict[str, Any] = {}
+    if "personal" in st.methods:
+        personal, ft_record = finetune_users(sp, models["global"], st, cands, log=say,
+                                             progress=progress)
+        timing["finetune_seconds"] = ft_record.get("seconds", 0.0)
+    t0 = time.perf_counter()
+    scores = score_users(sp, models, personal, st, cands, log=say, progress=progress)
+    timing["scoring_seconds"] = time.perf_counter() - t0
     timing["total_seconds"] = time.perf_counter() - t_start
-
-    # 6. report
-    ks = tuple(int(k) for k in st.ks)
-    results = {m: {s: _summaries(acc[m][s], ks, st.ci, st.seed) for s in ("full", "candidates")}
-               for m in methods}
-    comparisons: Dict[str, Any] = {}
-    for other in ("global", "centralized"):
-        if "personal" in methods and other in methods:
-            comparisons[f"personal-{other}"] = {
-                s: _paired(acc["personal"][s], acc[other][s], ks, st.ci, st.seed)
-                for s in ("full", "candidates")}
-    hits = np.concatenate(in_set_hits) if in_set_hits else np.zeros(0, bool)
-    n_test_users = len([h for h in in_set_hits if h.size])
-    user_hit = np.array([h.mean() for h in in_set_hits if h.size]) if n_test_users else np.zeros(0)
-    ft_agg: Dict[str, Any] = {"settings": settings_ft, "use_candidates": st.finetune.use_candidates,
-                              "users": len(ft_summaries), "failed": n_ft_failed}
-    if ft_summaries:
-        def mean_of(key):
-            v = np.array([s[key] for s in ft_summaries if s.get(key) is not None], np.float64)
-            v = v[~np.isnan(v)]
-            return float(v.mean()) if v.size else None
-        ft_agg.update({
-            "mean_clicks": mean_of("clicks_used"), "mean_epochs_run": mean_of("epochs_run"),
-            "mean_best_epoch": mean_of("best_epoch"), "mean_seconds": mean_of("seconds"),
-            "kept_global_share": float(np.mean([s["best_epoch"] == 0 for s in ft_summaries])),
-            "heldout_recall20_before": mean_of("recall20_before"),
-            "heldout_recall20_after": mean_of("recall20_after"),
-        })
-    report = _report_head("deeprec")
-    report.update({
-        "data": {
-            "source": inter.info.get("source"), "format": inter.info.get("format"),
-            "events": len(inter), "users": int(len(inter.user_offsets()) - 1),
-            "cutoff": cutoff, "cutoff_iso": _iso(cutoff),
-            "quantile": None if st.cutoff is not None else st.quantile,
-            "pre_cutoff_events": len(pre), "train_events": len(train),
-            "catalogue_items": N, "post_cutoff_events": len(post),
-            "post_cutoff_unknown_item_events": int(n_post_unknown),
-            "evaluated_users": len(users), "finetune_events": int(len(ft_all)),
-            "test_events": int(n_events),
-            "users_without_pre_cutoff_history": int(sum(pre_hi[u["user"]] == pre_lo[u["user"]]
-                                                         for u in users)),
-            "validation": st.validation,
-        },
-        "settings": json.loads(json.dumps(asdict(st), default=str)),
-        "fit_config": _fit_record(fcfg),
-        "candidates": {"n_candidates": st.n_candidates, "history": st.candidate_history,
-                       "keep_seen": st.candidate_keep_seen,
-                       "cf_neighbors": st.cf_neighbors,
-                       "mean_set_size": float(cands.sizes().mean()) if len(cands) else 0.0,
-                       "recall": float(hits.mean()) if hits.size else None,
-                       "user_recall": float(user_hit.mean()) if user_hit.size else None},
-        "methods": results,
-        "comparisons": comparisons,
-        "finetune": ft_agg,
-        "models": fitted,
-        "timing": timing,
-    })
+    report = build_report(sp, st, scores, fitted, ft_record, models, timing, fcfg)
+    for w in report["warnings"]:
+        say(f"warning: {w}")
     return report
 
 
@@ -648,15 +851,14 @@ def evaluate_deeprec(inter: Interactions, settings: Optional[DeepRecSettings] = 
 def evaluate_sessions(train: Interactions, test: Interactions,
                       fit_config: Optional[FitConfig] = None, *,
                       methods: Sequence[str] = SESSION_METHODS, model: Optional[Model] = None,
-                      ks: Sequence[int] = (5, 10, 20), knn_neighbors: int = 100,
-                      knn_score: str = "count",
+                      ks: Sequence[int] = (5, 10, 20),
+                      baseline_options: Optional[Dict[str, Dict[str, Any]]] = None,
                       ci: str = "normal", seed: int = 0, session_gap: Optional[float] = 3600.0,
-                      batch: Optional[int] = None, log: Optional[Log] = None,
-                      progress: bool = True) -> Dict[str, Any]:
+                      log: Optional[Log] = None, progress: bool = True) -> Dict[str, Any]:
     """GRU4Rec's session protocol on a prepared train/test pair (see the
     module docstring); returns the report dict.  ``model``: evaluate this
     model instead of fitting one (its catalogue replaces train's)."""
-    log = log or _stderr
+    say = log or _stderr
     unknown = [m for m in methods if m not in SESSION_METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; choose among {list(SESSION_METHODS)}")
@@ -664,10 +866,7 @@ def evaluate_sessions(train: Interactions, test: Interactions,
     timing: Dict[str, float] = {}
     t_start = time.perf_counter()
     n_test_raw = len(test)
-    if model is None:
-        tr = train.compact_items()
-    else:
-        tr = remap_items(train, model.item_ids)
+    tr = train.compact_items() if model is None else remap_items(train, model.item_ids)
     catalogue = tr.item_ids
     te = remap_items(test, catalogue)
     n_unknown = int(test.info.get("n_unknown_items", 0)) + n_test_raw - len(te)
@@ -677,46 +876,53 @@ def evaluate_sessions(train: Interactions, test: Interactions,
     fitted: Dict[str, Any] = {}
     gmodel = model
     if "gru" in methods and gmodel is None:
-        log(f"fitting the model on {len(tr):,} training clicks ({N:,} items)")
+        say(f"fitting the model on {len(tr):,} training clicks ({N:,} items)")
         t0 = time.perf_counter()
-        gmodel, hist = train_model(tr, fcfg, session_gap=session_gap, log=log, progress=progress,
+        gmodel, hist = train_model(tr, fcfg, session_gap=session_gap, log=say, progress=progress,
                                    trained_on={"protocol": "sessions", **tr.summary()})
         timing["fit_seconds"] = time.perf_counter() - t0
-        fitted["gru"] = {"fit": hist, "events": len(tr)}
+        fitted["gru"] = _fit_summary(hist, len(tr))
     pop = tr.item_support().astype(np.float64)
     t0 = time.perf_counter()
-    scorers = {}
-    if "popularity" in methods:
-        scorers["popularity"] = _Scorer("popularity", popularity=pop)
-    if "item-knn" in methods:
-        scorers["item-knn"] = _Scorer("item-knn", popularity=pop, train=tr, knn_score=knn_score,
-                                      knn_neighbors=knn_neighbors)
-    timing["knn_seconds"] = time.perf_counter() - t0
-
-    items, reset, _ = sequence_from_sessions(te.items, te.sessions, te.times)
-    pos = np.flatnonzero(~reset[1:]) if len(items) > 1 else np.zeros(0, np.int64)
+    opts = baseline_options or {}
+    baselines = {m: make_baseline(m, **opts.get(m, {})).fit(tr, pop)
+                 for m in methods if m in BASELINES}
+    timing["baseline_fit_seconds"] = time.perf_counter() - t0
+    # every test session is one unit: the sequence of all sessions with starts
+    items = te.items.astype(np.int32)
+    s = te.sessions
+    starts = np.ones(len(items), bool)
+    starts[1:] = s[1:] != s[:-1]
+    pos = np.flatnonzero(~starts[1:]) if len(items) > 1 else np.zeros(0, np.int64)
     targets = items[pos + 1].astype(np.int64)
     acc = {m: RankAccumulator() for m in methods}
     t0 = time.perf_counter()
-    U = None
+    view = None
     if "gru" in methods:
         p = params_of(gmodel)
-        U = user_vectors(p, items, reset, pos, not gmodel.carry_state)
-    batch = batch or _rows_per_block(N)
-    for a in range(0, len(pos), batch):
-        b = min(a + batch, len(pos))
+        spec = gmodel.repeat
+        U = user_vectors(p, items, starts, pos, not gmodel.carry_state)
+        rep = None
+        if spec.active:     # each session is its own user: its memory starts empty
+            rep = _per_session_features(items, starts, pos, spec.memory)
+        view = (p, spec, U, rep)
+    off = np.flatnonzero(starts)
+    sess_of_pos = np.searchsorted(off, pos, side="right") - 1
+    step = block_rows(N)
+    for a in range(0, len(pos), step):
+        b = min(a + step, len(pos))
         for m in methods:
             if m == "gru":
-                S = U[a:b] @ p.out_table.T
-                S += p.b_out[None, :]
+                S = score_block(view[0], view[1], view[2], a, b, view[3])
             else:
-                S = scorers[m].baseline(items[pos[a:b]].astype(np.int64))
-            o, c = ranks_from_scores(S, targets[a:b], ties="both")
+                S = _baseline_block(baselines[m], items, starts, pos[a:b], sess_of_pos[a:b], off)
+            o, c = target_ranks(S, targets[a:b])
             acc[m].add_ranks(o, c)
     timing["scoring_seconds"] = time.perf_counter() - t0
     timing["total_seconds"] = time.perf_counter() - t_start
     ks = tuple(int(k) for k in ks)
     report = _report_head("sessions")
+    results = {m: {"full": _summaries(acc[m], ks, ci, seed)} for m in methods}
     report.update({
         "data": {"train_source": train.info.get("source"), "test_source": test.info.get("source"),
                  "train_events": len(tr), "train_sessions": tr.n_sessions,
@@ -726,15 +932,52 @@ def evaluate_sessions(train: Interactions, test: Interactions,
                  "test_short_session_events": int(n_before - len(te)),
                  "test_events": len(te), "test_sessions": te.n_sessions,
                  "events_evaluated": int(len(pos))},
-        "settings": {"methods": list(methods), "ks": list(ks), "knn_neighbors": knn_neighbors,
-                     "knn_score": knn_score,
-                     "ci": ci, "seed": seed, "unit": "event"},
-        "fit_config": _fit_record(fcfg) if model is None else None,
-        "methods": {m: {"full": _summaries(acc[m], ks, ci, seed)} for m in methods},
+        "settings": {"methods": list(methods), "ks": list(ks),
+                     "baseline_options": opts, "ci": ci, "seed": seed, "unit": "event"},
+        "fit_config": json.loads(json.dumps(asdict(fcfg), default=str)) if model is None else None,
+        "methods": results,
+        "best_non_gru": _best_baseline(results),
+        "gru_model": None if gmodel is None else {"repeat": gmodel.describe().get("repeat")},
         "models": fitted,
+        "warnings": [],
         "timing": timing,
     })
     return report
+
+
+def _per_session_features(items, starts, pos, memory):
+    """Repeat cells of session-protocol events: every session starts with an
+    empty memory (sessions are anonymous)."""
+    off = np.r_[np.flatnonzero(starts), len(items)]
+    rows, cols, phis = [], [], []
+    sess = np.searchsorted(off, pos, side="right") - 1
+    bounds = np.r_[0, np.flatnonzero(np.diff(sess)) + 1, len(pos)]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if a == b:
+            continue
+        k = int(sess[a])
+        lo, hi = int(off[k]), int(off[k + 1])
+        r, c, f = history_features(items[lo:hi], starts[lo:hi], pos[a:b] - lo, memory)
+        rows.append(r + a)
+        cols.append(c)
+        phis.append(f)
+    if not rows:
+        return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 5), np.float32))
+    return np.concatenate(rows), np.concatenate(cols), np.concatenate(phis)
+
+
+def _baseline_block(bl, items, starts, pos, sess, off) -> np.ndarray:
+    """A baseline's scores for session-protocol events: each session is
+    scored on its own clicks only (sessions are anonymous)."""
+    out = np.empty((pos.size, bl.n_items))
+    bounds = np.r_[0, np.flatnonzero(np.diff(sess)) + 1, pos.size]
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        if a == b:
+            continue
+        k = int(sess[a])
+        lo, hi = int(off[k]), int(off[k + 1]) if k + 1 < off.size else items.size
+        out[a:b] = bl.score(items[lo:hi], starts[lo:hi], pos[a:b] - lo)
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -758,12 +1001,9 @@ def _clean(o: Any) -> Any:
 
 def write_json(report: Dict[str, Any], path: str) -> None:
     """Write the report as JSON (NaN as null), atomically."""
+    from deeprec_edge._atomic import atomic_write
     text = json.dumps(_clean(report), indent=2, sort_keys=False, allow_nan=False)
-    d = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(d, f".{os.path.basename(path)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write((text + "\n").encode("utf-8")))
 
 
 def _fmt(v: Optional[float], nd: int = 4) -> str:
@@ -800,26 +1040,36 @@ def markdown_report(report: Dict[str, Any]) -> str:
     for Recall@20 and MRR@20; the last two columns use conservative ties)."""
     d = report["data"]
     out: List[str] = []
+    for w in report.get("warnings") or []:
+        out.append(f"**Warning:** {w}")
+        out.append("")
     if report["protocol"] == "deeprec":
         s = report["settings"]
-        what = "validation (fine-tuning clicks split again; test part unused)" \
-            if d.get("validation") else "test part"
-        out.append(f"DeepRec protocol: cutoff {d['cutoff_iso']}"
-                   + (f" (quantile {d['quantile']})" if d.get("quantile") is not None else "")
-                   + f"; {d['evaluated_users']} users with >= {s['min_post_clicks']} post-cutoff "
-                   f"clicks; first {s['finetune_share']:.0%} fine-tunes, {d['test_events']:,} "
-                   f"{what} events; {d['catalogue_items']:,} items; per-user means.")
+        what = "validation (the test part removed; the protocol on what precedes it)" \
+            if d.get("validation") else "test"
+        if d.get("split") == "share":
+            when = f"each user's first {s['finetune_share']:.0%} of post-cutoff clicks on the device"
+        else:
+            when = f"clicks from {d['cutoff_iso']} to {d['test_cutoff_iso']} on the devices only"
+        out.append(f"DeepRec protocol: cloud training before {d['cutoff_iso']}; {when}; "
+                   f"{d['evaluated_users']:,} users, {d['test_events']:,} {what} events; "
+                   f"{d['catalogue_items']:,} items; per-user means; 95% intervals "
+                   f"({s.get('ci_used', s.get('ci'))}).")
         out.append("")
         out.append("Full-catalogue ranking:")
         out.append("")
         out += _table(report, "full")
         out.append("")
         c = report.get("candidates", {})
-        out.append(f"Within candidate sets ({c.get('n_candidates')} items, CF + embedding "
-                   f"neighbours, from the {'pre-cutoff' if c.get('history') == 'pre' else 'pre-test'}"
-                   f" history; candidate recall {_fmt(c.get('recall'), 3)}):")
+        out.append(f"Within candidate sets (at most {c.get('n_candidates')} items, mean "
+                   f"{c.get('mean_set_size', 0):.0f}; candidate recall {_fmt(c.get('recall'), 3)}: "
+                   f"cloud part {_fmt(c.get('recall_cloud'), 3)}, device part "
+                   f"{_fmt(c.get('recall_device'), 3)}):")
         out.append("")
         out += _table(report, "candidates")
+        if report.get("best_non_gru"):
+            out.append("")
+            out.append(f"Best non-GRU method (Recall@20, full ranking): {report['best_non_gru']}.")
         for name, comp in report.get("comparisons", {}).items():
             full = comp.get("full", {})
             parts = []
@@ -831,7 +1081,7 @@ def markdown_report(report: Dict[str, Any]) -> str:
                                  f"({v['users_better']} users better, {v['users_worse']} worse)")
             if parts:
                 out.append("")
-                out.append(f"Paired per-user difference {name.replace('-', ' − ')} "
+                out.append(f"Paired per-user difference {name.replace('-', ' − ', 1)} "
                            f"(full ranking): " + "; ".join(parts) + ".")
     else:
         out.append(f"Session protocol: {d['train_events']:,} training clicks, "
@@ -839,6 +1089,9 @@ def markdown_report(report: Dict[str, Any]) -> str:
                    f"events in {d['test_sessions']:,} sessions; event means.")
         out.append("")
         out += _table(report, "full")
+        if report.get("best_non_gru"):
+            out.append("")
+            out.append(f"Best non-GRU method (Recall@20): {report['best_non_gru']}.")
     return "\n".join(out) + "\n"
 
 
@@ -952,13 +1205,6 @@ def plot_report(report: Dict[str, Any], path: str) -> bool:
             ax.grid(axis="y", alpha=0.3)
             ax.set_axisbelow(True)
 
-    path = str(path)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(path)),
-                       f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, format=fmt, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from deeprec_edge._atomic import atomic_write
+    atomic_write(str(path), lambda f: fig.savefig(f, format=fmt, dpi=120))
     return True

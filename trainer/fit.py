@@ -29,11 +29,13 @@ import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from deeprec_edge._engine import (Params, TrainConfig, Trainer, ranks_full, user_vectors)
+from deeprec_edge._engine import Params, TrainConfig, Trainer, user_vectors
+from deeprec_edge._scoring import rank_events
+from deeprec_edge.ranking import mrr_at_k, recall_at_k
 
 __all__ = ["FitConfig", "gru4rec_config", "init_params", "sequence_from_sessions", "fit",
            "evaluate_sequence"]
@@ -56,6 +58,14 @@ class FitConfig:
     patience: int = 0             # early stopping on validation Recall@20 (0: off)
     average_epochs: int = 0       # the result is the mean of the weights after each of the
                                   # last k epochs (0/1: the last epoch's weights)
+    # -- the global model's repeat component and device recipe (trainer/pipeline.py) --
+    repeat: bool = True           # learn the repeat component on held-out clicks
+    repeat_memory: int = 500      # distinct items a device remembers for repeat scores
+    inner_quantiles: Tuple[float, float] = (0.8, 0.9)  # inner cutoffs (time quantiles)
+    min_inner_events: int = 200   # fewer events between the inner cutoffs: plain GRU
+    simulate_users: int = 200     # devices simulated to choose the recipe (0: default recipe)
+    min_simulated_users: int = 20  # fewer: keep the default recipe
+    recipe: Optional[dict] = None  # a fixed device recipe (skips the simulation)
 
 
 def gru4rec_config(**overrides) -> FitConfig:
@@ -148,11 +158,12 @@ def sequence_from_sessions(items: np.ndarray, sessions: np.ndarray, times: np.nd
 
 
 def evaluate_sequence(params: Params, items: np.ndarray, reset: np.ndarray,
-                      ks=(5, 10, 20), chunk: int = 512, eval_mask: Optional[np.ndarray] = None):
+                      ks=(5, 10, 20), eval_mask: Optional[np.ndarray] = None):
     """Next-item evaluation over a sequence (full ranking over all items).
 
     Every click whose next click is in the same session (no reset between)
     is an event, unless ``eval_mask`` (bool per click) restricts them.
+    Ranks come from the one ranking path (:mod:`deeprec_edge.ranking`).
     Returns a dict with recall/mrr at each k, optimistic and conservative
     ties (``recall@20``, ``mrr@20``, ``recall@20_cons`` ...) and ``events``.
     """
@@ -162,15 +173,14 @@ def evaluate_sequence(params: Params, items: np.ndarray, reset: np.ndarray,
         pos = pos[eval_mask[pos]]
     if pos.size == 0:
         return {"events": 0}
-    targets = items[pos + 1]
+    targets = items[pos + 1].astype(np.int64)
     U = user_vectors(params, items, reset, pos)
-    opt, cons = ranks_full(params, U, targets, chunk)
+    opt, cons = rank_events(params, None, U, targets)
     out = {"events": int(pos.size)}
     for k in ks:
         for name, r in (("", opt), ("_cons", cons)):
-            hit = r < k
-            out[f"recall@{k}{name}"] = float(hit.mean())
-            out[f"mrr@{k}{name}"] = float(np.where(hit, 1.0 / (r + 1), 0.0).mean())
+            out[f"recall@{k}{name}"] = float(recall_at_k(r, k).mean())
+            out[f"mrr@{k}{name}"] = float(mrr_at_k(r, k).mean())
     return out
 
 

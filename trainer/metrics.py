@@ -2,22 +2,19 @@
 
 Ranks
 -----
-The rank of the target among the competing items (1 = best):
-
-- **optimistic**: ``1 + #{j : s_j > s_target}`` -- only strictly greater
-  scores rank above the target (GRU4Rec's default);
-- **conservative**: ``1 + #{j != target : s_j >= s_target}`` -- ties count
-  against the target.
-
-A large gap between the two means saturated or broken (constant, NaN)
-scores.  NaN scores of other items never rank above the target; a NaN
-target score gets the worst rank (the number of competing items) under
-both conventions.  A target outside the competing set (``targets[b] < 0``
-or masked out) gets :data:`RANK_MISS`, which every @k metric counts as a
-miss.  Ranks are computed over row blocks of at most ``max_block_elems``
-scores, and :class:`RankAccumulator` keeps only ranks (8 bytes per event
-and convention) across batches, so full-catalogue ranking of any number of
-events needs memory for one score batch only.
+Ranks come from the runtime's one ranking path,
+:func:`deeprec_edge.ranking.target_ranks` (1 = best): **optimistic**
+``1 + #{j : s_j > s_target}`` (GRU4Rec's default) and **conservative**
+``#{j : s_j >= s_target}`` (ties count against the target).  A large gap
+between the two means saturated or broken scores.  Non-finite scores (NaN,
++-inf) rank last: never above a finite target, and a non-finite target gets
+the worst rank (the number of competing items) under both conventions.  A
+target outside the competing set (``targets[b] < 0`` or masked out) gets
+:data:`RANK_MISS`, which every @k metric counts as a miss.  Ranks are
+computed over row blocks of bounded size, and :class:`RankAccumulator`
+keeps only ranks (8 bytes per event and convention) across batches, so
+full-catalogue ranking of any number of events needs memory for one score
+batch only.
 
 Metrics per event from the rank ``r`` (one relevant item)
 --------------------------------------------------------
@@ -62,6 +59,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from deeprec_edge.ranking import (METRICS, RANK_MISS, _ranks, metric_values, mrr_at_k, ndcg_at_k,
+                                  recall_at_k, target_ranks)
+
 __all__ = [
     "RANK_MISS",
     "METRICS",
@@ -79,80 +79,19 @@ __all__ = [
     "RankAccumulator",
 ]
 
-#: Rank of a target that is not among the competing items (a miss at any k).
-RANK_MISS = np.iinfo(np.int64).max
-
 _TIES = ("optimistic", "conservative", "both")
-
-
-def _block_rows(n_cols: int, max_block_elems: int) -> int:
-    return max(1, int(max_block_elems // max(1, n_cols)))
 
 
 def ranks_from_scores(scores: np.ndarray, targets: Any, *, ties: str = "optimistic",
                       mask: Optional[np.ndarray] = None,
-                      max_block_elems: int = 1 << 24) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-    """Rank (1 = best, int64) of ``scores[b, targets[b]]`` within row b.
-
-    ``scores``: (B, N) float array (or (N,) with a scalar target);
-    ``targets``: (B,) column indices, negative = target not among the
-    columns (:data:`RANK_MISS`); ``mask``: optional (B, N) bool, the columns
-    competing in each row (a masked-out target is a miss).  ``ties``:
-    ``"optimistic"``, ``"conservative"`` or ``"both"`` (returns a pair).
-    """
+                      max_block_elems: int = 1 << 22) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+    """Rank (1 = best, int64) of ``scores[b, targets[b]]`` within row b --
+    :func:`deeprec_edge.ranking.target_ranks` (the one ranking path) with a
+    choice of tie rule: ``"optimistic"``, ``"conservative"`` or ``"both"``
+    (returns a pair)."""
     if ties not in _TIES:
         raise ValueError(f"ties must be one of {_TIES}, got {ties!r}")
-    S = np.asarray(scores)
-    scalar = S.ndim == 1
-    if scalar:
-        S = S[None, :]
-    if S.ndim != 2:
-        raise ValueError(f"scores must be 1-D or 2-D, got shape {S.shape}")
-    t = np.atleast_1d(np.asarray(targets, dtype=np.int64))
-    B, N = S.shape
-    if t.shape != (B,):
-        raise ValueError(f"targets must have shape ({B},), got {t.shape}")
-    if np.any(t >= N):
-        raise IndexError(f"target index {int(t.max())} out of range for {N} items")
-    if mask is not None:
-        mask = np.asarray(mask, dtype=bool)
-        if mask.ndim == 1:
-            mask = mask[None, :]
-        if mask.shape != S.shape:
-            raise ValueError(f"mask must have shape {S.shape}, got {mask.shape}")
-    opt = np.empty(B, np.int64)
-    con = np.empty(B, np.int64)
-    step = _block_rows(N, max_block_elems)
-    for a in range(0, B, step):
-        b = min(a + step, B)
-        blk = S[a:b]
-        tb = t[a:b]
-        valid = tb >= 0
-        st = np.full(b - a, np.nan, dtype=blk.dtype if blk.dtype.kind == "f" else np.float64)
-        st[valid] = blk[np.flatnonzero(valid), tb[valid]]
-        stc = st[:, None]
-        if mask is None:
-            gt = np.count_nonzero(blk > stc, axis=1)
-            ge = np.count_nonzero(blk >= stc, axis=1)   # includes the target itself
-            n_comp = np.full(b - a, N, np.int64)
-            in_set = valid
-        else:
-            mb = mask[a:b]
-            gt = np.count_nonzero((blk > stc) & mb, axis=1)
-            ge = np.count_nonzero((blk >= stc) & mb, axis=1)
-            n_comp = np.count_nonzero(mb, axis=1)
-            in_set = valid.copy()
-            in_set[valid] = mb[np.flatnonzero(valid), tb[valid]]
-        o = 1 + gt.astype(np.int64)
-        c = ge.astype(np.int64)
-        nan_t = np.isnan(st) & in_set
-        o[nan_t] = n_comp[nan_t]
-        c[nan_t] = n_comp[nan_t]
-        o[~in_set] = RANK_MISS
-        c[~in_set] = RANK_MISS
-        opt[a:b], con[a:b] = o, c
-    if scalar:
-        opt, con = opt[:1], con[:1]
+    opt, con = target_ranks(scores, targets, mask=mask, max_block_elems=max_block_elems)
     if ties == "optimistic":
         return opt
     if ties == "conservative":
@@ -160,59 +99,9 @@ def ranks_from_scores(scores: np.ndarray, targets: Any, *, ties: str = "optimist
     return opt, con
 
 
-# ---------------------------------------------------------------------------
-# per-event metrics from ranks
-# ---------------------------------------------------------------------------
-
-def _ranks(ranks: Any) -> np.ndarray:
-    r = np.asarray(ranks)
-    if r.dtype.kind == "f":       # float ranks: inf / NaN = not ranked (a miss)
-        out = np.full(r.shape, RANK_MISS, np.int64)
-        fin = np.isfinite(r) & (r < 2.0 ** 62)
-        out[fin] = r[fin].astype(np.int64)
-        return out
-    return r.astype(np.int64)
-
-
-def recall_at_k(ranks: Any, k: int) -> np.ndarray:
-    """``1[rank <= k]`` per event (float64)."""
-    return (_ranks(ranks) <= k).astype(np.float64)
-
-
-def mrr_at_k(ranks: Any, k: int) -> np.ndarray:
-    """``1/rank`` if ``rank <= k`` else 0, per event."""
-    r = _ranks(ranks)
-    hit = r <= k
-    out = np.zeros(r.shape, np.float64)
-    out[hit] = 1.0 / r[hit]
-    return out
-
-
-def ndcg_at_k(ranks: Any, k: int) -> np.ndarray:
-    """``1/log2(rank + 1)`` if ``rank <= k`` else 0, per event (one relevant item)."""
-    r = _ranks(ranks)
-    hit = r <= k
-    out = np.zeros(r.shape, np.float64)
-    out[hit] = 1.0 / np.log2(r[hit] + 1.0)
-    return out
-
-
 def map_at_k(ranks: Any, k: int) -> np.ndarray:
     """Next-item average precision at k: ``1/rank`` if ``rank <= k`` (= MRR@k)."""
     return mrr_at_k(ranks, k)
-
-
-#: metric name -> per-event function of (ranks, k)
-METRICS = {"recall": recall_at_k, "mrr": mrr_at_k, "ndcg": ndcg_at_k, "map": map_at_k}
-
-
-def metric_values(ranks: Any, metric: str, k: int) -> np.ndarray:
-    """Per-event values of ``metric`` (recall, mrr, ndcg, map) at k."""
-    try:
-        fn = METRICS[metric]
-    except KeyError:
-        raise ValueError(f"unknown metric {metric!r}; choose from {sorted(METRICS)}") from None
-    return fn(ranks, k)
 
 
 # ---------------------------------------------------------------------------

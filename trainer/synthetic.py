@@ -37,14 +37,15 @@ seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .data import DEFAULT_SESSION_GAP, Interactions, _Coder, time_cutoff
 from .metrics import ranks_from_scores
 
-__all__ = ["SyntheticOracle", "make_synthetic"]
+__all__ = ["SyntheticOracle", "make_synthetic", "ShopperTruth", "make_shoppers", "StyleTruth",
+           "make_styles"]
 
 
 @dataclass
@@ -340,3 +341,180 @@ def make_synthetic(n_users: int = 200, n_items: int = 300, n_clusters: int = 6, 
                              drift_cluster=dc.astype(np.int64), cutoff_time=cutoff,
                              item_ids=item_ids, user_ids=user_ids)
     return inter, oracle
+
+
+@dataclass
+class ShopperTruth:
+    """The planted structure of :func:`make_shoppers`."""
+
+    item_cluster: np.ndarray     #: (N,) cluster of each item
+    home: np.ndarray             #: (U,) each user's cluster before the cutoff
+    drift: np.ndarray            #: (U,) each user's cluster after the cutoff
+    repeat_rate: np.ndarray      #: (U,) probability that a click returns to the user's items
+    cutoff: float                #: time at which the users drift
+
+
+def make_shoppers(n_users: int = 120, n_items: int = 200, n_clusters: int = 5, *,
+                  clicks_per_user: int = 150, session_length: float = 6.0,
+                  repeat_rates: Tuple[float, float] = (0.1, 0.8), drift_share: float = 0.6,
+                  repeat_from_cutoff: bool = False,
+                  cutoff_quantile: float = 0.7, time_span: float = 60 * 86_400.0,
+                  session_gap: float = DEFAULT_SESSION_GAP, start_time: float = 1_600_000_000.0,
+                  id_offset: int = 1000, seed: int = 0) -> Tuple[Interactions, ShopperTruth]:
+    """A shopping log with planted *personal* structure of the kinds a device
+    can learn (the right personal answer is known):
+
+    - **repeat propensity**: half the users (``repeat_rates[1]``) mostly
+      return to items they clicked before (chosen in proportion to their
+      past clicks), the other half (``repeat_rates[0]``) mostly explore --
+      a single global repeat weight fits neither half; with
+      ``repeat_from_cutoff`` nobody repeats before the cutoff, so a model
+      trained before it cannot know who starts to;
+    - **drift**: after the cutoff (the ``cutoff_quantile`` of click times)
+      a ``drift_share`` of a user's new items come from another cluster
+      than her home cluster;
+    - new items come from the user's current cluster, by a popularity
+      shared by everyone (Dirichlet within clusters), the next one near the
+      previous one (a successor structure within the cluster).
+
+    Sessions of ``2 + Poisson(session_length - 2)`` clicks, a minute or so
+    apart; sessions spread uniformly over ``time_span``.  Returns
+    ``(interactions, truth)``; deterministic for a seed.
+    """
+    rng = np.random.default_rng(seed)
+    N, K, U = int(n_items), int(n_clusters), int(n_users)
+    item_cluster = rng.permutation(np.arange(N) % K).astype(np.int32)
+    members = [np.flatnonzero(item_cluster == c) for c in range(K)]
+    pop = rng.gamma(0.7, 1.0, size=N) + 1e-9
+    home = rng.integers(0, K, size=U)
+    drift = (home + rng.integers(1, K, size=U)) % K
+    rate = np.where(np.arange(U) % 2 == 0, repeat_rates[1], repeat_rates[0])
+    rng.shuffle(rate)
+    # session start times per user, then click times
+    users, items, times = [], [], []
+    per_user_times = []
+    for u in range(U):
+        t, ts = start_time + rng.uniform(0, time_span * 0.05), []
+        n = 0
+        while n < clicks_per_user:
+            L = int(min(2 + rng.poisson(session_length - 2.0), clicks_per_user - n))
+            L = max(L, 1)
+            gaps = rng.uniform(20.0, 300.0, size=L)
+            gaps[0] = 0.0
+            ts.extend((t + np.cumsum(gaps)).tolist())
+            t = ts[-1] + session_gap * (1.5 + rng.exponential(time_span / (clicks_per_user / session_length) / session_gap))
+            n += L
+        per_user_times.append(np.asarray(ts[:clicks_per_user]))
+    all_t = np.concatenate(per_user_times)
+    cutoff = float(np.quantile(all_t, cutoff_quantile))
+    for u in range(U):
+        hist: Dict[int, int] = {}
+        prev = None
+        for t in per_user_times[u].tolist():
+            r_u = 0.0 if (repeat_from_cutoff and t < cutoff) else rate[u]
+            if hist and rng.random() < r_u:
+                keys = np.fromiter(hist.keys(), np.int64)
+                cnt = np.fromiter(hist.values(), np.float64)
+                i = int(rng.choice(keys, p=cnt / cnt.sum()))
+            else:
+                c = home[u]
+                if t >= cutoff and rng.random() < drift_share:
+                    c = drift[u]
+                m = members[c]
+                p = pop[m].copy()
+                if prev is not None and item_cluster[prev] == c:
+                    near = np.abs(m - prev) <= 3 * K      # a successor neighbourhood
+                    p[near] *= 4.0
+                i = int(rng.choice(m, p=p / p.sum()))
+            hist[i] = hist.get(i, 0) + 1
+            prev = i
+            users.append(u)
+            items.append(i)
+            times.append(t)
+    inter = Interactions.from_arrays(users, items, times, item_ids=np.arange(N) + id_offset,
+                                     user_ids=np.arange(U) + id_offset, session_gap=session_gap)
+    return inter, ShopperTruth(item_cluster, home, drift, rate, cutoff)
+
+
+@dataclass
+class StyleTruth:
+    """The planted structure of :func:`make_styles`."""
+
+    item_category: np.ndarray    #: (N,) category of each item
+    item_style: np.ndarray       #: (N,) style of each item
+    style_before: np.ndarray     #: (U,) each user's style before the cutoff
+    style_after: np.ndarray      #: (U,) each user's style after the cutoff
+    cutoff: float
+
+
+def make_styles(n_users: int = 200, n_categories: int = 8, n_styles: int = 4,
+                items_per_cell: int = 6, *, clicks_per_user: int = 120,
+                session_length: float = 5.0, p_style: float = 0.85, p_stay: float = 0.5,
+                p_repeat: float = 0.15, drift_share: float = 0.5, cutoff_quantile: float = 0.7,
+                time_span: float = 60 * 86_400.0, session_gap: float = DEFAULT_SESSION_GAP,
+                start_time: float = 1_600_000_000.0, id_offset: int = 1000,
+                seed: int = 0) -> Tuple[Interactions, StyleTruth]:
+    """A log whose personal signal is a *taste* that no session reveals at
+    once and no global model can know (the right personal answer is known):
+
+    - items are (category, style) cells of ``items_per_cell`` items;
+    - a session wanders over categories (stays with ``p_stay``, else a new
+      random category) -- the same for everyone;
+    - every user has a style: each click is in her style with ``p_style``,
+      else in a random one -- a user-level preference that holds across
+      categories and sessions;
+    - **drift**: at the cutoff (the ``cutoff_quantile`` of click times) a
+      ``drift_share`` of the users switch to another style for good;
+    - **repeats**: with ``p_repeat`` a click returns to an item of the
+      user's history.
+
+    A personal model can learn the user's (new) style from her own history;
+    the global model sees only the session's few clicks.  Returns
+    ``(interactions, truth)``; deterministic for a seed.
+    """
+    rng = np.random.default_rng(seed)
+    C, S, m, U = int(n_categories), int(n_styles), int(items_per_cell), int(n_users)
+    N = C * S * m
+    cell = np.arange(N) // m
+    item_category, item_style = (cell // S).astype(np.int32), (cell % S).astype(np.int32)
+    pop = rng.gamma(1.0, 1.0, size=N) + 1e-9
+    style0 = rng.integers(0, S, size=U)
+    switch = rng.random(U) < drift_share
+    style1 = np.where(switch, (style0 + rng.integers(1, S, size=U)) % S, style0)
+    per_user_times = []
+    for u in range(U):
+        t, ts = start_time + rng.uniform(0, time_span * 0.05), []
+        while len(ts) < clicks_per_user:
+            L = max(1, int(min(2 + rng.poisson(session_length - 2.0), clicks_per_user - len(ts))))
+            gaps = rng.uniform(20.0, 300.0, size=L)
+            gaps[0] = 0.0
+            ts.extend((t + np.cumsum(gaps)).tolist())
+            t = ts[-1] + session_gap * 1.5 + rng.exponential(
+                time_span / (clicks_per_user / session_length))
+        per_user_times.append(np.asarray(ts[:clicks_per_user]))
+    cutoff = float(np.quantile(np.concatenate(per_user_times), cutoff_quantile))
+    users, items, times = [], [], []
+    for u in range(U):
+        hist: List[int] = []
+        cat = -1
+        last_t = None
+        for t in per_user_times[u].tolist():
+            new_session = last_t is None or t - last_t > session_gap
+            last_t = t
+            if hist and rng.random() < p_repeat:
+                i = hist[int(rng.integers(len(hist)))]
+            else:
+                if new_session or rng.random() >= p_stay:
+                    cat = int(rng.integers(C))
+                sty = style1[u] if t >= cutoff else style0[u]
+                if rng.random() >= p_style:
+                    sty = int(rng.integers(S))
+                cand = np.flatnonzero((item_category == cat) & (item_style == sty))
+                i = int(rng.choice(cand, p=pop[cand] / pop[cand].sum()))
+            hist.append(i)
+            users.append(u)
+            items.append(i)
+            times.append(t)
+    inter = Interactions.from_arrays(users, items, times, item_ids=np.arange(N) + id_offset,
+                                     user_ids=np.arange(U) + id_offset, session_gap=session_gap)
+    return inter, StyleTruth(item_category, item_style, style0, style1, cutoff)

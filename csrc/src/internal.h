@@ -74,8 +74,9 @@ DRE_HIDDEN const dre_kernels *dre__kernels_avx512(void);
 DRE_HIDDEN const dre_kernels *dre__kernels_neon_vfpv4(void);
 
 /* AVX2 primitives that the AVX-512 table reuses (the gate math is
- * latency-bound: a 512-bit version bought nothing; the AVX-512 gemv, ~5%
- * faster on L2-resident weights, hands its last < 4 rows to the AVX2 one). */
+ * latency-bound: a 512-bit version bought nothing).  The AVX-512 gemv, ~5%
+ * faster on L2-resident weights, is its own, tail rows included: a row's
+ * score must not depend on where it sits in the list. */
 DRE_HIDDEN void dre__gemv_avx2(int64_t n, int64_t D, const float *W, int64_t ldw,
                                const int32_t *idx, const float *x, const float *bias, float *y);
 DRE_HIDDEN void dre__gru_gates_avx2(int64_t H, const float *gi, const float *gh,

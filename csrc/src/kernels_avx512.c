@@ -80,56 +80,69 @@ static inline __m128 reduce4(__m512 a, __m512 b, __m512 c, __m512 d) {
     return _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps(abcd, 1));
 }
 
-static void gemv_avx512(int64_t n, int64_t D, const float *W, int64_t ldw,
-                        const int32_t *idx, const float *x, const float *bias, float *y) {
+/* The dot products of 4 rows w[0..3] with x (bias added by the caller).
+ * Each lane's sum is independent of the other three rows, so a row gets
+ * the same bits in any block: the tail pads its block with copies of its
+ * last row instead of handing it to another kernel. */
+static inline __m128 dot4_avx512(const float *const w[4], int64_t D, const float *x) {
     const int64_t D32 = D & ~(int64_t)31, D16 = D & ~(int64_t)15, rem = D - D16;
     const __mmask16 m = (__mmask16)((1u << rem) - 1u);
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    __m512 t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+    int64_t k = 0;
+    for (; k < D32; k += 32) {
+        const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(w[0] + k), x0, s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(w[1] + k), x0, s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(w[2] + k), x0, s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(w[3] + k), x0, s3);
+        t0 = _mm512_fmadd_ps(_mm512_loadu_ps(w[0] + k + 16), x1, t0);
+        t1 = _mm512_fmadd_ps(_mm512_loadu_ps(w[1] + k + 16), x1, t1);
+        t2 = _mm512_fmadd_ps(_mm512_loadu_ps(w[2] + k + 16), x1, t2);
+        t3 = _mm512_fmadd_ps(_mm512_loadu_ps(w[3] + k + 16), x1, t3);
+    }
+    for (; k < D16; k += 16) {
+        const __m512 x0 = _mm512_loadu_ps(x + k);
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(w[0] + k), x0, s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(w[1] + k), x0, s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(w[2] + k), x0, s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(w[3] + k), x0, s3);
+    }
+    if (rem) { /* masked loads never touch memory past the row's end */
+        const __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w[0] + k), x0, s0);
+        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w[1] + k), x0, s1);
+        s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w[2] + k), x0, s2);
+        s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w[3] + k), x0, s3);
+    }
+    /* one transposing reduction for the 4 rows instead of 4 separate
+     * horizontal sums (those were ~15% of a batch-1 GRU step) */
+    return reduce4(_mm512_add_ps(s0, t0), _mm512_add_ps(s1, t1),
+                   _mm512_add_ps(s2, t2), _mm512_add_ps(s3, t3));
+}
+
+static void gemv_avx512(int64_t n, int64_t D, const float *W, int64_t ldw,
+                        const int32_t *idx, const float *x, const float *bias, float *y) {
+    for (int64_t i = 0; i < n; i += 4) {
+        /* rows past n (the last block of n % 4 != 0) repeat the last row:
+         * computed, never stored */
+        const int64_t nb = n - i < 4 ? n - i : 4;
         int64_t r[4];
         const float *w[4];
         for (int q = 0; q < 4; ++q) {
-            r[q] = idx ? (int64_t)idx[i + q] : i + q;
+            const int64_t j = i + (q < nb ? q : nb - 1);
+            r[q] = idx ? (int64_t)idx[j] : j;
             w[q] = W + r[q] * ldw;
         }
-        __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-        __m512 t0 = s0, t1 = s0, t2 = s0, t3 = s0;
-        int64_t k = 0;
-        for (; k < D32; k += 32) {
-            const __m512 x0 = _mm512_loadu_ps(x + k), x1 = _mm512_loadu_ps(x + k + 16);
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(w[0] + k), x0, s0);
-            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(w[1] + k), x0, s1);
-            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(w[2] + k), x0, s2);
-            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(w[3] + k), x0, s3);
-            t0 = _mm512_fmadd_ps(_mm512_loadu_ps(w[0] + k + 16), x1, t0);
-            t1 = _mm512_fmadd_ps(_mm512_loadu_ps(w[1] + k + 16), x1, t1);
-            t2 = _mm512_fmadd_ps(_mm512_loadu_ps(w[2] + k + 16), x1, t2);
-            t3 = _mm512_fmadd_ps(_mm512_loadu_ps(w[3] + k + 16), x1, t3);
-        }
-        for (; k < D16; k += 16) {
-            const __m512 x0 = _mm512_loadu_ps(x + k);
-            s0 = _mm512_fmadd_ps(_mm512_loadu_ps(w[0] + k), x0, s0);
-            s1 = _mm512_fmadd_ps(_mm512_loadu_ps(w[1] + k), x0, s1);
-            s2 = _mm512_fmadd_ps(_mm512_loadu_ps(w[2] + k), x0, s2);
-            s3 = _mm512_fmadd_ps(_mm512_loadu_ps(w[3] + k), x0, s3);
-        }
-        if (rem) { /* masked loads never touch memory past the row's end */
-            const __m512 x0 = _mm512_maskz_loadu_ps(m, x + k);
-            s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w[0] + k), x0, s0);
-            s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w[1] + k), x0, s1);
-            s2 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w[2] + k), x0, s2);
-            s3 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w[3] + k), x0, s3);
-        }
-        /* one transposing reduction for the 4 rows instead of 4 separate
-         * horizontal sums (those were ~15% of a batch-1 GRU step) */
-        __m128 sums = reduce4(_mm512_add_ps(s0, t0), _mm512_add_ps(s1, t1),
-                              _mm512_add_ps(s2, t2), _mm512_add_ps(s3, t3));
+        __m128 sums = dot4_avx512(w, D, x);
         if (bias) sums = _mm_add_ps(sums, _mm_setr_ps(bias[r[0]], bias[r[1]], bias[r[2]], bias[r[3]]));
-        _mm_storeu_ps(y + i, sums);
-    }
-    if (i < n) { /* < 4 rows left */
-        if (idx) dre__gemv_avx2(n - i, D, W, ldw, idx + i, x, bias, y + i);
-        else dre__gemv_avx2(n - i, D, W + i * ldw, ldw, NULL, x, bias ? bias + i : NULL, y + i);
+        if (nb == 4) {
+            _mm_storeu_ps(y + i, sums);
+        } else {
+            float t[4];
+            _mm_storeu_ps(t, sums);
+            for (int64_t q = 0; q < nb; ++q) y[i + q] = t[q];
+        }
     }
 }
 

@@ -1232,6 +1232,84 @@ static void topk_case(int64_t N, int64_t D, int64_t n, int64_t k, int use_idx, i
     case_end();
 }
 
+/* A row's score must be the same bits wherever it sits: in the full table
+ * or a candidate list, at any position, in a block or in the n % 4/8/16 tail
+ * of any path (a path may sum differently from another path, never from
+ * itself).  Otherwise "equal scores: lower row first" fails for identical
+ * rows, and ranking within candidates disagrees with full ranking. */
+static void position_case(int64_t N, int64_t D) {
+    float *O = gf(N * D), *u = gf(D), *bias = gf(N);
+    fill_uniform(O, N * D, -1.0f, 1.0f);
+    fill_uniform(u, D, -1.0f, 1.0f);
+    fill_uniform(bias, N, -1.0f, 1.0f);
+    for (int pi = 0; pi < n_paths; ++pi) {
+        use_path(paths[pi]);
+        float *full = gf(N), *sc = gf(N);
+        int32_t *idx = gi32(N);
+        ctx("path=%s score position N=%lld D=%lld", dre_path_name(paths[pi]), (long long)N,
+            (long long)D);
+        CHECK_STATUS(dre_score(N, D, O, bias, u, NULL, N, full), DRE_OK);
+        /* through a candidate list: row r at every position p of lists of
+         * every length n (other entries random rows) */
+        int64_t bad_list = -1, bad_pos = -1, bad_n = -1;
+        for (int64_t n = 1; n <= N; ++n) {
+            for (int64_t p = 0; p < n; ++p) {
+                const int32_t r = (int32_t)rng_int(0, N - 1);
+                for (int64_t i = 0; i < n; ++i) idx[i] = (int32_t)rng_int(0, N - 1);
+                idx[p] = r;
+                if (dre_score(N, D, O, bias, u, idx, n, sc) != DRE_OK) bad_list = -2;
+                for (int64_t i = 0; i < n; ++i)
+                    if (memcmp(&sc[i], &full[idx[i]], sizeof(float)) != 0 && bad_list == -1) {
+                        bad_list = idx[i];
+                        bad_pos = i;
+                        bad_n = n;
+                    }
+            }
+        }
+        CHECK(bad_list == -1, "row %lld scored at position %lld of a %lld-row list differs "
+              "from its full-table score", (long long)bad_list, (long long)bad_pos, (long long)bad_n);
+        /* contiguous: the table seen from every row offset */
+        int64_t bad_off = -1;
+        for (int64_t b = 0; b < N; ++b) {
+            CHECK_STATUS(dre_score(N - b, D, O + b * D, bias + b, u, NULL, N - b, sc), DRE_OK);
+            if (memcmp(sc, full + b, (size_t)(N - b) * sizeof(float)) != 0 && bad_off < 0)
+                bad_off = b;
+        }
+        CHECK(bad_off < 0, "rows scored from table offset %lld differ from the full-table scores",
+              (long long)bad_off);
+        /* identical rows: identical scores, so top-k returns rows in order */
+        float *Oi = gf(N * D), *bi = gf(N);
+        for (int64_t r = 0; r < N; ++r) {
+            memcpy(Oi + r * D, O, (size_t)D * sizeof(float));
+            bi[r] = bias[0];
+        }
+        int32_t *ti = gi32(N);
+        float *ts = gf(N);
+        int64_t nout = -1;
+        CHECK_STATUS(dre_score_topk(N, D, Oi, bi, u, NULL, N, NULL, N, ti, ts, &nout), DRE_OK);
+        int ok = nout == N;
+        for (int64_t i = 0; i < N && ok; ++i) ok = ti[i] == i && memcmp(&ts[i], &ts[0], sizeof(float)) == 0;
+        CHECK(ok, "identical rows: top-k must return rows 0..N-1 with one score");
+        /* the same through a reversed candidate list */
+        for (int64_t i = 0; i < N; ++i) idx[i] = (int32_t)(N - 1 - i);
+        CHECK_STATUS(dre_score_topk(N, D, Oi, bi, u, idx, N, NULL, N, ti, ts, &nout), DRE_OK);
+        ok = nout == N;
+        for (int64_t i = 0; i < N && ok; ++i) ok = ti[i] == i && memcmp(&ts[i], &ts[0], sizeof(float)) == 0;
+        CHECK(ok, "identical rows via a candidate list: rows 0..N-1 with one score expected");
+    }
+    case_end();
+}
+
+static void test_score_position(void) {
+    group_begin("score position");
+    static const int64_t Ds[] = {1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 33, 47, 64, 65, 100};
+    for (size_t i = 0; i < sizeof Ds / sizeof Ds[0]; ++i) {
+        position_case(g_quick ? 13 : 37, Ds[i]);
+        if (!g_quick) position_case(18, Ds[i]);
+    }
+    group_end();
+}
+
 static void test_score(void) {
     group_begin("score");
     int c = 0;
@@ -2064,6 +2142,7 @@ int main(int argc, char **argv) {
     test_head();
     test_loss();
     test_score();
+    test_score_position();
     test_optim();
     test_errors();
     test_nan_policy();
@@ -2081,6 +2160,7 @@ int main(int argc, char **argv) {
     test_head();
     test_loss();
     test_score();
+    test_score_position();
     test_optim();
 
     printf("%ld passed, %ld failed\n", t_pass, t_fail);

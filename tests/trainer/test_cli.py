@@ -181,7 +181,9 @@ def test_user_errors(tmp_path, capsys, log_csv):
     w = tmp_path / "w.npz"
     assert main(["fit", str(tmp_path / "nope.csv"), *READER, "-o", str(w)]) == 2
     assert "no such file" in capsys.readouterr().err
-    assert main(["fit", str(log_csv), "--format", "csv", "-o", str(w)]) == 2
+    odd = tmp_path / "odd.csv"          # no header name says which column is the item
+    odd.write_text("user_id,thing,time\n1,2,3\n")
+    assert main(["fit", str(odd), "--format", "csv", "-o", str(w)]) == 2
     assert "--item-col" in capsys.readouterr().err
     assert main(["fit", str(log_csv), *READER, "-o", str(tmp_path / "no" / "w.npz")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -225,7 +225,7 @@ def test_read_interactions_dispatch(tmp_path):
 def test_malformed_movielens_lines(tmp_path, text, line, what):
     p = write(tmp_path / "u.data", text)
     with pytest.raises(DataFormatError, match=f"line {line}") as exc:
-        D.read_movielens(p, chunksize=1)
+        D.read_movielens(p, chunksize=1, on_missing="error")   # missing values: skipped by default
     assert what in str(exc.value) and "u.data" in str(exc.value)
 
 
@@ -246,7 +246,7 @@ def test_malformed_other_formats(tmp_path):
         D.read_otto(bad_json)
     no_aid = write(tmp_path / "o2.jsonl", '{"session": 0, "events": [{"ts": 1, "type": "clicks"}]}\n')
     with pytest.raises(DataFormatError, match="line 1.*aid"):
-        D.read_otto(no_aid)
+        D.read_otto(no_aid, on_missing="error")                 # skipped by default
     bad_beh = write(tmp_path / "ub.csv", "1,2,3,pv,100\n1,2,3,like,101\n")
     with pytest.raises(DataFormatError, match="line 2.*behavior"):
         D.read_tianchi(bad_beh)

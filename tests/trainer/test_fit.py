@@ -4,7 +4,6 @@ Every dataset here is generated in the test: a first-order Markov chain over
 items with a planted successor structure, whose oracle Recall@20 (rank the
 true next-item distribution of the last click) is known exactly.
 """
-import time
 
 import numpy as np
 import pytest
@@ -88,9 +87,7 @@ def test_fit_reaches_oracle_recall(markov, mode):
     cfg = _config(mode)
     p = init_params(N_ITEMS, cfg, seed=0)
     before = evaluate_sequence(p, iv, rv, ks=(20,))["recall@20"]
-    t0 = time.perf_counter()
     hist = fit(p, it, rt, cfg, valid=(iv, rv), progress=False, log=lambda s: None)
-    took = time.perf_counter() - t0
     after = evaluate_sequence(p, iv, rv, ks=(20,))
     assert 0.85 < oracle < 0.95
     assert before < 0.4                       # untrained: about 20 / 100
@@ -99,7 +96,6 @@ def test_fit_reaches_oracle_recall(markov, mode):
     # no saturated scores: conservative ties change nothing
     assert after["recall@20_cons"] == pytest.approx(after["recall@20"], abs=1e-3)
     assert len(hist["epochs"]) == 3 and hist["epochs"][-1]["loss"] < hist["epochs"][0]["loss"]
-    assert took < 20.0
 
 
 @pytest.mark.parametrize("mode", ["gru4rec", "windows"])
