@@ -17,6 +17,7 @@ from ._finetune import (FinetuneResult, evaluate_history, event_positions, finet
                         fit_parts)
 from .model import make_personal, params_of
 from .recipe import FinetuneRecipe
+from .repeat import history_features
 
 __all__ = ["finetune", "recommend", "user_embedding"]
 
@@ -163,6 +164,11 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     summary.update(heldout_events=int(held.size), recall20_before=before["recall"],
                    recall20_after=after["recall"], mrr20_before=before["mrr"],
                    mrr20_after=after["mrr"], epochs=gru_epochs)
+    if not held.size and summary.get("gru", {}).get("heldout_events"):
+        # only the gru part ran a held-out check: report its numbers
+        g = summary["gru"]
+        summary.update({k: g[k] for k in ("heldout_events", "recall20_before", "recall20_after",
+                                          "mrr20_before", "mrr20_after")})
     bias_index = bias = None
     if parts_res.bias_index is not None:
         old_idx = model.personal_bias_index
@@ -193,24 +199,42 @@ def user_embedding(model, history=None) -> np.ndarray:
 
 
 def recommend(model, history=None, k: int = 20, candidates: Optional[Iterable] = None,
-              exclude_clicked: bool = True) -> Tuple[np.ndarray, np.ndarray]:
+              exclude_clicked: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Top-``k`` items for the user after the latest click of ``history``.
 
     Ranks ``candidates`` (catalogue ids; unknown ids ignored) or the whole
-    catalogue by ``O_i . u + b_i`` with the fused scoring + top-k kernel;
-    items clicked in the history are excluded unless ``exclude_clicked`` is
-    False.  Returns ``(item ids, scores)``, best first; ties go to the
-    lower item index.
+    catalogue with the fused scoring + top-k kernel: ``O_i . u + b_i``, or
+    for a model with a repeat component ``scale * (O_i . u + b_i) + w .
+    phi_i`` (:mod:`deeprec_edge.repeat`; the user's own items then always
+    join the candidates).  ``exclude_clicked`` drops every item of the
+    history; default: True for a model without a repeat component, False
+    for one with it (the model scores returns itself).  Returns ``(item ids,
+    scores)``, best first; ties go to the lower item index.
     """
     from . import kernels as K
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     p = params_of(model)
+    spec = model.repeat
     u = np.ascontiguousarray(user_embedding(model, history), np.float32)
+    has_hist = history is not None and len(history.items) > 0
+    if exclude_clicked is None:
+        exclude_clicked = not model.has_repeat
     excl = None
-    if exclude_clicked and history is not None and len(history.items):
+    if exclude_clicked and has_hist:
         excl = np.zeros(p.n_items, np.uint8)
         excl[np.asarray(history.items, np.int64)] = 1
     cand = _dense_candidates(model, candidates)
-    idx, scores = K.score_topk(p.out_table, u, k, bias=p.b_out, idx=cand, exclude=excl)
+    bias = p.b_out
+    if model.has_repeat:
+        bias = (np.float32(spec.scale) * p.b_out).astype(np.float32)
+        u = np.ascontiguousarray(np.float32(spec.scale) * u)
+        if has_hist:
+            items = np.asarray(history.items, np.int64)
+            _, c, phi = history_features(items, _session_starts(model, history),
+                                         [items.size - 1], spec.memory)
+            bias[c] += (phi @ spec.weights).astype(np.float32)
+            if cand is not None:
+                cand = np.union1d(cand, c).astype(np.int32)
+    idx, scores = K.score_topk(p.out_table, u, k, bias=bias, idx=cand, exclude=excl)
     return np.asarray(model.item_ids)[idx], scores

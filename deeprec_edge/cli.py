@@ -59,8 +59,18 @@ def _cmd_finetune(a) -> int:
     settings = dict(epochs=a.epochs, seed=a.seed, window=a.window, batch_size=a.batch_size,
                     n_negatives=a.negatives, alpha=a.alpha, lr=a.lr, optimizer=a.optimizer,
                     holdout=a.holdout, early_stopping=not a.no_early_stopping,
-                    l2_to_global=a.l2_global, train_gru=not a.head_only)
+                    l2_to_global=a.l2_global, train_gru=not a.head_only, l2=a.l2)
     C.check_finetune_args(settings, names=_FINETUNE_OPTIONS)   # combined limits, by option
+    if a.parts is not None:
+        from .recipe import RECIPE_PARTS
+        parts = tuple(x.strip() for x in a.parts.split(",") if x.strip() and x.strip() != "none")
+        bad = [x for x in parts if x not in RECIPE_PARTS]
+        if bad:
+            raise UserError(f"--parts: unknown part(s) {', '.join(bad)}; choose among "
+                            f"{', '.join(RECIPE_PARTS)} (or 'none')")
+        settings["parts"] = parts
+    if a.head_only:
+        settings["parts"] = tuple(sorted(set(settings.get("parts") or ()) | {"gru"}))
     model = load_model(a.weights)
     hist = read_history(a.history, model=model, item_col=a.item_col, time_col=a.time_col,
                         session_col=a.session_col)
@@ -69,6 +79,8 @@ def _cmd_finetune(a) -> int:
     res = finetune(model, hist, candidates=cands, progress=prog, **settings)
     save_model(res.model, out)
     s = dict(res.summary, clicks_skipped_future=int(hist.n_future))
+    rc = s["recipe"]
+    pp = s.get("personal_parts") or {}
     lines = [
         f"personal model written to {out}",
         f"clicks: {s['clicks_read']} read, {s['clicks_used']} used, "
@@ -76,15 +88,23 @@ def _cmd_finetune(a) -> int:
         + (f"{s['clicks_skipped_future']} skipped (dated in the future), "
            if s["clicks_skipped_future"] else "")
         + f"{s['clicks_older_than_model']} older than the model",
-        f"loss (sampled softmax): first epoch {s['loss_first_epoch']:.4f}, "
-        f"last epoch {s['loss_last_epoch']:.4f}",
+        f"recipe: {'+'.join(rc['parts']) or 'none (keep the global model)'}"
+        + (f", prior strength {rc['l2']:g}" if rc["parts"] else "")
+        + f" ({'from the model file' if a.parts is None and a.l2 is None else 'as given'})",
     ]
+    if "loss_first_epoch" in s:
+        lines.append(f"gru part (sampled softmax): first epoch {s['loss_first_epoch']:.4f}, "
+                     f"last epoch {s['loss_last_epoch']:.4f} (kept epoch {s['best_epoch']})")
+    if pp.get("events"):
+        lines.append(f"personal parts: {pp['events']} events"
+                     + (f", loss {pp['loss']:.4f}" if pp.get("loss") is not None else ""))
     if s["heldout_events"]:
         lines.append(f"held-out newest clicks ({s['heldout_events']} events): Recall@20 "
                      f"{s['recall20_before']:.3f} -> {s['recall20_after']:.3f}, MRR@20 "
-                     f"{s['mrr20_before']:.3f} -> {s['mrr20_after']:.3f} "
-                     f"(kept epoch {s['best_epoch']})")
-    lines.append(f"time: {s['seconds']:.2f} s")
+                     f"{s['mrr20_before']:.3f} -> {s['mrr20_after']:.3f}")
+    if s.get("kept_global"):
+        lines.append(f"kept the global model: {s['kept_global']}")
+    lines.append(f"time: {pp.get('seconds', 0.0) + s.get('gru', {}).get('seconds', 0.0):.2f} s")
     if a.json:
         print(json.dumps({"output": out, **s}, indent=2, default=float))
     else:
@@ -96,7 +116,7 @@ def _cmd_finetune(a) -> int:
 _FINETUNE_OPTIONS = {"epochs": "--epochs", "seed": "--seed", "window": "--window",
                      "batch_size": "--batch-size", "n_negatives": "--negatives",
                      "alpha": "--alpha", "lr": "--lr", "optimizer": "--optimizer",
-                     "holdout": "--holdout", "l2_to_global": "--l2-global"}
+                     "holdout": "--holdout", "l2_to_global": "--l2-global", "l2": "--l2"}
 
 
 def _default_output(weights: str) -> str:
@@ -215,11 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     f = sub.add_parser("finetune", help="fine-tune a personal model on a click history",
-                       description="Fine-tune the last GRU layer and the head of WEIGHTS on "
-                                   "the clicks in HISTORY (CSV with a header: item id, "
-                                   "timestamp, optional session id). WEIGHTS may be a personal "
-                                   "model: then only clicks newer than its last timestamp "
-                                   "are used (continual fine-tuning).")
+                       description="Fit the personal parts of WEIGHTS on the clicks in "
+                                   "HISTORY (CSV with a header: item id, timestamp, optional "
+                                   "session id), with the recipe the trainer wrote into the "
+                                   "model file (see 'deeprec-edge info WEIGHTS'): a user offset "
+                                   "of the head, personal biases of the user's items, personal "
+                                   "repeat weights, the head, and/or the last GRU layer "
+                                   "(--parts). The newest clicks are held out to check that "
+                                   "the personal model helps; otherwise the global model is "
+                                   "kept. WEIGHTS may be a personal model: then only clicks "
+                                   "newer than its last timestamp are learned from (continual "
+                                   "fine-tuning).")
     f.add_argument("weights", help="global or personal model (.npz)")
     f.add_argument("history", help="click history CSV")
     f.add_argument("-o", "--output", help="where to write the personal model "
@@ -228,8 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "from the trainer, or one item id per line): negatives are also drawn "
                    "from it and held-out Recall@20 ranks within it")
     f.add_argument("--user", help="user id to select in a multi-user candidate file")
+    f.add_argument("--parts", help="personal parts, comma-separated: offset, bias, repeat, head, "
+                   "gru ('none': keep the global model); default: the model's recipe")
+    f.add_argument("--l2", type=C.L2_PULL, metavar="LAMBDA",
+                   help="strength of the prior towards the global model (default: the "
+                        "model's recipe)")
     f.add_argument("--epochs", type=C.EPOCHS, default=5,
-                   help=f"maximum epochs, {C.EPOCHS.describe()} (default 5)")
+                   help=f"gru part: maximum epochs, {C.EPOCHS.describe()} (default 5)")
     f.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
     f.add_argument("--window", type=C.WINDOW, default=20,
                    help=f"BPTT window in clicks, {C.WINDOW.describe()} (default 20)")
@@ -244,9 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="learning rate, > 0 (default 0.05)")
     f.add_argument("--optimizer", choices=list(C.OPTIMIZERS), default="adagrad",
                    help="optimiser (default adagrad)")
-    f.add_argument("--holdout", type=C.HOLDOUT, default=0.1, help="share of the newest clicks "
-                   "held out for evaluation and early stopping, in [0, 1) (default 0.1; "
-                   "0 = none)")
+    f.add_argument("--holdout", type=C.HOLDOUT, help="share of the newest clicks held out to "
+                   "check the personal model (and for the gru part's early stopping), in [0, 1) "
+                   "(default: the model's recipe; 0 = no check)")
     f.add_argument("--no-early-stopping", action="store_true",
                    help="train all epochs instead of keeping the best held-out epoch")
     f.add_argument("--l2-global", type=C.L2_PULL, default=0.0, metavar="LAMBDA",
@@ -254,7 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "LAMBDA/2 * ||w - w_global||^2 is added to the loss, LAMBDA >= 0 "
                         "(default 0: off)")
     f.add_argument("--head-only", action="store_true",
-                   help="fine-tune the head only (the last GRU layer stays the global one)")
+                   help="gru part: train the head only (the last GRU layer stays the global "
+                        "one); adds the gru part to the recipe")
     f.add_argument("--json", action="store_true",
                    help="print the summary as JSON on stdout instead of text")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -59,15 +59,26 @@ def run_demo(quiet: bool = False, k: int = 10, seed: int = 0, output: Optional[s
       f"sessions (read from {os.path.basename(hist_path)}; it never leaves this machine)", file=out)
     ids0, _ = recommend(model, hist, k=k)
     p(f"\nbefore fine-tuning, top {k}: {_fmt_items(ids0, None)}", file=out)
-    res = finetune(model, hist, seed=seed, epochs=8, holdout=0.2, progress=say)
+    res = finetune(model, hist, seed=seed, epochs=8, progress=say)
     s = res.summary
     ids1, _ = recommend(res.model, hist, k=k)
     p(f"after fine-tuning,  top {k}: {_fmt_items(ids1, None)}", file=out)
     changed = len(set(np.asarray(ids1).tolist()) - set(np.asarray(ids0).tolist()))
     p(f"\n{changed} of the top {k} changed.", file=out)
-    p(f"fine-tuned the last GRU layer and the head on {s['train_events']} next-click events "
-      f"in {s['seconds']:.2f} s; sampled-softmax loss {s['loss_first_epoch']:.3f} (epoch 1) -> "
-      f"{s['loss_last_epoch']:.3f} (epoch {s['epochs_run']})", file=out)
+    parts = s["recipe"]["parts"]
+    p(f"recipe (chosen by the trainer, in the model file): {'+'.join(parts) or 'none'}",
+      file=out)
+    if "gru" in s:
+        g = s["gru"]
+        p(f"fine-tuned the last GRU layer and the head on {g['train_events']} next-click events "
+          f"in {g['seconds']:.2f} s; sampled-softmax loss {g['loss_first_epoch']:.3f} (epoch 1) "
+          f"-> {g['loss_last_epoch']:.3f} (epoch {g['epochs_run']})", file=out)
+    pp = s.get("personal_parts") or {}
+    if pp.get("parts") and pp.get("events"):
+        p(f"fitted the personal parts {'+'.join(pp['parts'])} on {pp['events']} events in "
+          f"{pp.get('seconds', 0.0):.2f} s", file=out)
+    if s.get("kept_global"):
+        p(f"kept the global model: {s['kept_global']}", file=out)
     if s["heldout_events"]:
         p(f"held-out newest clicks ({s['heldout_events']} events): Recall@20 "
           f"{s['recall20_before']:.3f} (global) -> {s['recall20_after']:.3f} (personal), "

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._core import StreamCore
 from ._atomic import atomic_write
+from .repeat import RepeatMemory
 from ._npz import Expect, read_npz
 
 __all__ = ["Session"]
@@ -36,9 +37,15 @@ class Session:
         Rank only these items (default: the whole catalogue).  Unknown ids
         are ignored, and an id listed twice is one candidate (as in
         :func:`deeprec_edge.recommend`).
-    exclude_clicked : bool
-        Never recommend an item already clicked in this session (default
-        True).
+    exclude_clicked : bool, optional
+        Never recommend an item already clicked in this session.  Default:
+        True for a model without a repeat component; False for a model with
+        one (:mod:`deeprec_edge.repeat`), which decides itself how likely the
+        user is to return to an item.
+    history : History, optional
+        The user's past clicks (:func:`deeprec_edge.read_history` with the
+        same model): they fill the repeat memory, and the newest session's
+        clicks set the GRU state, as if they had been clicked here.
     weight_dtype : {"float32", "float16"}
         Storage of the GRU weights for the per-click step.  "float32"
         (default) follows the model exactly.  "float16" steps with an IEEE
@@ -55,10 +62,17 @@ class Session:
     Clicks carry an optional unix timestamp: a gap longer than the model's
     session gap starts a new session (every layer's state is reset), unless
     the model was trained with carried-over user state.
+
+    A model with a repeat component keeps a **repeat memory** of the user's
+    recently clicked items across sessions (a new session resets the GRU
+    state, not what the user bought last month); those items always join
+    the candidates, and scores are ``scale * (O_i . u + b_i) + w . phi_i``
+    exactly as in :func:`deeprec_edge.recommend`.
     """
 
-    def __init__(self, model, candidates: Optional[Iterable] = None, exclude_clicked: bool = True,
-                 weight_dtype: str = "float32"):
+    def __init__(self, model, candidates: Optional[Iterable] = None,
+                 exclude_clicked: Optional[bool] = None, weight_dtype: str = "float32",
+                 history=None):
         from .model import params_of
         p = params_of(model)
         self.model = model
@@ -70,8 +84,25 @@ class Session:
         self._index = model.id_to_index
         self._clicked = np.zeros(self._ids.shape[0], np.uint8)
         self._history: list = []
-        self.exclude_clicked = bool(exclude_clicked)
+        self._spec = model.repeat
+        self._mem = RepeatMemory(self._spec.memory) if model.has_repeat else None
+        self._new_session = True
+        self.exclude_clicked = (not model.has_repeat) if exclude_clicked is None \
+            else bool(exclude_clicked)
         self._cand = None if candidates is None else self._dense(candidates)
+        self._cand_base = self._cand
+        if self._cand is not None:
+            self._gather()
+        self.session_gap = model.session_gap_seconds
+        self.carry_state = model.carry_state
+        self._last_time: Optional[float] = None
+        if history is not None:
+            self._replay(history)
+
+    def _gather(self) -> None:
+        """Gather the candidates' output rows (``self._cand``, sorted) into
+        the contiguous table ``recommend`` streams."""
+        p = self._params
         if self._cand is not None:
             # the candidates' rows, gathered once, in item-index order (so
             # equal scores go to the lower item index, as everywhere else);
@@ -85,10 +116,30 @@ class Session:
             self._c_pos: dict = {}
             for j, i in enumerate(self._cand.tolist()):
                 self._c_pos.setdefault(i, []).append(j)
-        self.session_gap = model.session_gap_seconds
-        self.carry_state = model.carry_state
-        self._last_time: Optional[float] = None
+            self._c_clicked[:] = self._clicked[c]
 
+    def _replay(self, history) -> None:
+        """Fill the repeat memory with every past click and step the GRU
+        through the newest session's clicks."""
+        items = np.asarray(history.items, np.int64)
+        if items.size == 0:
+            return
+        if items.min() < 0 or items.max() >= self._ids.shape[0]:
+            raise ValueError("history: item indices out of range for this model (read it with "
+                             "read_history(..., model=model))")
+        starts = history.session_starts(self.session_gap)
+        if self.carry_state:
+            starts = np.zeros_like(starts)
+            starts[0] = True
+        last = int(np.flatnonzero(starts)[-1]) if starts.any() else 0
+        with self._lock:
+            if self._mem is not None:
+                for i, st in zip(items[:last].tolist(), starts[:last].tolist()):
+                    self._mem.click(i, st)
+                self._new_session = True
+        ts = np.asarray(history.timestamps, np.float64)
+        for j in range(last, items.size):
+            self._click_index(int(items[j]), float(ts[j]))
     # -- ids ------------------------------------------------------------
     def _dense(self, ids: Iterable) -> np.ndarray:
         """Dense indices of the known ids, sorted, each once."""
@@ -109,17 +160,30 @@ class Session:
     def click(self, item, timestamp: Optional[float] = None) -> None:
         """Record a click on catalogue item id ``item`` (at unix time
         ``timestamp``, optional).  Raises KeyError for an unknown id."""
-        i = self._lookup(item)
+        self._click_index(self._lookup(item), timestamp)
+
+    def _click_index(self, i: int, timestamp: Optional[float]) -> None:
         with self._lock:
             if (timestamp is not None and self._last_time is not None and not self.carry_state
                     and timestamp - self._last_time > self.session_gap):
                 self._core.reset()
                 self._forget_clicks()
                 self._history.clear()          # a new session, as reset()
+                self._new_session = True
             if timestamp is not None:
                 self._last_time = float(timestamp)
             self._core.click(i)
             self._clicked[i] = 1
+            if self._mem is not None:
+                known = i in self._mem._slot
+                self._mem.click(i, self._new_session)
+                if self._cand is not None and not known:
+                    # the items in the repeat memory always join the candidates (in
+                    # index order); a new item may also have evicted an old one
+                    self._cand = np.union1d(self._cand_base,
+                                            self._mem.items[:self._mem.size]).astype(np.int32)
+                    self._gather()
+            self._new_session = False
             if self._cand is not None:
                 for j in self._c_pos.get(i, ()):
                     self._c_clicked[j] = 1
@@ -137,6 +201,8 @@ class Session:
         ``candidates`` overrides the session's candidate list for this call.
         """
         excl = self.exclude_clicked if exclude_clicked is None else exclude_clicked
+        if self._mem is not None:
+            return self._recommend_repeat(k, candidates, excl)
         if candidates is None and self._cand is not None:
             # the session's own candidates: the gathered table
             with self._lock:
@@ -150,13 +216,53 @@ class Session:
             idx, scores = self._core.topk(k, cand, self._clicked if excl else None)
         return self._ids[idx], scores
 
-    def reset(self) -> None:
-        """Start a new session: zero every layer's state and forget clicks."""
+    def _recommend_repeat(self, k: int, candidates: Optional[Iterable],
+                          excl: bool) -> Tuple[np.ndarray, np.ndarray]:
+        """recommend() for a model with a repeat component: the user's items
+        get ``w . phi / scale`` added to their bias (the same ranking as
+        ``scale * (O.u + b) + w . phi``; scores reported on that scale)."""
+        from . import kernels as K
+        scale = np.float32(self._spec.scale)
+        with self._lock:
+            mi, phi = self._mem.features()
+            add = (phi @ self._spec.weights) / scale
+            if candidates is None and self._cand is not None:
+                b_c = self._b_c.copy()
+                for i, v in zip(mi.tolist(), add.tolist()):
+                    for j in self._c_pos.get(i, ()):
+                        b_c[j] += v
+                out, scores = self._core.topk_table(k, self._O_c, b_c,
+                                                    self._c_clicked if excl else None,
+                                                    self._c_ids)
+                if self._c_ids is None:
+                    out = self._ids[self._cand[out]]
+                return out, scores * scale
+            u = self._core.user_vector
+            clicked = self._clicked.copy() if excl else None
+        bias = self._params.b_out.copy()
+        bias[mi] += add.astype(np.float32)
+        cand = None
+        if candidates is not None:
+            cand = np.union1d(self._dense(candidates), mi).astype(np.int32)
+        idx, scores = K.score_topk(self._params.out_table, np.ascontiguousarray(u, np.float32),
+                                   k, bias=bias, idx=cand, exclude=clicked)
+        return self._ids[idx], scores * scale
+
+    def reset(self, forget_history: bool = False) -> None:
+        """Start a new session: zero every layer's state and forget this
+        session's clicks.  The repeat memory (the user's items across
+        sessions) is kept unless ``forget_history``."""
         with self._lock:
             self._core.reset()
             self._forget_clicks()
             self._history.clear()
             self._last_time = None
+            self._new_session = True
+            if forget_history and self._mem is not None:
+                self._mem.clear()
+                if self._cand_base is not None:
+                    self._cand = self._cand_base
+                    self._gather()
 
     @property
     def weight_dtype(self) -> str:
@@ -178,11 +284,14 @@ class Session:
     def state_dict(self) -> dict:
         """Everything needed to resume: layer states, clicked items, last time."""
         with self._lock:
-            return {
+            d = {
                 "state": self._core.get_state(),
                 "clicked": np.asarray(self._history, np.int32),
                 "last_time": np.float64(np.nan if self._last_time is None else self._last_time),
             }
+            if self._mem is not None:
+                d.update({f"memory.{k}": v for k, v in self._mem.state().items()})
+            return d
 
     def load_state_dict(self, d: dict) -> None:
         """Restore a :meth:`state_dict` taken from a session of the same model."""
@@ -190,20 +299,35 @@ class Session:
         if clicked.size and (clicked.min() < 0 or clicked.max() >= self._ids.shape[0]):
             raise ValueError("session state: clicked item indices out of range for this model")
         with self._lock:
+            if self._mem is not None and "memory.items" in d:
+                mem = RepeatMemory(self._mem.capacity)
+                mem.load_state({k[7:]: d[k] for k in d if k.startswith("memory.")},
+                               n_items=self._ids.shape[0])
+                self._mem = mem
+                if self._cand_base is not None:
+                    self._cand = np.union1d(self._cand_base,
+                                            mem.items[:mem.size]).astype(np.int32)
             self._core.set_state(np.asarray(d["state"], np.float32))
             self._forget_clicks()
             self._clicked[clicked.astype(np.int64)] = 1
             if self._cand is not None:
-                self._c_clicked[:] = self._clicked[self._cand]
+                self._gather()
             self._history = clicked.astype(np.int64).tolist()
+            self._new_session = not self._history
             lt = float(d.get("last_time", np.nan))
             self._last_time = None if np.isnan(lt) else lt
 
     def _state_layout(self) -> dict:
         """The arrays of a state file of this session's model (for load)."""
         n_state = int(self._core.get_state().shape[0])
-        return {"meta": Expect("U", 0, 1 << 16), "state": Expect("f", 1, n_state),
-                "clicked": Expect("iu", 1, 1 << 31), "last_time": Expect("f", 0)}
+        out = {"meta": Expect("U", 0, 1 << 16), "state": Expect("f", 1, n_state),
+               "clicked": Expect("iu", 1, 1 << 31), "last_time": Expect("f", 0)}
+        if self._mem is not None:
+            cap = self._mem.capacity
+            for k in ("items", "count", "last", "session"):
+                out[f"memory.{k}"] = Expect("iu", 1, cap, required=False)
+            out["memory.clock"] = Expect("iu", 1, 2, required=False)
+        return out
 
     def save(self, path) -> None:
         """Write the session state to ``path`` (.npz, atomically)."""

@@ -425,9 +425,10 @@ def test_wrong_format_tag(tmp_path):
 
 def test_wrong_version(tmp_path):
     a = random_arrays()
-    a["version"] = np.array(2, np.int64)
+    a["version"] = np.array(FORMAT_VERSION + 1, np.int64)
     msg = load_error(broken(tmp_path, a))
-    assert "version 2 is newer than this deeprec-edge supports (version 1)" in msg
+    assert (f"version {FORMAT_VERSION + 1} is newer than this deeprec-edge supports "
+            f"(version {FORMAT_VERSION})") in msg
     assert "upgrade" in msg
     a["version"] = np.array(0)
     assert "version 0 is invalid" in load_error(broken(tmp_path, a))

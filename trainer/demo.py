@@ -14,8 +14,11 @@ Generative process (numpy only, deterministic for a seed):
   Recall@20 on the user's later clicks should beat the global model's.
 
 ``build_demo`` trains the small global model of ``deeprec-edge demo`` on
-this data with :func:`deeprec_edge.trainer.fit.fit` and writes it with one
-user's history into the package (``deeprec-train demo-data``).
+this data with :func:`deeprec_edge.trainer.fit.fit`, chooses its device
+recipe by simulating devices of the same world
+(:mod:`deeprec_edge.trainer.simulate`: users whose first clicks fine-tune and
+whose later clicks score) and writes it with one user's history into the
+package (``deeprec-train demo-data``).
 """
 from __future__ import annotations
 
@@ -120,10 +123,27 @@ def build_demo(out_dir: str, seed: int = 0, log=print) -> Tuple[str, str]:
     fit(params, items, starts, cfg, progress=False, log=log)
     pop = np.bincount(items, minlength=world.n_items).astype(np.float64)
     ids = np.arange(world.n_items, dtype=np.int64) + ID_OFFSET
-    model = model_from_params(params, ids, pop, config={
+    config = {
         "trained_on": f"synthetic log with planted sequences (deeprec_edge.trainer.demo, seed {seed})",
         "loss": cfg.train.loss, "alpha": cfg.train.alpha,
-        "session_gap_seconds": 3600.0, "carry_state": False})
+        "session_gap_seconds": 3600.0, "carry_state": False}
+    model = model_from_params(params, ids, pop, config=config)
+    # the device recipe: simulated devices of the same world (first 160 clicks on the
+    # device, the next 80 scored), the candidates of trainer/simulate.py plus the gru part
+    from deeprec_edge.recipe import FinetuneRecipe
+    from .simulate import DEFAULT_GRID, SimUser, choose_recipe, simulate_recipes
+    sims = []
+    for u in range(24):
+        ui, us = world.user_log(240, rho=0.6)
+        t = _timestamps(us, 1_690_000_000.0, world.rng)
+        sims.append(SimUser(u, ui, t, np.cumsum(us), 160,
+                            np.flatnonzero(~us[161:]) + 160))
+    grid = DEFAULT_GRID[:4] + (FinetuneRecipe(parts=("gru",)),)
+    records = simulate_recipes(model, sims, grid, seed=seed, log=log)
+    recipe = choose_recipe(records)
+    config["recipe_selection"] = {"status": "chosen", "users": len(sims),
+                                  "candidates": records, "chosen": recipe.to_dict()}
+    model = model_from_params(params, ids, pop, config=config, recipe=recipe)
     os.makedirs(out_dir, exist_ok=True)
     mpath = os.path.join(out_dir, "demo_model.npz")
     save_model(model, mpath, compressed=True)

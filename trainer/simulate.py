@@ -41,6 +41,7 @@ DEFAULT_GRID: Tuple[FinetuneRecipe, ...] = (
     FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=10.0),
     FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=30.0),
     FinetuneRecipe(parts=("offset", "bias", "repeat", "head"), l2=10.0),
+    FinetuneRecipe(parts=("gru",)),      # DeepRec's own: the last GRU layer and the head
 )
 
 

@@ -1,0 +1,138 @@
+"""A model with a repeat component scores the same everywhere: the streaming
+Session, recommend() and the batch scoring of evaluations agree with an
+independent float64 reference (GRU steps, head, scale * (O.u + b) + w.phi
+with the features written from their definition)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as R
+from deeprec_edge import Session, recommend
+from deeprec_edge._engine import user_vectors
+from deeprec_edge._scoring import score_block
+from deeprec_edge.history import History
+from deeprec_edge.model import model_from_params, params_of
+from deeprec_edge.repeat import RepeatSpec, history_features
+
+from helpers_model import random_model
+from test_repeat import reference_features
+
+SPEC = RepeatSpec(scale=0.7, w=(1.5, 0.5, -0.3, -1.0, -2.0), memory=6)
+GAP = 3600.0
+
+
+def _model(seed=0, layers=(12,)):
+    base = random_model(n_items=40, e=8, hidden=list(layers), seed=seed)
+    return model_from_params(params_of(base), base.item_ids, base.popularity,
+                             config={"session_gap_seconds": GAP}, repeat=SPEC)
+
+
+def _stream(rng, n=60):
+    items = rng.integers(0, 12, n)            # a small range: many repeats
+    gaps = np.where(rng.random(n) < 0.15, 2 * GAP, 30.0)
+    gaps[0] = 0.0
+    return items, 1.7e9 + np.cumsum(gaps)
+
+
+def reference_scores(model, items, times):
+    """float64 scores after the last click: GRU over the current session
+    (states reset at a gap), head, scale * (O.u + b) + w . phi."""
+    p = params_of(model)
+    starts = np.r_[True, np.diff(times) > GAP]
+    first = int(np.flatnonzero(starts)[-1])
+    hs = [np.zeros(int(l.W_hh.shape[1])) for l in model.layers]
+    for i in items[first:]:
+        x = R._f64(p.E[int(i)])
+        for j, l in enumerate(model.layers):
+            hs[j] = R.gru_step(x, hs[j], *l)
+            x = hs[j]
+    u = R.head_forward(x[None], model.W_p, model.b_p, model.activation)[0]
+    s = SPEC.scale * (R._f64(p.out_table) @ u + R._f64(p.b_out))
+    for i, f in reference_features(items, starts, len(items) - 1, SPEC.memory).items():
+        s[i] += np.dot(f, SPEC.w)
+    return s
+
+
+def _check_top(ids_idx, scores, ref, k):
+    order = np.argsort(-ref, kind="stable")
+    np.testing.assert_allclose(scores, ref[ids_idx], rtol=2e-4, atol=2e-4)
+    # the k-th best score of the reference matches (ties may swap close items)
+    np.testing.assert_allclose(np.sort(scores)[::-1], ref[order[:k]], rtol=2e-4, atol=2e-4)
+
+
+@pytest.mark.parametrize("layers", [(12,), (10, 6)])
+def test_session_recommend_and_batch_agree_with_the_reference(layers):
+    rng = np.random.default_rng(len(layers))
+    model = _model(layers=layers)
+    ids = np.asarray(model.item_ids)
+    items, times = _stream(rng)
+    s = Session(model)
+    assert s.exclude_clicked is False           # the model decides about returns
+    for j in range(items.size):
+        s.click(ids[items[j]], timestamp=times[j])
+        if j % 7 and j != items.size - 1:
+            continue
+        ref = reference_scores(model, items[:j + 1], times[:j + 1])
+        out, sc = s.recommend(10)
+        _check_top(model.item_index(out)[0], sc, ref, 10)
+        # recommend() on the same history
+        h = History(items=items[:j + 1].astype(np.int32), item_ids=ids[items[:j + 1]],
+                    timestamps=times[:j + 1], session_ids=None, n_rows=j + 1)
+        out2, sc2 = recommend(model, h, k=10)
+        _check_top(model.item_index(out2)[0], sc2, ref, 10)
+        # the batch path of the evaluations
+        p = params_of(model)
+        starts = h.session_starts(GAP)
+        U = user_vectors(p, items[:j + 1].astype(np.int32), starts, np.array([j]))
+        rep = history_features(items[:j + 1], starts, [j], SPEC.memory)
+        S = score_block(p, SPEC, U, 0, 1, rep)[0]
+        np.testing.assert_allclose(S, ref, rtol=2e-4, atol=2e-4)
+
+
+def test_candidates_include_the_users_items_and_state_round_trips(tmp_path):
+    rng = np.random.default_rng(5)
+    model = _model()
+    ids = np.asarray(model.item_ids)
+    items, times = _stream(rng, 40)
+    cloud = ids[[30, 31, 32, 33]]                # items never clicked in the stream
+    s = Session(model, candidates=cloud)
+    for j in range(items.size):
+        s.click(ids[items[j]], timestamp=times[j])
+    out, sc = s.recommend(50)
+    got = set(model.item_index(out)[0].tolist())
+    mem = set(reference_features(items, np.r_[True, np.diff(times) > GAP], items.size - 1,
+                                 SPEC.memory))
+    assert got == mem | {30, 31, 32, 33}
+    ref = reference_scores(model, items, times)
+    np.testing.assert_allclose(sc, ref[model.item_index(out)[0]], rtol=2e-4, atol=2e-4)
+    # save / load: the memory comes back, and the next click scores the same
+    s.save(tmp_path / "s.npz")
+    s2 = Session(model, candidates=cloud)
+    s2.load(tmp_path / "s.npz")
+    for x in (s, s2):
+        x.click(ids[3], timestamp=times[-1] + 10)
+    a, b = s.recommend(20), s2.recommend(20)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    # a new session keeps the memory; forget_history clears it
+    s.reset()
+    assert len(s.recommend(50)[0]) > 4
+    s.reset(forget_history=True)
+    assert set(model.item_index(s.recommend(50)[0])[0].tolist()) == {30, 31, 32, 33}
+
+
+def test_history_replay_equals_clicking():
+    rng = np.random.default_rng(7)
+    model = _model()
+    ids = np.asarray(model.item_ids)
+    items, times = _stream(rng, 50)
+    h = History(items=items.astype(np.int32), item_ids=ids[items], timestamps=times,
+                session_ids=None, n_rows=items.size)
+    a = Session(model, history=h)
+    b = Session(model)
+    for j in range(items.size):
+        b.click(ids[items[j]], timestamp=times[j])
+    ra, rb = a.recommend(15), b.recommend(15)
+    np.testing.assert_array_equal(ra[0], rb[0])
+    np.testing.assert_allclose(ra[1], rb[1], rtol=1e-6)
