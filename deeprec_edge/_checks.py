@@ -30,7 +30,8 @@ from typing import Any, Mapping, Optional, Union
 __all__ = [
     "Int", "Float", "check_finetune_args", "check_output_not_input",
     "EPOCHS", "SEED", "WINDOW", "BATCH_SIZE", "NEGATIVES", "ALPHA", "LEARNING_RATE",
-    "HOLDOUT", "L2_PULL", "TOP_K", "FINETUNE_ARGS", "OPTIMIZERS", "MAX_BATCH_LOGITS",
+    "HOLDOUT", "L2_PULL", "MAX_EVENTS", "TOP_K", "FINETUNE_ARGS", "OPTIMIZERS",
+    "MAX_BATCH_LOGITS",
 ]
 
 
@@ -147,6 +148,8 @@ LEARNING_RATE = Float(0.0, lo_open=True)
 HOLDOUT = Float(0.0, 1.0, hi_open=True)
 #: Strength of the L2 pull towards the global weights (0: off).
 L2_PULL = Float(0.0)
+#: Newest next-click events a device learns its personal parts from.
+MAX_EVENTS = Int(1, 10_000_000)
 #: Number of recommendations.
 TOP_K = Int(1, 2 ** 31 - 1)
 
@@ -154,7 +157,7 @@ TOP_K = Int(1, 2 ** 31 - 1)
 FINETUNE_ARGS = {
     "epochs": EPOCHS, "seed": SEED, "window": WINDOW, "batch_size": BATCH_SIZE,
     "n_negatives": NEGATIVES, "alpha": ALPHA, "lr": LEARNING_RATE, "holdout": HOLDOUT,
-    "l2_to_global": L2_PULL, "l2": L2_PULL,
+    "l2_to_global": L2_PULL, "l2": L2_PULL, "max_events": MAX_EVENTS,
 }
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 #: Logits of one mini-batch at most (rows x (rows + negatives), float32: 1 GiB):

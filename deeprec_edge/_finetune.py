@@ -306,6 +306,9 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
     data = PersonalData(H, targets, rows, cols, phi, bias_items, columns, logq)
     l2 = {p: recipe.l2 for p in parts}
     n = data.n
+    weights = None
+    if recipe.half_life > 0:
+        weights = 0.5 ** ((n - 1 - np.arange(n)) / recipe.half_life)
     n_hold = 0
     if recipe.holdout > 0 and n >= 2 * recipe.min_holdout:
         n_hold = max(recipe.min_holdout, int(round(recipe.holdout * n)))
@@ -313,7 +316,8 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
     check = None
     if n_hold:
         train, held = data.subset(np.arange(n - n_hold)), data.subset(np.arange(n - n_hold, n))
-        fit = fit_personal(train, base, spec, parts, l2, max_iter=recipe.max_iter)
+        wt = None if weights is None else weights[n_hold:]   # the same ages, shifted
+        fit = fit_personal(train, base, spec, parts, l2, max_iter=recipe.max_iter, weights=wt)
         before = float(personal_loss(held, base, spec).mean())
         after = float(personal_loss(held, base, spec, fit).mean()) \
             if fit.info.get("status") != "non-finite" else float("nan")
@@ -328,7 +332,8 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
             return keep
         x0 = fit.info.get("x")
         check = _apply(base, spec, fit, bias_items, {})
-    fit = fit_personal(data, base, spec, parts, l2, max_iter=recipe.max_iter, x0=x0)
+    fit = fit_personal(data, base, spec, parts, l2, max_iter=recipe.max_iter, x0=x0,
+                       weights=weights)
     vals = [v for v in (fit.delta, fit.beta, fit.w, fit.W_p) if v is not None]
     if fit.info.get("status") == "non-finite" or not all(np.isfinite(v).all() for v in vals) \
             or not np.isfinite(fit.loss):

@@ -165,6 +165,12 @@ class _Problem:
 
     # -- objective ----------------------------------------------------------
     def __call__(self, x: np.ndarray, per_row: bool = False):
+        # overflowing scores (a broken model) make a non-finite objective, which the
+        # optimiser and the callers handle: no warnings
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return self._eval(x, per_row)
+
+    def _eval(self, x: np.ndarray, per_row: bool):
         v = self.unpack(x)
         p, dta = self.p, self.d
         n = dta.n

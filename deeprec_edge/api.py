@@ -40,7 +40,8 @@ def _dense_candidates(model, candidates) -> Optional[np.ndarray]:
 
 def finetune(model, history, *, candidates: Optional[Iterable] = None,
              recipe: Optional[FinetuneRecipe] = None, parts: Optional[Sequence[str]] = None,
-             l2: Optional[float] = None, seed: int = 0, epochs: int = 5, window: int = 20,
+             l2: Optional[float] = None, max_events: Optional[int] = None, seed: int = 0,
+             epochs: int = 5, window: int = 20,
              batch_size: int = 16, n_negatives: int = 256, alpha: float = 0.75,
              lr: float = 0.05, optimizer: str = "adagrad", holdout: Optional[float] = None,
              early_stopping: bool = True, l2_to_global: float = 0.0, train_gru: bool = True,
@@ -73,8 +74,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
         The user's candidate set: the ``gru`` part draws half of its
         negatives from it, and the held-out Recall@20 ranks within it.
     recipe : FinetuneRecipe, optional
-        Default: the model's.  ``parts`` and ``l2`` override its fields;
-        ``holdout`` its held-out share.
+        Default: the model's.  ``parts``, ``l2`` and ``max_events`` override
+        its fields; ``holdout`` its held-out share.
     seed : int
         Seed of every random choice (deterministic for a seed).
     epochs, window, batch_size, n_negatives, alpha, lr, optimizer, early_stopping, l2_to_global, train_gru
@@ -98,6 +99,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
         changes["l2"] = l2
     if holdout is not None:
         changes["holdout"] = holdout
+    if max_events is not None:
+        changes["max_events"] = max_events
     if changes:
         rc = rc.with_(**changes)
     say = progress or (lambda s: None)

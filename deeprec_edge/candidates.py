@@ -12,6 +12,10 @@ Accepted files:
 A file holding several users needs ``user`` to pick one.  Every problem
 with a file is a ValueError naming it (the npz is read within bounds,
 headers before data: :func:`deeprec_edge._npz.read_npz`).
+
+:func:`device_candidates` adds what the device derives from its own history
+(the user's items and their neighbours in the model's output table) to the
+cloud's set.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ import numpy as np
 
 from ._npz import Expect, read_npz
 
-__all__ = ["read_candidates", "read_candidates_npz", "CANDIDATES_FORMAT", "CANDIDATES_VERSION"]
+__all__ = ["read_candidates", "read_candidates_npz", "item_neighbors", "device_candidates",
+           "CANDIDATES_FORMAT", "CANDIDATES_VERSION"]
 
 CANDIDATES_FORMAT = "deeprec-edge/candidates"
 #: The newest candidate npz version this code reads.
@@ -140,3 +145,59 @@ def _read_text(path: str, model, user: Optional[str]) -> list:
         if lines and lines[0].lower() == "item_id":
             lines = lines[1:]
         return _typed(lines, model)
+
+
+# --------------------------------------------------------------------------
+# the device's own candidates
+# --------------------------------------------------------------------------
+
+def item_neighbors(model, items, k: int = 10) -> np.ndarray:
+    """The ``k`` nearest items of each of ``items`` (dense indices) in the
+    model's output table, by inner product ``O_i . O_j`` (the model's own
+    score geometry; never the item itself; equal scores: the lower index
+    first).  Returns int64 ``[len(items), k]`` (-1 where the catalogue has
+    fewer).  One implementation for the device and the trainer's
+    evaluation."""
+    items = np.asarray(items, np.int64).reshape(-1)
+    pre = getattr(model, "neighbors", None)
+    if pre is not None:                       # a precomputed table (the evaluation's)
+        return pre[items, :k]
+    from . import kernels as K
+    O = model.out_table
+    N = O.shape[0]
+    out = np.full((items.size, k), -1, np.int64)
+    if items.size == 0 or k <= 0 or N <= 1:
+        return out
+    step = max(1, (1 << 22) // N)
+    for a in range(0, items.size, step):
+        q = np.ascontiguousarray(O[items[a:a + step]])
+        S = K.sgemm(q, O, trans_b=True)
+        S[np.arange(q.shape[0]), items[a:a + step]] = -np.inf
+        kk = min(k, N - 1)
+        # stable: equal scores keep the lower index first
+        order = np.argsort(-S, axis=1, kind="stable")[:, :kk]
+        out[a:a + step, :kk] = order
+    return out
+
+
+def device_candidates(model, history_items, *, n: int = 500, n_recent: int = 5,
+                      n_neighbors: int = 10, memory: Optional[int] = None,
+                      cloud: Optional[List] = None) -> np.ndarray:
+    """The candidate list a device builds from its own history (dense
+    indices, at most ``n``, in this order): the user's distinct items,
+    newest first (at most ``memory``, default the model's repeat memory),
+    then the ``n_neighbors`` output-table neighbours of each of the
+    ``n_recent`` newest, then the cloud's set ``cloud`` (dense indices, best
+    first).  Computed on the device: nothing leaves it."""
+    h = np.asarray(history_items, np.int64).reshape(-1)[::-1]
+    _, first = np.unique(h, return_index=True)
+    recent = h[np.sort(first)][: (model.repeat.memory if memory is None else memory)]
+    parts = [recent]
+    if n_recent > 0 and n_neighbors > 0 and recent.size:
+        nb = item_neighbors(model, recent[:n_recent], n_neighbors).reshape(-1)
+        parts.append(nb[nb >= 0])
+    if cloud is not None:
+        parts.append(np.asarray(cloud, np.int64).reshape(-1))
+    allc = np.concatenate(parts)
+    _, first = np.unique(allc, return_index=True)
+    return allc[np.sort(first)][:n]

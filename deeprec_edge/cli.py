@@ -69,6 +69,8 @@ def _cmd_finetune(a) -> int:
             raise UserError(f"--parts: unknown part(s) {', '.join(bad)}; choose among "
                             f"{', '.join(RECIPE_PARTS)} (or 'none')")
         settings["parts"] = parts
+    if a.max_events is not None:
+        settings["max_events"] = a.max_events
     if a.head_only:
         settings["parts"] = tuple(sorted(set(settings.get("parts") or ()) | {"gru"}))
     model = load_model(a.weights)
@@ -155,7 +157,8 @@ def _cmd_recommend(a) -> int:
                             session_col=a.session_col)
     cands = _read_candidates(a.candidates, model, a.user) if a.candidates else None
     ids, scores = recommend(model, hist, k=a.k, candidates=cands,
-                            exclude_clicked=not a.include_clicked)
+                            exclude_clicked=False if (a.include_clicked or model.has_repeat)
+                            else None)
     _print_table(ids, scores, "json" if a.json else "csv" if a.csv else "table")
     return 0
 
@@ -259,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--l2", type=C.L2_PULL, metavar="LAMBDA",
                    help="strength of the prior towards the global model (default: the "
                         "model's recipe)")
+    f.add_argument("--max-events", type=C.MAX_EVENTS,
+                   help="the newest next-click events the personal parts learn from "
+                        "(default: the model's recipe)")
     f.add_argument("--epochs", type=C.EPOCHS, default=5,
                    help=f"gru part: maximum epochs, {C.EPOCHS.describe()} (default 5)")
     f.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
@@ -302,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--user", help="user id to select in a multi-user candidate file")
     r.add_argument("-k", type=C.TOP_K, default=20, help="number of items, >= 1 (default 20)")
     r.add_argument("--include-clicked", action="store_true",
-                   help="allow items already clicked in the history")
+                   help="allow items already clicked in the history (always, for a model with "
+                        "a repeat component: it scores returns itself)")
     fmt = r.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true",
                      help="print the ranking as JSON on stdout instead of a table")

@@ -23,6 +23,10 @@ Fields
     memory on long histories.
 ``max_iter``
     L-BFGS iterations.
+``half_life``
+    Recency weighting of the events, in events: the ``a``-th newest event
+    weighs ``0.5 ** (a / half_life)`` (0: every event weighs the same).  A
+    user whose habits changed is then described by her recent clicks.
 ``holdout``, ``min_holdout``
     Per-user fallback: the newest ``holdout`` share of the events (at least
     ``min_holdout``) is held out; when the personal parts fitted on the rest
@@ -62,8 +66,9 @@ class FinetuneRecipe:
 
     parts: Tuple[str, ...] = ("offset", "bias", "repeat")
     l2: float = 10.0
-    max_events: int = 1000
-    max_iter: int = 30
+    max_events: int = 500
+    max_iter: int = 25
+    half_life: float = 0.0
     holdout: float = 0.2
     min_holdout: int = 10
 
@@ -79,6 +84,7 @@ class FinetuneRecipe:
         _number("l2", self.l2, low=0.0)
         _integer("max_events", self.max_events, low=1, high=10_000_000)
         _integer("max_iter", self.max_iter, low=1, high=100_000)
+        _number("half_life", self.half_life, low=0.0)
         _number("holdout", self.holdout, low=0.0, high=0.9)
         _integer("min_holdout", self.min_holdout, low=1, high=1_000_000)
 

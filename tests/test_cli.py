@@ -248,7 +248,7 @@ def test_help_states_the_ranges(capsys):
         main(["finetune", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "windows per batch, an integer in [1, 10000]" in out
-    assert "in [0, 1) (default 0.1" in out
+    assert "in [0, 1) (default: the model's recipe" in out
 
 
 # --------------------------------------------------------------------------
@@ -285,8 +285,6 @@ def test_json_is_a_flag_that_prints_everywhere(capsys, files):
         main(["recommend", str(w), "--json", "--csv"])
 
 
-@pytest.mark.xfail(strict=True, reason="deeprec-train follows in trainer/cli.py (issue 10 item "
-                                       "20, applied by the lead): remove this marker then")
 def test_deeprec_train_follows_the_same_conventions():
     """deeprec-train: --json is a flag that prints (a report file is
     --report FILE), and every fine-tuning option of `evaluate` is

@@ -40,6 +40,7 @@ FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto",
 
 
 from deeprec_edge.cli import UserError, _check_writable  # noqa: E402  (one definition of each)
+from deeprec_edge import _checks as C  # noqa: E402  (one range per setting, both commands)
 
 
 def _err(msg: str) -> None:
@@ -578,13 +579,19 @@ def _outputs(a, report) -> None:
     if a.plot:
         if not plot_report(report, a.plot):
             _say("matplotlib is not installed: no plot written (pip install matplotlib)")
-    print(md, end="")
+    if a.json:
+        from .evaluate import _clean
+        print(json.dumps(_clean(report), indent=2, allow_nan=False))
+    else:
+        print(md, end="")
 
 
 def _output_args(p) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("--json", dest="json_report", metavar="FILE",
+    g.add_argument("--report", dest="json_report", metavar="FILE",
                    help="write the full report as JSON (keys in docs/trainer.md)")
+    g.add_argument("--json", action="store_true",
+                   help="print the full report as JSON on stdout instead of the tables")
     g.add_argument("--markdown", metavar="FILE", help="also write the markdown tables here")
     g.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of Recall@20/MRR@20 with intervals (needs matplotlib)")
@@ -609,7 +616,8 @@ def _cmd_evaluate(a) -> int:
                           window=a.ft_window, batch_size=a.ft_batch_size,
                           n_negatives=a.ft_negatives, alpha=a.ft_alpha,
                           optimizer=a.ft_optimizer, l2_to_global=a.ft_l2_global,
-                          train_gru=a.ft_train_gru, use_candidates=a.ft_candidates)
+                          train_gru=False if a.ft_head_only else None,
+                          use_candidates=a.ft_candidates)
     st = DeepRecSettings(
         quantile=a.quantile, cutoff=_when(a.cutoff), test_quantile=a.test_quantile,
         test_cutoff=_when(a.test_cutoff), split=a.split, finetune_share=a.finetune_share,
@@ -821,23 +829,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "trainer wrote into the global model, as deeprec-edge finetune)")
     g.add_argument("--ft-parts", help="personal parts, comma-separated: offset, bias, repeat, "
                    "head, gru ('none': keep the global model)")
-    g.add_argument("--ft-l2", type=float, help="strength of the prior towards the global model")
-    g.add_argument("--ft-holdout", type=float, help="per-user check: share of the newest "
+    g.add_argument("--ft-l2", type=C.L2_PULL, metavar="LAMBDA",
+                   help="strength of the prior towards the global model")
+    g.add_argument("--ft-holdout", type=C.HOLDOUT, help="per-user check: share of the newest "
                    "events held out (0: no check)")
-    g.add_argument("--ft-max-events", type=int, help="newest events a device learns from")
-    g.add_argument("--ft-epochs", type=int, help="gru part: maximum epochs")
-    g.add_argument("--ft-lr", type=float, help="gru part: learning rate")
-    g.add_argument("--ft-window", type=int, help="gru part: BPTT window (clicks)")
-    g.add_argument("--ft-batch-size", type=int, help="gru part: windows per batch")
-    g.add_argument("--ft-negatives", type=int, help="gru part: shared negatives per batch")
-    g.add_argument("--ft-alpha", type=float, help="gru part: popularity exponent of negatives")
-    g.add_argument("--ft-optimizer", choices=("adagrad", "adam", "sgd"),
-                   help="gru part: optimiser")
-    g.add_argument("--ft-l2-global", type=float, metavar="LAMBDA",
+    g.add_argument("--ft-max-events", type=C.MAX_EVENTS, help="newest events a device learns "
+                   "from")
+    g.add_argument("--ft-epochs", type=C.EPOCHS, help="gru part: maximum epochs")
+    g.add_argument("--ft-lr", type=C.LEARNING_RATE, help="gru part: learning rate")
+    g.add_argument("--ft-window", type=C.WINDOW, help="gru part: BPTT window (clicks)")
+    g.add_argument("--ft-batch-size", type=C.BATCH_SIZE, help="gru part: windows per batch")
+    g.add_argument("--ft-negatives", type=C.NEGATIVES,
+                   help="gru part: shared negatives per batch")
+    g.add_argument("--ft-alpha", type=C.ALPHA, help="gru part: popularity exponent of negatives")
+    g.add_argument("--ft-optimizer", choices=list(C.OPTIMIZERS), help="gru part: optimiser")
+    g.add_argument("--ft-l2-global", type=C.L2_PULL, metavar="LAMBDA",
                    help="gru part: L2 pull of the fine-tuned weights towards the global model's")
-    g.add_argument("--ft-train-gru", action=argparse.BooleanOptionalAction, default=None,
-                   help="gru part: also train the last GRU layer (default); "
-                        "--no-ft-train-gru trains the head only")
+    g.add_argument("--ft-head-only", action="store_true",
+                   help="gru part: train the head only (the last GRU layer stays the global "
+                        "one), as deeprec-edge finetune --head-only")
     g.add_argument("--ft-candidates", action="store_true",
                    help="gru part: draw half the negatives from the user's candidate set")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress output")

@@ -85,7 +85,9 @@ from deeprec_edge.recipe import RECIPE_PARTS, FinetuneRecipe
 from deeprec_edge.repeat import history_features
 
 from .baselines import BASELINES, make_baseline
-from .candidates import embedding_neighbors, item_item_cf, user_candidates
+from deeprec_edge.candidates import device_candidates, item_neighbors
+
+from .candidates import item_item_cf, user_candidates
 from .data import Interactions, filter_sessions, filter_support, remap_items, time_cutoff
 from .fit import FitConfig
 from .metrics import RankAccumulator, mean_ci, metric_values, per_user_mean
@@ -475,8 +477,9 @@ def _fit_summary(hist: Dict[str, Any], events: int) -> Dict[str, Any]:
 @dataclass
 class Candidates:
     """The cloud's set per user (item codes, best first) and the device's
-    output-table neighbour lists (``neighbors[i]``: the items nearest item
-    ``i``), with the sizes of :class:`DeepRecSettings`."""
+    part (:func:`deeprec_edge.candidates.device_candidates`, the runtime's
+    own code) with the sizes of :class:`DeepRecSettings`; the output-table
+    neighbours of every item are computed once (``neighbors``)."""
 
     cloud: Dict[int, np.ndarray]
     neighbors: np.ndarray
@@ -487,24 +490,21 @@ class Candidates:
     def for_event(self, eu: EvalUser, p: int, device: bool = True,
                   cloud: bool = True) -> np.ndarray:
         """The candidate list at input position ``p`` (item codes, in the
-        order they were added, at most ``n``): the device part (the user's
-        items newest first, then the neighbours of the newest
-        ``n_recent``), then the cloud's set."""
-        parts = []
-        if device:
-            hist = eu.items[: p + 1][::-1]
-            _, first = np.unique(hist, return_index=True)
-            recent = hist[np.sort(first)][: self.memory]
-            parts.append(recent)
-            if self.neighbors.shape[1] and self.n_recent:
-                nb = self.neighbors[recent[: self.n_recent]].reshape(-1)
-                parts.append(nb[nb >= 0])
-        if cloud:
-            parts.append(self.cloud.get(eu.user, np.zeros(0, np.int32)))
-        allc = np.concatenate([np.asarray(x, np.int64) for x in parts]) if parts else \
-            np.zeros(0, np.int64)
-        _, first = np.unique(allc, return_index=True)
-        return allc[np.sort(first)][: self.n]
+        order they were added, at most ``n``)."""
+        return device_candidates(_NeighborTable(self.neighbors, self.memory), eu.items[: p + 1],
+                                 n=self.n, n_recent=self.n_recent if device else 0,
+                                 n_neighbors=self.neighbors.shape[1],
+                                 memory=self.memory if device else 0,
+                                 cloud=self.cloud.get(eu.user) if cloud else None)
+
+
+class _NeighborTable:
+    """A stand-in model for :func:`device_candidates` whose neighbour lists
+    are precomputed (the same :func:`item_neighbors`, once per item)."""
+
+    def __init__(self, neighbors: np.ndarray, memory: int):
+        self.neighbors = neighbors
+        self.repeat = type("R", (), {"memory": memory})()
 
 
 def build_candidates(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings) -> Candidates:
@@ -517,9 +517,8 @@ def build_candidates(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings) -> C
                             popularity=pre.item_support().astype(np.float64),
                             exclude_seen=False)
     cloud = {int(u): cands.for_user(int(u)) for u in cands.users}
-    nb = np.zeros((len(sp.catalogue), 0), np.int32)
-    if st.candidate_neighbors > 0 and st.candidate_recent > 0:
-        nb = embedding_neighbors(gmodel.out_table, st.candidate_neighbors, metric="ip").indices
+    k = st.candidate_neighbors if st.candidate_recent > 0 else 0
+    nb = item_neighbors(gmodel, np.arange(len(sp.catalogue)), k)
     return Candidates(cloud, nb, st.n_candidates, st.candidate_recent, gmodel.repeat.memory)
 
 

@@ -518,21 +518,6 @@ def test_session_knn_uses_only_the_current_session():
     np.testing.assert_array_equal(a, c)
 
 
-def test_cooccurrence_matches_the_evaluations_former_count_scorer():
-    """Same values as trainer/evaluate.py's ``_Scorer`` with ``knn_score="count"``
-    while that class exists (it is the method this one renames)."""
-    ev = pytest.importorskip("deeprec_edge.trainer.evaluate")
-    scorer_cls = getattr(ev, "_Scorer", None)
-    if scorer_cls is None:
-        pytest.skip("trainer/evaluate.py no longer has _Scorer")
-    train = random_log(5)
-    pop = train.item_support().astype(float)
-    old = scorer_cls("item-knn", popularity=pop, train=train, knn_score="count")
-    seq, starts = random_query(5, train.n_items)
-    new = make_baseline("cooccurrence").fit(train).score(seq, starts, np.arange(len(seq)))
-    np.testing.assert_array_equal(new, old.baseline(seq.astype(np.int64)))
-
-
 # ---------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------

@@ -46,9 +46,10 @@ def chain(log_csv, tmp_path_factory):
                  str(d / "c.json"), "-q"]) == 0
     assert main(["export", str(d / "w.npz"), "-o", str(d / "s.npz"), "--items",
                  str(d / "c.csv"), "--top-popular", "5"]) == 0
-    assert main(["evaluate", str(log_csv), *READER, *SMALL, "--ft-epochs", "2",
-                 "--min-post-clicks", "6", "--candidates", "15", "--json", str(d / "r.json"),
-                 "--markdown", str(d / "r.md")]) == 0
+    assert main(["evaluate", str(log_csv), *READER, *SMALL, "--methods",
+                 "popularity,item-knn,global,centralized,personal", "--set",
+                 "simulate_users=20", "--set", "min_simulated_users=5", "--candidates", "15",
+                 "--report", str(d / "r.json"), "--markdown", str(d / "r.md")]) == 0
     return out
 
 
@@ -114,7 +115,11 @@ def test_chain_evaluate(chain):
     assert s["n_units"] == r["data"]["evaluated_users"] > 5
     assert 0.0 <= s["recall@20"]["mean"] <= 1.0
     md = (d / "r.md").read_text()
-    assert md.startswith("DeepRec protocol") and "| personal |" in md
+    assert "DeepRec protocol" in md and "| personal |" in md
+    # the global model chose its device recipe by simulating devices
+    sel = r["global_model"]["recipe_selection"]
+    assert sel["status"] in ("chosen",) or sel["status"].startswith("skipped")
+    assert r["finetune"]["recipe"] == r["global_model"]["recipe"]
 
 
 def test_export_round_trip(chain, tmp_path):
@@ -202,7 +207,7 @@ def test_user_errors(tmp_path, capsys, log_csv):
     # before any other report file is written)
     pytest.importorskip("matplotlib")
     js = tmp_path / "r.json"
-    assert main(["evaluate", str(log_csv), *READER, "--json", str(js),
+    assert main(["evaluate", str(log_csv), *READER, "--report", str(js),
                  "--plot", str(tmp_path / "p.xyz")]) == 2
     assert "unknown image format 'xyz'" in capsys.readouterr().err
     assert not js.exists()
@@ -219,14 +224,17 @@ def test_fit_flags_reach_the_config(log_csv, tmp_path):
 
 
 def test_evaluate_finetune_flags_reach_the_runtime(log_csv, tmp_path):
-    """--ft-l2-global and --no-ft-train-gru are passed to deeprec_edge.finetune
-    and recorded in the report; --validation never reads the test part."""
+    """--ft-parts/--ft-l2 override the model's recipe, the gru part's flags are
+    passed to deeprec_edge.finetune, all recorded in the report."""
     r = tmp_path / "r.json"
     assert main(["evaluate", str(log_csv), *READER, *SMALL, "--methods", "global,personal",
-                 "--min-post-clicks", "6", "--validation", "--ft-epochs", "1",
-                 "--ft-l2-global", "0.25", "--no-ft-train-gru", "--json", str(r)]) == 0
-    ft = json.loads(r.read_text())["finetune"]["settings"]
-    assert ft["l2_to_global"] == 0.25 and ft["train_gru"] is False
+                 "--set", "simulate_users=0", "--validation", "--ft-parts", "gru,bias",
+                 "--ft-l2", "4", "--ft-epochs", "1", "--ft-l2-global", "0.25",
+                 "--ft-head-only", "--report", str(r)]) == 0
+    ft = json.loads(r.read_text())["finetune"]
+    assert ft["recipe"]["parts"] == ["bias", "gru"] and ft["recipe"]["l2"] == 4
+    assert ft["gru_settings"] == {"epochs": 1, "l2_to_global": 0.25, "train_gru": False}
+    assert main(["evaluate", str(log_csv), *READER, "--ft-parts", "everything"]) == 2
 
 
 def test_evaluate_sessions_command(tmp_path):
@@ -238,9 +246,11 @@ def test_evaluate_sessions_command(tmp_path):
         f.rename(columns={"session": "SessionId", "item_id": "ItemId", "time": "Time"})[
             ["SessionId", "ItemId", "Time"]].to_csv(tmp_path / name, sep="\t", index=False)
     assert main(["evaluate-sessions", str(tmp_path / "train.txt"), str(tmp_path / "test.txt"),
-                 *SMALL, "--json", str(tmp_path / "r.json")]) == 0
+                 *SMALL, "--report", str(tmp_path / "r.json")]) == 0
     r = json.loads((tmp_path / "r.json").read_text())
-    assert r["protocol"] == "sessions" and set(r["methods"]) == {"popularity", "item-knn", "gru"}
+    assert r["protocol"] == "sessions"
+    assert set(r["methods"]) == {"popularity", "cooccurrence", "item-knn", "sknn", "v-sknn",
+                                 "recency", "gru"}
     assert r["data"]["catalogue_items"] <= 50
 
 

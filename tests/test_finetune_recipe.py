@@ -1,0 +1,117 @@
+"""Fine-tuning with the model's recipe (deeprec_edge.finetune): the recipe in
+the file is what runs, overrides change it, a diverged fine-tune keeps the
+global model and says why, the per-user check keeps the global model when
+the newest clicks contradict the personal one, continual fine-tuning learns
+from new clicks only."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import deeprec_edge as de
+from deeprec_edge.history import History
+from deeprec_edge.model import model_from_params, params_of
+from deeprec_edge.recipe import FinetuneRecipe
+from deeprec_edge.repeat import RepeatSpec
+
+from helpers_model import random_model
+
+SPEC = RepeatSpec(scale=0.9, w=(1.0, 0.3, -0.2, -0.5, -1.0), memory=50)
+
+
+def _model(recipe, seed=0, **kw):
+    base = random_model(n_items=40, e=8, hidden=8, seed=seed, **kw)
+    return model_from_params(params_of(base), base.item_ids, base.popularity,
+                             config={"session_gap_seconds": 3600.0}, repeat=SPEC, recipe=recipe)
+
+
+def _history(model, items, t0=1.7e9, gap=30.0):
+    items = np.asarray(items, np.int32)
+    ts = t0 + gap * np.arange(items.size)
+    return History(items=items, item_ids=np.asarray(model.item_ids)[items], timestamps=ts,
+                   session_ids=None, n_rows=items.size)
+
+
+def _diff(a, b):
+    return [k for k in ("head.b", "head.W", "repeat.w", "b")
+            if not np.array_equal(a.to_arrays().get(k), b.to_arrays().get(k))]
+
+
+def test_the_files_recipe_runs_and_overrides_change_it():
+    rng = np.random.default_rng(0)
+    m = _model(FinetuneRecipe(parts=("bias",), l2=1.0, holdout=0.0))
+    h = _history(m, rng.integers(0, 10, 120))
+    res = de.finetune(m, h)
+    assert res.summary["recipe"]["parts"] == ["bias"] and res.summary["kept_global"] is None
+    p = res.model
+    assert p.personal_bias_index is not None and p.personal["parts"] == ["bias"]
+    np.testing.assert_array_equal(p.b_p, m.b_p)                 # no offset part
+    np.testing.assert_array_equal(p.repeat_w, m.repeat_w)       # no repeat part
+    res2 = de.finetune(m, h, parts=("offset", "repeat"), l2=2.0)
+    assert res2.summary["recipe"]["parts"] == ["offset", "repeat"]
+    assert res2.summary["recipe"]["l2"] == 2.0
+    assert not np.array_equal(res2.model.b_p, m.b_p)
+    assert not np.array_equal(res2.model.repeat_w, m.repeat_w)
+    assert res2.model.personal_bias_index is None
+    none = de.finetune(m, h, parts=())
+    assert none.summary["kept_global"] == "no personal parts in the recipe"
+    assert _diff(none.model, m) == []
+    with pytest.raises(ValueError, match="unknown part"):
+        de.finetune(m, h, parts=("everything",))
+
+
+def test_a_diverged_finetune_keeps_the_global_model():
+    rng = np.random.default_rng(1)
+    # the gru part with an absurd learning rate: NaN weights after the first epoch
+    m = _model(FinetuneRecipe(parts=("gru",), holdout=0.0))
+    h = _history(m, rng.integers(0, 40, 200))
+    res = de.finetune(m, h, lr=1e38, optimizer="adam", epochs=3)
+    g = res.summary["gru"]
+    assert g["kept_global"] and "diverged" in g["kept_global"] and g["best_epoch"] == 0
+    for a, b in zip(res.model.layers[-1], m.layers[-1]):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(res.model.W_p, m.W_p)
+    # the personal parts on a model whose scores overflow: the fit is refused
+    big = _model(FinetuneRecipe(parts=("offset", "bias"), holdout=0.0), seed=2)
+    big.O[...] = (rng.standard_normal(big.O.shape) * 3e38).clip(-3e38, 3e38)  # scores overflow
+    res = de.finetune(big, _history(big, rng.integers(0, 40, 100)))
+    assert "diverged" in res.summary["kept_global"]
+    assert _diff(res.model, big) == []
+
+
+def test_the_newest_clicks_decide_per_user():
+    # a user who clicked items 0..4 for a long time, then only items 30..34: the personal
+    # parts fitted on the old clicks push the wrong items, and the held-out newest events
+    # say so -> the global model is kept
+    m = _model(FinetuneRecipe(parts=("bias",), l2=0.01, holdout=0.2, min_holdout=10))
+    old = np.tile(np.arange(5), 40)
+    new = np.tile(np.arange(30, 35), 10)
+    res = de.finetune(m, _history(m, np.concatenate([old, new])))
+    s = res.summary
+    assert s["personal_parts"]["heldout_events"] >= 10
+    assert s["kept_global"] and "did not lower the loss" in s["kept_global"]
+    assert s["personal_parts"]["heldout_loss_after"] >= s["personal_parts"]["heldout_loss_before"]
+    assert _diff(res.model, m) == []
+    # a user whose habits hold: the same check lets the personal parts through
+    res = de.finetune(m, _history(m, np.tile(np.arange(5), 50)))
+    assert res.summary["kept_global"] is None
+    assert (res.summary["personal_parts"]["heldout_loss_after"]
+            < res.summary["personal_parts"]["heldout_loss_before"])
+
+
+def test_continual_finetune_learns_from_new_clicks_only():
+    rng = np.random.default_rng(3)
+    m = _model(FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=5.0, holdout=0.0))
+    items = rng.integers(0, 20, 150)
+    h = _history(m, items)
+    first = de.finetune(m, h)
+    assert first.model.personal["last_timestamp"] == h.timestamps[-1]
+    with pytest.raises(ValueError, match="no new clicks"):
+        de.finetune(first.model, h)
+    h2 = _history(m, np.concatenate([items, rng.integers(0, 20, 30)]))
+    second = de.finetune(first.model, h2)
+    assert second.summary["clicks_used"] == 30 and second.summary["clicks_older_than_model"] == 150
+    assert second.model.personal["finetunes"] == 2
+    assert second.model.personal["base_fingerprint"] == m.fingerprint()
+    # the prior of the second fit is the first personal model
+    assert _diff(second.model, first.model)
