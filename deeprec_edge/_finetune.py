@@ -267,6 +267,7 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
               session_start: Optional[np.ndarray], recipe, *, reset_at_sessions: bool = True,
               first_target: int = 0, popularity: Optional[np.ndarray] = None, seed: int = 0,
               full_softmax_limit: int = 8192, n_negatives: int = 2048, alpha: float = 0.75,
+              repeat_component: Optional[bool] = None,
               progress: Optional[Callable[[str], None]] = None) -> PersonalParts:
     """Fit the recipe's parameter-efficient parts (offset, bias, repeat,
     head) on one history (:mod:`deeprec_edge._personal`).
@@ -276,14 +277,18 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
     read the whole history.  With ``recipe.holdout`` the newest events are
     held out first: if the parts fitted on the rest do not lower their loss,
     the user keeps ``base`` (``summary["kept_global"]`` says why).  A
-    non-finite objective also keeps ``base``.  ``base`` is not modified."""
+    non-finite objective also keeps ``base``.  ``repeat_component``: whether
+    the model has a repeat component whose weights the ``repeat`` part may
+    tune (default: ``spec.active``; a model may carry a zeroed one).
+    ``base`` is not modified."""
     from ._personal import PersonalData, fit_personal, personal_loss
 
     say = progress or (lambda s: None)
     t0 = time.perf_counter()
     items = np.ascontiguousarray(items, np.int32)
     parts = [p for p in recipe.parts if p != "gru"]
-    if not spec.active and "repeat" in parts:
+    has_rep = spec.active if repeat_component is None else bool(repeat_component)
+    if not has_rep and "repeat" in parts:
         parts.remove("repeat")           # a model without the component has no weights to tune
     pos = event_positions(items, session_start, reset_at_sessions, first_target)
     pos = pos[-recipe.max_events:]

@@ -151,7 +151,7 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
                 summary[k] = gsum[k]
     parts_res = fit_parts(params, spec, items, sess, rc, reset_at_sessions=_reset(model),
                           first_target=first_target, popularity=model.popularity, seed=seed,
-                          progress=progress)
+                          repeat_component=model.has_repeat, progress=progress)
     summary["personal_parts"] = parts_res.summary
     kept = parts_res.summary.get("kept_global")
     summary["kept_global"] = kept if gru_epochs == 0 else None

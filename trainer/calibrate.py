@@ -29,7 +29,7 @@ from deeprec_edge._engine import user_vectors
 from deeprec_edge._lbfgs import minimize
 from deeprec_edge.repeat import DEFAULT_MEMORY, FEATURES, RepeatSpec, history_features
 
-__all__ = ["EventSet", "event_set", "fit_repeat"]
+__all__ = ["EventSet", "event_set", "fit_repeat", "score_spread", "transfer_scale"]
 
 
 @dataclass
@@ -157,6 +157,7 @@ def fit_repeat(params, ev: EventSet, *, l2: float = 1.0, memory: int = DEFAULT_M
 
     x0 = np.zeros(Fn + 1)
     f0, _ = fun(x0)
+    spread = score_spread(params, ev, max_elems=max_elems)
     res = minimize(fun, x0, max_iter=max_iter)
     if res.status == "non-finite":
         return RepeatSpec(memory=memory), {"events": n, "status": f"kept the plain model "
@@ -164,4 +165,35 @@ def fit_repeat(params, ev: EventSet, *, l2: float = 1.0, memory: int = DEFAULT_M
     scale = float(np.exp(np.clip(res.x[0], -30.0, 30.0)))
     spec = RepeatSpec(scale=scale, w=tuple(float(v) for v in res.x[1:]), memory=memory)
     return spec, {"events": n, "status": res.status, "iterations": res.iterations,
-                  "nll_before": f0 / n, "nll_after": res.f / n}
+                  "nll_before": f0 / n, "nll_after": res.f / n, "score_spread": spread}
+
+
+def score_spread(params, ev: EventSet, max_events: int = 2000,
+                 max_elems: int = 1 << 22) -> float:
+    """The mean over (at most ``max_events`` of) the events of the standard
+    deviation of ``O_i . u + b_i`` over the items: the magnitude of a model's
+    scores.  Models trained the same way on a little more data can differ in
+    magnitude (BPR-max does not fix it), so a scale calibrated with one
+    model carries to another as ``scale * spread_old / spread_new``
+    (:func:`transfer_scale`)."""
+    n = min(ev.n, max_events)
+    if n == 0:
+        return float("nan")
+    N = params.n_items
+    step = max(1, max_elems // max(N, 1))
+    sds = []
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        S = K.sgemm(np.ascontiguousarray(ev.U[a:b]), params.out_table, trans_b=True)
+        S += params.b_out
+        sds.append(S.std(axis=1, dtype=np.float64))
+    return float(np.concatenate(sds).mean())
+
+
+def transfer_scale(spec: RepeatSpec, spread_from: float, spread_to: float) -> RepeatSpec:
+    """``spec`` for a model whose scores have spread ``spread_to``, calibrated
+    on one with ``spread_from``: the same logits for the same ranking of
+    magnitudes (the weights ``w`` are in logit units and stay)."""
+    if not (np.isfinite(spread_from) and np.isfinite(spread_to)) or spread_to <= 0:
+        return spec
+    return RepeatSpec(scale=spec.scale * spread_from / spread_to, w=spec.w, memory=spec.memory)

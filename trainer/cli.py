@@ -318,10 +318,13 @@ def _model_args(p) -> None:
     g.add_argument("--patience", type=int, help="early stopping on validation Recall@20 "
                    "(epochs without improvement; 0: off)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--preset", choices=("default", "gru4rec"), default="default",
-                   help="starting configuration: 'gru4rec' = GRU4Rec's recipe with the "
-                        "settings chosen on RSC15 train_tr -> train_valid "
-                        "(deeprec_edge.trainer.fit.gru4rec_config); other flags override it")
+    g.add_argument("--preset", choices=("auto", "default", "gru4rec"), default="auto",
+                   help="starting configuration, which other flags override: 'gru4rec' = "
+                        "GRU4Rec's recipe with the settings chosen on RSC15 train_tr -> "
+                        "train_valid (deeprec_edge.trainer.fit.gru4rec_config); 'default' = "
+                        "windowed sampled softmax (FitConfig()); 'auto' (default): gru4rec for "
+                        "session logs, default for user logs (the better of the two measured "
+                        "on each kind, docs/trainer.md)")
     g.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="any other FitConfig field, e.g. --set train.momentum=0.1 "
                         "(repeatable; values parsed as JSON when possible)")
@@ -340,9 +343,15 @@ def _assign(cfg, path: str, value: Any) -> None:
     setattr(obj, name, value)
 
 
-def _fit_config(a):
-    from .fit import FitConfig, gru4rec_config
-    cfg = gru4rec_config() if getattr(a, "preset", "default") == "gru4rec" else FitConfig()
+def _fit_config(a, log_kind: str = "user"):
+    """The FitConfig of the flags.  ``--preset auto`` (the default) starts from
+    the best recipe measured for the log's kind (``trainer.fit.config_for``):
+    GRU4Rec's for session logs, the windowed sampled-softmax recipe for user
+    logs."""
+    from .fit import FitConfig, config_for, gru4rec_config
+    preset = getattr(a, "preset", "auto")
+    cfg = (gru4rec_config() if preset == "gru4rec" else FitConfig() if preset == "default"
+           else config_for(log_kind))
     for dest, path in _FIT_FLAGS.items():
         v = getattr(a, dest, None)
         if v is None:
@@ -377,8 +386,9 @@ def _cmd_fit(a) -> int:
     from .evaluate import train_model
 
     _check_writable(a.output)
-    cfg = _fit_config(a)
+    _fit_config(a)                                # the flags' errors before any reading
     inter = _read(a, a.log)
+    cfg = _fit_config(a, inter.user_kind)
     if a.before is not None or a.before_quantile is not None:
         inter = split_by_time(inter, a.before_quantile or 0.8, cutoff=_when(a.before)).train
         if not a.quiet:
@@ -607,7 +617,7 @@ def _cmd_evaluate(a) -> int:
     from .evaluate import DEEPREC_METHODS, DeepRecSettings, FinetuneSettings, evaluate_deeprec
 
     _check_output_paths(a)
-    cfg = _fit_config(a)
+    cfg = _fit_config(a, "user")                  # the DeepRec protocol: a user log
     parts = None
     if a.ft_parts is not None:
         parts = tuple(x.strip() for x in a.ft_parts.split(",") if x.strip() and x.strip() != "none")
@@ -646,9 +656,10 @@ def _cmd_evaluate_sessions(a) -> int:
     from .evaluate import SESSION_METHODS, evaluate_sessions
 
     _check_output_paths(a)
-    cfg = _fit_config(a)
+    _fit_config(a)
     model = load_model(a.model) if a.model else None
     train = _preprocess(a, _read(a, a.train))
+    cfg = _fit_config(a, train.user_kind)
     test = _read(a, a.test, item_vocab=train.item_ids)
     if a.remove_repeats:
         from .data import remove_consecutive_repeats

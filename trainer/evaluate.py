@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+from concurrent.futures import ThreadPoolExecutor
 import json
 import math
 import os
@@ -541,7 +542,8 @@ def finetune_users(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings,
     sums: List[Dict[str, Any]] = []
     failed = 0
     t0 = time.perf_counter()
-    for eu in _progress_iter(sp.users, len(sp.users), "fine-tuning", progress):
+
+    def one(eu: EvalUser):
         h = slice(0, eu.n_hist)
         items = eu.items[h]
         hist = History(items=items, item_ids=np.asarray(gmodel.item_ids)[items],
@@ -552,13 +554,22 @@ def finetune_users(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings,
         if st.finetune.use_candidates and cands is not None:
             cand = np.asarray(gmodel.item_ids)[cands.cloud.get(eu.user, np.zeros(0, np.int32))]
         try:
-            res = runtime_finetune(gmodel, hist, recipe=recipe, candidates=cand, seed=st.seed,
-                                   **kw)
+            return runtime_finetune(gmodel, hist, recipe=recipe, candidates=cand, seed=st.seed,
+                                    **kw)
         except ValueError:
-            failed += 1                      # e.g. fewer than 2 clicks: the global model
-            continue
-        out[eu.user] = res.model
-        sums.append(res.summary)
+            return None                  # e.g. fewer than 2 clicks: the global model
+
+    # users are independent and the kernels release the GIL: fine-tune on a thread pool
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as ex:
+        results = ex.map(one, sp.users)
+        for eu, res in _progress_iter(zip(sp.users, results), len(sp.users), "fine-tuning",
+                                      progress):
+            if res is None:
+                failed += 1
+                continue
+            out[eu.user] = res.model
+            sums.append(res.summary)
     agg: Dict[str, Any] = {"recipe": recipe.to_dict(), "gru_settings": kw,
                            "users": len(sums), "failed": failed,
                            "seconds": time.perf_counter() - t0}

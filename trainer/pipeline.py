@@ -34,10 +34,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from deeprec_edge._scoring import rank_events
 from deeprec_edge.model import Model, model_from_params
+from deeprec_edge.ranking import mrr_at_k, recall_at_k
 from deeprec_edge.recipe import FinetuneRecipe
+from deeprec_edge.repeat import RepeatSpec
 
-from .calibrate import event_set, fit_repeat
+from .calibrate import event_set, fit_repeat, score_spread, transfer_scale
 from .data import Interactions
 from .fit import FitConfig, fit, init_params, sequence_from_sessions
 from .simulate import DEFAULT_GRID, SimUser, choose_recipe, simulate_recipes
@@ -101,6 +104,12 @@ def _events_between(starts: np.ndarray, times: np.ndarray, lo: float, hi: float)
     return (tgt[ok] - 1).astype(np.int64)
 
 
+def _ranking_values(params, spec, ev) -> np.ndarray:
+    """(Recall@20 + MRR@20) / 2 of every event."""
+    opt, _ = rank_events(params, spec, ev.U, ev.targets, ev.rep if spec is not None else None)
+    return (recall_at_k(opt, 20) + mrr_at_k(opt, 20)) / 2
+
+
 def train_model(inter: Interactions, cfg: FitConfig, *, valid: Optional[Interactions] = None,
                 session_gap: Optional[float] = 3600.0, trained_on: Any = None,
                 log: Optional[Log] = None, progress: bool = True) -> Tuple[Model, Dict[str, Any]]:
@@ -126,6 +135,18 @@ def train_model(inter: Interactions, cfg: FitConfig, *, valid: Optional[Interact
     inner_seconds = time.perf_counter() - t_inner
     say(f"fitting the model on {len(inter):,} clicks ({inter.n_items:,} items)")
     params, hist = fit_gru(inter, cfg, valid=valid, log=log, progress=progress)
+    if spec is not None and spec.active and calib.get("score_spread"):
+        # the final model's scores may have another magnitude than the inner model's:
+        # carry the calibrated scale over by the ratio of the spreads, on the same events
+        streams = _streams(inter)
+        ca, cb = calib["inner_cutoffs"]
+        ev = event_set(params, [(it, st, _events_between(st, tm, ca, cb)[:50])
+                                for _, it, st, tm, _ in streams],
+                       reset_at_sessions=not cfg.carry_state, memory=cfg.repeat_memory)
+        spread = score_spread(params, ev)
+        spec = transfer_scale(spec, calib["score_spread"], spread)
+        calib["final_score_spread"] = spread
+        calib["final_scale"] = spec.scale
     gap = 3600.0 if session_gap is None else float(session_gap)
     config = {
         "loss": cfg.train.loss, "alpha": cfg.train.alpha, "carry_state": bool(cfg.carry_state),
@@ -178,8 +199,26 @@ def _inner(inter: Interactions, cfg: FitConfig, simulate: bool,
             say(f"repeat component on {ev.n:,} held-out events: scale {spec.scale:.3f}, "
                 f"w {np.round(spec.w, 3).tolist()} (log-loss {rec['nll_before']:.4f} -> "
                 f"{rec['nll_after']:.4f})")
-        if not spec.active:
-            spec = None
+        # the likelihood is not the ranking: keep the component only if it ranks the
+        # held-out next clicks significantly better ((Recall@20 + MRR@20)/2 per event,
+        # the paired difference's 95% interval above zero)
+        if spec.active and ev.n:
+            plain, with_rep = (_ranking_values(iparams, sp_, ev) for sp_ in (None, spec))
+            d = with_rep - plain
+            lo = float(d.mean() - 1.96 * d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else -1.0
+            calib["heldout_recall_mrr_plain"] = float(plain.mean())
+            calib["heldout_recall_mrr"] = float(with_rep.mean())
+            calib["heldout_gain_ci_low"] = lo
+            say(f"held-out (Recall@20 + MRR@20)/2: {plain.mean():.4f} plain, "
+                f"{with_rep.mean():.4f} with the repeat component (gain interval from "
+                f"{lo:+.4f})")
+            if not lo > 0:
+                # the global model scores without it (w = 0, scale 1), but the component
+                # stays in the file: a device may still learn its own repeat weights
+                calib["status"] = ("zeroed: it did not rank the held-out clicks "
+                                   "significantly better")
+                say(f"repeat component {calib['status']}")
+                spec = RepeatSpec(memory=cfg.repeat_memory)
     selection: Dict[str, Any] = {}
     if simulate:
         sims = []

@@ -5,6 +5,7 @@ finite."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from deeprec_edge._engine import Params, user_vectors
 from deeprec_edge.repeat import FEATURES, RepeatSpec, history_features
@@ -88,3 +89,22 @@ def test_subsampling_keeps_cells_aligned():
     spec, rec = fit_repeat(p, EventSet(empty.U, empty.targets, empty.rows, empty.cols,
                                        empty.phi, empty.users))
     assert not spec.active and rec["events"] == 0
+
+
+def test_scale_transfers_by_the_spread_of_the_scores():
+    # the same model with every score doubled: the transferred scale halves, so
+    # scale * score (the logits the repeat weights were calibrated against) is unchanged
+    from deeprec_edge.trainer.calibrate import score_spread, transfer_scale
+    rng = np.random.default_rng(4)
+    p = _params(rng)
+    seqs = [(rng.integers(0, p.n_items, 12).astype(np.int32), np.r_[True, np.zeros(11, bool)],
+             np.arange(11)) for _ in range(20)]
+    ev = event_set(p, seqs, memory=50)
+    p2 = Params(p.E * 1.0, p.layers, p.W_p, p.b_p, (p.E * 2.0).astype(np.float32),
+                p.b_out * 2, p.activation)
+    s1, s2 = score_spread(p, ev), score_spread(p2, ev)
+    assert s2 == pytest.approx(2 * s1, rel=1e-5)
+    spec = RepeatSpec(scale=0.8, w=(1.0, 0.0, 0.0, 0.0, 0.0), memory=50)
+    t = transfer_scale(spec, s1, s2)
+    assert t.scale == pytest.approx(0.4, rel=1e-5) and t.w == spec.w
+    assert transfer_scale(spec, s1, float("nan")) == spec
