@@ -24,7 +24,7 @@ step "C tests, dispatched path (build dir $BUILD)"
 $MAKE WARN="$WARN" test
 
 step "C tests, DEEPREC_EDGE_FORCE_SCALAR=1"
-DEEPREC_EDGE_FORCE_SCALAR=1 "$BUILD/native/test_core" --expect-path=scalar
+DEEPREC_EDGE_FORCE_SCALAR=1 "$($MAKE -s print-out)/test_core" --expect-path=scalar
 
 step "C tests under AddressSanitizer + UBSan"
 $MAKE WARN="$WARN" asan

@@ -18,8 +18,6 @@ Main entry points::
     s = Session(result.model); s.click(item_id); s.recommend(20)
 """
 
-__version__ = "0.1.0"
-
 
 def _no_core(err: ImportError) -> ImportError:
     """Say what to do when the compiled core cannot be imported (the usual
@@ -41,6 +39,12 @@ try:  # the compiled C core: everything below needs it
     __import__(f"{__name__}._core")
 except ImportError as _err:
     raise _no_core(_err) from None
+
+from ._core import C_API_VERSION as _C_API_VERSION  # noqa: E402
+
+#: The C library's version (DRE_VERSION_* in csrc/include/deeprec_edge.h, the
+#: one place it is written; setup.py gives it to the distribution too).
+__version__ = "%d.%d.%d" % _C_API_VERSION
 
 from .model import Model, ModelFormatError, load_model, save_model  # noqa: E402
 from .history import History, HistoryError, read_history  # noqa: E402

@@ -1541,7 +1541,8 @@ cdef tuple _pointer_table(object grads, bint out):
                          f"got {_describe(grads)}") from None
     cdef Py_ssize_t i, nt = len(arrays)
     cdef cnp.npy_intp shp = nt if nt > 0 else 1
-    ptrs = cnp.PyArray_EMPTY(1, &shp, cnp.NPY_UINTP, 0)
+    # uintptr_t-sized integers (numpy 1.x headers have no NPY_UINTP)
+    ptrs = cnp.PyArray_EMPTY(1, &shp, cnp.NPY_UINT64 if sizeof(uintptr_t) == 8 else cnp.NPY_UINT32, 0)
     sizes = cnp.PyArray_EMPTY(1, &shp, cnp.NPY_INT64, 0)
     cdef uintptr_t *pp = <uintptr_t *>_data(ptrs)
     cdef int64_t *ps = <int64_t *>_data(sizes)

@@ -250,9 +250,14 @@ def embedding_neighbors(embeddings: np.ndarray, n_neighbors: int = 100, *, metri
     out_i = np.full((Q.shape[0], M), -1, np.int32)
     out_s = np.full((Q.shape[0], M), -np.inf, np.float32)
     step = _block_rows(E.shape[0], max_block_elems, block_size)
+    # A copy of E.T: with self-queries, Q[:N] @ E.T would be one array times
+    # its own transpose, which numpy hands to BLAS syrk, and the SVE syrk
+    # kernel of numpy's OpenBLAS raises spurious divide-by-zero and overflow
+    # flags (seen under qemu), i.e. RuntimeWarnings on finite inputs.
+    Et = np.ascontiguousarray(E.T)
     for a in range(0, Q.shape[0], step):
         b = min(a + step, Q.shape[0])
-        S = Q[a:b] @ E.T
+        S = Q[a:b] @ Et
         if exclude_self:
             r = np.arange(b - a)
             S[r, r + a] = -np.inf

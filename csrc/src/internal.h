@@ -68,6 +68,10 @@ DRE_HIDDEN const dre_kernels *dre__kernels_scalar(void);
 DRE_HIDDEN const dre_kernels *dre__kernels_avx2(void);
 DRE_HIDDEN const dre_kernels *dre__kernels_neon(void);
 DRE_HIDDEN const dre_kernels *dre__kernels_avx512(void);
+/* 32-bit ARM only: NEON with VFPv4 fused multiply-add (dre__kernels_neon()
+ * is NEON without it there).  Which of them a CPU may run is platform.c's
+ * AT_HWCAP check; both report DRE_PATH_NEON. */
+DRE_HIDDEN const dre_kernels *dre__kernels_neon_vfpv4(void);
 
 /* AVX2 primitives that the AVX-512 table reuses (the gate math is
  * latency-bound: a 512-bit version bought nothing).  The AVX-512 gemv, ~5%
@@ -132,6 +136,10 @@ DRE_HIDDEN void dre__gemm_packed_bias(int64_t M, int64_t N, int64_t K, float alp
 
 /* ---- size arithmetic with overflow checks ---- */
 
+#if SIZE_MAX / 8 > INT64_MAX
+#  error "size_t wider than 64 bits: dre__mul3 must check its intermediate product"
+#endif
+
 /* *out = a*b (and *c) as size_t; returns 0 on overflow or a negative factor. */
 static inline int dre__mul2(size_t *out, int64_t a, int64_t b) {
     if (a < 0 || b < 0) return 0;
@@ -142,7 +150,9 @@ static inline int dre__mul2(size_t *out, int64_t a, int64_t b) {
 static inline int dre__mul3(size_t *out, int64_t a, int64_t b, int64_t c) {
     size_t ab;
     if (!dre__mul2(&ab, a, b) || c < 0) return 0;
-    if (ab > (uint64_t)INT64_MAX) return 0;
+    /* ab <= SIZE_MAX / 8 (dre__mul2), which fits in int64_t (checked below);
+     * a run-time test would be always false and -Wtype-limits says so on
+     * 32-bit targets. */
     return dre__mul2(out, (int64_t)ab, c);
 }
 static inline int dre__add(size_t *out, size_t a, size_t b) {

@@ -4,8 +4,10 @@
  * Dispatch follows onnxruntime MLAS (lib/platform.cpp) and CRoaring
  * (src/isadetection.c): start from the portable kernels, check cpuid, check
  * that the OS saves the YMM state (xgetbv), then upgrade.  NEON is baseline
- * on aarch64 and taken without a check.  The choice is made once, on first
- * use, and cached; DEEPREC_EDGE_FORCE_SCALAR=1 pins the scalar path.
+ * on aarch64 and taken without a check; on 32-bit ARM it is optional and
+ * read from the kernel's AT_HWCAP (with VFPv4, for fused multiply-add).
+ * The choice is made once, on first use, and cached;
+ * DEEPREC_EDGE_FORCE_SCALAR=1 pins the scalar path.
  */
 #include "internal.h"
 
@@ -16,6 +18,13 @@
 #  define DRE_X86_64 1
 #  if defined(__GNUC__) || defined(__clang__)
 #    include <cpuid.h>
+#  endif
+#endif
+
+#if defined(__arm__) && !defined(__aarch64__)
+#  define DRE_ARM32 1
+#  if defined(__linux__)                /* Android too */
+#    include <sys/auxv.h>
 #  endif
 #endif
 
@@ -75,6 +84,38 @@ static int dre__cpu_avx512f(void) {
 }
 #endif
 
+#if defined(DRE_ARM32)
+/* AT_HWCAP bits of 32-bit ARM Linux (arch/arm/include/uapi/asm/hwcap.h;
+ * glibc calls them HWCAP_ARM_NEON and HWCAP_ARM_VFPv4, bionic HWCAP_NEON
+ * and HWCAP_VFPv4). */
+#  define DRE_HWCAP_ARM_NEON (1UL << 12)
+#  define DRE_HWCAP_ARM_VFPV4 (1UL << 16)
+
+static unsigned long dre__arm32_hwcap(void) {
+#  if defined(__linux__)
+    return getauxval(AT_HWCAP);        /* glibc >= 2.16, Android API >= 18 */
+#  else
+    /* no auxiliary vector: what the compiler was told the CPU has */
+    unsigned long hw = 0;
+#    if defined(__ARM_NEON)
+    hw |= DRE_HWCAP_ARM_NEON;
+#    endif
+#    if defined(__ARM_NEON) && defined(__ARM_FEATURE_FMA)
+    hw |= DRE_HWCAP_ARM_VFPV4;
+#    endif
+    return hw;
+#  endif
+}
+
+/* The NEON table this CPU can run: with VFPv4 FMA where present. */
+static const dre_kernels *dre__arm32_neon(void) {
+    const unsigned long hw = dre__arm32_hwcap();
+    if (!(hw & DRE_HWCAP_ARM_NEON)) return NULL;
+    const dre_kernels *k = (hw & DRE_HWCAP_ARM_VFPV4) ? dre__kernels_neon_vfpv4() : NULL;
+    return k ? k : dre__kernels_neon();
+}
+#endif
+
 static const dre_kernels *dre__table_for(dre_path path) {
     switch (path) {
     case DRE_PATH_SCALAR: return dre__kernels_scalar();
@@ -84,7 +125,12 @@ static const dre_kernels *dre__table_for(dre_path path) {
 #else
         return NULL;
 #endif
-    case DRE_PATH_NEON: return dre__kernels_neon();
+    case DRE_PATH_NEON:
+#if defined(DRE_ARM32)
+        return dre__arm32_neon();
+#else
+        return dre__kernels_neon();
+#endif
     case DRE_PATH_AVX512:
 #if defined(DRE_X86_64) && (defined(__GNUC__) || defined(__clang__))
         return dre__cpu_avx512f() ? dre__kernels_avx512() : NULL;

@@ -1,7 +1,7 @@
 /*
  * test_core.c -- the C tests of the deeprec-edge core (no Python needed).
  *
- *   build/native/test_core [-v] [--expect-path=scalar|avx2|avx512|neon] [--quick]
+ *   build/<target>/test_core [-v] [--expect-path=scalar|avx2|avx512|neon] [--quick]
  *
  * For every path this CPU and build support (scalar, avx2, avx512, neon),
  * every kernel is checked against a double-precision reference written here
@@ -35,6 +35,20 @@
 #include "reference.h"
 
 #include <float.h>
+
+#if defined(__arm__) && !defined(__aarch64__) && defined(__linux__)
+/* 32-bit ARM: NEON is optional; the library reads AT_HWCAP, and so do the
+ * tests, to know what the dispatcher must have chosen */
+#  include <sys/auxv.h>
+#  define ARM32_HWCAP 1
+#  define ARM32_HWCAP_NEON (1UL << 12)
+#  define ARM32_HWCAP_VFPV4 (1UL << 16)
+/* the compilers that build the 32-bit NEON kernels (kernels_neon.c) */
+#  if (defined(__clang__) && defined(__ARM_NEON)) \
+      || (!defined(__clang__) && defined(__GNUC__) && defined(__ARM_FP))
+#    define ARM32_NEON_BUILT 1
+#  endif
+#endif
 
 static int g_quick; /* --quick: thinner sweeps (slow emulators) */
 
@@ -96,8 +110,20 @@ static void test_status_and_paths(const char *expect_path) {
     CHECK(!dre_path_supported(DRE_PATH_AVX2) && !dre_path_supported(DRE_PATH_AVX512),
           "x86 path claimed on a non-x86 build");
 #endif
-#if !defined(__aarch64__) && !defined(_M_ARM64)
-    CHECK(!dre_path_supported(DRE_PATH_NEON), "neon claimed on a non-arm64 build");
+#if defined(ARM32_HWCAP)
+    {
+        const int cpu_neon = (getauxval(AT_HWCAP) & ARM32_HWCAP_NEON) != 0;
+#  if defined(ARM32_NEON_BUILT)
+        CHECK(dre_path_supported(DRE_PATH_NEON) == cpu_neon,
+              "neon supported=%d, but the CPU's AT_HWCAP says NEON=%d",
+              dre_path_supported(DRE_PATH_NEON), cpu_neon);
+        CHECK(forced || !cpu_neon || first == DRE_PATH_NEON, "armv7 with NEON must pick neon");
+#  else
+        CHECK(!dre_path_supported(DRE_PATH_NEON), "neon claimed by a build without NEON kernels");
+#  endif
+    }
+#elif !defined(__aarch64__) && !defined(_M_ARM64) && !defined(__arm__) && !defined(_M_ARM)
+    CHECK(!dre_path_supported(DRE_PATH_NEON), "neon claimed on a non-ARM build");
 #endif
     CHECK(dre_path_supported(DRE_PATH_SCALAR) == 1, "scalar must always be supported");
     for (int i = 0; i < n_paths; ++i)
@@ -2497,6 +2523,15 @@ int main(int argc, char **argv) {
     printf("deeprec-edge %d.%d.%d C tests; supported paths:", DRE_VERSION_MAJOR,
            DRE_VERSION_MINOR, DRE_VERSION_PATCH);
     for (int i = 0; i < n_paths; ++i) printf(" %s", dre_path_name(paths[i]));
+    /* the dispatch decision (the first call chooses; nothing has set a path) */
+    printf("; active path: %s", dre_path_name(dre_active_path()));
+#if defined(ARM32_HWCAP)
+    {
+        const unsigned long hw = getauxval(AT_HWCAP);
+        printf(" (AT_HWCAP: %s, %s)", (hw & ARM32_HWCAP_NEON) ? "neon" : "no neon",
+               (hw & ARM32_HWCAP_VFPV4) ? "vfpv4 fma" : "no vfpv4");
+    }
+#endif
     printf("%s\n", g_quick ? " (quick)" : "");
     /* first: the dispatch decision, before anything switches paths */
     test_status_and_paths(expect_path);

