@@ -68,7 +68,7 @@ else:
     # path's back (gcc's default under -std=c99, not clang's).
     core_cflags = ["-std=c99", "-O3", "-fno-math-errno", "-ffp-contract=off", "-fPIC",
                    "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter"]
-    ext_cflags = ["-O3", "-fvisibility=hidden"]
+    ext_cflags = ["-Os", "-fvisibility=hidden"]
 
 
 def release_link_args(platform=sys.platform):
