@@ -28,7 +28,7 @@ import numpy as np
 from ._npz import Expect, read_npz
 
 __all__ = ["read_candidates", "read_candidates_npz", "item_neighbors", "device_candidates",
-           "returns_favoured",
+           "returns_favoured", "model_ranking",
            "CANDIDATES_FORMAT", "CANDIDATES_VERSION"]
 
 CANDIDATES_FORMAT = "deeprec-edge/candidates"
@@ -181,6 +181,45 @@ def item_neighbors(model, items, k: int = 10) -> np.ndarray:
     return out
 
 
+def model_ranking(model, history_items, session_start=None, n: int = 500) -> np.ndarray:
+    """The model's own ``n`` best items (dense indices, best first) for the
+    user's state after ``history_items`` (dense indices, time order;
+    ``session_start``: bool per click, or None for one session): the score
+    :class:`~deeprec_edge.Session` ranks by, repeat component included, over
+    the whole catalogue.  Equal scores: the lower index first; non-finite
+    scores last.  An empty history gives an empty array.
+
+    A device calls it once when a session begins (one full scoring) and
+    passes it to :func:`device_candidates` as ``ranked``; each click then
+    ranks only the candidate list."""
+    from ._engine import user_vectors
+    from ._scoring import score_block
+    from .model import params_of
+    from .repeat import history_features
+
+    h = np.asarray(history_items, np.int64).reshape(-1)
+    if h.size == 0 or n <= 0:
+        return np.zeros(0, np.int64)
+    starts = None if session_start is None else np.asarray(session_start, bool).reshape(-1)
+    if starts is not None and starts.shape != h.shape:
+        raise ValueError(f"session_start has {starts.size} entries for {h.size} clicks")
+    p = params_of(model)
+    pos = np.array([h.size - 1], np.int64)
+    U = user_vectors(p, h, starts, pos, not model.carry_state)
+    spec = model.repeat
+    rep = history_features(h, starts, pos, spec.memory) if spec.active else None
+    S = score_block(p, spec, U, 0, 1, rep)[0].astype(np.float64)
+    S[~np.isfinite(S)] = -np.inf
+    k = min(int(n), S.size)
+    top = np.argpartition(-S, k - 1)[:k] if k < S.size else np.arange(S.size)
+    # the k best by score, equal scores by index; items tied with the k-th
+    # outside ``top`` are looked for so that the lower index wins
+    kth = S[top].min()
+    cand = np.union1d(top, np.flatnonzero(S == kth))
+    order = cand[np.lexsort((cand, -S[cand]))]
+    return order[:k].astype(np.int64)
+
+
 def returns_favoured(model) -> bool:
     """Whether the model's repeat component makes a return to an item the
     user clicked once, five clicks ago, at least as likely as any other item
@@ -196,8 +235,9 @@ def returns_favoured(model) -> bool:
 
 def device_candidates(model, history_items, *, n: int = 500, memory: Optional[int] = 300,
                       n_recent: int = 10, n_neighbors: int = 40,
-                      neighbors: Optional[np.ndarray] = None, cloud: Optional[List] = None,
-                      fill: Optional[np.ndarray] = None) -> np.ndarray:
+                      neighbors: Optional[np.ndarray] = None, ranked: Optional[np.ndarray] = None,
+                      cloud: Optional[List] = None, fill: Optional[np.ndarray] = None,
+                      exclude_seen: Optional[bool] = None) -> np.ndarray:
     """The candidate list a device builds from its own history (dense
     indices, at most ``n``, in this order):
 
@@ -207,28 +247,44 @@ def device_candidates(model, history_items, *, n: int = 500, memory: Optional[in
        items -- from ``neighbors`` (an int table ``[N, k]``, -1 padded, e.g.
        the cloud's item-item CF lists) or else the output-table neighbours
        (:func:`item_neighbors`);
-    3. the cloud's set ``cloud`` (dense indices, best first);
-    4. ``fill`` (e.g. the items by popularity) until ``n``.
+    3. ``ranked``: the model's own ranking of the catalogue (dense indices,
+       best first) for the user's state when the current session began --
+       one full scoring per session (:func:`session_ranking`), after which
+       every click ranks only the list;
+    4. the cloud's set ``cloud`` (dense indices, best first);
+    5. ``fill`` (e.g. the items by popularity) until ``n``.
+
+    ``exclude_seen`` (default: when the model does *not* make returns likely,
+    i.e. ``not returns_favoured(model)``) leaves the user's own items out of
+    every part: they would take places that the model itself ranks low.
 
     Computed on the device: nothing leaves it.  Re-built as clicks arrive,
     the list follows the session (its neighbours change with every click)."""
     h = np.asarray(history_items, np.int64).reshape(-1)[::-1]
     _, first = np.unique(h, return_index=True)
     recent = h[np.sort(first)]
+    favoured = returns_favoured(model)
+    if exclude_seen is None:
+        exclude_seen = not favoured
     parts = []
-    if memory and returns_favoured(model):
+    if memory and favoured and not exclude_seen:
         parts.append(recent[:memory])
     if n_recent > 0 and n_neighbors > 0 and recent.size:
         q = recent[:n_recent]
         nb = (np.asarray(neighbors)[q, :n_neighbors] if neighbors is not None
               else item_neighbors(model, q, n_neighbors)).reshape(-1)
         parts.append(nb[nb >= 0].astype(np.int64))
-    if cloud is not None:
-        parts.append(np.asarray(cloud, np.int64).reshape(-1))
+    for src in (ranked, cloud):
+        if src is not None:
+            parts.append(np.asarray(src, np.int64).reshape(-1))
     if fill is not None:
-        parts.append(np.asarray(fill, np.int64).reshape(-1)[: n + int(sum(x.size for x in parts))])
+        room = n + int(sum(x.size for x in parts)) + (recent.size if exclude_seen else 0)
+        parts.append(np.asarray(fill, np.int64).reshape(-1)[:room])
     if not parts:
         return np.zeros(0, np.int64)
     allc = np.concatenate(parts)
     _, first = np.unique(allc, return_index=True)
-    return allc[np.sort(first)][:n]
+    allc = allc[np.sort(first)]
+    if exclude_seen and recent.size:
+        allc = allc[~np.isin(allc, recent)]
+    return allc[:n]

@@ -4,6 +4,7 @@ item itself), and the order of device_candidates."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from deeprec_edge.candidates import device_candidates, item_neighbors, returns_favoured
 from deeprec_edge.model import model_from_params, params_of
@@ -79,3 +80,57 @@ def test_neighbours_on_a_compressed_table_are_those_of_its_values():
     inflated.O = np.ascontiguousarray(dequantize(c.O), np.float32)
     items = np.arange(60)
     np.testing.assert_array_equal(item_neighbors(c, items, 5), item_neighbors(inflated, items, 5))
+
+
+def test_model_ranking_is_the_models_own_order_against_a_float64_reference():
+    """model_ranking: the n best items of scale * (O.u + b) + w.phi (the
+    float64 reference of test_session_repeat), equal scores by index."""
+    from test_session_repeat import GAP, _model, _stream, reference_scores
+    from deeprec_edge.candidates import model_ranking
+
+    rng = np.random.default_rng(5)
+    model = _model(layers=(10, 6))
+    items, times = _stream(rng, 40)
+    starts = np.r_[True, np.diff(times) > GAP]
+    for j in (0, 7, 23, 39):
+        ref = reference_scores(model, items[:j + 1], times[:j + 1])
+        got = model_ranking(model, items[:j + 1], starts[:j + 1], n=15)
+        assert got.shape == (15,) and len(set(got.tolist())) == 15
+        # the scores of the items returned are the reference's 15 best, in order
+        np.testing.assert_allclose(ref[got], np.sort(ref)[::-1][:15], rtol=2e-4, atol=2e-4)
+    assert model_ranking(model, [], n=5).size == 0
+    assert model_ranking(model, items, starts, n=10_000).size == model.n_items
+    with pytest.raises(ValueError, match="session_start"):
+        model_ranking(model, items, starts[:3])
+
+
+def test_model_ranking_ties_go_to_the_lower_index_and_nan_scores_last():
+    from deeprec_edge.candidates import model_ranking
+    m = random_model(n_items=30, e=6, hidden=6, tied=False, seed=8)
+    m.O[[4, 9, 17]] = m.O[20]                 # four items with the same score
+    m.output_bias[[4, 9, 17]] = m.output_bias[20]
+    full = model_ranking(m, [1, 2], n=30)
+    pos = [list(full).index(i) for i in (4, 9, 17, 20)]
+    assert pos == sorted(pos) and pos[-1] - pos[0] == 3     # together, by index
+    # cut through the tied group: the lower indices are kept
+    k = pos[0] + 2
+    assert list(model_ranking(m, [1, 2], n=k)[-2:]) == [4, 9]
+    m.O[7] = np.nan
+    assert model_ranking(m, [1, 2], n=30)[-1] == 7
+
+
+def test_the_users_items_are_left_out_when_returns_are_unlikely():
+    nobody_returns = _with_repeat((-3.0, -1.0, -1.0, -1.0, -1.0))
+    returns = _with_repeat((1.0, 0.2, -0.1, 0.0, 0.0))
+    hist = [5, 7, 9]
+    table = -np.ones((50, 3), np.int64)
+    table[9] = [7, 11, 12]                    # a neighbour she already clicked
+    kw = dict(n=8, n_recent=1, n_neighbors=3, neighbors=table, ranked=[5, 13, 14],
+              cloud=[7, 15], fill=np.arange(50))
+    c = device_candidates(nobody_returns, hist, **kw)
+    assert list(c) == [11, 12, 13, 14, 15, 0, 1, 2]   # 5, 7, 9 nowhere, the set still full
+    # the same model told to keep them; and a model that expects returns keeps them
+    assert list(device_candidates(nobody_returns, hist, exclude_seen=False, **kw)) == \
+        [7, 11, 12, 5, 13, 14, 15, 0]
+    assert list(device_candidates(returns, hist, **kw)[:3]) == [9, 7, 5]
+    assert 5 not in device_candidates(returns, hist, exclude_seen=True, **kw)

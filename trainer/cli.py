@@ -707,7 +707,7 @@ def _cmd_evaluate(a) -> int:
         methods=_methods(a.methods, DEEPREC_METHODS), ks=_ks(a.ks),
         n_candidates=a.candidates, cf_neighbors=a.cf_neighbors,
         candidate_neighbors=a.candidate_neighbors, candidate_recent=a.candidate_recent,
-        candidate_memory=a.candidate_memory,
+        candidate_memory=a.candidate_memory, candidate_ranked=a.candidate_ranked,
         exclude_seen=a.exclude_seen, session_starts=a.session_starts, max_users=a.max_users,
         validation=a.validation, ci=a.ci, seed=a.seed, finetune=ft)
     model = load_model(a.model) if a.model else None
@@ -912,8 +912,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated methods (default all: "
                         + ", ".join(DEEPREC_METHOD_NAMES) + ")")
     v.add_argument("--candidates", type=C.Int(1, 1_000_000), default=500,
-                   help="candidate set size: the device's part (the user's items and the "
-                        "cloud's CF neighbours of her newest ones) then the cloud's set (CF + "
+                   help="candidate set size: the device's part (the user's items when "
+                        "returns are likely, the cloud's CF neighbours of her newest ones, the "
+                        "model's ranking when her session began) then the cloud's set (CF + "
                         "embedding neighbours of her pre-cutoff clicks), then popular items; "
                         "default 500")
     v.add_argument("--cf-neighbors", type=C.Int(1, 100_000), default=100, help="CF neighbours per item for "
@@ -926,6 +927,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--candidate-memory", type=C.Int(0, 1_000_000), default=300,
                    help="device part: at most this many of the user's own items, newest first, "
                         "when the model makes returns likely (default 300)")
+    v.add_argument("--candidate-ranked", type=C.Int(0, 1_000_000), default=500,
+                   help="device part: the global model's best items for the user's state when "
+                        "the session began, one full scoring per session (default 500; 0: none)")
     v.add_argument("--exclude-seen", action="store_true",
                    help="never rank items the user already clicked")
     v.add_argument("--session-starts", action="store_true",

@@ -87,7 +87,7 @@ from deeprec_edge.recipe import RECIPE_PARTS, FinetuneRecipe
 from deeprec_edge.repeat import history_features
 
 from .baselines import BASELINES, make_baseline
-from deeprec_edge.candidates import device_candidates, returns_favoured
+from deeprec_edge.candidates import device_candidates, model_ranking, returns_favoured
 
 from .candidates import item_item_cf, user_candidates
 from .data import Interactions, filter_sessions, filter_support, remap_items, time_cutoff
@@ -207,6 +207,7 @@ class DeepRecSettings:
     candidate_neighbors: int = 40        #: device part: CF neighbours per recent item
     candidate_recent: int = 10           #: device part: newest distinct items whose neighbours join
     candidate_memory: int = 300          #: device part: the user's items (when returns are likely)
+    candidate_ranked: int = 500          #: device part: the model's best items when the session began
     exclude_seen: bool = False
     session_starts: bool = False
     max_users: Optional[int] = None
@@ -234,11 +235,12 @@ def _check_settings(st: DeepRecSettings) -> None:
         raise ValueError(f"ci must be 'auto', 'normal' or 'bootstrap', got {st.ci!r}")
     for name in ("min_finetune_clicks", "min_test_events", "min_item_support",
                  "min_session_length", "n_candidates", "cf_neighbors",
-                 "candidate_neighbors", "candidate_recent", "candidate_memory"):
+                 "candidate_neighbors", "candidate_recent", "candidate_memory",
+                 "candidate_ranked"):
         v = getattr(st, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name in (
                 "min_finetune_clicks", "candidate_neighbors", "candidate_recent",
-                "candidate_memory") else 1):
+                "candidate_memory", "candidate_ranked") else 1):
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
     if st.max_users is not None and (not isinstance(st.max_users, int) or st.max_users < 1):
         raise ValueError(f"max_users must be a positive integer, got {st.max_users!r}")
@@ -484,7 +486,10 @@ class Candidates:
     item-item CF neighbour lists (``neighbors``, what it ships to devices
     with the model) and the items by popularity; the device's part is the
     runtime's own :func:`deeprec_edge.candidates.device_candidates` applied
-    to the user's clicks so far."""
+    to the user's clicks so far, with the global model's own ranking for
+    her state when the session began
+    (:func:`deeprec_edge.candidates.model_ranking`, ``ranked`` items; 0:
+    none)."""
 
     model: Model
     cloud: Dict[int, np.ndarray]
@@ -494,6 +499,26 @@ class Candidates:
     n_recent: int
     n_neighbors: int
     memory: int
+    ranked: int = 0
+    _rankings: Dict[Tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    def session_ranking(self, eu: EvalUser, p: int) -> Optional[np.ndarray]:
+        """The model's ``ranked`` best items for the user's state after the
+        last click before the session of position ``p`` (None: no such
+        click, or ``ranked`` 0).  One full scoring per session, cached."""
+        if self.ranked <= 0:
+            return None
+        starts = eu.starts()
+        s = int(np.flatnonzero(starts[: p + 1])[-1])       # the session's first click
+        if s == 0:
+            return None
+        key = (eu.user, s)
+        r = self._rankings.get(key)
+        if r is None:
+            r = model_ranking(self.model, eu.items[:s], starts[:s], self.ranked)
+            self._rankings = {k: v for k, v in self._rankings.items() if k[0] == eu.user}
+            self._rankings[key] = r
+        return r
 
     def for_event(self, eu: EvalUser, p: int, device: bool = True,
                   cloud: bool = True) -> np.ndarray:
@@ -503,6 +528,7 @@ class Candidates:
                                  memory=self.memory if device else 0,
                                  n_recent=self.n_recent if device else 0,
                                  n_neighbors=self.n_neighbors, neighbors=self.neighbors,
+                                 ranked=self.session_ranking(eu, p) if device else None,
                                  cloud=self.cloud.get(eu.user) if cloud else None,
                                  fill=self.popular if cloud else None)
 
@@ -521,7 +547,8 @@ def build_candidates(sp: ProtocolSplit, gmodel: Model, st: DeepRecSettings) -> C
     sup = pre.item_support()
     popular = np.lexsort((np.arange(sup.size), -sup)).astype(np.int64)
     return Candidates(gmodel, cloud, cf.indices.astype(np.int64), popular, st.n_candidates,
-                      st.candidate_recent, st.candidate_neighbors, st.candidate_memory)
+                      st.candidate_recent, st.candidate_neighbors, st.candidate_memory,
+                      st.candidate_ranked)
 
 
 # --------------------------------------------------------------------------
@@ -749,6 +776,27 @@ def _best_baseline(results: Dict[str, Any], setting: str = "full") -> Optional[s
     return best
 
 
+def candidate_recall(hits: Dict[str, List[np.ndarray]], ci: str = "normal",
+                     seed: int = 0) -> Dict[str, Any]:
+    """Candidate recall per source from ``hits[source]`` (one bool array per
+    user: is each test event's target in that source's set).  Like every
+    metric of the report, each user's events are averaged first, then users
+    (``recall_<source>``, and ``recall`` = the union's, with ``recall_ci``);
+    ``*_events`` are shares of all test events."""
+    out: Dict[str, Any] = {}
+    for src, hl in hits.items():
+        h = np.concatenate(hl) if hl else np.zeros(0, bool)
+        per_user = [float(x.mean()) for x in hl if x.size]
+        out[f"recall_{src}"] = float(np.mean(per_user)) if per_user else None
+        out[f"recall_{src}_events"] = float(h.mean()) if h.size else None
+        if src == "union" and per_user:
+            _, lo, hi = mean_ci(per_user, method=ci, seed=seed)
+            out["recall_ci"] = [lo, hi]
+    out["recall"] = out.get("recall_union")
+    out["recall_events"] = out.get("recall_union_events")
+    return out
+
+
 def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
                  fitted: Dict[str, Any], ft_record: Dict[str, Any], models: Dict[str, Model],
                  timing: Dict[str, float], fcfg: FitConfig) -> Dict[str, Any]:
@@ -772,16 +820,16 @@ def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
                                          "clicks before the cutoff",
                                 "device": f"the user's items (newest first, at most "
                                           f"{st.candidate_memory}, when the model makes "
-                                          f"returns likely: {returns_favoured(models['global'])}) "
-                                          f"and the cloud's {st.candidate_neighbors} CF "
+                                          f"returns likely: {returns_favoured(models['global'])}"
+                                          f"; otherwise her items are left out of the set), "
+                                          f"the cloud's {st.candidate_neighbors} CF "
                                           f"neighbours of each of her {st.candidate_recent} "
-                                          f"newest items",
+                                          f"newest items and the global model's "
+                                          f"{st.candidate_ranked} best items for her state "
+                                          f"when the session began",
                                 "mean_set_size": float(np.mean(scores.set_sizes))
                                 if scores.set_sizes else 0.0}
-    for src, hl in scores.hits.items():
-        h = np.concatenate(hl) if hl else np.zeros(0, bool)
-        cand_rec[f"recall_{src}"] = float(h.mean()) if h.size else None
-    cand_rec["recall"] = cand_rec.get("recall_union")
+    cand_rec.update(candidate_recall(scores.hits, ci, st.seed))
     warnings: List[str] = []
     if n_users < WARN_USERS or scores.n_events < WARN_EVENTS:
         warnings.append(f"small sample: {n_users} users, {scores.n_events} test events "
@@ -1076,9 +1124,10 @@ def markdown_report(report: Dict[str, Any]) -> str:
         out.append("")
         c = report.get("candidates", {})
         out.append(f"Within candidate sets (at most {c.get('n_candidates')} items, mean "
-                   f"{c.get('mean_set_size', 0):.0f}; candidate recall {_fmt(c.get('recall'), 3)}: "
-                   f"cloud part {_fmt(c.get('recall_cloud'), 3)}, device part "
-                   f"{_fmt(c.get('recall_device'), 3)}):")
+                   f"{c.get('mean_set_size', 0):.0f}; candidate recall, per-user mean, "
+                   f"{_fmt(c.get('recall'), 3)}: cloud part {_fmt(c.get('recall_cloud'), 3)}, "
+                   f"device part {_fmt(c.get('recall_device'), 3)}; over all test events "
+                   f"{_fmt(c.get('recall_events'), 3)}):")
         out.append("")
         out += _table(report, "candidates")
         if report.get("best_non_gru"):

@@ -150,12 +150,14 @@ def test_report_keys_and_consistency(shop_report):
             assert opt["map@20"]["mean"] == pytest.approx(opt["mrr@20"]["mean"])
             assert opt["recall@5"]["mean"] <= opt["recall@10"]["mean"] <= opt["recall@20"]["mean"]
         hit = r["methods"][m]["candidates"]["optimistic"]["recall@20"]["event_mean"]
-        assert hit <= r["candidates"]["recall"] + 1e-9
+        assert hit <= r["candidates"]["recall_events"] + 1e-9
     assert r["best_non_gru"] in EV.BASELINE_METHODS
     assert set(r["comparisons"]) == {"personal-global", "personal-centralized",
                                      f"personal-{r['best_non_gru']}"}
     c = r["candidates"]
     assert c["recall"] >= max(c["recall_cloud"], c["recall_device"]) - 1e-12
+    assert c["recall_events"] >= max(c["recall_cloud_events"], c["recall_device_events"]) - 1e-12
+    assert c["recall_ci"][0] <= c["recall"] <= c["recall_ci"][1]
     assert c["mean_set_size"] <= 60
     assert r["settings"]["ci_used"] == ("bootstrap" if n < 100 else "normal")
     json.dumps(EV._clean(r), allow_nan=False)
@@ -299,3 +301,41 @@ def test_clean_and_write_json(tmp_path):
     EV.write_json(rep, str(tmp_path / "r.json"))
     assert json.loads((tmp_path / "r.json").read_text()) == {"a": None, "b": 1.5, "c": [2, None],
                                                              "d": [0, 1]}
+
+
+def test_candidate_recall_averages_each_users_events_first():
+    hits = {"cloud": [np.array([True, False, False, False]), np.array([False])],
+            "device": [np.array([False, True, True, True]), np.array([True])],
+            "union": [np.array([True, True, True, True]), np.array([True])]}
+    hits["union"][0][3] = False
+    r = EV.candidate_recall(hits)
+    assert r["recall_cloud"] == pytest.approx((0.25 + 0.0) / 2)
+    assert r["recall_cloud_events"] == pytest.approx(1 / 5)
+    assert r["recall"] == r["recall_union"] == pytest.approx((0.75 + 1.0) / 2)
+    assert r["recall_events"] == pytest.approx(4 / 5)
+    assert r["recall_ci"][0] <= r["recall"] <= r["recall_ci"][1]
+    assert EV.candidate_recall({"union": []})["recall"] is None
+
+
+def test_the_devices_model_ranking_is_the_one_from_before_the_session():
+    """Candidates.session_ranking: the model's ranking for the state after the
+    last click before the event's session -- never a click of the session
+    itself (those are not known when the session begins)."""
+    from helpers_model import random_model
+    from deeprec_edge.candidates import model_ranking
+
+    m = random_model(n_items=30, e=6, hidden=6, seed=2)
+    items = np.array([1, 2, 3, 4, 5, 6, 7, 8], np.int32)
+    sessions = np.array([0, 0, 0, 1, 1, 1, 2, 2])
+    eu = EV.EvalUser(user=0, items=items, times=np.arange(8.0), sessions=sessions, n_pre=3,
+                     n_hist=5, test_pos=np.array([5, 6]))
+    c = EV.Candidates(m, {}, -np.ones((30, 1), np.int64), np.arange(30), n=30, n_recent=0,
+                      n_neighbors=0, memory=0, ranked=12)
+    starts = eu.starts()
+    for p, s in ((3, 3), (4, 3), (5, 3), (6, 6), (7, 6)):
+        np.testing.assert_array_equal(c.session_ranking(eu, p),
+                                      model_ranking(m, items[:s], starts[:s], 12))
+    assert c.session_ranking(eu, 1) is None              # the first session: nothing before
+    c0 = EV.Candidates(m, {}, -np.ones((30, 1), np.int64), np.arange(30), n=30, n_recent=0,
+                       n_neighbors=0, memory=0, ranked=0)
+    assert c0.session_ranking(eu, 5) is None
