@@ -134,3 +134,18 @@ def test_the_users_items_are_left_out_when_returns_are_unlikely():
         [7, 11, 12, 5, 13, 14, 15, 0]
     assert list(device_candidates(returns, hist, **kw)[:3]) == [9, 7, 5]
     assert 5 not in device_candidates(returns, hist, exclude_seen=True, **kw)
+
+
+def test_model_ranking_on_a_compressed_model_is_that_of_its_values():
+    from deeprec_edge.candidates import model_ranking
+    from deeprec_edge.model import compress_model
+    from deeprec_edge.quant import dequantize
+    m = random_model(n_items=60, e=8, hidden=8, tied=False, seed=6)
+    c = compress_model(m, {"O": "int8", "E": "int4"})
+    inflated = m.copy()
+    inflated.O = np.ascontiguousarray(dequantize(c.O), np.float32)
+    inflated.E = np.ascontiguousarray(dequantize(c.E), np.float32)
+    for h in ([1, 2, 3], [59, 0, 59, 7]):
+        a, b = model_ranking(c, h, n=20), model_ranking(inflated, h, n=20)
+        # the same items; float32 products of close scores may swap neighbours
+        assert set(a[:15].tolist()) <= set(b.tolist())
