@@ -234,13 +234,26 @@ _SLOW_SAVE = textwrap.dedent("""
 """)
 
 
-def _save_and_signal(tmp_path, sig, mode="plain"):
+def _fresh_signals(ignored=()):
+    """A preexec_fn: the child starts with the default action for the signals
+    the writer handles (as a program started from a terminal does), whatever
+    the test runner inherited -- `nohup` ignores SIGHUP, a shell's background
+    job SIGINT -- then ignores ``ignored``."""
+    def reset():
+        for s in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_DFL)
+        for s in ignored:
+            signal.signal(s, signal.SIG_IGN)
+    return reset
+
+
+def _save_and_signal(tmp_path, sig, mode="plain", ignored=()):
     p = tmp_path / "weights.npz"
     p.write_bytes(b"previous model")
     marker = tmp_path / "half"
     proc = subprocess.Popen([sys.executable, "-c", _SLOW_SAVE, str(p), str(marker), mode],
                             env=child_env(), cwd=HERE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=_fresh_signals(ignored))
     try:
         wait_for(marker.exists, 120, proc)
         temps = [n for n in listing(tmp_path) if n.startswith(".weights.npz.")]
@@ -266,6 +279,17 @@ def test_signal_mid_save_removes_the_temporary_file(tmp_path, signame, mode):
     assert code == -sig, (code, err)
     assert p.read_bytes() == b"previous model"
     assert listing(tmp_path) == ["weights.npz"], listing(tmp_path)
+
+
+@pytest.mark.skipif(not POSIX, reason="POSIX signals")
+def test_a_signal_the_program_ignores_stays_ignored(tmp_path):
+    """Under `nohup` SIGHUP is ignored: the writer must not make it fatal --
+    the save completes and the new file replaces the old one."""
+    code, out, err, p = _save_and_signal(tmp_path, signal.SIGHUP, "plain",
+                                         ignored=(signal.SIGHUP,))
+    assert code == 0, err
+    assert p.read_bytes() == b"x" * 300_000 + b"y" * 1000
+    assert listing(tmp_path) == ["weights.npz"]
 
 
 @pytest.mark.skipif(not POSIX, reason="POSIX signals")
