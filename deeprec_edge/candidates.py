@@ -181,6 +181,24 @@ def item_neighbors(model, items, k: int = 10) -> np.ndarray:
     return out
 
 
+def _dense_indices(a, name: str, n_items: int) -> np.ndarray:
+    """``a`` as int64 dense indices, each in [0, n_items), or a ValueError
+    naming the argument (catalogue ids map to indices with
+    ``model.item_index``)."""
+    x = np.asarray(a)
+    if x.size == 0:
+        return np.zeros(0, np.int64)
+    if x.dtype.kind not in "iu":
+        raise ValueError(f"{name}: expected integer item indices, got {x.dtype} "
+                         f"(map catalogue ids with model.item_index)")
+    x = x.astype(np.int64).reshape(-1)
+    bad = (x < 0) | (x >= n_items)
+    if bad.any():
+        raise ValueError(f"{name}: index {int(x[bad][0])} is outside [0, {n_items - 1}] "
+                         f"({int(bad.sum())} of {x.size} entries)")
+    return x
+
+
 def model_ranking(model, history_items, session_start=None, n: int = 500) -> np.ndarray:
     """The model's own ``n`` best items (dense indices, best first) for the
     user's state after ``history_items`` (dense indices, time order;
@@ -197,7 +215,7 @@ def model_ranking(model, history_items, session_start=None, n: int = 500) -> np.
     from .model import params_of
     from .repeat import history_features
 
-    h = np.asarray(history_items, np.int64).reshape(-1)
+    h = _dense_indices(history_items, "history_items", model.n_items)
     if h.size == 0 or n <= 0:
         return np.zeros(0, np.int64)
     starts = None if session_start is None else np.asarray(session_start, bool).reshape(-1)
@@ -260,7 +278,7 @@ def device_candidates(model, history_items, *, n: int = 500, memory: Optional[in
 
     Computed on the device: nothing leaves it.  Re-built as clicks arrive,
     the list follows the session (its neighbours change with every click)."""
-    h = np.asarray(history_items, np.int64).reshape(-1)[::-1]
+    h = _dense_indices(history_items, "history_items", model.n_items)[::-1]
     _, first = np.unique(h, return_index=True)
     recent = h[np.sort(first)]
     favoured = returns_favoured(model)
@@ -274,12 +292,12 @@ def device_candidates(model, history_items, *, n: int = 500, memory: Optional[in
         nb = (np.asarray(neighbors)[q, :n_neighbors] if neighbors is not None
               else item_neighbors(model, q, n_neighbors)).reshape(-1)
         parts.append(nb[nb >= 0].astype(np.int64))
-    for src in (ranked, cloud):
+    for name, src in (("ranked", ranked), ("cloud", cloud)):
         if src is not None:
-            parts.append(np.asarray(src, np.int64).reshape(-1))
+            parts.append(_dense_indices(src, name, model.n_items))
     if fill is not None:
         room = n + int(sum(x.size for x in parts)) + (recent.size if exclude_seen else 0)
-        parts.append(np.asarray(fill, np.int64).reshape(-1)[:room])
+        parts.append(_dense_indices(np.asarray(fill).reshape(-1)[:room], "fill", model.n_items))
     if not parts:
         return np.zeros(0, np.int64)
     allc = np.concatenate(parts)

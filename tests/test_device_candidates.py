@@ -149,3 +149,19 @@ def test_model_ranking_on_a_compressed_model_is_that_of_its_values():
         a, b = model_ranking(c, h, n=20), model_ranking(inflated, h, n=20)
         # the same items; float32 products of close scores may swap neighbours
         assert set(a[:15].tolist()) <= set(b.tolist())
+
+
+def test_indices_outside_the_catalogue_are_refused_by_name():
+    from deeprec_edge.candidates import model_ranking
+    m = _with_repeat((1.0, 0.2, -0.1, 0.0, 0.0))               # 50 items
+    with pytest.raises(ValueError, match=r"cloud: index 50 is outside \[0, 49\]"):
+        device_candidates(m, [1, 2], cloud=[3, 50])
+    with pytest.raises(ValueError, match="ranked: index -1"):
+        device_candidates(m, [1, 2], ranked=[-1, 4])
+    with pytest.raises(ValueError, match="fill: expected integer item indices"):
+        device_candidates(m, [1, 2], fill=np.array([0.5]))
+    with pytest.raises(ValueError, match="history_items: index 99"):
+        device_candidates(m, [1, 99])
+    with pytest.raises(ValueError, match="history_items: index 77"):
+        model_ranking(m, [77])
+    assert device_candidates(m, np.array([], np.float64), n=3, fill=np.arange(50)).size == 3
