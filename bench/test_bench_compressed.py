@@ -160,11 +160,7 @@ def test_gru_step_compressed(benchmark, request, variant):
     if variant == "onnxruntime":
         sess = kb.ort_gru_session(request.getfixturevalue("ort"), I, H, 1, 1, step=True)
         x3, h3 = x.reshape(1, 1, I), h.reshape(1, 1, H)
-        out = np.empty((1, 1, H), F32)
-        io = sess.io_binding()
-        io.bind_cpu_input("X", x3)
-        io.bind_cpu_input("initial_h", h3)
-        io.bind_output("Y_h", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+        io, out = kb.ort_step_binding(sess, x3, h3)
         benchmark(sess.run_with_iobinding, io)
         got, weights = out.reshape(H), [W_ih, W_hh]
     else:

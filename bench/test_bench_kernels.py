@@ -231,6 +231,19 @@ def _zrh(a):
     return np.ascontiguousarray(np.concatenate([z, r, n], axis=0))
 
 
+def ort_step_binding(sess, x3, h3):
+    """An io binding of a step=True session (:func:`ort_gru_session`) to
+    ``x3``/``h3`` ([1, 1, I], [1, 1, H]) and a preallocated output:
+    returns ``(io, out)``; ``sess.run_with_iobinding(io)`` writes h' to
+    ``out`` [1, 1, H] without allocating."""
+    out = np.empty((1, 1, h3.shape[-1]), F32)
+    io = sess.io_binding()
+    io.bind_cpu_input("X", x3)
+    io.bind_cpu_input("initial_h", h3)
+    io.bind_output("Y_h", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+    return io, out
+
+
 def ort_gru_session(ort, I, H, T, B, step=False):
     """A single-threaded onnxruntime session of one GRU op (weights as
     initializers, linear_before_reset=1).  step=True: inputs X [1, 1, I] and
@@ -435,11 +448,7 @@ def test_gru_step(benchmark, request, shape, impl, variant):
         if variant == "session.run":
             got = benchmark(sess.run, ["Y_h"], {"X": x3, "initial_h": h3})[0]
         else:
-            out = np.empty((1, 1, H), F32)
-            io = sess.io_binding()
-            io.bind_cpu_input("X", x3)
-            io.bind_cpu_input("initial_h", h3)
-            io.bind_output("Y_h", "cpu", 0, np.float32, list(out.shape), out.ctypes.data)
+            io, out = ort_step_binding(sess, x3, h3)
             benchmark(sess.run_with_iobinding, io)
             got = out
     assert_close(np.asarray(got).reshape(H), want, FWD_TOL, f"{impl} {variant}: h'")

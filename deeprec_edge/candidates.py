@@ -211,7 +211,7 @@ def model_ranking(model, history_items, session_start=None, n: int = 500) -> np.
     passes it to :func:`device_candidates` as ``ranked``; each click then
     ranks only the candidate list."""
     from ._engine import user_vectors
-    from ._scoring import score_block
+    from ._tables import score_topk
     from .model import params_of
     from .repeat import history_features
 
@@ -223,19 +223,19 @@ def model_ranking(model, history_items, session_start=None, n: int = 500) -> np.
         raise ValueError(f"session_start has {starts.size} entries for {h.size} clicks")
     p = params_of(model)
     pos = np.array([h.size - 1], np.int64)
-    U = user_vectors(p, h, starts, pos, not model.carry_state)
+    u = user_vectors(p, h, starts, pos, not model.carry_state)[0]
+    # as Session ranks: scale * (O.u + b) + w.phi orders items as
+    # O.u + b + w.phi / scale (scale > 0), so the repeat term joins the bias of
+    # the user's items and the kernels' exact top-k (ties to the lower index,
+    # non-finite scores last) does the rest
+    bias = np.array(p.b_out, np.float32)
     spec = model.repeat
-    rep = history_features(h, starts, pos, spec.memory) if spec.active else None
-    S = score_block(p, spec, U, 0, 1, rep)[0].astype(np.float64)
-    S[~np.isfinite(S)] = -np.inf
-    k = min(int(n), S.size)
-    top = np.argpartition(-S, k - 1)[:k] if k < S.size else np.arange(S.size)
-    # the k best by score, equal scores by index; items tied with the k-th
-    # outside ``top`` are looked for so that the lower index wins
-    kth = S[top].min()
-    cand = np.union1d(top, np.flatnonzero(S == kth))
-    order = cand[np.lexsort((cand, -S[cand]))]
-    return order[:k].astype(np.int64)
+    if spec.active:
+        _, cols, phi = history_features(h, starts, pos, spec.memory)
+        bias[cols] += ((phi @ spec.weights) / spec.scale).astype(np.float32)
+    idx, _ = score_topk(p.out_table, np.ascontiguousarray(u, np.float32),
+                        min(int(n), model.n_items), bias=bias)
+    return idx.astype(np.int64)
 
 
 def returns_favoured(model) -> bool:

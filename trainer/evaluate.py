@@ -500,12 +500,16 @@ class Candidates:
     n_neighbors: int
     memory: int
     ranked: int = 0
-    _rankings: Dict[Tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+    # the last session's ranking, (user, first click) -> items: events are
+    # scored user by user, in time order
+    _last: Tuple[Optional[Tuple[int, int]], Optional[np.ndarray]] = field(
+        default=(None, None), repr=False)
 
     def session_ranking(self, eu: EvalUser, p: int) -> Optional[np.ndarray]:
         """The model's ``ranked`` best items for the user's state after the
         last click before the session of position ``p`` (None: no such
-        click, or ``ranked`` 0).  One full scoring per session, cached."""
+        click, or ``ranked`` 0).  One full scoring per session (the last
+        one is kept)."""
         if self.ranked <= 0:
             return None
         starts = eu.starts()
@@ -513,12 +517,9 @@ class Candidates:
         if s == 0:
             return None
         key = (eu.user, s)
-        r = self._rankings.get(key)
-        if r is None:
-            r = model_ranking(self.model, eu.items[:s], starts[:s], self.ranked)
-            self._rankings = {k: v for k, v in self._rankings.items() if k[0] == eu.user}
-            self._rankings[key] = r
-        return r
+        if self._last[0] != key:
+            self._last = (key, model_ranking(self.model, eu.items[:s], starts[:s], self.ranked))
+        return self._last[1]
 
     def for_event(self, eu: EvalUser, p: int, device: bool = True,
                   cloud: bool = True) -> np.ndarray:
