@@ -124,7 +124,11 @@ cdef extern from "deeprec_edge.h" nogil:
         DRE_DTYPE_F32
         DRE_DTYPE_F16
         DRE_DTYPE_I8
+        DRE_DTYPE_I8P
 
+    int64_t dre_packed_i8_bytes(int64_t N, int64_t D)
+    dre_status dre_pack_rows_i8(int64_t N, int64_t D, const int8_t *O, uint8_t *P,
+                                int64_t P_bytes)
     dre_status dre_score_rows(int64_t N, int64_t D, dre_dtype dtype, const void *O,
                               const float *row_scale, const float *bias, const float *u,
                               const int32_t *idx, int64_t n, float *scores)

@@ -8,7 +8,7 @@ import numpy.typing as npt
 F32 = npt.NDArray[np.float32]
 F16 = npt.NDArray[np.float16]
 I8 = npt.NDArray[np.int8]
-Table = Union[F32, F16, I8]
+Table = Union[F32, F16, I8, "PackedI8"]
 I32 = npt.NDArray[np.int32]
 Mask = npt.NDArray[np.uint8] | npt.NDArray[np.bool_]
 
@@ -140,6 +140,17 @@ def score_topk(
     scale: Optional[F32] = ...,
 ) -> Tuple[I32, F32]: ...
 def dequantize_rows(W: Table, idx: Optional[I32] = ..., scale: Optional[F32] = ...) -> F32: ...
+
+class PackedI8:
+    data: npt.NDArray[np.uint8]
+    n_rows: int
+    n_cols: int
+    @property
+    def shape(self) -> Tuple[int, int]: ...
+    @property
+    def nbytes(self) -> int: ...
+
+def pack_rows_i8(q: npt.NDArray[np.int8]) -> PackedI8: ...
 def adagrad_step(param: F32, grad: F32, accum: F32, lr: float, eps: float = ...) -> None: ...
 def adam_step(
     param: F32,

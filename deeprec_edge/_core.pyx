@@ -31,7 +31,7 @@ __all__ = [
     "gru_forward", "gru_backward", "gru_step", "GruStepper",
     "head_forward", "head_backward",
     "sampled_loss",
-    "score", "score_topk", "dequantize_rows",
+    "score", "score_topk", "dequantize_rows", "pack_rows_i8", "PackedI8",
     "adagrad_step", "adam_step", "sgd_step", "global_norm", "clip_by_global_norm",
     "adagrad_rows", "adam_rows", "sgd_rows",
 ]
@@ -50,8 +50,9 @@ cdef enum _Kind:
     _MASK = 2
     _F16 = 3
     _I8 = 4
+    _I8P = 5  # a PackedI8 table (never an array kind)
 
-cdef tuple _KIND_NAMES = ("float32", "int32", "uint8 or bool", "float16", "int8")
+cdef tuple _KIND_NAMES = ("float32", "int32", "uint8 or bool", "float16", "int8", "packed int8")
 
 
 cdef inline bint _dtype_ok(cnp.ndarray a, _Kind kind) noexcept:
@@ -1190,9 +1191,90 @@ def sampled_loss(U, O_s, target_col, b_s=None, col_ids=None, logq=None, loss="xe
 # Scoring
 # ---------------------------------------------------------------------------
 
+cdef class PackedI8:
+    """An int8 row table packed for scoring (made by :func:`pack_rows_i8`).
+
+    The table's bytes in the order SIMD integer dot products read them
+    (blocks of 16 rows, 4 columns at a time; ``csrc/include/deeprec_edge.h``,
+    ``DRE_DTYPE_I8P``): :func:`score`, :func:`score_topk`,
+    :func:`dequantize_rows` and ``StreamCore.topk_table`` take it wherever
+    they take an int8 table, with the same per-row ``scale``, and give the
+    same bits as on the unpacked table -- faster (AVX512-VNNI: 16 rows x 4
+    columns per instruction).  Read-only.
+
+    Attributes
+    ----------
+    shape : tuple (N, D)
+        The unpacked table's shape.
+    data : uint8 array
+        The packed bytes (``nbytes`` = 16 * ceil(N/16) * 4 * ceil(D/4)).
+    """
+    cdef readonly object data
+    cdef readonly int64_t n_rows
+    cdef readonly int64_t n_cols
+
+    @property
+    def shape(self):
+        return (self.n_rows, self.n_cols)
+
+    @property
+    def nbytes(self):
+        return self.data.nbytes
+
+    def __repr__(self):
+        return f"PackedI8(shape=({self.n_rows}, {self.n_cols}), nbytes={self.data.nbytes})"
+
+
+def pack_rows_i8(q):
+    """Pack an int8 row table for scoring (:class:`PackedI8`).
+
+    Parameters
+    ----------
+    q : int8 array, shape (N, D), C-contiguous
+
+    Returns
+    -------
+    PackedI8
+        The same values, about the same bytes (rows padded to a multiple of
+        16 and columns to a multiple of 4); score it with the table's
+        per-row scales as the unpacked table.
+    """
+    cdef Py_ssize_t d[2]
+    d[0] = -1; d[1] = -1
+    _check(q, "q", _I8, 2, d, "(N, D)")
+    cdef int64_t N = d[0], D = d[1]
+    cdef int64_t nb = dre_packed_i8_bytes(N, D)
+    if nb < 0:
+        raise ValueError(f"q: a table of shape ({N}, {D}) is too large to pack")
+    cdef cnp.npy_intp shp = nb
+    out = _empty(1, &shp, cnp.NPY_UINT8)
+    cdef const int8_t *pq = <const int8_t *>_data(q)
+    cdef uint8_t *pp = <uint8_t *>_data(out)
+    cdef dre_status st
+    with nogil:
+        st = dre_pack_rows_i8(N, D, pq, pp, nb)
+    if st != DRE_OK:
+        _raise_status(st, "pack_rows_i8", None, None, 0, N)
+    out.flags.writeable = False
+    cdef PackedI8 p = PackedI8.__new__(PackedI8)
+    p.data = out
+    p.n_rows = N
+    p.n_cols = D
+    return p
+
+
+cdef inline const void *_table_data(object O) noexcept:
+    """The data pointer of a row table (array or PackedI8)."""
+    if type(O) is PackedI8:
+        return _data((<PackedI8>O).data)
+    return _data(O)
+
+
 cdef _Kind _table_kind(object O) noexcept:
     """The storage of a row table: float16 or int8 arrays by their dtype,
     anything else is checked as float32."""
+    if type(O) is PackedI8:
+        return _I8P
     if _is_f16(O):
         return _F16
     if _is_i8(O):
@@ -1201,6 +1283,8 @@ cdef _Kind _table_kind(object O) noexcept:
 
 
 cdef dre_dtype _c_dtype(_Kind k) noexcept:
+    if k == _I8P:
+        return DRE_DTYPE_I8P
     return DRE_DTYPE_I8 if k == _I8 else DRE_DTYPE_F16 if k == _F16 else DRE_DTYPE_F32
 
 
@@ -1212,6 +1296,14 @@ cdef int64_t _check_table(object O, str name, int64_t *N, int64_t *D, object sca
     cdef Py_ssize_t d[2]
     d[0] = want_n; d[1] = want_d
     kind[0] = _table_kind(O)
+    if kind[0] == _I8P:
+        N[0] = (<PackedI8>O).n_rows; D[0] = (<PackedI8>O).n_cols
+        if (want_n >= 0 and N[0] != want_n) or (want_d >= 0 and D[0] != want_d):
+            shape = _shape_text(sym, [want_n, want_d])
+            raise ValueError(f"{name}: expected a table of shape {shape}, got {O!r}")
+        if scale is not None:
+            _check_vec(scale, "scale", N[0], "(N,)")
+        return 0
     if not _ok(O, kind[0], 2, d, False):
         shape = _shape_text(sym, [want_n, want_d])
         raise ValueError(f"{name}: expected float32, float16 or int8 array of shape {shape} "
@@ -1242,7 +1334,7 @@ def score(O, u, bias=None, idx=None, scale=None):
 
     Parameters
     ----------
-    O : float32, float16 or int8 array, shape (N, D)
+    O : float32, float16 or int8 array, shape (N, D), or a PackedI8
         Output item embeddings, stored as they are in a model file: float16
         or int8 tables are read as they are (never inflated to float32).
     u : float32 array, shape (D,)
@@ -1251,9 +1343,13 @@ def score(O, u, bias=None, idx=None, scale=None):
         Output bias (None: 0).
     scale : float32 array, shape (N,), optional
         Per-row scales (an int8 table's quantisation scales; None: 1).  The
-        score of row r is ``dot(O[r], u) * scale[r] + bias[r]``: the dot
-        product summed in float32 over the exactly converted stored values,
-        then the scale, then the bias.
+        score of row r is ``dot(O[r], u) * scale[r] + bias[r]``.  float32
+        and float16 rows: the dot product summed in float32 over the exactly
+        converted stored values, then the scale, then the bias.  int8 rows
+        (an array or a :class:`PackedI8`): exactly in integers with u in
+        fixed point (``U = rint(u * 2^s)``, ``max|U|`` in [2^21, 2^22]),
+        ``float32(I * (scale * 2^-s)) + bias`` -- the same bits on every
+        path; a non-finite u scores NaN.
     idx : int32 array, shape (n,), optional
         Rows to score, each in [0, N) (None: all N rows, n = N).
 
@@ -1273,7 +1369,7 @@ def score(O, u, bias=None, idx=None, scale=None):
     n = _check_score_args(O, u, bias, idx, scale, &N, &D, &kind)
     shp = n
     scores = _empty(1, &shp, cnp.NPY_FLOAT32)
-    cdef const void *pO = _data(O)
+    cdef const void *pO = _table_data(O)
     cdef const float *pb = _f_or_null(bias)
     cdef const float *pu = _f(u)
     cdef const float *psc = _f_or_null(scale)
@@ -1341,7 +1437,7 @@ def score_topk(O, u, k, bias=None, idx=None, exclude=None, scale=None):
     shp = kk
     top_idx = _empty(1, &shp, cnp.NPY_INT32)
     top_score = _empty(1, &shp, cnp.NPY_FLOAT32)
-    cdef const void *pO = _data(O)
+    cdef const void *pO = _table_data(O)
     cdef const float *pb = _f_or_null(bias)
     cdef const float *pu = _f(u)
     cdef const float *psc = _f_or_null(scale)
@@ -1400,7 +1496,7 @@ def dequantize_rows(W, idx=None, scale=None):
         n = d[0]
     shp[0] = n; shp[1] = D
     out = _empty(2, shp, cnp.NPY_FLOAT32)
-    cdef const void *pW = _data(W)
+    cdef const void *pW = _table_data(W)
     cdef const float *psc = _f_or_null(scale)
     cdef const int32_t *pi = _i_or_null(idx)
     cdef float *po = _f(out)

@@ -168,7 +168,7 @@ cdef class StreamCore:
         self._keep = keep
         self.E_p = _data(E); self.Es_p = _f_or_null(E_scale)
         self.Wp_p = _f(W_p); self.bp_p = _f(b_p)
-        self.O_p = _data(O); self.Os_p = _f_or_null(O_scale); self.bo_p = _f(b_out)
+        self.O_p = _table_data(O); self.Os_p = _f_or_null(O_scale); self.bo_p = _f(b_out)
         self._x = np.zeros(max(self.e, 1), np.float32)
         self.x_p = _f(self._x)
         self._state = np.zeros(max(self.Hsum, 1), np.float32)
@@ -341,7 +341,7 @@ cdef class StreamCore:
                 raise ValueError(f"ids: expected int64 array of shape (n={n},) C-contiguous, "
                                  f"got {_describe(ids)}")
             idp = <const int64_t *>_data(ids)
-        rows, scores = self._topk(k, n, _c_dtype(kind), _data(O_c), _f_or_null(scale), bp, NULL, n,
+        rows, scores = self._topk(k, n, _c_dtype(kind), _table_data(O_c), _f_or_null(scale), bp, NULL, n,
                                   xp, "StreamCore.topk_table", None)
         if idp == NULL:
             return rows, scores

@@ -3,7 +3,8 @@
 scales), behind the few operations the runtime needs -- never inflating a
 whole compressed table to float32:
 
-- :func:`score_topk`: the fused scoring + top-k kernel on the stored rows;
+- :func:`score_topk`: the fused scoring + top-k kernel on the stored rows
+  (int8 tables packed once for it: :func:`scoring_args`);
 - :func:`take`: a candidate subset, still in the table's storage;
 - :func:`matmul_t`: ``U @ table.T`` for a block of user vectors, over
   compressed rows dequantised a bounded block at a time (evaluation, the
@@ -18,7 +19,7 @@ import numpy as np
 from . import kernels as K
 from .quant import Compressed
 
-__all__ = ["kernel_args", "score_topk", "take", "matmul_t"]
+__all__ = ["kernel_args", "scoring_args", "score_topk", "take", "matmul_t"]
 
 #: Rows of a compressed table dequantised at once by :func:`matmul_t`.
 BLOCK_ROWS = 4096
@@ -31,10 +32,18 @@ def kernel_args(table: Any) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     return table, None
 
 
+def scoring_args(table: Any) -> Tuple[Any, Optional[np.ndarray]]:
+    """:func:`kernel_args` for scoring: an int8 table as its packed form
+    (:meth:`deeprec_edge.quant.Compressed.packed`; the same scores, faster)."""
+    if isinstance(table, Compressed) and table.data.dtype == np.int8:
+        return table.packed(), table.scale
+    return kernel_args(table)
+
+
 def score_topk(table: Any, u: np.ndarray, k: int, bias: Optional[np.ndarray] = None,
                idx: Optional[np.ndarray] = None, exclude: Optional[np.ndarray] = None):
     """:func:`deeprec_edge.kernels.score_topk` on a table of any storage."""
-    data, scale = kernel_args(table)
+    data, scale = scoring_args(table)
     return K.score_topk(data, u, k, bias=bias, idx=idx, exclude=exclude, scale=scale)
 
 

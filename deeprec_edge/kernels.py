@@ -54,6 +54,7 @@ from typing import Iterator
 from ._core import (
     C_API_VERSION,
     GruStepper,
+    PackedI8,
     active_path,
     adagrad_rows,
     adagrad_step,
@@ -67,6 +68,7 @@ from ._core import (
     gru_step,
     head_backward,
     head_forward,
+    pack_rows_i8,
     sampled_loss,
     score,
     score_topk,
@@ -100,6 +102,8 @@ __all__ = [
     "score",
     "score_topk",
     "dequantize_rows",
+    "pack_rows_i8",
+    "PackedI8",
     # optimisers
     "adagrad_step",
     "adam_step",

@@ -64,7 +64,7 @@ class Compressed:
     loud.
     """
 
-    __slots__ = ("data", "scale", "storage")
+    __slots__ = ("data", "scale", "storage", "_packed")
 
     def __init__(self, data: np.ndarray, scale: Optional[np.ndarray], storage: str):
         if storage not in DTYPES[1:]:
@@ -87,6 +87,7 @@ class Compressed:
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "storage", storage)
+        object.__setattr__(self, "_packed", None)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Compressed is immutable")
@@ -139,6 +140,20 @@ class Compressed:
         if self.scale is not None:
             rows *= self.scale[flat][:, None]
         return rows.reshape(idx.shape + (self.data.shape[1],))
+
+    def packed(self) -> Any:
+        """int8 data packed for scoring (:class:`deeprec_edge.kernels.PackedI8`,
+        made at the first call and kept: about :attr:`nbytes` more memory).
+
+        The scoring kernels give the same bits on it as on :attr:`data`, two
+        to three times faster; the runtime scores whole int8 tables and
+        gathered candidate tables this way.  float16 storage: ValueError."""
+        if self.data.dtype != np.int8:
+            raise ValueError(f"Compressed.packed: {self.storage} data is not packed (int8 only)")
+        if self._packed is None:
+            from .kernels import pack_rows_i8
+            object.__setattr__(self, "_packed", pack_rows_i8(self.data))
+        return self._packed
 
     def take(self, rows: Any) -> "Compressed":
         """The given rows, still compressed (a candidate table)."""

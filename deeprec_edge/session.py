@@ -83,7 +83,7 @@ class Session:
         self.model = model
         self._params = p
         E, E_scale = _tables.kernel_args(model.E)
-        O, O_scale = _tables.kernel_args(model.out_table)
+        O, O_scale = _tables.scoring_args(model.out_table)
         self._core = StreamCore(E, [_step_layer(layer) for layer in model.layers], p.W_p, p.b_p,
                                 O, p.b_out, p.activation, weight_dtype=weight_dtype,
                                 E_scale=E_scale, O_scale=O_scale)
@@ -116,7 +116,7 @@ class Session:
             # equal scores go to the lower item index, as everywhere else);
             # clicks are mirrored into a mask in that order
             c = self._cand.astype(np.intp)
-            self._O_c, self._O_cs = _tables.kernel_args(_tables.take(p.out_table, c))
+            self._O_c, self._O_cs = _tables.scoring_args(_tables.take(p.out_table, c))
             self._b_c = np.ascontiguousarray(p.b_out[c])
             self._c_ids = (np.ascontiguousarray(self._ids[c])
                            if self._ids.dtype == np.int64 else None)

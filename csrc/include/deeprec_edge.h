@@ -308,15 +308,30 @@ DRE_API dre_status dre_score_topk(int64_t N, int64_t D, const float *O, const fl
 typedef enum dre_dtype {
     DRE_DTYPE_F32 = 0, /* float                                   */
     DRE_DTYPE_F16 = 1, /* IEEE binary16 bit patterns (uint16_t)   */
-    DRE_DTYPE_I8 = 2   /* int8_t (symmetric quantisation: usually in [-127, 127]) */
+    DRE_DTYPE_I8 = 2,  /* int8_t (symmetric quantisation: usually in [-127, 127]) */
+    DRE_DTYPE_I8P = 3  /* int8 rows packed for scoring by dre_pack_rows_i8 (uint8_t) */
 } dre_dtype;
 
 /* scores[i] = dot(O[r], u) * row_scale[r] + bias[r], r = idx ? idx[i] : i
- * (idx NULL: n <= N; row_scale, bias NULL: 1, 0).  The dot product is
- * summed in float32 over the exactly converted stored values, then
- * multiplied by the scale and the bias added (two roundings); a row's
- * score is the same bits wherever it sits (full table, table offset,
- * candidate list).  DRE_DTYPE_F32 without scales is dre_score exactly. */
+ * (idx NULL: n <= N; row_scale, bias NULL: 1, 0).
+ *
+ * Float32 and binary16 rows: the dot product is summed in float32 over the
+ * exactly converted stored values, then multiplied by the scale and the
+ * bias added (two roundings).
+ *
+ * int8 rows (DRE_DTYPE_I8 and DRE_DTYPE_I8P) are scored exactly in
+ * integers: u becomes fixed point, U[k] = rint(u[k] * 2^s) with s such that
+ * max|U| is in [2^21, 2^22] (e2 = 2^-s; u == 0: U = 0, e2 = 1), the dot
+ * product I = sum_k q[r][k] * U[k] is exact, and the score is
+ * (float)((double)I * ((double)row_scale[r] * e2)) + bias[r].  The only
+ * approximation is u's rounding, at most 2^-23 * max|u| per component (the
+ * error of float32 summation is of that order); the result is the same
+ * bits on every SIMD path.  A NaN or infinite component of u makes every
+ * int8 score NaN.
+ *
+ * Either way a row's score is the same bits wherever it sits (full table,
+ * table offset, candidate list).  DRE_DTYPE_F32 without scales is dre_score
+ * exactly. */
 DRE_API dre_status dre_score_rows(int64_t N, int64_t D, dre_dtype dtype, const void *O,
                                   const float *row_scale, const float *bias, const float *u,
                                   const int32_t *idx, int64_t n, float *scores);
@@ -330,6 +345,19 @@ DRE_API dre_status dre_score_topk_rows(int64_t N, int64_t D, dre_dtype dtype, co
                                        const uint8_t *exclude, int64_t k,
                                        int32_t *top_idx, float *top_score, int64_t *n_out);
 
+/* The packed layout of an int8 table for scoring (DRE_DTYPE_I8P): blocks of
+ * 16 rows; in a block, ceil(D/4) groups of 64 bytes, group g holding for
+ * each of the 16 rows in order its 4 values q[r][4g .. 4g+3] + 128 (columns
+ * past D and rows past N: q = 0).  The same bytes as the table, give or take
+ * the padding, in the order SIMD integer dot products read them: AVX512-VNNI
+ * scores 16 rows x 4 columns per instruction.  dre_packed_i8_bytes gives the
+ * size (-1: negative or too large); dre_pack_rows_i8 writes it (P_bytes: the
+ * buffer's size, DRE_ERR_SIZE if too small).  Every function taking a dtype
+ * reads DRE_DTYPE_I8P tables with N and D those of the unpacked table. */
+DRE_API int64_t dre_packed_i8_bytes(int64_t N, int64_t D);
+DRE_API dre_status dre_pack_rows_i8(int64_t N, int64_t D, const int8_t *O, uint8_t *P,
+                                    int64_t P_bytes);
+
 /* out[i][k] = f32(W[r][k]) * row_scale[r] (one float32 rounding), r = idx ?
  * idx[i] : i: the float32 rows a caller needs (an input embedding per click,
  * the columns of a sampled loss), not the table. */
@@ -340,7 +368,9 @@ DRE_API dre_status dre_dequantize_rows(int64_t N, int64_t D, dre_dtype dtype, co
 /* dre_gru_step with int8 weight matrices and per-row scales: W_ih [3H][I]
  * with s_ih [3H], W_hh [3H][H] with s_hh [3H] (NULL: 1); biases, state and
  * arithmetic float32; gate pre-activations dot(W_ih[j], x) * s_ih[j] +
- * b_ih[j] as dre_score_rows computes them.  A quarter of the float32 bytes
+ * b_ih[j], the dot product summed in float32 over the exactly converted
+ * weights (as dre_score_rows sums binary16 rows; not the integer scoring of
+ * int8 tables: x and h are not rounded to fixed point).  A quarter of the float32 bytes
  * per click.  Same workspace as dre_gru_step; h_out may be h. */
 DRE_API dre_status dre_gru_step_i8(int64_t I, int64_t H, const float *x, const float *h,
                                    const int8_t *W_ih, const float *s_ih,

@@ -112,7 +112,60 @@ static inline __m256 finish8(__m256 dot, const int64_t *r, int contiguous, const
 DRE_Q_GEMV_AVX2(gemv_i8_avx2, int8_t, load_i8x8)
 DRE_Q_GEMV_AVX2(gemv_h_avx2, uint16_t, load_h16x8)
 
-static const dre_qkernels dre__q_avx2_table = {DRE_PATH_AVX2, gemv_i8_avx2, gemv_h_avx2};
+/* Packed int8 blocks (qkernels.h), exactly: a row quad's 16 bytes of a
+ * group widened to 16 bits (vpmovzxbw, the stored q + 128), times the
+ * group's 4 int16 digits of each limb (U = lo + 4096 hi; vpmaddwd sums the
+ * pairs into 32 bits, at most 2^21 per group), the +128 taken back once per
+ * row (c16).  The integer sums are exact, so the bits are the scalar
+ * specification's; the AVX-512 path without VNNI uses this kernel too. */
+void dre__score_i8p_avx2(int64_t n, const uint8_t *P, const dre_i8p_user *u,
+                         const float *scale, const float *bias, float *y) {
+    const int64_t G = u->G;
+    const int64_t *lo = u->l16, *hi = u->l16 + G;
+    const __m256i clo = _mm256_set1_epi32(u->c16[0]), chi = _mm256_set1_epi32(u->c16[1]);
+    const __m256d e2 = _mm256_set1_pd(u->e2), k4096 = _mm256_set1_pd(4096.0);
+    for (int64_t i = 0; i < n; i += DRE_I8P_ROWS) {
+        const uint8_t *blk = P + (i / DRE_I8P_ROWS) * 64 * G;
+        const int64_t m = n - i < DRE_I8P_ROWS ? n - i : DRE_I8P_ROWS;
+        float sc[DRE_I8P_ROWS], bi[DRE_I8P_ROWS], out[DRE_I8P_ROWS];
+        for (int64_t t = 0; t < DRE_I8P_ROWS; ++t) {
+            sc[t] = scale && t < m ? scale[i + t] : 1.0f;
+            bi[t] = bias && t < m ? bias[i + t] : 0.0f;
+        }
+        __m256i aL[4], aH[4];
+        for (int q = 0; q < 4; ++q) aL[q] = aH[q] = _mm256_setzero_si256();
+        for (int64_t g = 0; g < G; ++g) {
+            const __m256i dl = _mm256_set1_epi64x(lo[g]), dh = _mm256_set1_epi64x(hi[g]);
+            for (int q = 0; q < 4; ++q) {
+                const __m256i w = _mm256_cvtepu8_epi16(
+                    _mm_loadu_si128((const __m128i *)(const void *)(blk + 64 * g + 16 * q)));
+                aL[q] = _mm256_add_epi32(aL[q], _mm256_madd_epi16(w, dl));
+                aH[q] = _mm256_add_epi32(aH[q], _mm256_madd_epi16(w, dh));
+            }
+        }
+        for (int h = 0; h < 2; ++h) {
+            /* hadd: [r0 r1 r4 r5 | r2 r3 r6 r7] of rows 8h..; 0xD8 puts them in order */
+            const __m256i sl = _mm256_sub_epi32(
+                _mm256_permute4x64_epi64(_mm256_hadd_epi32(aL[2 * h], aL[2 * h + 1]), 0xD8), clo);
+            const __m256i sh = _mm256_sub_epi32(
+                _mm256_permute4x64_epi64(_mm256_hadd_epi32(aH[2 * h], aH[2 * h + 1]), 0xD8), chi);
+            for (int p = 0; p < 2; ++p) {
+                const __m128i l4 = p ? _mm256_extracti128_si256(sl, 1) : _mm256_castsi256_si128(sl);
+                const __m128i h4 = p ? _mm256_extracti128_si256(sh, 1) : _mm256_castsi256_si128(sh);
+                const int r = 8 * h + 4 * p;
+                const __m256d d = _mm256_add_pd(_mm256_cvtepi32_pd(l4),
+                                                _mm256_mul_pd(k4096, _mm256_cvtepi32_pd(h4)));
+                const __m256d tt = _mm256_mul_pd(_mm256_cvtps_pd(_mm_loadu_ps(sc + r)), e2);
+                const __m128 f = _mm256_cvtpd_ps(_mm256_mul_pd(d, tt));
+                _mm_storeu_ps(out + r, _mm_add_ps(f, _mm_loadu_ps(bi + r)));
+            }
+        }
+        memcpy(y + i, out, (size_t)m * sizeof(float));
+    }
+}
+
+static const dre_qkernels dre__q_avx2_table = {DRE_PATH_AVX2, gemv_i8_avx2, gemv_h_avx2,
+                                               dre__score_i8p_avx2};
 
 #if defined(__clang__)
 #  pragma clang attribute pop

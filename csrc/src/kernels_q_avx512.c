@@ -110,7 +110,9 @@ static inline __m256 finish8_512(__m256 dot, const int64_t *r, int contiguous, c
 DRE_Q_GEMV_AVX512(gemv_i8_avx512, int8_t, load_i8x16)
 DRE_Q_GEMV_AVX512(gemv_h_avx512, uint16_t, load_h16x16)
 
-static const dre_qkernels dre__q_avx512_table = {DRE_PATH_AVX512, gemv_i8_avx512, gemv_h_avx512};
+/* without AVX512-VNNI (Skylake-X): the AVX2 kernel for packed int8 blocks */
+static const dre_qkernels dre__q_avx512_table = {DRE_PATH_AVX512, gemv_i8_avx512, gemv_h_avx512,
+                                                 dre__score_i8p_avx2};
 
 #if defined(__clang__)
 #  pragma clang attribute pop
@@ -118,7 +120,99 @@ static const dre_qkernels dre__q_avx512_table = {DRE_PATH_AVX512, gemv_i8_avx512
 #  pragma GCC pop_options
 #endif
 
-const dre_qkernels *dre__qkernels_avx512(void) { return &dre__q_avx512_table; }
+/* ---- packed int8 blocks with AVX512-VNNI ---- */
+
+#if defined(__clang__)
+#  pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c"))), apply_to = function)
+#else
+#  pragma GCC push_options
+#  pragma GCC target("avx512f,avx512bw,avx512vnni,avx2,fma,f16c")
+#endif
+
+/* Packed int8 blocks (qkernels.h), exactly: one 64-byte group is the 16
+ * rows' 4 stored bytes (q + 128, unsigned), and vpdpbusd multiplies them by
+ * the group's 4 signed base-256 digits of U (broadcast from memory) and adds
+ * the 4 products to each row's 32-bit lane: three accumulators (one per
+ * digit), at most 255 * 128 * 4 per group, no overflow for D <= 1024.  The
+ * +128 comes back out per digit (c8); the three sums meet in double, exactly
+ * ((a0 + 256 a1) + 65536 a2 < 2^53), then the shared final step. */
+static void score_i8p_vnni(int64_t n, const uint8_t *P, const dre_i8p_user *u,
+                           const float *scale, const float *bias, float *y) {
+    const int64_t G = u->G;
+    const int32_t *l0 = u->l8, *l1 = u->l8 + G, *l2 = u->l8 + 2 * G;
+    const __m512i c0 = _mm512_set1_epi32(u->c8[0]), c1 = _mm512_set1_epi32(u->c8[1]),
+                  c2 = _mm512_set1_epi32(u->c8[2]);
+    const __m512d e2 = _mm512_set1_pd(u->e2), k256 = _mm512_set1_pd(256.0),
+                  k65536 = _mm512_set1_pd(65536.0);
+    for (int64_t i = 0; i < n; i += DRE_I8P_ROWS) {
+        const uint8_t *blk = P + (i / DRE_I8P_ROWS) * 64 * G;
+        const int64_t m = n - i < DRE_I8P_ROWS ? n - i : DRE_I8P_ROWS;
+        const __mmask16 km = (__mmask16)(m == 16 ? 0xFFFFu : (1u << m) - 1u);
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512(),
+                a2 = _mm512_setzero_si512();
+        for (int64_t g = 0; g < G; ++g) {
+            const __m512i w = _mm512_loadu_si512((const void *)(blk + 64 * g));
+            a0 = _mm512_dpbusd_epi32(a0, w, _mm512_set1_epi32(l0[g]));
+            a1 = _mm512_dpbusd_epi32(a1, w, _mm512_set1_epi32(l1[g]));
+            a2 = _mm512_dpbusd_epi32(a2, w, _mm512_set1_epi32(l2[g]));
+        }
+        a0 = _mm512_sub_epi32(a0, c0);
+        a1 = _mm512_sub_epi32(a1, c1);
+        a2 = _mm512_sub_epi32(a2, c2);
+        const __m512 sc = scale ? _mm512_maskz_loadu_ps(km, scale + i) : _mm512_set1_ps(1.0f);
+        const __m512 bi = bias ? _mm512_maskz_loadu_ps(km, bias + i) : _mm512_setzero_ps();
+        __m256 half[2];
+        for (int h = 0; h < 2; ++h) {
+            const __m256i x0 = h ? _mm512_extracti64x4_epi64(a0, 1) : _mm512_castsi512_si256(a0);
+            const __m256i x1 = h ? _mm512_extracti64x4_epi64(a1, 1) : _mm512_castsi512_si256(a1);
+            const __m256i x2 = h ? _mm512_extracti64x4_epi64(a2, 1) : _mm512_castsi512_si256(a2);
+            const __m512d d = _mm512_add_pd(
+                _mm512_add_pd(_mm512_cvtepi32_pd(x0), _mm512_mul_pd(k256, _mm512_cvtepi32_pd(x1))),
+                _mm512_mul_pd(k65536, _mm512_cvtepi32_pd(x2)));
+            const __m256 s8 = h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sc), 1))
+                                : _mm512_castps512_ps256(sc);
+            const __m256 b8 = h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(bi), 1))
+                                : _mm512_castps512_ps256(bi);
+            const __m512d t = _mm512_mul_pd(_mm512_cvtps_pd(s8), e2);
+            half[h] = _mm256_add_ps(_mm512_cvtpd_ps(_mm512_mul_pd(d, t)), b8);
+        }
+        const __m512 out = _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(half[0])), _mm256_castps_pd(half[1]), 1));
+        _mm512_mask_storeu_ps(y + i, km, out);
+    }
+}
+
+static const dre_qkernels dre__q_avx512_vnni_table = {DRE_PATH_AVX512, gemv_i8_avx512,
+                                                      gemv_h_avx512, score_i8p_vnni};
+
+#if defined(__clang__)
+#  pragma clang attribute pop
+#else
+#  pragma GCC pop_options
+#endif
+
+#include <cpuid.h>
+
+/* AVX512BW and AVX512-VNNI cpuid bits (the OS's ZMM state was checked before
+ * the AVX-512 path was chosen); cpuid traps to the hypervisor in a VM, so
+ * the answer is kept (a benign race: every thread computes the same). */
+static int dre__cpu_avx512_vnni(void) {
+    static volatile int known = -1;
+    if (known < 0) {
+        unsigned a = 0, b = 0, c = 0, d = 0;
+        int ok = 0;
+        if (__get_cpuid_max(0, 0) >= 7) {
+            __cpuid_count(7, 0, a, b, c, d);
+            ok = ((b >> 30) & 1u) && ((c >> 11) & 1u);
+        }
+        known = ok;
+    }
+    return known;
+}
+
+const dre_qkernels *dre__qkernels_avx512(void) {
+    return dre__cpu_avx512_vnni() ? &dre__q_avx512_vnni_table : &dre__q_avx512_table;
+}
 
 #else /* not x86-64 */
 

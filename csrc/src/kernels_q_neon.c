@@ -123,10 +123,64 @@ DRE_Q_GEMV_NEON(gemv_i8_neon, int8_t, load_i8x8)
 DRE_Q_GEMV_NEON(gemv_h_neon, uint16_t, load_h16x8)
 #endif
 
+/* Packed int8 blocks (qkernels.h), exactly: the stored bytes back to q
+ * (xor 0x80, signed), 8 bytes (two rows' 4 columns) times the group's 4
+ * signed base-256 digits of U, twice (vmull_s8: at most 2^14 each), pairs
+ * added into 32 bits (vpadalq_s16).  Eight rows at a time (12 accumulators:
+ * 32-bit ARM has 16 q registers); the three digit sums meet in double in the
+ * shared final step (32-bit NEON has no double lanes). */
+static void score_i8p_neon(int64_t n, const uint8_t *P, const dre_i8p_user *u,
+                           const float *scale, const float *bias, float *y) {
+    const int64_t G = u->G;
+    const int32_t *l[3] = {u->l8, u->l8 + G, u->l8 + 2 * G};
+    const uint8x16_t x80 = vdupq_n_u8(0x80);
+    for (int64_t i = 0; i < n; i += DRE_I8P_ROWS) {
+        const uint8_t *blk = P + (i / DRE_I8P_ROWS) * 64 * G;
+        for (int h = 0; h < 2; ++h) {
+            if (i + 8 * h >= n) break;
+            int32x4_t a[3][4];
+            for (int j = 0; j < 3; ++j)
+                for (int p = 0; p < 4; ++p) a[j][p] = vdupq_n_s32(0);
+            for (int64_t g = 0; g < G; ++g) {
+                int8x8_t dg[3];
+                for (int j = 0; j < 3; ++j)
+                    dg[j] = vreinterpret_s8_u32(vdup_n_u32((uint32_t)l[j][g]));
+                for (int q = 0; q < 2; ++q) {
+                    const int8x16_t w = vreinterpretq_s8_u8(
+                        veorq_u8(vld1q_u8(blk + 64 * g + 32 * h + 16 * q), x80));
+                    for (int j = 0; j < 3; ++j) {
+                        a[j][2 * q] = vpadalq_s16(a[j][2 * q], vmull_s8(vget_low_s8(w), dg[j]));
+                        a[j][2 * q + 1] = vpadalq_s16(a[j][2 * q + 1], vmull_s8(vget_high_s8(w), dg[j]));
+                    }
+                }
+            }
+            /* a[j][p]: rows 8h + 2p (lanes 0, 1) and 8h + 2p + 1 (lanes 2, 3) */
+            for (int p = 0; p < 4; ++p) {
+                int32_t s[3][2];
+                for (int j = 0; j < 3; ++j) {
+                    const int32x2_t v = vpadd_s32(vget_low_s32(a[j][p]), vget_high_s32(a[j][p]));
+                    s[j][0] = vget_lane_s32(v, 0);
+                    s[j][1] = vget_lane_s32(v, 1);
+                }
+                for (int t = 0; t < 2; ++t) {
+                    const int64_t r = i + 8 * h + 2 * p + t;
+                    if (r >= n) break;
+                    const double I = ((double)s[0][t] + 256.0 * (double)s[1][t]) +
+                                     65536.0 * (double)s[2][t];
+                    y[r] = dre__i8p_finish(I, scale ? scale[r] : 1.0f, u->e2,
+                                           bias ? bias[r] : 0.0f);
+                }
+            }
+        }
+    }
+}
+
 #if defined(DRE_Q_NEON_F16)
-static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_i8_neon, gemv_h_neon};
+static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_i8_neon, gemv_h_neon,
+                                               score_i8p_neon};
 #else /* no binary16 conversion in this FPU: the portable kernel */
-static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_i8_neon, dre__gemv_h_scalar};
+static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_i8_neon, dre__gemv_h_scalar,
+                                               score_i8p_neon};
 #endif
 
 const dre_qkernels *dre__qkernels_neon(void) { return &dre__q_neon_table; }

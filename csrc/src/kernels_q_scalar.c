@@ -30,7 +30,21 @@
 DRE_Q_GEMV_SCALAR(dre__gemv_i8_scalar, int8_t, DRE_I8_TO_F32)
 DRE_Q_GEMV_SCALAR(dre__gemv_h_scalar, uint16_t, dre__f16_to_f32)
 
+/* Packed int8 blocks (qkernels.h): the integer dot product as written. */
+void dre__score_i8p_scalar(int64_t n, const uint8_t *P, const dre_i8p_user *u,
+                           const float *scale, const float *bias, float *y) {
+    const int64_t G = u->G;
+    for (int64_t i = 0; i < n; ++i) {
+        const uint8_t *w = P + (i / DRE_I8P_ROWS) * 64 * G + (i % DRE_I8P_ROWS) * 4;
+        int64_t I = 0;
+        for (int64_t g = 0; g < G; ++g)
+            for (int b = 0; b < 4; ++b)
+                I += (int64_t)((int)w[64 * g + b] - 128) * u->U[4 * g + b];
+        y[i] = dre__i8p_finish((double)I, scale ? scale[i] : 1.0f, u->e2, bias ? bias[i] : 0.0f);
+    }
+}
+
 static const dre_qkernels dre__q_scalar_table = {DRE_PATH_SCALAR, dre__gemv_i8_scalar,
-                                                 dre__gemv_h_scalar};
+                                                 dre__gemv_h_scalar, dre__score_i8p_scalar};
 
 const dre_qkernels *dre__qkernels_scalar(void) { return &dre__q_scalar_table; }

@@ -30,10 +30,57 @@ typedef void (*dre_gemv_h_fn)(int64_t n, int64_t D, const uint16_t *W, int64_t l
                               const int32_t *idx, const float *scale, const float *x,
                               const float *bias, float *y);
 
+/* ---- int8 tables scored exactly in integers (dre_score_rows on DRE_DTYPE_I8
+ * and DRE_DTYPE_I8P) ----
+ *
+ * The user vector in fixed point: with m = max|u[k]| = f * 2^x (frexp, f in
+ * [0.5, 1)), U[k] = rint(u[k] * 2^(22 - x)) (|U| <= 2^22) and e2 = 2^(x - 22);
+ * m == 0: U = 0, e2 = 1.  The score of row r (values q[r][k], scale s, bias b):
+ *
+ *     I = sum_k q[r][k] * U[k]                       (exact, in integers)
+ *     y = (float)((double)I * ((double)s * e2)) + b  (one double rounding, one
+ *                                                     float rounding, one add)
+ *
+ * I is an exact integer however it is summed, so every path, every limb
+ * decomposition and every position of a row in a list gives the same bits.
+ * The packed layout (DRE_DTYPE_I8P, dre_pack_rows_i8): blocks of 16 rows;
+ * in a block, G = ceil(D/4) groups of 64 bytes; group g holds, for the 16
+ * rows in order, the 4 bytes q[r][4g .. 4g+3] + 128 (columns past D and rows
+ * past N: q = 0).  A kernel scores whole blocks of that layout. */
+#define DRE_I8P_ROWS 16
+#define DRE_I8P_GMAX 256 /* the limbs live on the stack: D <= 1024 (else exact scalar) */
+
+typedef struct dre_i8p_user {
+    int64_t G;         /* groups of 4 columns */
+    double e2;         /* 2^(x - 22) */
+    const int32_t *U;  /* [4G]: the fixed-point user vector, 0 past D */
+    /* U = l8[0] + 256 l8[1] + 65536 l8[2], digits in [-128, 127]: word g of
+     * l8[j] holds the digits of columns 4g .. 4g+3 (byte b: column 4g+b) */
+    const int32_t *l8; /* [3][G] */
+    int32_t c8[3];     /* 128 * sum of the digits of l8[j] (the +128 of the bytes) */
+    /* U = l16[0] + 4096 l16[1], l16[0] in [0, 4096), l16[1] in [-1024, 1024]:
+     * word g of l16[j] holds 4 int16 digits (columns 4g .. 4g+3) */
+    const int64_t *l16; /* [2][G] */
+    int32_t c16[2];
+} dre_i8p_user;
+
+/* y[i] = score of row i of the packed blocks at P (i < n; ceil(n/16) blocks
+ * read); scale, bias: [n] (NULL: 1, 0). */
+typedef void (*dre_score_i8p_fn)(int64_t n, const uint8_t *P, const dre_i8p_user *u,
+                                 const float *scale, const float *bias, float *y);
+
+/* The final step every path shares (written once so it is one expression). */
+static inline float dre__i8p_finish(double I, float s, double e2, float b) {
+    const double t = (double)s * e2; /* exact: e2 is a power of two */
+    const float y = (float)(I * t);
+    return y + b;
+}
+
 typedef struct dre_qkernels {
     dre_path path;
-    dre_gemv_i8_fn gemv_i8;  /* int8 rows */
+    dre_gemv_i8_fn gemv_i8;  /* int8 rows (the GRU step: float32 sums) */
     dre_gemv_h_fn gemv_h;    /* binary16 rows (row list and scales, unlike gemv_f16) */
+    dre_score_i8p_fn score_i8p; /* packed int8 blocks, exact (above) */
 } dre_qkernels;
 
 /* The table of the active path. */
@@ -49,6 +96,10 @@ DRE_HIDDEN const dre_qkernels *dre__qkernels_neon(void);
 DRE_HIDDEN void dre__gemv_i8_scalar(int64_t n, int64_t D, const int8_t *W, int64_t ldw,
                                     const int32_t *idx, const float *scale, const float *x,
                                     const float *bias, float *y);
+DRE_HIDDEN void dre__score_i8p_scalar(int64_t n, const uint8_t *P, const dre_i8p_user *u,
+                                      const float *scale, const float *bias, float *y);
+DRE_HIDDEN void dre__score_i8p_avx2(int64_t n, const uint8_t *P, const dre_i8p_user *u,
+                                    const float *scale, const float *bias, float *y);
 DRE_HIDDEN void dre__gemv_h_scalar(int64_t n, int64_t D, const uint16_t *W, int64_t ldw,
                                    const int32_t *idx, const float *scale, const float *x,
                                    const float *bias, float *y);

@@ -9,6 +9,8 @@
  */
 #include "qkernels.h"
 
+#include <float.h>
+#include <math.h>
 #include <string.h>
 
 /* ---- dispatch: the table of the active path ---- */
@@ -33,6 +35,7 @@ static size_t dtype_size(dre_dtype dtype) {
     case DRE_DTYPE_F32: return sizeof(float);
     case DRE_DTYPE_F16: return sizeof(uint16_t);
     case DRE_DTYPE_I8: return sizeof(int8_t);
+    case DRE_DTYPE_I8P: return sizeof(uint8_t);
     }
     return 0;
 }
@@ -43,6 +46,7 @@ static dre_status rows_check(int64_t N, int64_t D, dre_dtype dtype, const void *
     size_t t;
     if (N < 0 || D < 0 || n < 0) return DRE_ERR_SIZE;
     if (!dre__mul3(&t, N, D, 4)) return DRE_ERR_SIZE;
+    if (dtype == DRE_DTYPE_I8P && dre_packed_i8_bytes(N, D) < 0) return DRE_ERR_SIZE;
     if (idx == NULL && n > N) return DRE_ERR_SIZE;
     if (dtype_size(dtype) == 0) return DRE_ERR_ARG;
     if (n == 0) return DRE_OK;
@@ -55,6 +59,119 @@ static dre_status rows_check(int64_t N, int64_t D, dre_dtype dtype, const void *
     return DRE_OK;
 }
 
+/* ---- int8 tables: the packed layout and the fixed-point user vector ---- */
+
+int64_t dre_packed_i8_bytes(int64_t N, int64_t D) {
+    size_t t;
+    if (N < 0 || D < 0) return -1;
+    const int64_t blocks = N / DRE_I8P_ROWS + (N % DRE_I8P_ROWS != 0);
+    const int64_t G = D / 4 + (D % 4 != 0);
+    if (!dre__mul3(&t, blocks, G, 64) || t > (size_t)INT64_MAX / 2) return -1;
+    return (int64_t)t;
+}
+
+/* Row r of a row-major int8 table into lane t of a packed block. */
+static inline void pack_row(const int8_t *row, int64_t D, int64_t G, int t, uint8_t *blk) {
+    const int64_t full = D / 4; /* whole groups: 4 bytes, + 128 by flipping the sign bits */
+    for (int64_t g = 0; g < full; ++g) {
+        uint32_t w;
+        memcpy(&w, row + 4 * g, 4);
+        w ^= 0x80808080u;
+        memcpy(blk + 64 * g + 4 * t, &w, 4);
+    }
+    for (int64_t g = full; g < G; ++g)
+        for (int b = 0; b < 4; ++b) {
+            const int64_t k = 4 * g + b;
+            blk[64 * g + 4 * t + b] = (uint8_t)(k < D ? (int)row[k] + 128 : 128);
+        }
+}
+
+dre_status dre_pack_rows_i8(int64_t N, int64_t D, const int8_t *O, uint8_t *P, int64_t P_bytes) {
+    const int64_t need = dre_packed_i8_bytes(N, D);
+    if (need < 0) return DRE_ERR_SIZE;
+    if (P_bytes < need) return DRE_ERR_SIZE;
+    if (need == 0) return DRE_OK;
+    if (P == NULL || (N > 0 && D > 0 && O == NULL)) return DRE_ERR_NULL;
+    const int64_t G = D / 4 + (D % 4 != 0);
+    for (int64_t r0 = 0; r0 < N; r0 += DRE_I8P_ROWS) {
+        uint8_t *blk = P + (r0 / DRE_I8P_ROWS) * 64 * G;
+        for (int t = 0; t < DRE_I8P_ROWS; ++t) {
+            if (r0 + t < N) {
+                pack_row(O + (r0 + t) * D, D, G, t, blk);
+            } else {
+                for (int64_t g = 0; g < G; ++g) memset(blk + 64 * g + 4 * t, 128, 4);
+            }
+        }
+    }
+    return DRE_OK;
+}
+
+typedef struct {
+    int mode;  /* 0: packed kernels; 1: D > 4 * GMAX, exact scalar; 2: u not finite */
+    int shift; /* U[k] = rint(u[k] * 2^shift) */
+    dre_i8p_user iu;
+    int32_t U[4 * DRE_I8P_GMAX];
+    int32_t l8[3 * DRE_I8P_GMAX];
+    int64_t l16[2 * DRE_I8P_GMAX];
+} i8_user;
+
+static inline int32_t fixed_u(float v, int shift) {
+    return (int32_t)rint(ldexp((double)v, shift));
+}
+
+/* qkernels.h: U, e2 and the two digit decompositions the kernels read. */
+static void i8_user_init(i8_user *w, int64_t D, const float *u) {
+    float m = 0.0f;
+    for (int64_t k = 0; k < D; ++k) {
+        const float a = fabsf(u[k]);
+        if (!(a <= FLT_MAX)) {
+            w->mode = 2;
+            return;
+        }
+        if (a > m) m = a;
+    }
+    int x = 0;
+    if (m > 0.0f) (void)frexp((double)m, &x);
+    w->shift = m > 0.0f ? 22 - x : 0;
+    w->iu.e2 = m > 0.0f ? ldexp(1.0, x - 22) : 1.0;
+    const int64_t G = D / 4 + (D % 4 != 0);
+    w->iu.G = G;
+    if (G > DRE_I8P_GMAX) {
+        w->mode = 1;
+        return;
+    }
+    w->mode = 0;
+    int64_t s8[3] = {0, 0, 0}, s16[2] = {0, 0};
+    for (int64_t g = 0; g < G; ++g) {
+        uint32_t wd[3] = {0, 0, 0};
+        uint64_t wq[2] = {0, 0};
+        for (int b = 0; b < 4; ++b) {
+            const int64_t k = 4 * g + b;
+            const int32_t v = k < D ? fixed_u(u[k], w->shift) : 0;
+            w->U[k] = v;
+            int32_t r = v; /* balanced base 256: three digits in [-128, 127] */
+            for (int j = 0; j < 3; ++j) {
+                const int32_t dg = (int32_t)(((uint32_t)r + 128u) & 255u) - 128;
+                r = (r - dg) / 256;
+                wd[j] |= ((uint32_t)dg & 255u) << (8 * b);
+                s8[j] += dg;
+            }
+            const int32_t lo = (int32_t)((uint32_t)v & 4095u), hi = (v - lo) / 4096;
+            wq[0] |= ((uint64_t)(uint32_t)lo & 0xFFFFu) << (16 * b);
+            wq[1] |= ((uint64_t)(uint32_t)hi & 0xFFFFu) << (16 * b);
+            s16[0] += lo;
+            s16[1] += hi;
+        }
+        for (int j = 0; j < 3; ++j) w->l8[j * G + g] = (int32_t)wd[j];
+        for (int j = 0; j < 2; ++j) w->l16[j * G + g] = (int64_t)wq[j];
+    }
+    for (int j = 0; j < 3; ++j) w->iu.c8[j] = (int32_t)(128 * s8[j]);
+    for (int j = 0; j < 2; ++j) w->iu.c16[j] = (int32_t)(128 * s16[j]);
+    w->iu.U = w->U;
+    w->iu.l8 = w->l8;
+    w->iu.l16 = w->l16;
+}
+
 /* ---- one chunk of scores, any dtype ---- */
 
 typedef struct {
@@ -64,7 +181,65 @@ typedef struct {
     dre_dtype dtype;
     const void *O;
     const float *scale, *bias, *u;
+    const i8_user *i8; /* int8 tables */
 } rows_ctx;
+
+/* q[r][k] of an int8 table, row-major or packed */
+static inline int i8_elem(const rows_ctx *x, int64_t r, int64_t k) {
+    if (x->dtype == DRE_DTYPE_I8) return ((const int8_t *)x->O)[r * x->D + k];
+    const int64_t G = x->D / 4 + (x->D % 4 != 0);
+    const uint8_t *P = (const uint8_t *)x->O;
+    return (int)P[(r / DRE_I8P_ROWS) * 64 * G + (k / 4) * 64 + (r % DRE_I8P_ROWS) * 4 + k % 4] - 128;
+}
+
+/* int8 rows, exactly (qkernels.h): packed blocks go to the kernel as they
+ * are; rows of a list, or of a row-major table, are packed 16 at a time on
+ * the stack first. */
+static void i8_chunk(const rows_ctx *x, int64_t base, int64_t c, const int32_t *ci, float *buf) {
+    const i8_user *w = x->i8;
+    const int64_t D = x->D, G = w->iu.G;
+    if (w->mode == 2) {
+        for (int64_t j = 0; j < c; ++j) buf[j] = NAN;
+        return;
+    }
+    if (w->mode == 1) {
+        for (int64_t j = 0; j < c; ++j) {
+            const int64_t r = ci ? (int64_t)ci[j] : base + j;
+            int64_t I = 0;
+            for (int64_t k = 0; k < D; ++k) I += (int64_t)i8_elem(x, r, k) * fixed_u(x->u[k], w->shift);
+            buf[j] = dre__i8p_finish((double)I, x->scale ? x->scale[r] : 1.0f, w->iu.e2,
+                                     x->bias ? x->bias[r] : 0.0f);
+        }
+        return;
+    }
+    if (x->dtype == DRE_DTYPE_I8P && !ci) { /* base: a multiple of 16 (chunks of 256) */
+        x->qt->score_i8p(c, (const uint8_t *)x->O + (base / DRE_I8P_ROWS) * 64 * G, &w->iu,
+                         x->scale ? x->scale + base : NULL, x->bias ? x->bias + base : NULL, buf);
+        return;
+    }
+    uint8_t blk[64 * DRE_I8P_GMAX];
+    float sc[DRE_I8P_ROWS], bi[DRE_I8P_ROWS];
+    for (int64_t j0 = 0; j0 < c; j0 += DRE_I8P_ROWS) {
+        const int m = (int)(c - j0 < DRE_I8P_ROWS ? c - j0 : DRE_I8P_ROWS);
+        for (int t = 0; t < DRE_I8P_ROWS; ++t) {
+            if (t >= m) {
+                for (int64_t g = 0; g < G; ++g) memset(blk + 64 * g + 4 * t, 128, 4);
+                continue;
+            }
+            const int64_t r = ci ? (int64_t)ci[j0 + t] : base + j0 + t;
+            if (x->dtype == DRE_DTYPE_I8) {
+                pack_row((const int8_t *)x->O + r * D, D, G, t, blk);
+            } else {
+                const uint8_t *src = (const uint8_t *)x->O + (r / DRE_I8P_ROWS) * 64 * G +
+                                     (r % DRE_I8P_ROWS) * 4;
+                for (int64_t g = 0; g < G; ++g) memcpy(blk + 64 * g + 4 * t, src + 64 * g, 4);
+            }
+            sc[t] = x->scale ? x->scale[r] : 1.0f;
+            bi[t] = x->bias ? x->bias[r] : 0.0f;
+        }
+        x->qt->score_i8p(m, blk, &w->iu, sc, bi, buf + j0);
+    }
+}
 
 /* Scores of rows r = ci ? ci[j] : base + j, j < c, into buf. */
 static void rows_chunk(const void *ctx_, int64_t base, int64_t c, const int32_t *ci, float *buf) {
@@ -77,7 +252,8 @@ static void rows_chunk(const void *ctx_, int64_t base, int64_t c, const int32_t 
     const int64_t eoff = D > 0 ? off * D : 0;
     switch (x->dtype) {
     case DRE_DTYPE_I8:
-        x->qt->gemv_i8(c, D, (const int8_t *)x->O + eoff, D, ci, scale, x->u, bias, buf);
+    case DRE_DTYPE_I8P:
+        i8_chunk(x, base, c, ci, buf);
         return;
     case DRE_DTYPE_F16:
         x->qt->gemv_h(c, D, (const uint16_t *)x->O + eoff, D, ci, scale, x->u, bias, buf);
@@ -98,8 +274,13 @@ static void rows_chunk(const void *ctx_, int64_t base, int64_t c, const int32_t 
 }
 
 static rows_ctx make_ctx(int64_t D, dre_dtype dtype, const void *O, const float *scale,
-                         const float *bias, const float *u) {
+                         const float *bias, const float *u, i8_user *i8) {
     rows_ctx c;
+    c.i8 = NULL;
+    if (dtype == DRE_DTYPE_I8 || dtype == DRE_DTYPE_I8P) {
+        i8_user_init(i8, D, u ? u : dre__q_dummy);
+        c.i8 = i8;
+    }
     c.kt = dre__kernels();
     c.qt = dre__qkernels();
     c.D = D;
@@ -118,7 +299,8 @@ dre_status dre_score_rows(int64_t N, int64_t D, dre_dtype dtype, const void *O,
     if (st != DRE_OK) return st;
     if (n == 0) return DRE_OK;
     if (scores == NULL) return DRE_ERR_NULL;
-    const rows_ctx cx = make_ctx(D, dtype, O, row_scale, bias, u);
+    i8_user i8;
+    const rows_ctx cx = make_ctx(D, dtype, O, row_scale, bias, u, &i8);
     /* in chunks, as the top-k scores them (the same calls, the same bits) */
     for (int64_t base = 0; base < n; base += 256) {
         const int64_t c = n - base < 256 ? n - base : 256;
@@ -141,7 +323,8 @@ dre_status dre_score_topk_rows(int64_t N, int64_t D, dre_dtype dtype, const void
         return DRE_OK;
     }
     if (top_idx == NULL || top_score == NULL) return DRE_ERR_NULL;
-    const rows_ctx cx = make_ctx(D, dtype, O, row_scale, bias, u);
+    i8_user i8;
+    const rows_ctx cx = make_ctx(D, dtype, O, row_scale, bias, u, &i8);
     dre__topk_select(n, idx, exclude, k, rows_chunk, &cx, top_idx, top_score, n_out);
     return DRE_OK;
 }
@@ -157,6 +340,13 @@ dre_status dre_dequantize_rows(int64_t N, int64_t D, dre_dtype dtype, const void
         const int64_t r = idx ? (int64_t)idx[i] : i;
         float *o = out + i * D;
         switch (dtype) {
+        case DRE_DTYPE_I8P: {
+            const int64_t G = D / 4 + (D % 4 != 0);
+            const uint8_t *w = (const uint8_t *)W + (r / DRE_I8P_ROWS) * 64 * G +
+                               (r % DRE_I8P_ROWS) * 4;
+            for (int64_t k = 0; k < D; ++k) o[k] = (float)((int)w[(k / 4) * 64 + k % 4] - 128);
+            break;
+        }
         case DRE_DTYPE_I8: {
             const int8_t *w = (const int8_t *)W + r * D;
             for (int64_t k = 0; k < D; ++k) o[k] = (float)w[k];

@@ -2287,6 +2287,83 @@ static void qtopk_case(int64_t N, int64_t D, int64_t n, int64_t k, dre_dtype dt,
     case_end();
 }
 
+/* int8 tables, exactly (deeprec_edge.h): the specification written out
+ * independently of the library -- U = rint(u * 2^s), max|U| in [2^21, 2^22],
+ * I = q . U in int64, (float)((double)I * ((double)scale * 2^-s)) + bias --
+ * and the packed table (DRE_DTYPE_I8P) scoring the same bits as the
+ * row-major one on every path, from the full table, a candidate list and
+ * the top-k; dequantisation of the packed table; the packed size. */
+static void packed_i8_case(int64_t N, int64_t D, int nonfinite) {
+    qtable q = qtable_make(N, D, DRE_DTYPE_I8, 1, 0);
+    float *u = gf(D), *bias = gf(N);
+    fill_uniform(u, D, -1.0f, 1.0f);
+    if (D > 2) u[D / 2] *= 3.0f;
+    if (nonfinite && D > 0) u[D - 1] = INFINITY;
+    fill_uniform(bias, N, -0.1f, 0.1f);
+    const int64_t nb = dre_packed_i8_bytes(N, D);
+    const int64_t G = (D + 3) / 4;
+    CHECK(nb == ((N + 15) / 16) * 16 * G * 4, "dre_packed_i8_bytes(%lld, %lld) = %lld",
+          (long long)N, (long long)D, (long long)nb);
+    uint8_t *P = (uint8_t *)guard_alloc((size_t)(nb > 0 ? nb : 0));
+    CHECK_STATUS(dre_pack_rows_i8(N, D, (const int8_t *)q.W, P, nb - 1), nb > 0 ? DRE_ERR_SIZE : DRE_OK);
+    CHECK_STATUS(dre_pack_rows_i8(N, D, (const int8_t *)q.W, P, nb), DRE_OK);
+    /* the reference */
+    float m = 0.0f;
+    for (int64_t k = 0; k < D; ++k) m = fabsf(u[k]) > m ? fabsf(u[k]) : m;
+    int x = 0;
+    if (m > 0.0f) (void)frexp((double)m, &x);
+    const int sh = m > 0.0f ? 22 - x : 0;
+    float *want = gf(N);
+    for (int64_t r = 0; r < N; ++r) {
+        int64_t I = 0;
+        for (int64_t k = 0; k < D; ++k)
+            I += (int64_t)((const int8_t *)q.W)[r * D + k] * (int64_t)rint(ldexp((double)u[k], sh));
+        want[r] = nonfinite ? NAN
+                            : (float)((double)I * ((double)q.scale[r] * ldexp(1.0, -sh))) + bias[r];
+    }
+    int32_t *idx = gi32(N);
+    for (int64_t i = 0; i < N; ++i) idx[i] = (int32_t)rng_int(0, N - 1);
+    for (int pi = 0; pi < n_paths; ++pi) {
+        use_path(paths[pi]);
+        ctx("path=%s packed int8 N=%lld D=%lld%s", dre_path_name(paths[pi]), (long long)N,
+            (long long)D, nonfinite ? " (u not finite)" : "");
+        float *a = gf(N), *b = gf(N), *c = gf(N);
+        CHECK_STATUS(dre_score_rows(N, D, DRE_DTYPE_I8, q.W, q.scale, bias, u, NULL, N, a), DRE_OK);
+        CHECK_STATUS(dre_score_rows(N, D, DRE_DTYPE_I8P, P, q.scale, bias, u, NULL, N, b), DRE_OK);
+        CHECK_STATUS(dre_score_rows(N, D, DRE_DTYPE_I8P, P, q.scale, bias, u, idx, N, c), DRE_OK);
+        int64_t bad = -1;
+        for (int64_t r = 0; r < N; ++r) {
+            const int same = isnan(want[r]) ? isnan(a[r]) && isnan(b[r])
+                                            : memcmp(&a[r], &want[r], 4) == 0 &&
+                                                  memcmp(&b[r], &want[r], 4) == 0;
+            if (!same) bad = r;
+        }
+        CHECK(bad < 0, "row %lld: row-major %.9g, packed %.9g, specification %.9g", (long long)bad,
+              bad >= 0 ? (double)a[bad] : 0.0, bad >= 0 ? (double)b[bad] : 0.0,
+              bad >= 0 ? (double)want[bad] : 0.0);
+        bad = -1;
+        for (int64_t i = 0; i < N; ++i)
+            if (memcmp(&c[i], &b[idx[i]], 4) != 0 && !(isnan(c[i]) && isnan(b[idx[i]]))) bad = i;
+        CHECK(bad < 0, "packed rows through a candidate list differ (entry %lld)", (long long)bad);
+        const int64_t k = N < 20 ? N : 20;
+        int32_t *t1 = gi32(k), *t2 = gi32(k);
+        float *s1 = gf(k), *s2 = gf(k);
+        int64_t n1 = -1, n2 = -1;
+        CHECK_STATUS(dre_score_topk_rows(N, D, DRE_DTYPE_I8, q.W, q.scale, bias, u, NULL, N, NULL,
+                                         k, t1, s1, &n1), DRE_OK);
+        CHECK_STATUS(dre_score_topk_rows(N, D, DRE_DTYPE_I8P, P, q.scale, bias, u, NULL, N, NULL,
+                                         k, t2, s2, &n2), DRE_OK);
+        CHECK(n1 == n2 && (n1 <= 0 || (memcmp(t1, t2, (size_t)n1 * 4) == 0 &&
+                                       memcmp(s1, s2, (size_t)n1 * 4) == 0)),
+              "top-k on the packed table differs");
+    }
+    float *d1 = gf(N * D), *d2 = gf(N * D);
+    CHECK_STATUS(dre_dequantize_rows(N, D, DRE_DTYPE_I8, q.W, q.scale, idx, N, d1), DRE_OK);
+    CHECK_STATUS(dre_dequantize_rows(N, D, DRE_DTYPE_I8P, P, q.scale, idx, N, d2), DRE_OK);
+    CHECK(N * D == 0 || memcmp(d1, d2, (size_t)(N * D) * 4) == 0, "dequantised packed rows differ");
+    case_end();
+}
+
 /* A row scores the same bits anywhere: full table, table offset, candidate
  * list position (in a block or a tail), so identical rows tie exactly. */
 static void qposition_case(int64_t N, int64_t D, dre_dtype dt) {
@@ -2488,6 +2565,21 @@ static void test_rows(void) {
     for (int t = 0; t < 3; ++t)
         for (size_t i = 0; i < sizeof Ds / sizeof Ds[0]; ++i)
             qposition_case(g_quick ? 13 : 37, Ds[i], DT[t]);
+    group_end();
+
+    group_begin("packed int8");
+    {
+        static const int64_t PN[] = {1, 15, 16, 17, 300};
+        static const int64_t PD[] = {1, 3, 4, 5, 16, 64, 67, 1024, 1029};
+        for (size_t i = 0; i < sizeof PN / sizeof PN[0]; ++i)
+            for (size_t j = 0; j < sizeof PD / sizeof PD[0]; ++j)
+                if (!g_quick || PN[i] * PD[j] < 5000) packed_i8_case(PN[i], PD[j], 0);
+        packed_i8_case(40, 12, 1);
+        CHECK(dre_packed_i8_bytes(-1, 4) == -1 && dre_packed_i8_bytes(4, -1) == -1 &&
+              dre_packed_i8_bytes(INT64_MAX / 2, INT64_MAX / 2) == -1 &&
+              dre_packed_i8_bytes(0, 5) == 0, "dre_packed_i8_bytes on bad sizes");
+        case_end();
+    }
     group_end();
 
     group_begin("gru_step_i8");
