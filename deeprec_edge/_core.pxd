@@ -145,6 +145,11 @@ cdef extern from "deeprec_edge.h" nogil:
                                const int8_t *W_hh, const float *s_hh,
                                const float *b_ih, const float *b_hh,
                                float *h_out, void *workspace, size_t workspace_bytes)
+    dre_status dre_gru_step_i8p(int64_t I, int64_t H, const float *x, const float *h,
+                                const uint8_t *P_ih, const float *s_ih,
+                                const uint8_t *P_hh, const float *s_hh,
+                                const float *b_ih, const float *b_hh,
+                                float *h_out, void *workspace, size_t workspace_bytes)
 
     # ---- optimisers ----
     dre_status dre_adagrad_step(int64_t n, float *param, const float *grad,
@@ -180,6 +185,7 @@ cdef class GruStepper:
     cdef readonly object s_ih
     cdef readonly object s_hh
     cdef int _wk
+    cdef object _packed  # int8 weights packed for the step (dre_gru_step_i8p)
     cdef const float *_s_ih
     cdef const float *_s_hh
     cdef const void *_w_ih

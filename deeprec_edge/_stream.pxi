@@ -149,7 +149,9 @@ cdef class StreamCore:
                                          f"does not fit float16 (weight_dtype='float16'); "
                                          f"use weight_dtype='float32'")
             self.wk[l] = <int>kind
-            self.wih[l] = _data(W_ih); self.whh[l] = _data(W_hh)
+            if kind == _I8:  # packed once for dre_gru_step_i8p (dre_gru_step_i8's bits)
+                W_ih = pack_rows_i8(W_ih); W_hh = pack_rows_i8(W_hh)
+            self.wih[l] = _table_data(W_ih); self.whh[l] = _table_data(W_hh)
             self.bih[l] = _f(b_ih); self.bhh[l] = _f(b_hh)
             self.sih[l] = _f_or_null(s_ih); self.shh[l] = _f_or_null(s_hh)
             keep.extend([W_ih, W_hh, b_ih, b_hh, s_ih, s_hh])
@@ -224,11 +226,11 @@ cdef class StreamCore:
                 if st != DRE_OK:
                     break
                 if self.wk[l] == <int>_I8:
-                    st = dre_gru_step_i8(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
-                                         <const int8_t *>self.wih[l], self.sih[l],
-                                         <const int8_t *>self.whh[l], self.shh[l],
-                                         self.bih[l], self.bhh[l],
-                                         self.state_p + self.offs[l], self.ws_p, self.ws_bytes)
+                    st = dre_gru_step_i8p(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
+                                          <const uint8_t *>self.wih[l], self.sih[l],
+                                          <const uint8_t *>self.whh[l], self.shh[l],
+                                          self.bih[l], self.bhh[l],
+                                          self.state_p + self.offs[l], self.ws_p, self.ws_bytes)
                 elif self.wk[l] == <int>_F16:
                     st = dre_gru_step_f16(self.ins[l], self.hs[l], x, self.state_p + self.offs[l],
                                           <const uint16_t *>self.wih[l],

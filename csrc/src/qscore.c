@@ -108,31 +108,44 @@ dre_status dre_pack_rows_i8(int64_t N, int64_t D, const int8_t *O, uint8_t *P, i
 
 typedef struct {
     int mode;  /* 0: packed kernels; 1: D > 4 * GMAX, exact scalar; 2: u not finite */
-    int shift; /* U[k] = rint(u[k] * 2^shift) */
+    double f;  /* U[k] = rint(u[k] * f), f = 2^shift */
     dre_i8p_user iu;
     int32_t U[4 * DRE_I8P_GMAX];
     int32_t l8[3 * DRE_I8P_GMAX];
     int64_t l16[2 * DRE_I8P_GMAX];
 } i8_user;
 
-static inline int32_t fixed_u(float v, int shift) {
-    return (int32_t)rint(ldexp((double)v, shift));
+/* rint(v * f) for |v * f| <= 2^22, f a power of two (the product is exact):
+ * adding and taking back 1.5 * 2^52 rounds to the nearest integer, ties to
+ * even, as rint does in the default rounding mode -- without a libm call
+ * per component (this runs before every scoring call and twice per GRU
+ * layer per click).  ISO C evaluates (t + magic) - magic as written (no
+ * -ffast-math here, ever), and double has no excess precision on the
+ * targets (SSE2, VFP, NEON). */
+static inline int32_t fixed_u(float v, double f) {
+    const double magic = 6755399441055744.0;
+    const double t = (double)v * f + magic;
+    return (int32_t)(t - magic);
 }
 
-/* qkernels.h: U, e2 and the two digit decompositions the kernels read. */
+/* qkernels.h: U, e2 and the two digit decompositions the kernels read.
+ * Written as flat loops over the columns (no early exit, no libm call in
+ * them) so the compiler vectorises them. */
 static void i8_user_init(i8_user *w, int64_t D, const float *u) {
     float m = 0.0f;
+    int bad = 0;
     for (int64_t k = 0; k < D; ++k) {
         const float a = fabsf(u[k]);
-        if (!(a <= FLT_MAX)) {
-            w->mode = 2;
-            return;
-        }
-        if (a > m) m = a;
+        bad |= !(a <= FLT_MAX); /* NaN or infinite */
+        m = a > m ? a : m;
+    }
+    if (bad) {
+        w->mode = 2;
+        return;
     }
     int x = 0;
     if (m > 0.0f) (void)frexp((double)m, &x);
-    w->shift = m > 0.0f ? 22 - x : 0;
+    w->f = m > 0.0f ? ldexp(1.0, 22 - x) : 1.0;
     w->iu.e2 = m > 0.0f ? ldexp(1.0, x - 22) : 1.0;
     const int64_t G = D / 4 + (D % 4 != 0);
     w->iu.G = G;
@@ -141,32 +154,40 @@ static void i8_user_init(i8_user *w, int64_t D, const float *u) {
         return;
     }
     w->mode = 0;
-    int64_t s8[3] = {0, 0, 0}, s16[2] = {0, 0};
+    const double f = w->f;
+    int32_t *U = w->U;
+    for (int64_t k = 0; k < D; ++k) U[k] = fixed_u(u[k], f);
+    for (int64_t k = D; k < 4 * G; ++k) U[k] = 0;
+    /* balanced base 256 (digits in [-128, 127]; |U| <= 2^22 leaves the top
+     * one in [-64, 64]) and U = lo + 4096 hi (lo in [0, 4096)); the digit
+     * sums give the +128 corrections */
+    int32_t s8[3] = {0, 0, 0}, s16[2] = {0, 0};
     for (int64_t g = 0; g < G; ++g) {
         uint32_t wd[3] = {0, 0, 0};
         uint64_t wq[2] = {0, 0};
         for (int b = 0; b < 4; ++b) {
-            const int64_t k = 4 * g + b;
-            const int32_t v = k < D ? fixed_u(u[k], w->shift) : 0;
-            w->U[k] = v;
-            int32_t r = v; /* balanced base 256: three digits in [-128, 127] */
-            for (int j = 0; j < 3; ++j) {
-                const int32_t dg = (int32_t)(((uint32_t)r + 128u) & 255u) - 128;
-                r = (r - dg) / 256;
-                wd[j] |= ((uint32_t)dg & 255u) << (8 * b);
-                s8[j] += dg;
-            }
+            const int32_t v = U[4 * g + b];
+            const int32_t d0 = (int32_t)(((uint32_t)v + 128u) & 255u) - 128;
+            const int32_t r1 = (v - d0) / 256;
+            const int32_t d1 = (int32_t)(((uint32_t)r1 + 128u) & 255u) - 128;
+            const int32_t d2 = (r1 - d1) / 256;
             const int32_t lo = (int32_t)((uint32_t)v & 4095u), hi = (v - lo) / 4096;
+            wd[0] |= ((uint32_t)d0 & 255u) << (8 * b);
+            wd[1] |= ((uint32_t)d1 & 255u) << (8 * b);
+            wd[2] |= ((uint32_t)d2 & 255u) << (8 * b);
             wq[0] |= ((uint64_t)(uint32_t)lo & 0xFFFFu) << (16 * b);
             wq[1] |= ((uint64_t)(uint32_t)hi & 0xFFFFu) << (16 * b);
+            s8[0] += d0;
+            s8[1] += d1;
+            s8[2] += d2;
             s16[0] += lo;
             s16[1] += hi;
         }
         for (int j = 0; j < 3; ++j) w->l8[j * G + g] = (int32_t)wd[j];
         for (int j = 0; j < 2; ++j) w->l16[j * G + g] = (int64_t)wq[j];
     }
-    for (int j = 0; j < 3; ++j) w->iu.c8[j] = (int32_t)(128 * s8[j]);
-    for (int j = 0; j < 2; ++j) w->iu.c16[j] = (int32_t)(128 * s16[j]);
+    for (int j = 0; j < 3; ++j) w->iu.c8[j] = 128 * s8[j];
+    for (int j = 0; j < 2; ++j) w->iu.c16[j] = 128 * s16[j];
     w->iu.U = w->U;
     w->iu.l8 = w->l8;
     w->iu.l16 = w->l16;
@@ -206,7 +227,7 @@ static void i8_chunk(const rows_ctx *x, int64_t base, int64_t c, const int32_t *
         for (int64_t j = 0; j < c; ++j) {
             const int64_t r = ci ? (int64_t)ci[j] : base + j;
             int64_t I = 0;
-            for (int64_t k = 0; k < D; ++k) I += (int64_t)i8_elem(x, r, k) * fixed_u(x->u[k], w->shift);
+            for (int64_t k = 0; k < D; ++k) I += (int64_t)i8_elem(x, r, k) * fixed_u(x->u[k], w->f);
             buf[j] = dre__i8p_finish((double)I, x->scale ? x->scale[r] : 1.0f, w->iu.e2,
                                      x->bias ? x->bias[r] : 0.0f);
         }
@@ -371,19 +392,49 @@ dre_status dre_dequantize_rows(int64_t N, int64_t D, dre_dtype dtype, const void
 
 /* ---- the batch-1 GRU step with int8 weights ---- */
 
+/* y = the scores of rows 0..n-1 of an int8 table (row-major or packed), as
+ * dre_score_rows computes them. */
+static void i8_rows(int64_t n, int64_t D, dre_dtype dtype, const void *W, const float *scale,
+                    const float *bias, const float *u, float *y) {
+    i8_user i8;
+    const rows_ctx cx = make_ctx(D, dtype, W, scale, bias, u, &i8);
+    for (int64_t base = 0; base < n; base += 256) {
+        const int64_t c = n - base < 256 ? n - base : 256;
+        i8_chunk(&cx, base, c, NULL, y + base);
+    }
+}
+
+static dre_status gru_step_int8(int64_t I, int64_t H, const float *x, const float *h,
+                                dre_dtype dtype, const void *W_ih, const float *s_ih,
+                                const void *W_hh, const float *s_hh, const float *b_ih,
+                                const float *b_hh, float *h_out, void *workspace,
+                                size_t workspace_bytes) {
+    int run;
+    const dre_status st = dre__step_check(I, H, x, h, W_ih, W_hh, b_ih, b_hh, h_out, workspace,
+                                          workspace_bytes, &run);
+    if (!run) return st;
+    float *gi = (float *)dre__ws_align(workspace), *gh = gi + 3 * H;
+    i8_rows(3 * H, I, dtype, I > 0 ? W_ih : (const void *)dre__q_dummy, s_ih,
+            b_ih, I > 0 ? x : dre__q_dummy, gi);
+    i8_rows(3 * H, H, dtype, W_hh, s_hh, b_hh, h, gh);
+    dre__kernels()->gru_gates(H, gi, gh, h, h_out, NULL);
+    return DRE_OK;
+}
+
 dre_status dre_gru_step_i8(int64_t I, int64_t H, const float *x, const float *h,
                            const int8_t *W_ih, const float *s_ih,
                            const int8_t *W_hh, const float *s_hh,
                            const float *b_ih, const float *b_hh,
                            float *h_out, void *workspace, size_t workspace_bytes) {
-    int run;
-    const dre_status st = dre__step_check(I, H, x, h, W_ih, W_hh, b_ih, b_hh, h_out, workspace,
-                                          workspace_bytes, &run);
-    if (!run) return st;
-    const dre_qkernels *qt = dre__qkernels();
-    float *gi = (float *)dre__ws_align(workspace), *gh = gi + 3 * H;
-    qt->gemv_i8(3 * H, I, W_ih, I, NULL, s_ih, I > 0 ? x : dre__q_dummy, b_ih, gi);
-    qt->gemv_i8(3 * H, H, W_hh, H, NULL, s_hh, h, b_hh, gh);
-    dre__kernels()->gru_gates(H, gi, gh, h, h_out, NULL);
-    return DRE_OK;
+    return gru_step_int8(I, H, x, h, DRE_DTYPE_I8, W_ih, s_ih, W_hh, s_hh, b_ih, b_hh, h_out,
+                         workspace, workspace_bytes);
+}
+
+dre_status dre_gru_step_i8p(int64_t I, int64_t H, const float *x, const float *h,
+                            const uint8_t *P_ih, const float *s_ih,
+                            const uint8_t *P_hh, const float *s_hh,
+                            const float *b_ih, const float *b_hh,
+                            float *h_out, void *workspace, size_t workspace_bytes) {
+    return gru_step_int8(I, H, x, h, DRE_DTYPE_I8P, P_ih, s_ih, P_hh, s_hh, b_ih, b_hh, h_out,
+                         workspace, workspace_bytes);
 }

@@ -116,28 +116,26 @@ static void heap_push(int32_t *hi, float *hs, int64_t size, float s, int32_t r) 
     hs[pos] = s;
 }
 
-/* Small k: the best-so-far kept sorted best first.  A new entry's place is
- * counted without branches (how many entries rank before it: a loop the
- * compiler vectorises) and the tail moves down by one.  A heap's sift takes
- * a data-dependent branch per level instead, mispredicted about half the
- * time: for k = 20 of 500 candidates that was half of the call.  Larger k:
- * the heap. */
-#define DRE_TOPK_SORTED_MAX 64
+/* Small k: the best-so-far kept sorted best first, a new entry moved up
+ * from the freed last slot past the entries it ranks before (insertion
+ * sort's step: an entry that passes the threshold usually lands near the
+ * end, so it moves few places, and the loop's exit is its only hard
+ * branch).  A heap's sift takes a data-dependent branch per level instead,
+ * mispredicted about half the time; counting the place and moving the tail
+ * with memmove cost two library calls per entry (k = 20 of 500 candidates:
+ * about 80 entries).  Larger k: the heap. */
+#define DRE_TOPK_SORTED_MAX 32
 
 /* Insert (s, r) into the sorted list ti/ts of `size` entries; when the list
  * is full (size == cap) the last entry, which (s, r) must rank before,
  * drops out. */
 static void sorted_insert(int32_t *ti, float *ts, int64_t size, int64_t cap, float s, int32_t r) {
-    int64_t pos = 0;
-    if (!isnan(s)) {
-        /* NaN entries rank after every number, and compare false here */
-        for (int64_t j = 0; j < size; ++j) pos += (ts[j] > s) | ((ts[j] == s) & (ti[j] < r));
-    } else {
-        for (int64_t j = 0; j < size; ++j) pos += (!isnan(ts[j])) | (isnan(ts[j]) & (ti[j] < r));
+    int64_t pos = size < cap ? size : cap - 1; /* the slot that is freed */
+    while (pos > 0 && topk_better(s, r, ts[pos - 1], ti[pos - 1])) {
+        ti[pos] = ti[pos - 1];
+        ts[pos] = ts[pos - 1];
+        --pos;
     }
-    const int64_t last = size < cap ? size : cap - 1; /* the slot that is freed */
-    memmove(ti + pos + 1, ti + pos, (size_t)(last - pos) * sizeof *ti);
-    memmove(ts + pos + 1, ts + pos, (size_t)(last - pos) * sizeof *ts);
     ti[pos] = r;
     ts[pos] = s;
 }

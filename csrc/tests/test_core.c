@@ -2462,6 +2462,16 @@ static void gru_step_i8_case(int64_t I, int64_t H) {
         CHECK_STATUS(dre_gru_step_i8(I, H, p.x, h, wi, si, wh, sh, p.b_ih, p.b_hh, h, gws(need), need),
                      DRE_OK);
         CHECK(memcmp(h, out, (size_t)H * sizeof(float)) == 0, "h_out == h gives other results");
+        /* the packed matrices: the same bits */
+        const int64_t ni = dre_packed_i8_bytes(3 * H, I), nh = dre_packed_i8_bytes(3 * H, H);
+        uint8_t *pi_ = (uint8_t *)guard_alloc((size_t)ni), *ph = (uint8_t *)guard_alloc((size_t)nh);
+        CHECK_STATUS(dre_pack_rows_i8(3 * H, I, wi, pi_, ni), DRE_OK);
+        CHECK_STATUS(dre_pack_rows_i8(3 * H, H, wh, ph, nh), DRE_OK);
+        float *op = gf(H);
+        CHECK_STATUS(dre_gru_step_i8p(I, H, p.x, p.h0, pi_, si, ph, sh, p.b_ih, p.b_hh, op,
+                                      gws(need), need), DRE_OK);
+        CHECK(memcmp(op, out, (size_t)H * sizeof(float)) == 0,
+              "dre_gru_step_i8p differs from dre_gru_step_i8");
         if (pi == 0) s0 = out;
         else CHECK_CLOSE_FF("h_out vs scalar", out, s0, H, atol, rtol);
     }
