@@ -75,6 +75,14 @@ cdef class StreamCore:
     cdef bint tanh_act
     cdef bint half
     cdef readonly object weight_dtype
+    # the candidate table held by set_candidates (None: none)
+    cdef object _cand_keep
+    cdef int64_t C_n
+    cdef dre_dtype C_dt
+    cdef const void *C_p
+    cdef const float *Cs_p
+    cdef const float *Cb_p
+    cdef const int64_t *Cid_p
 
     def __cinit__(self, E, layers, W_p, b_p, O, b_out, activation="tanh",
                   weight_dtype="float32", E_scale=None, O_scale=None):
@@ -306,45 +314,37 @@ cdef class StreamCore:
         return self._topk(k, self.N, self.O_dt, self.O_p, self.Os_p, self.bo_p, ip, n, xp,
                           "StreamCore.topk", idx)
 
-    def topk_table(self, int64_t k, O_c, b_c=None, exclude=None, ids=None, scale=None):
-        """The ``k`` best rows of a candidate table for the current user vector.
-
-        ``O_c`` (float32, float16 or int8 [n, d], with per-row ``scale``
-        float32 [n] or None) and ``b_c`` (float32 [n], None: zeros) are the
-        candidates' output rows and biases, gathered once, in the storage of
-        the model's table (contiguous rows stream faster than rows picked
-        from the whole table);
-        ``exclude`` (uint8/bool [n]) marks rows never returned.  Returns
-        ``(rows, scores)`` best first -- ties to the lower row -- with rows
-        replaced by ``ids[row]`` when ``ids`` (int64 [n]) is given (the
-        mapping is done here, in C, not by numpy fancy indexing).
-        """
-        cdef Py_ssize_t dims[2]
-        cdef int64_t n, j
-        cdef const float *bp = NULL
-        cdef const uint8_t *xp = NULL
-        cdef const int64_t *idp = NULL
-        cdef int64_t dc
-        cdef _Kind kind
-        if k < 0:
-            raise ValueError(f"k: expected k >= 0, got {k}")
-        _check_table(O_c, "O_c", &n, &dc, scale, &kind, -1, self.d, "(n, d)")
+    cdef int64_t _check_cand_table(self, object O_c, object b_c, object ids, object scale,
+                                   _Kind *kind) except -1:
+        """The checks of a candidate table (topk_table, set_candidates); returns n."""
+        cdef Py_ssize_t dims[1]
+        cdef int64_t n, dc
+        _check_table(O_c, "O_c", &n, &dc, scale, kind, -1, self.d, "(n, d)")
         dims[0] = n
         if b_c is not None:
             _check(b_c, "b_c", _F32, 1, dims, f"(n={n},)")
-            bp = _f(b_c)
-        if exclude is not None:
-            _check(exclude, "exclude", _MASK, 1, dims, f"(n={n},)")
-            xp = <const uint8_t *>_data(exclude)
         if ids is not None:
             if not (cnp.PyArray_Check(ids) and cnp.PyArray_TYPE(<cnp.ndarray>ids) == cnp.NPY_INT64
                     and cnp.PyArray_NDIM(<cnp.ndarray>ids) == 1 and ids.shape[0] == n
                     and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>ids)):
                 raise ValueError(f"ids: expected int64 array of shape (n={n},) C-contiguous, "
                                  f"got {_describe(ids)}")
-            idp = <const int64_t *>_data(ids)
-        rows, scores = self._topk(k, n, _c_dtype(kind), _table_data(O_c), _f_or_null(scale), bp, NULL, n,
-                                  xp, "StreamCore.topk_table", None)
+        return n
+
+    cdef tuple _topk_mapped(self, int64_t k, int64_t n, dre_dtype dt, const void *O_p,
+                            const float *s_p, const float *b_p, object exclude,
+                            const int64_t *idp, str who):
+        """_topk over a candidate table, the rows mapped through ids (in C)."""
+        cdef Py_ssize_t dims[1]
+        cdef const uint8_t *xp = NULL
+        cdef int64_t j
+        if k < 0:
+            raise ValueError(f"k: expected k >= 0, got {k}")
+        if exclude is not None:
+            dims[0] = n
+            _check(exclude, "exclude", _MASK, 1, dims, f"(n={n},)")
+            xp = <const uint8_t *>_data(exclude)
+        rows, scores = self._topk(k, n, dt, O_p, s_p, b_p, NULL, n, xp, who, None)
         if idp == NULL:
             return rows, scores
         cdef cnp.npy_intp m = rows.shape[0]
@@ -354,6 +354,62 @@ cdef class StreamCore:
         for j in range(m):
             op[j] = idp[rp[j]]
         return out, scores
+
+    def topk_table(self, int64_t k, O_c, b_c=None, exclude=None, ids=None, scale=None):
+        """The ``k`` best rows of a candidate table for the current user vector.
+
+        ``O_c`` (float32, float16 or int8 [n, d] or a packed int8 table,
+        with per-row ``scale`` float32 [n] or None) and ``b_c`` (float32 [n],
+        None: zeros) are the candidates' output rows and biases, gathered
+        once, in the storage of the model's table (contiguous rows stream
+        faster than rows picked from the whole table);
+        ``exclude`` (uint8/bool [n]) marks rows never returned.  Returns
+        ``(rows, scores)`` best first -- ties to the lower row -- with rows
+        replaced by ``ids[row]`` when ``ids`` (int64 [n]) is given (the
+        mapping is done here, in C, not by numpy fancy indexing).
+        """
+        cdef _Kind kind
+        if k < 0:
+            raise ValueError(f"k: expected k >= 0, got {k}")
+        cdef int64_t n = self._check_cand_table(O_c, b_c, ids, scale, &kind)
+        return self._topk_mapped(k, n, _c_dtype(kind), _table_data(O_c), _f_or_null(scale),
+                                 NULL if b_c is None else _f(b_c), exclude,
+                                 NULL if ids is None else <const int64_t *>_data(ids),
+                                 "StreamCore.topk_table")
+
+    def set_candidates(self, O_c, b_c=None, ids=None, scale=None):
+        """Hold a candidate table for :meth:`topk_candidates`: the arguments of
+        :meth:`topk_table`, checked once and kept by reference (not copied;
+        do not change them while held).  ``set_candidates(None)`` lets go."""
+        cdef _Kind kind
+        if O_c is None:
+            self._cand_keep = None
+            return
+        cdef int64_t n = self._check_cand_table(O_c, b_c, ids, scale, &kind)
+        self._cand_keep = (O_c, b_c, ids, scale)
+        self.C_n = n
+        self.C_dt = _c_dtype(kind)
+        self.C_p = _table_data(O_c)
+        self.Cs_p = _f_or_null(scale)
+        self.Cb_p = NULL if b_c is None else _f(b_c)
+        self.Cid_p = NULL if ids is None else <const int64_t *>_data(ids)
+
+    def topk_candidates(self, int64_t k, exclude=None, b_c=None):
+        """:meth:`topk_table` on the table held by :meth:`set_candidates`
+        (only ``k``, ``exclude`` and ``b_c`` are checked per call: the
+        streaming call of a session with a fixed candidate list); ``b_c``
+        (float32 [n]) replaces the held biases for this call."""
+        cdef Py_ssize_t dims[1]
+        cdef const float *bp = self.Cb_p
+        if self._cand_keep is None:
+            raise ValueError("StreamCore.topk_candidates: no candidate table "
+                             "(call set_candidates first)")
+        if b_c is not None:
+            dims[0] = self.C_n
+            _check(b_c, "b_c", _F32, 1, dims, f"(n={self.C_n},)")
+            bp = _f(b_c)
+        return self._topk_mapped(k, self.C_n, self.C_dt, self.C_p, self.Cs_p, bp, exclude,
+                                 self.Cid_p, "StreamCore.topk_candidates")
 
     @property
     def layer_dtypes(self):

@@ -120,6 +120,7 @@ class Session:
             self._b_c = np.ascontiguousarray(p.b_out[c])
             self._c_ids = (np.ascontiguousarray(self._ids[c])
                            if self._ids.dtype == np.int64 else None)
+            self._core.set_candidates(self._O_c, self._b_c, self._c_ids, self._O_cs)
             self._c_clicked = np.zeros(c.shape[0], np.uint8)
             self._c_pos: dict = {}
             for j, i in enumerate(self._cand.tolist()):
@@ -214,9 +215,7 @@ class Session:
         if candidates is None and self._cand is not None:
             # the session's own candidates: the gathered table
             with self._lock:
-                out, scores = self._core.topk_table(k, self._O_c, self._b_c,
-                                                    self._c_clicked if excl else None, self._c_ids,
-                                                    self._O_cs)
+                out, scores = self._core.topk_candidates(k, self._c_clicked if excl else None)
             if self._c_ids is None:
                 out = self._ids[self._cand[out]]
             return out, scores
@@ -239,9 +238,8 @@ class Session:
                 for i, v in zip(mi.tolist(), add.tolist()):
                     for j in self._c_pos.get(i, ()):
                         b_c[j] += v
-                out, scores = self._core.topk_table(k, self._O_c, b_c,
-                                                    self._c_clicked if excl else None,
-                                                    self._c_ids, self._O_cs)
+                out, scores = self._core.topk_candidates(k, self._c_clicked if excl else None,
+                                                         b_c)
                 if self._c_ids is None:
                     out = self._ids[self._cand[out]]
                 return out, scores * scale

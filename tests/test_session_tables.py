@@ -116,6 +116,45 @@ def test_weight_dtype_is_validated():
         de.Session(model, weight_dtype="int8")
 
 
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_held_candidate_table_ranks_as_topk_table(rng, storage):
+    """StreamCore.set_candidates + topk_candidates (the session's streaming
+    call) give topk_table's results, with the held or a replaced bias; bad
+    per-call arguments are refused as topk_table refuses them."""
+    from deeprec_edge.model import compress_model
+    model = random_model(n_items=40, e=6, hidden=8, d=5, seed=2)
+    if storage == "int8":
+        model = compress_model(model, {"tables": "int8", "gru": "int8", "head": "int8"})
+    s = de.Session(model, candidates=model.item_ids[3:33].tolist())
+    core = s._core
+    for i in model.item_ids[:4]:
+        core.click(s._lookup(i))
+    args = (s._O_c, s._b_c, s._c_ids, s._O_cs)
+    excl = (rng.random(30) < 0.3).astype(np.uint8)
+    b2 = rng.standard_normal(30).astype(np.float32)
+    core.set_candidates(*args)
+    for k in (0, 1, 7, 30, 40):
+        want = core.topk_table(k, s._O_c, s._b_c, excl, s._c_ids, s._O_cs)
+        got = core.topk_candidates(k, excl)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+        want = core.topk_table(k, s._O_c, b2, None, s._c_ids, s._O_cs)
+        got = core.topk_candidates(k, None, b2)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(ValueError, match=r"^b_c: expected float32 array of shape \(n=30,\)"):
+        core.topk_candidates(3, None, b2[:29].copy())
+    with pytest.raises(ValueError, match="^exclude: expected"):
+        core.topk_candidates(3, np.zeros(29, np.uint8))
+    with pytest.raises(ValueError, match="^k: expected k >= 0"):
+        core.topk_candidates(-1)
+    with pytest.raises(ValueError, match=r"^ids: expected int64"):
+        core.set_candidates(s._O_c, s._b_c, np.arange(30, dtype=np.int32), s._O_cs)
+    core.set_candidates(None)
+    with pytest.raises(ValueError, match="no candidate table"):
+        core.topk_candidates(3)
+
+
 def test_topk_table_rejects_bad_arrays():
     """StreamCore.topk_table checks every array before the C call."""
     model = random_model(n_items=12, e=4, hidden=6, d=5, seed=4)
