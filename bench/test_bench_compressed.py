@@ -80,9 +80,11 @@ def goals_rows():
                      f"{_us(b[0])} ({_us(b[1])})", f"{r:.2f}x ({b[1] / a[1]:.2f}x)",
                      f"{text}: {'met' if r >= need else 'NOT met'}"])
     for variant, t in sorted(_T.get("session", {}).items()):
+        goal = ("the uncompressed model, for reference" if variant == "float32" else
+                f"<= {SESSION_MAX_US:.0f} µs: "
+                f"{'met' if t[0] * 1e6 <= SESSION_MAX_US else 'NOT met'}")
         rows.append([f"session click+rank {N_CAND}: {variant}", f"{_us(t[0])} ({_us(t[1])})",
-                     "—", "—", f"<= {SESSION_MAX_US:.0f} µs: "
-                     f"{'met' if t[0] * 1e6 <= SESSION_MAX_US else 'NOT met'}"])
+                     "—", "—", goal])
     return rows
 
 
