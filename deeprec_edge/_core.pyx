@@ -1219,16 +1219,19 @@ cdef class PackedI8:
     cdef readonly int64_t n_rows
     cdef readonly int64_t n_cols
 
+    def __init__(self, *args, **kwargs):
+        raise TypeError("PackedI8 is made by pack_rows_i8(q), not directly")
+
     @property
     def shape(self):
         return (self.n_rows, self.n_cols)
 
     @property
     def nbytes(self):
-        return self.data.nbytes
+        return 0 if self.data is None else self.data.nbytes
 
     def __repr__(self):
-        return f"PackedI8(shape=({self.n_rows}, {self.n_cols}), nbytes={self.data.nbytes})"
+        return f"PackedI8(shape=({self.n_rows}, {self.n_cols}), nbytes={self.nbytes})"
 
 
 def pack_rows_i8(q):
@@ -1303,6 +1306,8 @@ cdef int64_t _check_table(object O, str name, int64_t *N, int64_t *D, object sca
     d[0] = want_n; d[1] = want_d
     kind[0] = _table_kind(O)
     if kind[0] == _I8P:
+        if (<PackedI8>O).data is None:
+            raise ValueError(f"{name}: an empty PackedI8 (make one with pack_rows_i8)")
         N[0] = (<PackedI8>O).n_rows; D[0] = (<PackedI8>O).n_cols
         if (want_n >= 0 and N[0] != want_n) or (want_d >= 0 and D[0] != want_d):
             shape = _shape_text(sym, [want_n, want_d])

@@ -196,7 +196,33 @@ class BindingTarget(Target):
         self.K, self.T = K, T
         self.paths = K.supported_paths()
 
+    def packed_case(self, rng: np.random.Generator) -> None:
+        """score / score_topk / dequantize_rows on a packed int8 table with
+        spoilt companions (the table itself is only made by pack_rows_i8)."""
+        K = self.K
+        N, D = int(rng.integers(0, 40)), int(rng.integers(0, 1100 if rng.random() < 0.1 else 70))
+        q = rng.integers(-128, 128, size=(N, D)).astype(np.int8)
+        P = K.pack_rows_i8(spoil(rng, q, "table") if rng.random() < 0.2 else q)
+        kw = dict(u=rng.standard_normal(D).astype(np.float32),
+                  bias=rng.standard_normal(N).astype(np.float32),
+                  scale=rng.uniform(0.001, 0.1, N).astype(np.float32),
+                  idx=rng.integers(0, max(N, 1), size=int(rng.integers(0, 50))).astype(np.int32))
+        for arg, kind in (("u", "f32"), ("bias", "f32"), ("scale", "f32"), ("idx", "i32")):
+            if rng.random() < 0.3:
+                kw[arg] = spoil(rng, kw[arg], kind)
+        with self.K.forced_path(self.paths[int(rng.integers(len(self.paths)))]):
+            which = int(rng.integers(3))
+            if which == 0:
+                K.score(P, **kw)
+            elif which == 1:
+                K.score_topk(P, kw["u"], int(rng.choice([0, 1, 5, N + 3])), bias=kw["bias"],
+                             idx=kw["idx"], scale=kw["scale"])
+            else:
+                K.dequantize_rows(P, idx=kw["idx"], scale=kw["scale"])
+
     def case(self, rng: np.random.Generator, tmp: str) -> None:
+        if rng.random() < 0.08:
+            return self.packed_case(rng)
         T = self.T
         spec = T.SPECS[int(rng.integers(len(T.SPECS)))]
         kw = spec.make(rng)

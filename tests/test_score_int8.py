@@ -169,6 +169,11 @@ def test_packed_tables_are_checked(rng):
         K.score_topk(P, u, 3, idx=np.array([0, 20], np.int32))
     with pytest.raises(AttributeError):
         P.n_rows = 3
+    with pytest.raises(TypeError, match="made by pack_rows_i8"):
+        K.PackedI8()
+    empty = K.PackedI8.__new__(K.PackedI8)               # not through its constructor
+    with pytest.raises(ValueError, match="^O: an empty PackedI8"):
+        K.score(empty, np.zeros(0, np.float32))
 
 
 def test_compressed_tables_pack_once_and_score_alike(rng):

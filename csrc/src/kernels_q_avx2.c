@@ -2,9 +2,8 @@
  * kernels_q_avx2.c -- compressed-row primitives (qkernels.h) for x86-64
  * AVX2/FMA, and their AVX-512F variants in kernels_q_avx512.c.
  *
- * Eight rows at a time, one 8-lane accumulator per row, k in steps of 8:
- * an int8 row costs a 64-bit load, vpmovsxbd and vcvtdq2ps per 8 weights
- * (exact), a binary16 row a 128-bit load and vcvtph2ps; the FMA and the
+ * binary16 rows: eight rows at a time, one 8-lane accumulator per row, k in
+ * steps of 8: a 128-bit load and vcvtph2ps per 8 weights (exact); the FMA and the
  * transposing reduction are those of the float32 gemv (avx2_inl.h).  A
  * short last block repeats its last row (computed, never stored), so every
  * row -- in a block or in the tail -- is summed by the same instructions in
@@ -30,10 +29,6 @@
 #include <string.h>
 
 #include "avx2_inl.h"
-
-static inline __m256 load_i8x8(const int8_t *p) {
-    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)p)));
-}
 
 static inline __m256 load_h16x8(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)p));
@@ -109,7 +104,6 @@ static inline __m256 finish8(__m256 dot, const int64_t *r, int contiguous, const
         }                                                                                    \
     }
 
-DRE_Q_GEMV_AVX2(gemv_i8_avx2, int8_t, load_i8x8)
 DRE_Q_GEMV_AVX2(gemv_h_avx2, uint16_t, load_h16x8)
 
 /* Packed int8 blocks (qkernels.h), exactly: a row quad's 16 bytes of a
@@ -164,8 +158,7 @@ void dre__score_i8p_avx2(int64_t n, const uint8_t *P, const dre_i8p_user *u,
     }
 }
 
-static const dre_qkernels dre__q_avx2_table = {DRE_PATH_AVX2, gemv_i8_avx2, gemv_h_avx2,
-                                               dre__score_i8p_avx2};
+static const dre_qkernels dre__q_avx2_table = {DRE_PATH_AVX2, gemv_h_avx2, dre__score_i8p_avx2};
 
 #if defined(__clang__)
 #  pragma clang attribute pop

@@ -1,8 +1,8 @@
 /*
  * kernels_q_avx512.c -- compressed-row primitives (qkernels.h) with
- * AVX-512F: the algorithm of kernels_q_avx2.c with 16-lane accumulators
- * (16 weights per conversion: vpmovsxbd + vcvtdq2ps from a 128-bit load,
- * or vcvtph2ps from a 256-bit load).  Each accumulator folds its halves
+ * AVX-512F: the binary16 algorithm of kernels_q_avx2.c with 16-lane
+ * accumulators (16 weights per vcvtph2ps from a 256-bit load), and packed
+ * int8 blocks with AVX512-VNNI.  Each accumulator folds its halves
  * (lane j + lane j+8) before the AVX2 transposing reduction, for every row
  * alike.  The tail uses the last 16 weights of the row under a lane mask
  * (rows shorter than 16: a zero-padded copy).  Selected only after cpuid +
@@ -23,10 +23,6 @@
 #include <string.h>
 
 #include "avx2_inl.h"
-
-static inline __m512 load_i8x16(const int8_t *p) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(const void *)p)));
-}
 
 static inline __m512 load_h16x16(const uint16_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)p));
@@ -107,11 +103,10 @@ static inline __m256 finish8_512(__m256 dot, const int64_t *r, int contiguous, c
         }                                                                                    \
     }
 
-DRE_Q_GEMV_AVX512(gemv_i8_avx512, int8_t, load_i8x16)
 DRE_Q_GEMV_AVX512(gemv_h_avx512, uint16_t, load_h16x16)
 
 /* without AVX512-VNNI (Skylake-X): the AVX2 kernel for packed int8 blocks */
-static const dre_qkernels dre__q_avx512_table = {DRE_PATH_AVX512, gemv_i8_avx512, gemv_h_avx512,
+static const dre_qkernels dre__q_avx512_table = {DRE_PATH_AVX512, gemv_h_avx512,
                                                  dre__score_i8p_avx2};
 
 #if defined(__clang__)
@@ -182,8 +177,8 @@ static void score_i8p_vnni(int64_t n, const uint8_t *P, const dre_i8p_user *u,
     }
 }
 
-static const dre_qkernels dre__q_avx512_vnni_table = {DRE_PATH_AVX512, gemv_i8_avx512,
-                                                      gemv_h_avx512, score_i8p_vnni};
+static const dre_qkernels dre__q_avx512_vnni_table = {DRE_PATH_AVX512, gemv_h_avx512,
+                                                      score_i8p_vnni};
 
 #if defined(__clang__)
 #  pragma clang attribute pop

@@ -4,9 +4,8 @@
  *
  * Four rows at a time (a short last block repeats its last row: computed,
  * never stored), one 4-lane accumulator per row, k in steps of 8 (two
- * multiply-adds per step, low half then high half).  int8 weights widen
- * exactly (vmovl twice, vcvtq_f32_s32); binary16 weights through
- * vcvt_f32_f16.  The D % 8 weights at a row's end come from the 8 that end
+ * multiply-adds per step, low half then high half), binary16 weights
+ * through vcvt_f32_f16; packed int8 blocks in integers (below).  The D % 8 weights at a row's end come from the 8 that end
  * the row with the lanes already summed zeroed; rows shorter than 8 go
  * through a zero-padded copy.  Every row alike, so a row's score does not
  * depend on where it sits.
@@ -41,13 +40,6 @@ static inline float hsum4(float32x4_t v) {
     const float32x2_t p = vpadd_f32(vget_low_f32(v), vget_high_f32(v));
     return vget_lane_f32(vpadd_f32(p, p), 0);
 #endif
-}
-
-/* 8 weights as two float32x4 (lanes 0-3, 4-7) */
-static inline void load_i8x8(const int8_t *p, float32x4_t *lo, float32x4_t *hi) {
-    const int16x8_t w = vmovl_s8(vld1_s8(p));
-    *lo = vcvtq_f32_s32(vmovl_s16(vget_low_s16(w)));
-    *hi = vcvtq_f32_s32(vmovl_s16(vget_high_s16(w)));
 }
 
 #if defined(DRE_Q_NEON_F16)
@@ -118,7 +110,6 @@ static inline void load_h16x8(const uint16_t *p, float32x4_t *lo, float32x4_t *h
         }                                                                                    \
     }
 
-DRE_Q_GEMV_NEON(gemv_i8_neon, int8_t, load_i8x8)
 #if defined(DRE_Q_NEON_F16)
 DRE_Q_GEMV_NEON(gemv_h_neon, uint16_t, load_h16x8)
 #endif
@@ -176,10 +167,9 @@ static void score_i8p_neon(int64_t n, const uint8_t *P, const dre_i8p_user *u,
 }
 
 #if defined(DRE_Q_NEON_F16)
-static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_i8_neon, gemv_h_neon,
-                                               score_i8p_neon};
+static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_h_neon, score_i8p_neon};
 #else /* no binary16 conversion in this FPU: the portable kernel */
-static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_i8_neon, dre__gemv_h_scalar,
+static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, dre__gemv_h_scalar,
                                                score_i8p_neon};
 #endif
 

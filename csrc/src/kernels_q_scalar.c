@@ -1,9 +1,10 @@
 /*
  * kernels_q_scalar.c -- the portable compressed-row primitives: the
- * readable specification of qkernels.h.  The same 16 partial sums as
- * gemv_scalar (kernels_scalar.c), over exactly converted weights, so an
- * int8 or binary16 row scores like the float32 row of the same values
- * before the per-row scale is applied.
+ * readable specification of qkernels.h.  binary16 rows: the same 16
+ * partial sums as gemv_scalar (kernels_scalar.c), over exactly converted
+ * weights, so a binary16 row scores like the float32 row of the same values
+ * before the per-row scale is applied; packed int8 blocks: the exact
+ * integer dot product.
  */
 #include "qkernels.h"
 
@@ -25,9 +26,6 @@
         }                                                                                    \
     }
 
-#define DRE_I8_TO_F32(v) ((float)(v))
-
-DRE_Q_GEMV_SCALAR(dre__gemv_i8_scalar, int8_t, DRE_I8_TO_F32)
 DRE_Q_GEMV_SCALAR(dre__gemv_h_scalar, uint16_t, dre__f16_to_f32)
 
 /* Packed int8 blocks (qkernels.h): the integer dot product as written. */
@@ -44,7 +42,7 @@ void dre__score_i8p_scalar(int64_t n, const uint8_t *P, const dre_i8p_user *u,
     }
 }
 
-static const dre_qkernels dre__q_scalar_table = {DRE_PATH_SCALAR, dre__gemv_i8_scalar,
-                                                 dre__gemv_h_scalar, dre__score_i8p_scalar};
+static const dre_qkernels dre__q_scalar_table = {DRE_PATH_SCALAR, dre__gemv_h_scalar,
+                                                 dre__score_i8p_scalar};
 
 const dre_qkernels *dre__qkernels_scalar(void) { return &dre__q_scalar_table; }

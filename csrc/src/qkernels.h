@@ -1,16 +1,17 @@
 /*
- * qkernels.h -- compressed-row primitives (binary16 and int8 rows with
- * per-row scales); not installed, not public.
+ * qkernels.h -- compressed-row primitives (binary16 rows with optional
+ * per-row scales; int8 rows, exactly in integers, below); not installed,
+ * not public.
  *
  * A second dispatch table beside dre_kernels (internal.h), chosen from the
  * same active path: dre__qkernels() returns the table of the path
  * dre__kernels() runs (or the scalar table where a path has no variant
- * here).  Each primitive computes, for i in [0, n) and r = idx ? idx[i] : i,
+ * here).  gemv_h computes, for i in [0, n) and r = idx ? idx[i] : i,
  *
  *     dot = sum_k f32(W[r*ldw + k]) * x[k]          (the path's fixed order)
  *     y[i] = (scale ? dot * scale[r] : dot) + (bias ? bias[r] : 0)
  *
- * f32() of a binary16 or int8 value is exact.  The multiply and the add after
+ * f32() of a binary16 value is exact.  The multiply and the add after
  * the dot product are separate roundings on every path (no FMA there), and a
  * row's dot product is summed in the same order wherever it sits in the list
  * -- in a block of rows or in the tail -- so a row scores the same bits in a
@@ -23,9 +24,6 @@
 
 #include "internal.h"
 
-typedef void (*dre_gemv_i8_fn)(int64_t n, int64_t D, const int8_t *W, int64_t ldw,
-                               const int32_t *idx, const float *scale, const float *x,
-                               const float *bias, float *y);
 typedef void (*dre_gemv_h_fn)(int64_t n, int64_t D, const uint16_t *W, int64_t ldw,
                               const int32_t *idx, const float *scale, const float *x,
                               const float *bias, float *y);
@@ -78,7 +76,6 @@ static inline float dre__i8p_finish(double I, float s, double e2, float b) {
 
 typedef struct dre_qkernels {
     dre_path path;
-    dre_gemv_i8_fn gemv_i8;  /* int8 rows (the GRU step: float32 sums) */
     dre_gemv_h_fn gemv_h;    /* binary16 rows (row list and scales, unlike gemv_f16) */
     dre_score_i8p_fn score_i8p; /* packed int8 blocks, exact (above) */
 } dre_qkernels;
@@ -93,9 +90,6 @@ DRE_HIDDEN const dre_qkernels *dre__qkernels_avx512(void);
 DRE_HIDDEN const dre_qkernels *dre__qkernels_neon(void);
 
 /* The scalar primitives (other tables may reuse them). */
-DRE_HIDDEN void dre__gemv_i8_scalar(int64_t n, int64_t D, const int8_t *W, int64_t ldw,
-                                    const int32_t *idx, const float *scale, const float *x,
-                                    const float *bias, float *y);
 DRE_HIDDEN void dre__score_i8p_scalar(int64_t n, const uint8_t *P, const dre_i8p_user *u,
                                       const float *scale, const float *bias, float *y);
 DRE_HIDDEN void dre__score_i8p_avx2(int64_t n, const uint8_t *P, const dre_i8p_user *u,
