@@ -158,7 +158,8 @@ void dre__score_i8p_avx2(int64_t n, const uint8_t *P, const dre_i8p_user *u,
     }
 }
 
-static const dre_qkernels dre__q_avx2_table = {DRE_PATH_AVX2, gemv_h_avx2, dre__score_i8p_avx2};
+static const dre_qkernels dre__q_avx2_table = {DRE_PATH_AVX2, gemv_h_avx2, dre__score_i8p_avx2,
+                                               dre__pack16_i8_scalar};
 
 #if defined(__clang__)
 #  pragma clang attribute pop

@@ -107,7 +107,7 @@ DRE_Q_GEMV_AVX512(gemv_h_avx512, uint16_t, load_h16x16)
 
 /* without AVX512-VNNI (Skylake-X): the AVX2 kernel for packed int8 blocks */
 static const dre_qkernels dre__q_avx512_table = {DRE_PATH_AVX512, gemv_h_avx512,
-                                                 dre__score_i8p_avx2};
+                                                 dre__score_i8p_avx2, dre__pack16_i8_scalar};
 
 #if defined(__clang__)
 #  pragma clang attribute pop
@@ -177,8 +177,47 @@ static void score_i8p_vnni(int64_t n, const uint8_t *P, const dre_i8p_user *u,
     }
 }
 
+/* 16 rows into a packed block: 64 bytes (16 groups) of each row at a time,
+ * loaded under a byte mask (zeros past D and for padding rows), the 16 x 16
+ * dwords transposed (unpack 32, unpack 64, two 128-bit lane shuffles), each
+ * result -- one group of the 16 rows -- stored with its sign bits flipped. */
+static void pack16_i8_avx512(const int8_t *const *rows, int64_t D, int64_t G, uint8_t *blk) {
+    const __m512i x80 = _mm512_set1_epi8((char)0x80);
+    for (int64_t c0 = 0; c0 < G; c0 += 16) {
+        const int64_t nb = D - 4 * c0 < 64 ? D - 4 * c0 : 64;
+        const __mmask64 km = nb >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << nb) - 1);
+        __m512i v[16], t[16];
+        for (int r = 0; r < 16; ++r)
+            v[r] = rows[r] ? _mm512_maskz_loadu_epi8(km, (const void *)(rows[r] + 4 * c0))
+                           : _mm512_setzero_si512();
+        for (int i = 0; i < 8; ++i) {
+            t[2 * i] = _mm512_unpacklo_epi32(v[2 * i], v[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(v[2 * i], v[2 * i + 1]);
+        }
+        for (int i = 0; i < 4; ++i) { /* v[4i + j]: dword 4L + j of rows 4i .. 4i+3, lane L */
+            v[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            v[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            v[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            v[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        for (int j = 0; j < 4; ++j) {
+            const __m512i a0 = _mm512_shuffle_i32x4(v[j], v[4 + j], 0x44);
+            const __m512i a1 = _mm512_shuffle_i32x4(v[j], v[4 + j], 0xEE);
+            const __m512i b0 = _mm512_shuffle_i32x4(v[8 + j], v[12 + j], 0x44);
+            const __m512i b1 = _mm512_shuffle_i32x4(v[8 + j], v[12 + j], 0xEE);
+            t[j] = _mm512_shuffle_i32x4(a0, b0, 0x88);      /* dword j      */
+            t[4 + j] = _mm512_shuffle_i32x4(a0, b0, 0xDD);  /* dword 4 + j  */
+            t[8 + j] = _mm512_shuffle_i32x4(a1, b1, 0x88);  /* dword 8 + j  */
+            t[12 + j] = _mm512_shuffle_i32x4(a1, b1, 0xDD); /* dword 12 + j */
+        }
+        const int64_t ng = G - c0 < 16 ? G - c0 : 16;
+        for (int64_t g = 0; g < ng; ++g)
+            _mm512_storeu_si512((void *)(blk + 64 * (c0 + g)), _mm512_xor_si512(t[g], x80));
+    }
+}
+
 static const dre_qkernels dre__q_avx512_vnni_table = {DRE_PATH_AVX512, gemv_h_avx512,
-                                                      score_i8p_vnni};
+                                                      score_i8p_vnni, pack16_i8_avx512};
 
 #if defined(__clang__)
 #  pragma clang attribute pop

@@ -167,10 +167,11 @@ static void score_i8p_neon(int64_t n, const uint8_t *P, const dre_i8p_user *u,
 }
 
 #if defined(DRE_Q_NEON_F16)
-static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_h_neon, score_i8p_neon};
+static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, gemv_h_neon, score_i8p_neon,
+                                               dre__pack16_i8_scalar};
 #else /* no binary16 conversion in this FPU: the portable kernel */
 static const dre_qkernels dre__q_neon_table = {DRE_PATH_NEON, dre__gemv_h_scalar,
-                                               score_i8p_neon};
+                                               score_i8p_neon, dre__pack16_i8_scalar};
 #endif
 
 const dre_qkernels *dre__qkernels_neon(void) { return &dre__q_neon_table; }

@@ -8,6 +8,8 @@
  */
 #include "qkernels.h"
 
+#include <string.h>
+
 #define DRE_Q_GEMV_SCALAR(NAME, T, CONV)                                                     \
     void NAME(int64_t n, int64_t D, const T *W, int64_t ldw, const int32_t *idx,     \
                      const float *scale, const float *x, const float *bias, float *y) {     \
@@ -42,7 +44,30 @@ void dre__score_i8p_scalar(int64_t n, const uint8_t *P, const dre_i8p_user *u,
     }
 }
 
+/* 16 rows into a packed block: q + 128 by flipping the sign bit of each byte. */
+void dre__pack16_i8_scalar(const int8_t *const *rows, int64_t D, int64_t G, uint8_t *blk) {
+    const int64_t full = D / 4; /* whole groups */
+    for (int t = 0; t < DRE_I8P_ROWS; ++t) {
+        const int8_t *row = rows[t];
+        if (row == NULL) {
+            for (int64_t g = 0; g < G; ++g) memset(blk + 64 * g + 4 * t, 128, 4);
+            continue;
+        }
+        for (int64_t g = 0; g < full; ++g) {
+            uint32_t w;
+            memcpy(&w, row + 4 * g, 4);
+            w ^= 0x80808080u;
+            memcpy(blk + 64 * g + 4 * t, &w, 4);
+        }
+        for (int64_t g = full; g < G; ++g)
+            for (int b = 0; b < 4; ++b) {
+                const int64_t k = 4 * g + b;
+                blk[64 * g + 4 * t + b] = (uint8_t)(k < D ? (int)row[k] + 128 : 128);
+            }
+    }
+}
+
 static const dre_qkernels dre__q_scalar_table = {DRE_PATH_SCALAR, dre__gemv_h_scalar,
-                                                 dre__score_i8p_scalar};
+                                                 dre__score_i8p_scalar, dre__pack16_i8_scalar};
 
 const dre_qkernels *dre__qkernels_scalar(void) { return &dre__q_scalar_table; }

@@ -74,10 +74,15 @@ static inline float dre__i8p_finish(double I, float s, double e2, float b) {
     return y + b;
 }
 
+/* Packs 16 rows of a row-major int8 table (rows[t], D columns; NULL: a
+ * padding row) into one block of G = ceil(D/4) groups (the layout above). */
+typedef void (*dre_pack16_i8_fn)(const int8_t *const *rows, int64_t D, int64_t G, uint8_t *blk);
+
 typedef struct dre_qkernels {
     dre_path path;
     dre_gemv_h_fn gemv_h;    /* binary16 rows (row list and scales, unlike gemv_f16) */
     dre_score_i8p_fn score_i8p; /* packed int8 blocks, exact (above) */
+    dre_pack16_i8_fn pack16_i8; /* 16 rows into a packed block */
 } dre_qkernels;
 
 /* The table of the active path. */
@@ -92,6 +97,8 @@ DRE_HIDDEN const dre_qkernels *dre__qkernels_neon(void);
 /* The scalar primitives (other tables may reuse them). */
 DRE_HIDDEN void dre__score_i8p_scalar(int64_t n, const uint8_t *P, const dre_i8p_user *u,
                                       const float *scale, const float *bias, float *y);
+DRE_HIDDEN void dre__pack16_i8_scalar(const int8_t *const *rows, int64_t D, int64_t G,
+                                     uint8_t *blk);
 DRE_HIDDEN void dre__score_i8p_avx2(int64_t n, const uint8_t *P, const dre_i8p_user *u,
                                     const float *scale, const float *bias, float *y);
 DRE_HIDDEN void dre__gemv_h_scalar(int64_t n, int64_t D, const uint16_t *W, int64_t ldw,

@@ -70,22 +70,6 @@ int64_t dre_packed_i8_bytes(int64_t N, int64_t D) {
     return (int64_t)t;
 }
 
-/* Row r of a row-major int8 table into lane t of a packed block. */
-static inline void pack_row(const int8_t *row, int64_t D, int64_t G, int t, uint8_t *blk) {
-    const int64_t full = D / 4; /* whole groups: 4 bytes, + 128 by flipping the sign bits */
-    for (int64_t g = 0; g < full; ++g) {
-        uint32_t w;
-        memcpy(&w, row + 4 * g, 4);
-        w ^= 0x80808080u;
-        memcpy(blk + 64 * g + 4 * t, &w, 4);
-    }
-    for (int64_t g = full; g < G; ++g)
-        for (int b = 0; b < 4; ++b) {
-            const int64_t k = 4 * g + b;
-            blk[64 * g + 4 * t + b] = (uint8_t)(k < D ? (int)row[k] + 128 : 128);
-        }
-}
-
 dre_status dre_pack_rows_i8(int64_t N, int64_t D, const int8_t *O, uint8_t *P, int64_t P_bytes) {
     const int64_t need = dre_packed_i8_bytes(N, D);
     if (need < 0) return DRE_ERR_SIZE;
@@ -93,15 +77,11 @@ dre_status dre_pack_rows_i8(int64_t N, int64_t D, const int8_t *O, uint8_t *P, i
     if (need == 0) return DRE_OK;
     if (P == NULL || (N > 0 && D > 0 && O == NULL)) return DRE_ERR_NULL;
     const int64_t G = D / 4 + (D % 4 != 0);
+    const dre_qkernels *qt = dre__qkernels();
     for (int64_t r0 = 0; r0 < N; r0 += DRE_I8P_ROWS) {
-        uint8_t *blk = P + (r0 / DRE_I8P_ROWS) * 64 * G;
-        for (int t = 0; t < DRE_I8P_ROWS; ++t) {
-            if (r0 + t < N) {
-                pack_row(O + (r0 + t) * D, D, G, t, blk);
-            } else {
-                for (int64_t g = 0; g < G; ++g) memset(blk + 64 * g + 4 * t, 128, 4);
-            }
-        }
+        const int8_t *rows[DRE_I8P_ROWS];
+        for (int t = 0; t < DRE_I8P_ROWS; ++t) rows[t] = r0 + t < N ? O + (r0 + t) * D : NULL;
+        qt->pack16_i8(rows, D, G, P + (r0 / DRE_I8P_ROWS) * 64 * G);
     }
     return DRE_OK;
 }
@@ -242,14 +222,17 @@ static void i8_chunk(const rows_ctx *x, int64_t base, int64_t c, const int32_t *
     float sc[DRE_I8P_ROWS], bi[DRE_I8P_ROWS];
     for (int64_t j0 = 0; j0 < c; j0 += DRE_I8P_ROWS) {
         const int m = (int)(c - j0 < DRE_I8P_ROWS ? c - j0 : DRE_I8P_ROWS);
+        const int8_t *rows[DRE_I8P_ROWS];
         for (int t = 0; t < DRE_I8P_ROWS; ++t) {
+            rows[t] = NULL;
             if (t >= m) {
-                for (int64_t g = 0; g < G; ++g) memset(blk + 64 * g + 4 * t, 128, 4);
+                if (x->dtype == DRE_DTYPE_I8P)
+                    for (int64_t g = 0; g < G; ++g) memset(blk + 64 * g + 4 * t, 128, 4);
                 continue;
             }
             const int64_t r = ci ? (int64_t)ci[j0 + t] : base + j0 + t;
             if (x->dtype == DRE_DTYPE_I8) {
-                pack_row((const int8_t *)x->O + r * D, D, G, t, blk);
+                rows[t] = (const int8_t *)x->O + r * D;
             } else {
                 const uint8_t *src = (const uint8_t *)x->O + (r / DRE_I8P_ROWS) * 64 * G +
                                      (r % DRE_I8P_ROWS) * 4;
@@ -258,6 +241,7 @@ static void i8_chunk(const rows_ctx *x, int64_t base, int64_t c, const int32_t *
             sc[t] = x->scale ? x->scale[r] : 1.0f;
             bi[t] = x->bias ? x->bias[r] : 0.0f;
         }
+        if (x->dtype == DRE_DTYPE_I8) x->qt->pack16_i8(rows, D, G, blk);
         x->qt->score_i8p(m, blk, &w->iu, sc, bi, buf + j0);
     }
 }

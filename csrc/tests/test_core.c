@@ -2316,7 +2316,7 @@ static void packed_i8_case(int64_t N, int64_t D, int nonfinite) {
     float *want = gf(N);
     for (int64_t r = 0; r < N; ++r) {
         int64_t I = 0;
-        for (int64_t k = 0; k < D; ++k)
+        for (int64_t k = 0; k < D && !nonfinite; ++k)
             I += (int64_t)((const int8_t *)q.W)[r * D + k] * (int64_t)rint(ldexp((double)u[k], sh));
         want[r] = nonfinite ? NAN
                             : (float)((double)I * ((double)q.scale[r] * ldexp(1.0, -sh))) + bias[r];
