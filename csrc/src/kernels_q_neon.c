@@ -33,6 +33,7 @@
 #  define DRE_Q_NEON_F16 1
 #endif
 
+#if defined(DRE_Q_NEON_F16) /* binary16 rows: the kernel below */
 static inline float hsum4(float32x4_t v) {
 #if defined(__aarch64__)
     return vaddvq_f32(v);
@@ -42,7 +43,6 @@ static inline float hsum4(float32x4_t v) {
 #endif
 }
 
-#if defined(DRE_Q_NEON_F16)
 static inline void load_h16x8(const uint16_t *p, float32x4_t *lo, float32x4_t *hi) {
     *lo = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
     *hi = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p + 4)));
