@@ -369,8 +369,6 @@ cdef class StreamCore:
         mapping is done here, in C, not by numpy fancy indexing).
         """
         cdef _Kind kind
-        if k < 0:
-            raise ValueError(f"k: expected k >= 0, got {k}")
         cdef int64_t n = self._check_cand_table(O_c, b_c, ids, scale, &kind)
         return self._topk_mapped(k, n, _c_dtype(kind), _table_data(O_c), _f_or_null(scale),
                                  NULL if b_c is None else _f(b_c), exclude,

@@ -35,7 +35,7 @@ void dre__score_i8p_scalar(int64_t n, const uint8_t *P, const dre_i8p_user *u,
                            const float *scale, const float *bias, float *y) {
     const int64_t G = u->G;
     for (int64_t i = 0; i < n; ++i) {
-        const uint8_t *w = P + (i / DRE_I8P_ROWS) * 64 * G + (i % DRE_I8P_ROWS) * 4;
+        const uint8_t *w = dre__i8p_row(P, G, i);
         int64_t I = 0;
         for (int64_t g = 0; g < G; ++g)
             for (int b = 0; b < 4; ++b)

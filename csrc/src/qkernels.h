@@ -48,6 +48,14 @@ typedef void (*dre_gemv_h_fn)(int64_t n, int64_t D, const uint16_t *W, int64_t l
 #define DRE_I8P_ROWS 16
 #define DRE_I8P_GMAX 256 /* the limbs live on the stack: D <= 1024 (else exact scalar) */
 
+/* Groups of 4 columns in a packed row (G). */
+static inline int64_t dre__i8p_groups(int64_t D) { return D / 4 + (D % 4 != 0); }
+
+/* Row r's 4 bytes of group 0 in a packed table of G groups (group g: + 64 g). */
+static inline const uint8_t *dre__i8p_row(const uint8_t *P, int64_t G, int64_t r) {
+    return P + (r / DRE_I8P_ROWS) * 64 * G + (r % DRE_I8P_ROWS) * 4;
+}
+
 typedef struct dre_i8p_user {
     int64_t G;         /* groups of 4 columns */
     double e2;         /* 2^(x - 22) */

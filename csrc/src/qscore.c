@@ -65,8 +65,7 @@ int64_t dre_packed_i8_bytes(int64_t N, int64_t D) {
     size_t t;
     if (N < 0 || D < 0) return -1;
     const int64_t blocks = N / DRE_I8P_ROWS + (N % DRE_I8P_ROWS != 0);
-    const int64_t G = D / 4 + (D % 4 != 0);
-    if (!dre__mul3(&t, blocks, G, 64) || t > (size_t)INT64_MAX / 2) return -1;
+    if (!dre__mul3(&t, blocks, dre__i8p_groups(D), 64) || t > (size_t)INT64_MAX / 2) return -1;
     return (int64_t)t;
 }
 
@@ -76,7 +75,7 @@ dre_status dre_pack_rows_i8(int64_t N, int64_t D, const int8_t *O, uint8_t *P, i
     if (P_bytes < need) return DRE_ERR_SIZE;
     if (need == 0) return DRE_OK;
     if (P == NULL || (N > 0 && D > 0 && O == NULL)) return DRE_ERR_NULL;
-    const int64_t G = D / 4 + (D % 4 != 0);
+    const int64_t G = dre__i8p_groups(D);
     const dre_qkernels *qt = dre__qkernels();
     for (int64_t r0 = 0; r0 < N; r0 += DRE_I8P_ROWS) {
         const int8_t *rows[DRE_I8P_ROWS];
@@ -86,8 +85,14 @@ dre_status dre_pack_rows_i8(int64_t N, int64_t D, const int8_t *O, uint8_t *P, i
     return DRE_OK;
 }
 
+typedef enum {
+    I8_PACKED,     /* the packed kernels (D <= 4 * DRE_I8P_GMAX) */
+    I8_LONG_ROWS,  /* longer rows: the exact scalar loop, U computed as it goes */
+    I8_NOT_FINITE  /* u has a NaN or infinity: every score NaN */
+} i8_mode;
+
 typedef struct {
-    int mode;  /* 0: packed kernels; 1: D > 4 * GMAX, exact scalar; 2: u not finite */
+    i8_mode mode;
     double f;  /* U[k] = rint(u[k] * f), f = 2^shift */
     dre_i8p_user iu;
     int32_t U[4 * DRE_I8P_GMAX];
@@ -120,20 +125,20 @@ static void i8_user_init(i8_user *w, int64_t D, const float *u) {
         m = a > m ? a : m;
     }
     if (bad) {
-        w->mode = 2;
+        w->mode = I8_NOT_FINITE;
         return;
     }
     int x = 0;
     if (m > 0.0f) (void)frexp((double)m, &x);
     w->f = m > 0.0f ? ldexp(1.0, 22 - x) : 1.0;
     w->iu.e2 = m > 0.0f ? ldexp(1.0, x - 22) : 1.0;
-    const int64_t G = D / 4 + (D % 4 != 0);
+    const int64_t G = dre__i8p_groups(D);
     w->iu.G = G;
     if (G > DRE_I8P_GMAX) {
-        w->mode = 1;
+        w->mode = I8_LONG_ROWS;
         return;
     }
-    w->mode = 0;
+    w->mode = I8_PACKED;
     const double f = w->f;
     int32_t *U = w->U;
     for (int64_t k = 0; k < D; ++k) U[k] = fixed_u(u[k], f);
@@ -188,9 +193,8 @@ typedef struct {
 /* q[r][k] of an int8 table, row-major or packed */
 static inline int i8_elem(const rows_ctx *x, int64_t r, int64_t k) {
     if (x->dtype == DRE_DTYPE_I8) return ((const int8_t *)x->O)[r * x->D + k];
-    const int64_t G = x->D / 4 + (x->D % 4 != 0);
-    const uint8_t *P = (const uint8_t *)x->O;
-    return (int)P[(r / DRE_I8P_ROWS) * 64 * G + (k / 4) * 64 + (r % DRE_I8P_ROWS) * 4 + k % 4] - 128;
+    const uint8_t *w = dre__i8p_row((const uint8_t *)x->O, dre__i8p_groups(x->D), r);
+    return (int)w[(k / 4) * 64 + k % 4] - 128;
 }
 
 /* int8 rows, exactly (qkernels.h): packed blocks go to the kernel as they
@@ -199,11 +203,11 @@ static inline int i8_elem(const rows_ctx *x, int64_t r, int64_t k) {
 static void i8_chunk(const rows_ctx *x, int64_t base, int64_t c, const int32_t *ci, float *buf) {
     const i8_user *w = x->i8;
     const int64_t D = x->D, G = w->iu.G;
-    if (w->mode == 2) {
+    if (w->mode == I8_NOT_FINITE) {
         for (int64_t j = 0; j < c; ++j) buf[j] = NAN;
         return;
     }
-    if (w->mode == 1) {
+    if (w->mode == I8_LONG_ROWS) {
         for (int64_t j = 0; j < c; ++j) {
             const int64_t r = ci ? (int64_t)ci[j] : base + j;
             int64_t I = 0;
@@ -234,8 +238,7 @@ static void i8_chunk(const rows_ctx *x, int64_t base, int64_t c, const int32_t *
             if (x->dtype == DRE_DTYPE_I8) {
                 rows[t] = (const int8_t *)x->O + r * D;
             } else {
-                const uint8_t *src = (const uint8_t *)x->O + (r / DRE_I8P_ROWS) * 64 * G +
-                                     (r % DRE_I8P_ROWS) * 4;
+                const uint8_t *src = dre__i8p_row((const uint8_t *)x->O, G, r);
                 for (int64_t g = 0; g < G; ++g) memcpy(blk + 64 * g + 4 * t, src + 64 * g, 4);
             }
             sc[t] = x->scale ? x->scale[r] : 1.0f;
@@ -346,9 +349,7 @@ dre_status dre_dequantize_rows(int64_t N, int64_t D, dre_dtype dtype, const void
         float *o = out + i * D;
         switch (dtype) {
         case DRE_DTYPE_I8P: {
-            const int64_t G = D / 4 + (D % 4 != 0);
-            const uint8_t *w = (const uint8_t *)W + (r / DRE_I8P_ROWS) * 64 * G +
-                               (r % DRE_I8P_ROWS) * 4;
+            const uint8_t *w = dre__i8p_row((const uint8_t *)W, dre__i8p_groups(D), r);
             for (int64_t k = 0; k < D; ++k) o[k] = (float)((int)w[(k / 4) * 64 + k % 4] - 128);
             break;
         }
@@ -376,18 +377,6 @@ dre_status dre_dequantize_rows(int64_t N, int64_t D, dre_dtype dtype, const void
 
 /* ---- the batch-1 GRU step with int8 weights ---- */
 
-/* y = the scores of rows 0..n-1 of an int8 table (row-major or packed), as
- * dre_score_rows computes them. */
-static void i8_rows(int64_t n, int64_t D, dre_dtype dtype, const void *W, const float *scale,
-                    const float *bias, const float *u, float *y) {
-    i8_user i8;
-    const rows_ctx cx = make_ctx(D, dtype, W, scale, bias, u, &i8);
-    for (int64_t base = 0; base < n; base += 256) {
-        const int64_t c = n - base < 256 ? n - base : 256;
-        i8_chunk(&cx, base, c, NULL, y + base);
-    }
-}
-
 static dre_status gru_step_int8(int64_t I, int64_t H, const float *x, const float *h,
                                 dre_dtype dtype, const void *W_ih, const float *s_ih,
                                 const void *W_hh, const float *s_hh, const float *b_ih,
@@ -398,9 +387,10 @@ static dre_status gru_step_int8(int64_t I, int64_t H, const float *x, const floa
                                           workspace_bytes, &run);
     if (!run) return st;
     float *gi = (float *)dre__ws_align(workspace), *gh = gi + 3 * H;
-    i8_rows(3 * H, I, dtype, I > 0 ? W_ih : (const void *)dre__q_dummy, s_ih,
-            b_ih, I > 0 ? x : dre__q_dummy, gi);
-    i8_rows(3 * H, H, dtype, W_hh, s_hh, b_hh, h, gh);
+    /* the pre-activations as dre_score_rows scores int8 rows (its checks
+     * pass: dre__step_check took the sizes and pointers) */
+    (void)dre_score_rows(3 * H, I, dtype, W_ih, s_ih, b_ih, x, NULL, 3 * H, gi);
+    (void)dre_score_rows(3 * H, H, dtype, W_hh, s_hh, b_hh, h, NULL, 3 * H, gh);
     dre__kernels()->gru_gates(H, gi, gh, h, h_out, NULL);
     return DRE_OK;
 }
