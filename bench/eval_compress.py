@@ -7,7 +7,7 @@ README's compression table.
 Trains the float32 global model (``--preset``, default gru4rec: GRU4Rec's
 recipe), and the same model with gradual pruning during training (``fit
 --prune`` 0.5/0.7/0.9: AGP + recovery), then writes every variant with
-``deeprec-train export`` (float16, int8, int4, one-shot pruning without
+``deeprec-train export`` (float16, int8, int4, int3, one-shot pruning without
 recovery, a slice, the combinations and ``--compress max``) and measures
 for each: the file's bytes, its gzip -9 bytes, and Recall@20 / MRR@20 of
 next-click prediction over the test sessions, every catalogue item ranked
@@ -136,6 +136,7 @@ def main(argv=None) -> int:
     add("float16", base, "--dtype float16", dtype="float16")
     add("int8", base, "--dtype int8", dtype="int8")
     add("int4", base, "--dtype int4", dtype="int4")
+    add("int3", base, "--dtype int3", dtype="int3")
     add("tables int4, gru/head int8", base, "--dtype tables=int4,gru=int8,head=int8",
         dtype="tables=int4,gru=int8,head=int8")
     for pr in PRUNES:

@@ -1,5 +1,5 @@
 """Item tables as the runtime holds them: float32 arrays or compressed
-(:class:`deeprec_edge.quant.Compressed`: float16, int8/int4 with per-row
+(:class:`deeprec_edge.quant.Compressed`: float16, int8/int4/int3 with per-row
 scales), behind the few operations the runtime needs -- never inflating a
 whole compressed table to float32:
 

@@ -11,9 +11,9 @@ some items.  Version 2 adds the optional *repeat component*
 (:mod:`deeprec_edge.repeat`: ``repeat.scale``, ``repeat.w`` and the config's
 ``repeat`` record) and the device's fine-tuning recipe (the config's
 ``finetune`` record, :mod:`deeprec_edge.recipe`) and **compressed storage**
-of the weight matrices (:mod:`deeprec_edge.quant`: float16, int8 or int4
+of the weight matrices (:mod:`deeprec_edge.quant`: float16, int8, int4 or int3
 with per-row scales, dense or sparse; the config's ``storage`` record and
-the flags ``float16``, ``int8``, ``int4``, ``pruned``); a model without any
+the flags ``float16``, ``int8``, ``int4``, ``int3``, ``pruned``); a model without any
 of these is written as version 1, so older readers still load it.  The full
 schema is in ``docs/model-format.md``.
 
@@ -43,7 +43,7 @@ import numpy as np
 from ._atomic import atomic_write
 from .recipe import DEFAULT_RECIPE, FinetuneRecipe
 from .repeat import DEFAULT_MEMORY, FEATURES as REPEAT_FEATURES, RepeatSpec
-from ._npz import NpzArchive
+from ._npz import NpzArchive, write_npz_deflated
 from .quant import Compressed, decode as _decode, encode as _encode, parse_storage
 
 __all__ = [
@@ -80,7 +80,7 @@ MAX_REPEAT_MEMORY = 1_000_000
 #: Config flags this version understands: what the ``storage`` record
 #: holds (a flag for every compressed dtype in use, ``pruned`` for sparse
 #: storage), so a reader that predates compression refuses the file.
-SUPPORTED_FLAGS: frozenset = frozenset({"float16", "int8", "int4", "pruned"})
+SUPPORTED_FLAGS: frozenset = frozenset({"float16", "int8", "int4", "int3", "pruned"})
 #: Flags reserved for later variants of the same format, with what they mean.
 RESERVED_FLAGS: Dict[str, str] = {
     "sliced": "a sliced model holding only the items one device needs",
@@ -165,7 +165,7 @@ class Model:
     config's ``repeat`` record; a personal model carries its own ``w``).
     The weight matrices ``E``, ``O``, ``W_ih``/``W_hh`` of every layer and
     ``W_p`` are float32 arrays or :class:`deeprec_edge.quant.Compressed`
-    (float16, int8, int4 as stored; never inflated: the runtime reads them
+    (float16, int8, int4, int3 as stored; never inflated: the runtime reads them
     as they are); everything else is float32.
 
     Build one with :func:`load_model`, :func:`model_from_params` or
@@ -301,6 +301,18 @@ class Model:
         if flags or "flags" in cfg:
             cfg["flags"] = flags
         return cfg, enc
+
+    def _bias_file(self, storage: Mapping[str, str]) -> np.ndarray:
+        """The output bias ``b`` as the file stores it: float16 in a file
+        with compressed matrices when every value is a float16 value
+        (``compress_model(..., {"bias": "float16"})`` rounds it so), else
+        float32."""
+        b = self.b
+        if all(st == "float32" for st in storage.values()):
+            return b
+        with np.errstate(over="ignore"):
+            h = np.asarray(b).astype(np.float16)
+        return h if np.array_equal(h.astype(np.float32), b) else b
 
     @property
     def is_personal(self) -> bool:
@@ -453,7 +465,7 @@ class Model:
         arrays["head.b"] = self.b_p
         if self.O is not None:
             arrays.update({k: v for k, v in enc.items() if k == "O" or k.startswith("O.")})
-        arrays["b"] = self.b
+        arrays["b"] = self._bias_file(storage)
         arrays["popularity"] = self.popularity
         if self.personal is not None:
             arrays["personal"] = np.array(_dump_json(self.personal, "personal"))
@@ -820,6 +832,8 @@ class _Checker:
                             f"{shape}")
 
     def _kind_f32(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
+        if dt == np.float16 and m.dtype == "float16":   # allowed here (b beside compressed matrices)
+            dt = np.dtype(np.float32)
         if dt == np.float16:
             raise self.fail(f"array '{name}' is float16, expected float32 (only the weight "
                             f"matrices E, O, gru*.W_ih, gru*.W_hh and head.W may be stored "
@@ -830,10 +844,12 @@ class _Checker:
             raise self.fail(f"array '{name}' has shape {shape}, expected {m.shape} {m.desc}")
 
     def _kind_arr(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
-        """A compressed matrix's array: exactly ``m.dtype`` and ``m.shape``."""
-        if dt.newbyteorder("=") != np.dtype(m.dtype).newbyteorder("="):
-            raise self.fail(f"array '{name}' has dtype {dt.name}, expected {m.dtype} "
-                            f"({m.desc.split(';')[0]})")
+        """A compressed matrix's array: exactly ``m.dtype`` (or one of
+        ``"a|b"``) and ``m.shape``."""
+        if dt.newbyteorder("=") not in [np.dtype(x).newbyteorder("=")
+                                        for x in m.dtype.split("|")]:
+            raise self.fail(f"array '{name}' has dtype {dt.name}, expected "
+                            f"{m.dtype.replace('|', ' or ')} ({m.desc.split(';')[0]})")
         if shape != m.shape:
             raise self.fail(f"array '{name}' has shape {shape}, expected {m.shape} {m.desc}")
 
@@ -920,12 +936,13 @@ def _native(a: np.ndarray, dtype: Any) -> np.ndarray:
 
 class _Member(NamedTuple):
     """One array of the file: ``kind`` (how its dtype is checked: ``str``
-    0-d unicode, ``int`` 0-d integer, ``f32`` float32, ``ids`` int64 or
-    unicode ids, ``counts`` numbers, ``index`` int indices at most
-    ``shape[0]`` of them, ``arr`` exactly ``dtype``, ``vals`` 1-d ``dtype``
-    of at most ``shape[0]`` values), its ``shape`` given the config,
-    ``desc`` (how the shape follows from the config, for messages),
-    ``required``, ``dtype`` (``arr``/``vals``)."""
+    0-d unicode, ``int`` 0-d integer, ``f32`` float32 (or float16 when
+    ``dtype`` is ``"float16"``, read as float32), ``ids`` int64 or unicode
+    ids, ``counts`` numbers, ``index`` int indices at most ``shape[0]`` of
+    them, ``arr`` exactly ``dtype`` (or one of ``"float32|float16"``),
+    ``vals`` 1-d ``dtype`` of at most ``shape[0]`` values), its ``shape``
+    given the config, ``desc`` (how the shape follows from the config, for
+    messages), ``required``, ``dtype``."""
 
     kind: str
     shape: Tuple[int, ...] = ()
@@ -970,7 +987,10 @@ def _storage_flags(storage: Mapping[str, str]) -> set:
     return flags
 
 
-_FILE_DTYPE = {"float32": "float32", "float16": "float16", "int8": "int8", "int4": "uint8"}
+_FILE_DTYPE = {"float32": "float32", "float16": "float16", "int8": "int8", "int4": "uint8",
+               "int3": "uint8"}
+#: storages kept two values per byte in a file
+_NIBBLE = ("int4", "int3")
 
 
 def _matrix_members(t: Dict[str, _Member], name: str, shape: Tuple[int, int], desc: str,
@@ -986,16 +1006,16 @@ def _matrix_members(t: Dict[str, _Member], name: str, shape: Tuple[int, int], de
         t[f"{name}.mask"] = _Member("arr", (R, (C + 7) // 8),
                                     f"= (rows, ceil(columns/8)), the {storage} mask of a "
                                     f"matrix {desc}", dtype="uint8")
-        n_max = (R * C + 1) // 2 if dt == "int4" else R * C
+        n_max = (R * C + 1) // 2 if dt in _NIBBLE else R * C
         t[name] = _Member("vals", (n_max,), f"({what})", dtype=_FILE_DTYPE[dt])
     else:
-        cols = (C + 1) // 2 if dt == "int4" else C
+        cols = (C + 1) // 2 if dt in _NIBBLE else C
         t[name] = _Member("arr", (R, cols), f"({what}" + (", two values per byte)" if
-                                                           dt == "int4" else ")"),
+                                                           dt in _NIBBLE else ")"),
                           dtype=_FILE_DTYPE[dt])
-    if dt in ("int8", "int4"):
+    if dt in ("int8",) + _NIBBLE:
         t[f"{name}.scale"] = _Member("arr", (R,), f"= (rows,), the per-row scales of a "
-                                                  f"matrix {desc}", dtype="float32")
+                                                  f"matrix {desc}", dtype="float32|float16")
 
 
 def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: bool,
@@ -1022,7 +1042,9 @@ def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: b
     t["head.b"] = _Member("f32", (d,), f"= (d,) with d={d}")
     if not tied:
         _matrix_members(t, "O", *mats["O"], storage.get("O", "float32"))
-    t["b"] = _Member("f32", (n,), f"= (n_items,) with n_items={n}")
+    # float16 only beside compressed matrices (Model._bias_file)
+    t["b"] = _Member("f32", (n,), f"= (n_items,) with n_items={n}",
+                     dtype="float16" if any(st != "float32" for st in storage.values()) else "")
     t["popularity"] = _Member("counts", (n,), "= (n_items,)")
     if personal:
         t["personal"] = _RECORDS["personal"]
@@ -1353,7 +1375,10 @@ def _read_npz(f: Any, p: str) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str,
 
 
 def _write_arrays(f: Any, arrays: Mapping[str, np.ndarray], compressed: bool) -> None:
-    (np.savez_compressed if compressed else np.savez)(f, **arrays)
+    if compressed:
+        write_npz_deflated(f, arrays)
+    else:
+        np.savez(f, **arrays)
 
 
 def save_model(model: Model, path: Any, *, compressed: bool = False,
@@ -1510,8 +1535,10 @@ def compress_model(model: Model, storage: Mapping[str, str]) -> Model:
     ``storage`` maps a matrix name (``"E"``, ``"gru0.W_hh"``, ...) or a
     group (``"tables"``: E and O, ``"gru"``: every W_ih/W_hh, ``"head"``:
     head.W) to a storage dtype (``"float32"``, ``"float16"``, ``"int8"``,
-    ``"int4"``); a name wins over its group, matrices not named keep their
-    storage.  Quantisation starts from the current values (a matrix already
+    ``"int4"``, ``"int3"``); a name wins over its group, matrices not named
+    keep their storage.  ``"bias": "float16"`` rounds the output bias ``b``
+    to float16 values, which a file with compressed matrices then stores as
+    float16 (``"float32"`` or absent: ``b`` unchanged).  Quantisation starts from the current values (a matrix already
     compressed in another dtype is re-quantised from its dequantised values).  Zeros stay
     zeros, so a pruned model stays pruned and its file stores it sparse.
     Biases, ids and records are shared, not copied.  Raises ValueError for
@@ -1520,6 +1547,19 @@ def compress_model(model: Model, storage: Mapping[str, str]) -> Model:
     from .quant import parse_storage, quantize, storage_of
 
     mats = model.matrices()
+    storage = dict(storage)
+    bias = storage.pop("bias", "float32")
+    if bias not in ("float32", "float16"):
+        raise ValueError(f"compress_model: the output bias is stored float32 or float16, got "
+                         f"{bias!r}")
+    b = model.b
+    if bias == "float16":
+        with np.errstate(over="ignore"):
+            h = np.asarray(b, np.float32).astype(np.float16)
+        if not np.isfinite(h).all():
+            raise ValueError("compress_model: an output bias of magnitude >= 65520 does not fit "
+                             "float16")
+        b = h.astype(np.float32)
     for k, v in storage.items():
         if k not in mats and k not in MATRIX_GROUPS:
             raise ValueError(f"compress_model: {k!r} is neither a weight matrix of this model "
@@ -1539,7 +1579,7 @@ def compress_model(model: Model, storage: Mapping[str, str]) -> Model:
                 E=new["E"], layers=[GRULayer(new[f"gru{l}.W_ih"], new[f"gru{l}.W_hh"],
                                              layer.b_ih, layer.b_hh)
                                     for l, layer in enumerate(model.layers)],
-                W_p=new["head.W"], b_p=model.b_p, O=new.get("O"), b=model.b,
+                W_p=new["head.W"], b_p=model.b_p, O=new.get("O"), b=b,
                 popularity=model.popularity, personal=model.personal,
                 personal_bias_index=model.personal_bias_index,
                 personal_bias=model.personal_bias, repeat_scale=model.repeat_scale,

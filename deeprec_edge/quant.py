@@ -1,5 +1,5 @@
-"""Compressed weight matrices: float16, int8 and int4 with per-row scales,
-dense or sparse (pruned), as a model file stores them.
+"""Compressed weight matrices: float16, int8, int4 and int3 with per-row
+scales, dense or sparse (pruned), as a model file stores them.
 
 A model file may store each weight *matrix* -- the item tables ``E`` and
 ``O``, the GRU matrices ``gru{l}.W_ih``/``gru{l}.W_hh`` and the head
@@ -12,10 +12,15 @@ A model file may store each weight *matrix* -- the item tables ``E`` and
                    value of ``(r, c)`` is ``q[r, c] * scale[r]`` (symmetric, per row)
 ``int4``           the same with ``q`` in [-7, 7], two per byte (file only: in
                    memory an int4 matrix is an int8 one, the kernels read it as such)
+``int3``           the same with ``q`` in [-3, 3] (seven levels), stored like int4:
+                   a deflated file codes its values in about 2.7 bits
 ``<any>+sparse``   a pruned matrix: a bit mask of its nonzero entries (row-major,
                    little bit order, one row per ``ceil(C/8)`` bytes) and only the
                    nonzero values, in row-major order
 =================  ===================================================================
+
+Scales (``X.scale``) are stored as float16 when every one of them is a
+float16 value -- what int4/int3 quantisation produces -- else float32.
 
 The writer stores a matrix sparse exactly when that takes fewer bytes than
 dense (so the layout follows from the values: one canonical file per
@@ -42,9 +47,16 @@ __all__ = ["DTYPES", "Compressed", "parse_storage", "storage_string", "quantize"
            "decode", "storage_of", "dequantize", "file_names"]
 
 #: The storage dtypes, smallest last.
-DTYPES: Tuple[str, ...] = ("float32", "float16", "int8", "int4")
-_QMAX = {"int8": 127, "int4": 7}
+DTYPES: Tuple[str, ...] = ("float32", "float16", "int8", "int4", "int3")
+_QMAX = {"int8": 127, "int4": 7, "int3": 3}
+#: dtypes stored two values per byte (4-bit two's complement)
+_NIBBLE = ("int4", "int3")
 _F32 = np.float32
+#: Clipping ratios the int4/int3 quantiser tries per row (scale = ratio *
+#: max|row| / qmax), from no clipping down to half the row's range.
+_CLIP_RATIOS = np.linspace(1.0, 0.5, 26)
+#: float16's normal range: scales inside it are stored as float16.
+_F16_MIN, _F16_MAX = 2.0 ** -14, 65504.0
 
 
 class Compressed:
@@ -53,9 +65,9 @@ class Compressed:
     ``data``: float16 or int8 [R, C]; ``scale``: float32 [R] or None (the
     value of ``(r, c)`` is ``f32(data[r, c]) * scale[r]``, one float32
     rounding, exactly as :func:`deeprec_edge.kernels.dequantize_rows`);
-    ``storage``: the storage dtype, ``"float16"``, ``"int8"`` or ``"int4"``
-    (int4 values are int8 data in [-7, 7]; dense or sparse in a file is
-    decided when it is written).
+    ``storage``: the storage dtype, ``"float16"``, ``"int8"``, ``"int4"`` or
+    ``"int3"`` (int4/int3 values are int8 data in [-7, 7] / [-3, 3]; dense
+    or sparse in a file is decided when it is written).
 
     Immutable (frozen parts are shared, not copied).  Indexing with rows
     gives float32 rows: ``table[idx]`` (idx an int, slice or integer array
@@ -68,8 +80,8 @@ class Compressed:
 
     def __init__(self, data: np.ndarray, scale: Optional[np.ndarray], storage: str):
         if storage not in DTYPES[1:]:
-            raise ValueError(f"Compressed: storage must be float16, int8 or int4, got "
-                             f"{storage!r}")
+            raise ValueError(f"Compressed: storage must be one of {', '.join(DTYPES[1:])}, "
+                             f"got {storage!r}")
         data = np.ascontiguousarray(data)
         if data.ndim != 2 or data.dtype not in (np.float16, np.int8):
             raise ValueError(f"Compressed: data must be a 2-d float16 or int8 array, got "
@@ -195,10 +207,18 @@ def dequantize(value: Any) -> np.ndarray:
 def quantize(a: Any, storage: str) -> Any:
     """float32 values (or a Compressed, re-quantised from its values) in
     ``storage`` (a dtype; ``+sparse`` is accepted and ignored: the writer
-    decides): a float32 array for ``float32``, else a :class:`Compressed`.  int8/int4: symmetric per-row scales
-    ``max |row| / 127`` (``/ 7``), values rounded to nearest even; zeros stay
-    zeros (a pruned matrix stays pruned).  float16: values beyond its range
-    raise ValueError."""
+    decides): a float32 array for ``float32``, else a :class:`Compressed`.
+
+    Symmetric per-row quantisation, values ``clip(rint(W / scale), -qmax,
+    qmax)`` (ties to even); zeros stay zeros (a pruned matrix stays pruned).
+    int8: ``scale = max|row| / 127`` (float32).  int4 / int3 (7 / 3 levels
+    each side), where one step is a large share of the row: the scale of
+    least squared error over :data:`_CLIP_RATIOS` (``ratio * max|row| /
+    qmax``, clipping the largest values when that costs less than the
+    coarser step; the first ratio wins ties), each candidate rounded to
+    float16 -- so the file stores float16 scales -- unless some row's scale
+    falls outside float16's normal range (then float32 candidates).  float16:
+    values beyond its range raise ValueError."""
     dt, sparse = parse_storage(storage)
     a = np.ascontiguousarray(dequantize(a), _F32)
     if a.ndim != 2:
@@ -215,10 +235,38 @@ def quantize(a: Any, storage: str) -> Any:
         return Compressed(h, None, dt)
     qmax = _QMAX[dt]
     amax = np.abs(a).max(axis=1, initial=0.0)
-    scale = (amax / np.float32(qmax)).astype(_F32)
-    safe = np.where(scale > 0, scale, _F32(1.0))
-    q = np.clip(np.rint(a / safe[:, None]), -qmax, qmax).astype(np.int8)
+    if dt == "int8":
+        scale = (amax / np.float32(qmax)).astype(_F32)
+        return Compressed(_round_rows(a, scale, qmax), scale, dt)
+    q = np.empty(a.shape, np.int8)
+    scale = np.empty(a.shape[0], _F32)
+    nz = amax[amax > 0] / np.float32(qmax)
+    half = bool(nz.size == 0 or (nz.min() * _CLIP_RATIOS[-1] >= _F16_MIN and nz.max() <= _F16_MAX))
+    step = max(1, (1 << 20) // max(1, a.shape[1]))       # rows per block: bounded temporaries
+    for r0 in range(0, a.shape[0], step):
+        blk = a[r0:r0 + step]
+        best_err = None
+        for ratio in _CLIP_RATIOS:
+            s = (amax[r0:r0 + step] * _F32(ratio) / _F32(qmax)).astype(_F32)
+            if half:
+                s = s.astype(np.float16).astype(_F32)
+            v = _round_rows(blk, s, qmax)
+            err = np.square(v.astype(_F32) * s[:, None] - blk, dtype=np.float64).sum(axis=1)
+            if best_err is None:
+                best_err, q[r0:r0 + step], scale[r0:r0 + step] = err, v, s
+            else:
+                better = err < best_err
+                best_err = np.where(better, err, best_err)
+                q[r0:r0 + step][better] = v[better]
+                scale[r0:r0 + step][better] = s[better]
     return Compressed(q, scale, dt)
+
+
+def _round_rows(a: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+    """``clip(rint(a / scale), -qmax, qmax)`` per row as int8 (a zero scale:
+    zeros)."""
+    safe = np.where(scale > 0, scale, _F32(1.0))
+    return np.clip(np.rint(a / safe[:, None]), -qmax, qmax).astype(np.int8)
 
 
 # --------------------------------------------------------------------------
@@ -238,7 +286,7 @@ def file_names(name: str, storage: str) -> Tuple[str, ...]:
 
 
 def _pack4(q: np.ndarray) -> np.ndarray:
-    """int8 values in [-7, 7] along the last axis, two per byte (low nibble
+    """int8 values in [-7, 7] (int4, int3) along the last axis, two per byte (low nibble
     first); an odd count ends with a zero nibble."""
     n = q.shape[-1]
     nib = (q.astype(np.int16) & 0xF).astype(np.uint8)
@@ -247,7 +295,7 @@ def _pack4(q: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(nib[..., 0::2] | (nib[..., 1::2] << 4))
 
 
-def _unpack4(b: np.ndarray, n: int, what: str) -> np.ndarray:
+def _unpack4(b: np.ndarray, n: int, what: str, qmax: int = 7) -> np.ndarray:
     nib = np.empty(b.shape[:-1] + (2 * b.shape[-1],), np.uint8)
     nib[..., 0::2] = b & 0xF
     nib[..., 1::2] = b >> 4
@@ -256,14 +304,18 @@ def _unpack4(b: np.ndarray, n: int, what: str) -> np.ndarray:
     nib = nib[..., :n]
     if (nib == 8).any():
         raise ValueError(f"{what}: int4 value -8 (symmetric quantisation uses -7 .. 7)")
-    return np.where(nib >= 8, nib.astype(np.int16) - 16, nib).astype(np.int8)
+    q = np.where(nib >= 8, nib.astype(np.int16) - 16, nib).astype(np.int8)
+    if qmax < 7 and (np.abs(q) > qmax).any():
+        raise ValueError(f"{what}: int{qmax.bit_length() + 1} values must be in "
+                         f"-{qmax} .. {qmax}")
+    return q
 
 
 def _sparse_smaller(data: np.ndarray, dt: str) -> bool:
     """Sparse storage takes fewer bytes than dense for these values."""
     R, C = data.shape
     nnz = int(np.count_nonzero(data))
-    bits = {"float32": 32, "float16": 16, "int8": 8, "int4": 4}[dt]
+    bits = {"float32": 32, "float16": 16, "int8": 8, "int4": 4, "int3": 4}[dt]
     dense = R * ((C * bits + 7) // 8)
     sparse = R * ((C + 7) // 8) + (nnz * bits + 7) // 8
     return sparse < dense
@@ -278,20 +330,29 @@ def encode(name: str, value: Any) -> Tuple[Dict[str, np.ndarray], str]:
         data, scale = np.ascontiguousarray(value, _F32), None
     else:
         data, scale = value.data, value.scale
-        if dt == "int4" and np.abs(data.astype(np.int16)).max(initial=0) > 7:
-            raise ValueError(f"{name}: int4 storage needs values in [-7, 7]")
+        if dt in _NIBBLE and np.abs(data.astype(np.int16)).max(initial=0) > _QMAX[dt]:
+            raise ValueError(f"{name}: {dt} storage needs values in [-{_QMAX[dt]}, "
+                             f"{_QMAX[dt]}]")
     sparse = data.size > 0 and _sparse_smaller(data, dt)
     out: Dict[str, np.ndarray] = {}
     if sparse:
         mask = data != 0
         out[f"{name}.mask"] = np.packbits(mask, axis=1, bitorder="little")
         vals = np.ascontiguousarray(data[mask])
-        out[name] = _pack4(vals) if dt == "int4" else vals
+        out[name] = _pack4(vals) if dt in _NIBBLE else vals
     else:
-        out[name] = _pack4(data) if dt == "int4" else data
+        out[name] = _pack4(data) if dt in _NIBBLE else data
     if scale is not None:
-        out[f"{name}.scale"] = scale
+        out[f"{name}.scale"] = _scale_file(scale)
     return out, storage_string(dt, sparse)
+
+
+def _scale_file(scale: np.ndarray) -> np.ndarray:
+    """Per-row scales as the file stores them: float16 when every scale is
+    a float16 value (exactly), else float32."""
+    with np.errstate(over="ignore"):
+        h = scale.astype(np.float16)
+    return h if np.array_equal(h.astype(_F32), scale) else scale
 
 
 def decode(name: str, arrays: Dict[str, np.ndarray], storage: str,
@@ -305,7 +366,7 @@ def decode(name: str, arrays: Dict[str, np.ndarray], storage: str,
     R, C = shape
     scale = None
     if dt in _QMAX:
-        scale = np.ascontiguousarray(arrays[f"{name}.scale"], _F32)
+        scale = np.ascontiguousarray(arrays[f"{name}.scale"], _F32)   # float32 or float16
         if not np.isfinite(scale).all() or (scale < 0).any():
             raise ValueError(f"array '{name}.scale' must hold finite scales >= 0")
     raw = arrays[name]
@@ -317,19 +378,21 @@ def decode(name: str, arrays: Dict[str, np.ndarray], storage: str,
                              f"must be 0)")
         mask = bits[:, :C].astype(bool)
         nnz = int(mask.sum())
-        want = (nnz + 1) // 2 if dt == "int4" else nnz
+        want = (nnz + 1) // 2 if dt in _NIBBLE else nnz
         if raw.shape != (want,):
             raise ValueError(f"array '{name}' holds {raw.shape[0]} values, but its mask has "
-                             f"{nnz} nonzero entries" + (" (two int4 values per byte)"
-                                                          if dt == "int4" else ""))
-        vals = _unpack4(raw, nnz, f"array '{name}'") if dt == "int4" else np.asarray(raw)
+                             f"{nnz} nonzero entries" + (f" (two {dt} values per byte)"
+                                                          if dt in _NIBBLE else ""))
+        vals = (_unpack4(raw, nnz, f"array '{name}'", _QMAX[dt]) if dt in _NIBBLE
+                else np.asarray(raw))
         if nnz and not (vals != 0).all():
             raise ValueError(f"array '{name}' stores zeros; a sparse matrix stores only its "
                              f"nonzero values")
         dense = np.zeros((R, C), vals.dtype)
         dense[mask] = vals
     else:
-        dense = _unpack4(np.asarray(raw), C, f"array '{name}'") if dt == "int4" else raw
+        dense = (_unpack4(np.asarray(raw), C, f"array '{name}'", _QMAX[dt]) if dt in _NIBBLE
+                 else raw)
     if dt == "float32":
         return np.ascontiguousarray(dense, _F32)
     if dt == "float16":

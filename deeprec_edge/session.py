@@ -55,7 +55,7 @@ class Session:
         click (a two-layer H=100 model and 500 candidates then fit in a
         512 KB L2 cache), float32 arithmetic, and user vectors within about
         1e-3 of the float32 ones (scores and rankings may differ between
-        near-tied items).  A compressed model file (float16 or int8/int4
+        near-tied items).  A compressed model file (float16 or int8/int4/int3
         matrices, :mod:`deeprec_edge.quant`) is used as stored either way:
         its item tables are scored and its GRU layers stepped in their own
         storage, never inflated to float32.
@@ -373,7 +373,7 @@ class Session:
 
 def _step_layer(layer) -> tuple:
     """A GRU layer as the step kernels take it: its stored weights when
-    W_ih and W_hh share a compressed dtype (int8/int4 with their scales,
+    W_ih and W_hh share a compressed dtype (int8/int4/int3 with their scales,
     float16), else float32 values (a mixed layer: a few hundred KB)."""
     W_ih, W_hh, b_ih, b_hh = layer
     if isinstance(W_ih, Compressed) and isinstance(W_hh, Compressed) and \

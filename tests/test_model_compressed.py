@@ -1,5 +1,5 @@
 """Compressed model files (format version 2 with a ``storage`` record):
-float16, int8 and int4 matrices with per-row scales, dense or sparse --
+float16, int8, int4 and int3 matrices with per-row scales, dense or sparse --
 round trips, strict validation of the compressed form, and the runtime
 (Session, recommend, fine-tuning) reading them as stored.
 
@@ -21,7 +21,33 @@ from deeprec_edge.quant import Compressed, quantize
 from deeprec_edge.repeat import RepeatSpec
 from helpers_model import random_model, write_npz
 
-STORAGES = ("float16", "int8", "int4")
+STORAGES = ("float16", "int8", "int4", "int3")
+QMAX = {"int8": 127, "int4": 7, "int3": 3}
+
+
+def _quantize_f64(x, qmax):
+    """The int4/int3 quantiser as specified (docs/model-format.md), in
+    float64 with the scale candidates computed as documented: per row, for
+    each clipping ratio 1.0, 0.98, ..., 0.5 the candidate scale
+    f16(f32(max|row|) * f32(ratio) / f32(qmax)); values clip(rint(x / s));
+    the candidate of least squared error (float64), the first on ties."""
+    x = np.asarray(x, np.float32)
+    amax = np.abs(x).max(axis=1)
+    best = None
+    for ratio in np.linspace(1.0, 0.5, 26):
+        s = (amax * np.float32(ratio) / np.float32(qmax)).astype(np.float32)
+        s = s.astype(np.float16).astype(np.float64)
+        safe = np.where(s > 0, s, 1.0)
+        q = np.clip(np.rint(x.astype(np.float64) / safe[:, None]), -qmax, qmax)
+        err = ((np.float32(1) * (q * s[:, None]).astype(np.float32) - x.astype(np.float64)) ** 2
+               ).sum(axis=1)
+        if best is None:
+            best = [err, q, s]
+        else:
+            k = err < best[0]
+            best = [np.where(k, err, best[0]), np.where(k[:, None], q, best[1]),
+                    np.where(k, s, best[2])]
+    return best[1].astype(np.int8), best[2]
 
 
 def _prune(model, fraction, seed=0):
@@ -71,12 +97,18 @@ def test_round_trip_every_storage(tmp_path, storage, pruned, tied):
         np.testing.assert_array_equal(w.data, v.data)
         if v.scale is not None:
             np.testing.assert_array_equal(w.scale, v.scale)
-    # the values are the quantised float32 values: within half a step
+    # the values are the quantised float32 values: int8 within half a step
+    # of max|row| / 127; int4/int3 the specified least-squares quantiser
     for name, v in m.matrices().items():
         x = base.matrices()[name]
-        step = (np.abs(x).max(axis=1, keepdims=True) / (127 if storage == "int8" else 7)
-                if storage != "float16" else np.abs(x) * 2 ** -10)
-        assert (np.abs(_values(v) - x) <= step / 2 + 1e-7).all()
+        if storage in ("int4", "int3"):
+            q, s = _quantize_f64(x, QMAX[storage])
+            np.testing.assert_array_equal(v.data, q)
+            np.testing.assert_array_equal(v.scale, s)
+        else:
+            step = (np.abs(x).max(axis=1, keepdims=True) / 127 if storage == "int8"
+                    else np.abs(x) * 2 ** -10)
+            assert (np.abs(_values(v) - x) <= step / 2 + 1e-7).all()
         assert ((x == 0) <= (_values(v) == 0)).all()          # zeros stay zeros
     with np.load(p) as z:
         assert int(z["version"]) == 2
@@ -112,8 +144,10 @@ def test_compress_model_refuses_unknown_names_and_storages():
     m = random_model()
     with pytest.raises(ValueError, match="'gru9.W_ih' is neither a weight matrix"):
         compress_model(m, {"gru9.W_ih": "int8"})
-    with pytest.raises(ValueError, match="unknown storage 'int3'"):
-        compress_model(m, {"E": "int3"})
+    with pytest.raises(ValueError, match="unknown storage 'int2'"):
+        compress_model(m, {"E": "int2"})
+    with pytest.raises(ValueError, match="the output bias is stored float32 or float16"):
+        compress_model(m, {"bias": "int8"})
     m.E[0, 0] = 1e6
     with pytest.raises(ValueError, match="E: a value of magnitude >= 65520 does not fit float16"):
         compress_model(m, {"E": "float16"})
@@ -157,6 +191,11 @@ def _cfg(a, **changes):
     ("int4", 0, lambda a: a["O"].__setitem__((0, 0), 0x08), "int4 value -8"),
     ("int4", 0, lambda a: a.__setitem__("gru0.W_ih", a["gru0.W_ih"].astype(np.int8)),
      "array 'gru0.W_ih' has dtype int8, expected uint8"),
+    ("int4", 0, lambda a: a.__setitem__("E.scale", a["E.scale"].astype(np.float64)),
+     "array 'E.scale' has dtype float64, expected float32 or float16"),
+    ("int3", 0, lambda a: a["E"].__setitem__((0, 0), 0x04), "array 'E': int3 values must be in -3 .. 3"),
+    ("int3", 0, lambda a: a["E"].__setitem__((0, 0), 0x0C), "array 'E': int3 values must be in -3 .. 3"),
+    ("int3", 0.7, lambda a: a["E"].__setitem__(0, 0x15), "array 'E': int3 values must be in -3 .. 3"),
     ("float16", 0, lambda a: a["E"].__setitem__((1, 1), np.inf), "array 'E' has 1 non-finite"),
     ("float16", 0, lambda a: a.__setitem__("E", a["E"].astype(np.float32)),
      "array 'E' has dtype float32, expected float16"),
@@ -177,10 +216,19 @@ def _cfg(a, **changes):
      "(the arrays of a compressed matrix need it listed in the config's 'storage')"),
     ("int8", 0, lambda a: a.__setitem__("version", np.array(1)),
      "version 1 cannot hold a compressed matrices"),
+    ("int8", 0, lambda a: a.__setitem__("b", a["b"].astype(np.float16)), None),  # allowed here
+    ("int8", 0, lambda a: a.__setitem__("b", np.r_[np.nan, a["b"][1:]].astype(np.float16)),
+     "array 'b' has 1 NaN value(s)"),
+    ("int8", 0, lambda a: a.__setitem__("b", a["b"].astype(np.float64)),
+     "array 'b' has dtype float64, expected float32"),
 ])
 def test_broken_compressed_files_get_clean_errors(tmp_path, storage, pruned, mutate, message):
     a = _arrays(storage, pruned)
     mutate(a)
+    if message is None:
+        write_npz(tmp_path / "ok.npz", a)
+        load_model(tmp_path / "ok.npz")
+        return
     msg = _error(tmp_path, a)
     assert message in msg, msg
     assert msg.startswith(str(tmp_path / "bad.npz"))
@@ -338,3 +386,86 @@ def test_make_personal_keeps_a_compressed_part_it_did_not_change():
     p.W_p = p.W_p + np.float32(0.5)
     pers = make_personal(m, p, clicks_used=1, last_timestamp=None, seed=0, epochs=0)
     assert not isinstance(pers.W_p, Compressed) and pers.W_p.dtype == np.float32
+
+
+def test_int3_file_is_smaller_than_int4_deflated(tmp_path):
+    base = random_model(n_items=2000, e=32, hidden=32, d=32, seed=1)
+    sizes = {}
+    for st in ("int4", "int3"):
+        m = compress_model(base, {"tables": st, "gru": st, "head": st})
+        save_model(m, tmp_path / f"{st}.npz", compressed=True)
+        sizes[st] = (tmp_path / f"{st}.npz").stat().st_size
+        back = load_model(tmp_path / f"{st}.npz")
+        assert back.storage["E"] == st and back.fingerprint() == m.fingerprint()
+        assert np.abs(back.E.data).max() <= QMAX[st]
+    # seven levels of a Gaussian-like row take about 2.7 bits once deflated, fifteen about 3.6
+    assert sizes["int3"] < 0.85 * sizes["int4"], sizes
+
+
+def test_tiny_rows_keep_float32_scales(tmp_path):
+    """A scale outside float16's normal range: the whole matrix keeps
+    float32 scales, quantised by the same rule with float32 candidates."""
+    m = random_model(n_items=30, e=8, seed=4)
+    m.E[3] *= 1e-7
+    c = compress_model(m, {"E": "int4"})
+    assert c.E.scale.dtype == np.float32
+    assert not np.array_equal(c.E.scale.astype(np.float16).astype(np.float32), c.E.scale)
+    assert (np.abs(c.E[3] - m.E[3]) <= np.abs(m.E[3]).max() / 7).all()
+    save_model(c, tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz") as z:
+        assert z["E.scale"].dtype == np.float32
+    np.testing.assert_array_equal(load_model(tmp_path / "t.npz").E.scale, c.E.scale)
+
+
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_output_bias_float16(tmp_path, storage):
+    m = random_model(n_items=40, e=8, seed=6)
+    c = compress_model(m, {"tables": storage, "bias": "float16"})
+    np.testing.assert_array_equal(c.b, m.b.astype(np.float16).astype(np.float32))
+    save_model(c, tmp_path / "b.npz")
+    with np.load(tmp_path / "b.npz") as z:
+        # stored float16 only beside compressed matrices (a version-1 file keeps float32)
+        assert z["b"].dtype == (np.float16 if storage != "float32" else np.float32)
+    back = load_model(tmp_path / "b.npz")
+    assert back.b.dtype == np.float32 and back.fingerprint() == c.fingerprint()
+    np.testing.assert_array_equal(back.b, c.b)
+    # a bias that is no longer a float16 value (a fine-tune moved it) is written float32
+    c.b[0] += np.float32(1e-4)
+    save_model(c, tmp_path / "b2.npz")
+    with np.load(tmp_path / "b2.npz") as z:
+        assert z["b"].dtype == np.float32
+    m.b[1] = 7e4
+    with pytest.raises(ValueError, match="output bias of magnitude >= 65520"):
+        compress_model(m, {"bias": "float16"})
+
+
+def test_deflated_writer(tmp_path, monkeypatch):
+    """Deflated files: any zip reader reads them (np.load, zipfile's CRC
+    check), the same model gives the same bytes, each member is no larger
+    than zlib's default deflate, and archives near zip64 sizes go through
+    numpy's writer."""
+    import zlib
+    from deeprec_edge import _npz
+    m = compress_model(random_model(n_items=500, e=16, seed=7),
+                       {"tables": "int3", "gru": "int4", "head": "int8", "bias": "float16"})
+    p1, p2 = tmp_path / "a.npz", tmp_path / "b.npz"
+    save_model(m, p1, compressed=True)
+    save_model(m, p2, compressed=True)
+    assert p1.read_bytes() == p2.read_bytes()
+    arrays = m.to_arrays()
+    with zipfile.ZipFile(p1) as z:
+        assert z.testzip() is None
+        assert [i.filename for i in z.infolist()] == [k + ".npy" for k in arrays]
+        for info in z.infolist():
+            assert info.compress_type == zipfile.ZIP_DEFLATED
+            c = zlib.compressobj(6, zlib.DEFLATED, -15)
+            assert info.compress_size <= len(c.compress(z.read(info)) + c.flush())
+    with np.load(p1) as z:
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(z[k], v)
+            assert z[k].dtype == np.asarray(v).dtype
+    assert load_model(p1).fingerprint() == m.fingerprint()
+    monkeypatch.setattr(_npz, "_ZIP32_LIMIT", 1000)
+    save_model(m, p2, compressed=True)
+    assert p2.read_bytes() != p1.read_bytes()
+    assert load_model(p2).fingerprint() == m.fingerprint()

@@ -589,7 +589,7 @@ def test_bad_json(tmp_path):
                                  "['int8']"),
     ({"storage": {"b": "int8"}, "flags": ["int8"]}, "config storage names 'b', which are not "
                                                     "weight matrices"),
-    ({"storage": {"E": "int3"}}, "config storage of 'E': unknown storage 'int3'"),
+    ({"storage": {"E": "int2"}}, "config storage of 'E': unknown storage 'int2'"),
     ({"storage": ["E"]}, "config storage must be an object"),
     ({"flags": ["sliced"]}, "flag 'sliced' (a sliced model"),
     ({"flags": ["zstd"]}, "unknown flag 'zstd' in config flags"),

@@ -843,8 +843,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Load and validate MODEL and write it in the same format, "
                                    "optionally sliced to the listed items (rows of E, O, b, "
                                    "popularity, item_ids; GRU and head unchanged), pruned "
-                                   "(one-shot magnitude) and compressed (float16, int8 or int4 "
-                                   "with per-row scales; docs/model-format.md).")
+                                   "(one-shot magnitude) and compressed (float16, int8, int4 or "
+                                   "int3 with per-row scales; docs/model-format.md).")
     e.add_argument("model", help="model file (.npz)")
     e.add_argument("-o", "--output", help="model file to write")
     e.add_argument("--onnx", metavar="OUT.onnx",
@@ -863,16 +863,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "the training log as CSV with an item_id column, or an item list), so "
                         "their histories still read and fine-tune; repeatable")
     e.add_argument("--dtype", metavar="DTYPE",
-                   help="storage of the weight matrices: float32, float16, int8 or int4 (per-row "
-                        "scales), for all of them or per group, e.g. tables=int4,gru=int8 "
-                        "(groups: tables = E and O, gru, head)")
+                   help="storage of the weight matrices: float32, float16, int8, int4 or int3 "
+                        "(per-row scales), for all of them or per group, e.g. "
+                        "tables=int3,gru=int4,bias=float16 (groups: tables = E and O, gru, "
+                        "head; bias = the output bias, float32 or float16)")
     e.add_argument("--prune", type=C.Float(0, 1, hi_open=True), default=0.0, metavar="FRACTION",
                    help="zero this share of the smallest weights of every matrix (GRU and head: "
                         "of the matrix; item tables: of each row), one-shot; fit --prune "
                         "prunes gradually with recovery training instead")
     e.add_argument("--compress", choices=sorted(PRESETS),
                    help="a preset: 'max' = the smallest setting within 1%% of the float32 "
-                        "model's Recall@20 in the README's table (--dtype/--prune override it)")
+                        "model's Recall@20 in the README's table: tables=int3,gru=int4,"
+                        "head=int4,bias=float16, deflated (--dtype/--prune override it)")
     e.add_argument("--compressed", action="store_true", help="deflate the npz")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=_cmd_export)

@@ -39,33 +39,42 @@ DEFAULT_PRUNE_PARTS: Tuple[str, ...] = ("tables", "gru", "head")
 
 #: ``--compress`` presets: storage per group, pruning, deflate.  ``max`` is
 #: the smallest export the README's table measured within 1% relative
-#: Recall@20 of the float32 model on both RSC15-100k and Online Retail: every
-#: matrix int4 (per-row scales), deflated -- 7.6x and 7.8x fewer bytes at
-#: -0.01% and -0.2%.  It prunes nothing: one-shot pruning costs more than 1%
-#: at 50% on Online Retail; pruning during training (``fit --prune``) and
-#: then ``--compress max`` goes further (10.3x at -0.9% on RSC15-100k).
+#: Recall@20 of the float32 model on both RSC15-100k and Online Retail: item
+#: tables int3 (seven levels, per-row least-squares scales), GRU and head
+#: int4, float16 scales and output bias, deflated.  It prunes nothing:
+#: one-shot pruning costs more than 1% at 50% on Online Retail; pruning during
+#: training (``fit --prune``) and then ``--compress max`` goes further on
+#: RSC15-100k.  The README's table gives the ratios and losses.
 PRESETS: Dict[str, Dict[str, Any]] = {
-    "max": {"dtype": {"tables": "int4", "gru": "int4", "head": "int4"}, "prune": 0.0,
-            "deflate": True},
+    "max": {"dtype": {"tables": "int3", "gru": "int4", "head": "int4", "bias": "float16"},
+            "prune": 0.0, "deflate": True},
 }
+
+#: Storages ``--dtype`` accepts for a matrix group, and for ``bias``.
+MATRIX_DTYPES: Tuple[str, ...] = ("float32", "float16", "int8", "int4", "int3")
+BIAS_DTYPES: Tuple[str, ...] = ("float32", "float16")
 
 
 def parse_dtype(spec: str) -> Dict[str, str]:
-    """``"int8"`` (every group) or ``"tables=int4,gru=int8"`` -> storage per
-    group; ValueError naming what is wrong."""
+    """``"int8"`` (every matrix group) or ``"tables=int3,gru=int4,bias=float16"``
+    -> storage per group (``bias``: the output bias, float32 or float16);
+    ValueError naming what is wrong."""
     out: Dict[str, str] = {}
     for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
         if "=" in part:
             g, _, dt = part.partition("=")
             g, dt = g.strip(), dt.strip()
-            if g not in MATRIX_GROUPS:
+            if g not in MATRIX_GROUPS + ("bias",):
                 raise ValueError(f"--dtype: unknown group {g!r} (groups: "
-                                 f"{', '.join(MATRIX_GROUPS)})")
+                                 f"{', '.join(MATRIX_GROUPS)}, bias)")
             groups = [g]
         else:
             dt, groups = part, list(MATRIX_GROUPS)
-        if dt not in ("float32", "float16", "int8", "int4"):
-            raise ValueError(f"--dtype: unknown storage {dt!r} (float32, float16, int8, int4)")
+        allowed = BIAS_DTYPES if groups == ["bias"] else MATRIX_DTYPES
+        if dt not in allowed:
+            raise ValueError(f"--dtype: unknown storage {dt!r} for "
+                             f"{'the output bias' if groups == ['bias'] else 'matrices'} "
+                             f"({', '.join(allowed)})")
         for g in groups:
             out[g] = dt
     if not out:

@@ -1,10 +1,12 @@
 """Export a model file for devices: re-export, compress (float16, int8,
-int4 with per-row scales; magnitude pruning), or slice it to a list of items
-(``deeprec-train export``).
+int4, int3 with per-row scales; magnitude pruning), or slice it to a list of
+items (``deeprec-train export``).
 
 Compression (:mod:`deeprec_edge.trainer.compress`): ``dtype`` stores the
 weight matrices of each group (``tables``: E, O; ``gru``; ``head``) as
-float32, float16, int8 or int4 (format version 2, :mod:`deeprec_edge.quant`),
+float32, float16, int8, int4 or int3 (format version 2,
+:mod:`deeprec_edge.quant`) and the output bias (``bias``) as float32 or
+float16,
 ``prune`` zeroes that share of the smallest weights first (one-shot, no
 recovery training: ``deeprec-train fit --prune`` prunes gradually while
 training), and a compressed export also writes item ids and integer

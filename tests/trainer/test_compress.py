@@ -74,18 +74,24 @@ def test_export_prune_and_compress_max(trained, tmp_path, capsys):
     out2 = tmp_path / "max.npz"
     assert main(["export", str(trained / "w.npz"), "-o", str(out2), "--compress", "max"]) == 0
     mx = load_model(out2)
-    assert mx.storage["E"].startswith("int4") and out2.stat().st_size < out.stat().st_size * 1.5
+    assert mx.storage["E"].startswith("int3") and mx.storage["head.W"].startswith("int4")
+    assert out2.stat().st_size < out.stat().st_size * 1.5
+    with np.load(out2) as z:       # float16 scales and output bias, as the preset says
+        assert z["E.scale"].dtype == np.float16 and z["b"].dtype == np.float16
+    src = load_model(trained / "w.npz")
+    np.testing.assert_array_equal(mx.b, src.b.astype(np.float16).astype(np.float32))
     assert edge_main(["info", str(out2)]) == 0
     text = capsys.readouterr().out
-    assert "file_bytes" in text and "(a deflated npz)" in text and "int4" in text
+    assert "file_bytes" in text and "(a deflated npz)" in text and "int3" in text
     assert edge_main(["info", str(out2), "--json"]) == 0
     j = json.loads(capsys.readouterr().out)
-    assert j["file_bytes"] == out2.stat().st_size and j["storage"]["E"] == "int4"
+    assert j["file_bytes"] == out2.stat().st_size and j["storage"]["E"] == "int3"
     assert j["deflated"] and j["array_bytes"]["E"] > 0
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--dtype", "int3"], "unknown storage 'int3'"),
+    (["--dtype", "int2"], "unknown storage 'int2'"),
+    (["--dtype", "bias=int8"], "unknown storage 'int8' for the output bias (float32, float16)"),
     (["--dtype", "rows=int8"], "unknown group 'rows'"),
     (["--prune", "1.5"], "argument --prune: must be a number in [0, 1), got '1.5'"),
 ])
@@ -168,6 +174,8 @@ def test_pruner_refuses_bad_schedules():
 def test_parse_dtype_and_compact_model(trained):
     assert parse_dtype("int8") == {"tables": "int8", "gru": "int8", "head": "int8"}
     assert parse_dtype("tables=int4, gru=int8") == {"tables": "int4", "gru": "int8"}
+    assert parse_dtype("tables=int3,bias=float16") == {"tables": "int3", "bias": "float16"}
+    assert parse_dtype("float16") == {"tables": "float16", "gru": "float16", "head": "float16"}
     m = load_model(trained / "w.npz")
     c = compact_model(m)
     assert c.item_ids.dtype.itemsize < 8 and c.popularity.dtype.kind == "u"

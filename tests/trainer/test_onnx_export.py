@@ -33,6 +33,9 @@ MODELS = {
                                    {"tables": "int8", "gru": "int8", "head": "int8"}),
     "float16-int4": lambda: compress_model(random_model(n_items=150, e=8, hidden=16, seed=4),
                                            {"E": "float16", "O": "int4"}),
+    "compress-max": lambda: compress_model(random_model(n_items=150, e=8, hidden=16, seed=7),
+                                           {"tables": "int3", "gru": "int4", "head": "int4",
+                                            "bias": "float16"}),
     "repeat": lambda: _with_repeat(random_model(n_items=150, e=8, hidden=16, seed=5)),
     "repeat-int8-evicting": lambda: compress_model(
         _with_repeat(random_model(n_items=150, e=8, hidden=16, seed=6), memory=4),
