@@ -366,29 +366,31 @@ def write_npz_deflated(f: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` to the open binary file ``f`` as a deflated ``.npz``
     (what ``np.load`` and :class:`NpzArchive` read), each member
     deflated by :func:`_deflate`, in the given order, with fixed
-    timestamps.  Archives that would need zip64 (a member or the whole
-    file near 2 GiB) are written by ``np.savez_compressed`` instead."""
-    members = []
-    for name, a in arrays.items():
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, np.asanyarray(a), allow_pickle=False)
-        members.append((f"{name}.npy".encode("utf-8"), buf.getvalue()))
-    if sum(len(d) for _, d in members) > _ZIP32_LIMIT:
+    timestamps; one member in memory at a time.  Archives that would need
+    zip64 (near 2 GiB of arrays) are written by ``np.savez_compressed``."""
+    arrays = {k: np.asanyarray(v) for k, v in arrays.items()}
+    if sum(a.nbytes + 4096 for a in arrays.values()) > _ZIP32_LIMIT:
         np.savez_compressed(f, **arrays)
         return
     central = []
     offset = 0
-    for name, data in members:
+    for key, a in arrays.items():
+        name = f"{key}.npy".encode("utf-8")
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, a, allow_pickle=False)
+        data = buf.getvalue()
         comp = _deflate(data)
         crc = zlib.crc32(data) & 0xFFFFFFFF
         fields = (20, 0, zipfile.ZIP_DEFLATED, _DOS_TIME, _DOS_DATE, crc, len(comp), len(data),
                   len(name))
         local = struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields, 0)
-        f.write(local + name + comp)
+        f.write(local + name)
+        f.write(comp)
         central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, 0,
                                    offset) + name)
         offset += len(local) + len(name) + len(comp)
+        del buf, data, comp
     directory = b"".join(central)
     f.write(directory)
-    f.write(struct.pack("<4s4H2LH", _EOCD, 0, 0, len(members), len(members), len(directory),
+    f.write(struct.pack("<4s4H2LH", _EOCD, 0, 0, len(central), len(central), len(directory),
                         offset, 0))

@@ -322,11 +322,28 @@ class ModelTarget(FileTarget):
     name = "model"
 
     def seeds(self, tmp: str) -> List[bytes]:
+        from deeprec_edge.model import compress_model, save_model
         from helpers_model import random_model, random_personal
         models = [random_model(), random_model(n_items=7, e=4, hidden=[5, 3], d=4, seed=2),
                   random_model(string_ids=True, tied=True, e=6, seed=3),
                   random_personal(with_bias=True)]
-        return [_npz_bytes(m.to_arrays(), c) for m in models for c in (False, True)]
+        out = [_npz_bytes(m.to_arrays(), c) for m in models for c in (False, True)]
+        pruned = random_model(n_items=9, e=5, hidden=6, d=5, seed=4)
+        for W in (pruned.E, pruned.layers[0].W_hh, pruned.W_p):
+            W[np.abs(W) < np.quantile(np.abs(W), 0.7)] = 0
+        # compressed files (model format 2, storage record), through the runtime's writer
+        for m, storage in [(random_model(n_items=9, e=5, hidden=6, d=5, seed=5),
+                            {"tables": "int8", "gru": "float16", "head": "int4"}),
+                           (random_model(n_items=9, e=6, hidden=5, d=6, tied=True, seed=6),
+                            {"tables": "int3", "gru": "int4", "head": "int4", "bias": "float16"}),
+                           (pruned, {"tables": "int3", "gru": "int8", "head": "int4",
+                                     "bias": "float16"})]:
+            for c in (False, True):
+                path = os.path.join(tmp, "seed.npz")
+                save_model(compress_model(m, storage), path, compressed=c)
+                with open(path, "rb") as f:
+                    out.append(f.read())
+        return out
 
     def read(self, path: str, rng: np.random.Generator) -> Any:
         from deeprec_edge.model import load_model
