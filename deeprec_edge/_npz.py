@@ -347,27 +347,56 @@ _ZIP32_LIMIT = (1 << 31) - 1
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
 
 
-def _deflate(data: bytes) -> bytes:
-    """Raw deflate of ``data``: the smaller of zlib's default strategy
-    (level 6, what ``np.savez_compressed`` uses) and Huffman coding alone.
-    Quantised weights have no repeats for LZ77 to find, and its matches
-    cost more than they save: Huffman-only codes an int3 table about 3%
-    smaller; text and sparse masks keep the default."""
-    best = None
-    for strategy in (zlib.Z_DEFAULT_STRATEGY, zlib.Z_HUFFMAN_ONLY):
-        c = zlib.compressobj(6, zlib.DEFLATED, -15, 8, strategy)
-        out = c.compress(data) + c.flush()
-        if best is None or len(out) < len(best):
-            best = out
-    return best
+#: Bytes of a member fed to zlib at a time.
+_CHUNK = 1 << 22
+_STRATEGIES = (zlib.Z_DEFAULT_STRATEGY, zlib.Z_HUFFMAN_ONLY)
+
+
+def _npy_parts(a: np.ndarray) -> Tuple[bytes, np.ndarray]:
+    """The ``.npy`` header of ``a`` (what ``np.save`` writes) and its data
+    as a flat uint8 view (no copy of a C-contiguous array)."""
+    a = np.require(a, requirements="C")
+    if a.dtype.hasobject:
+        raise ValueError("object arrays are not written (no pickle)")
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(a))
+    data = a.reshape(-1).view(np.uint8) if a.nbytes else np.empty(0, np.uint8)
+    return head.getvalue(), data
+
+
+def _deflate_stream(head: bytes, data: np.ndarray, strategy: int,
+                    sink: Optional[Callable[[bytes], Any]] = None) -> Tuple[int, int]:
+    """Raw deflate (level 6, as ``np.savez_compressed``) of ``head + data``
+    with ``strategy``, ``_CHUNK`` bytes at a time; the output goes to
+    ``sink`` (None: only counted).  Returns (compressed bytes, crc32)."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15, 8, strategy)
+    size, crc = 0, 0
+    for part in [head] + [data[i:i + _CHUNK] for i in range(0, data.size, _CHUNK)]:
+        crc = zlib.crc32(part, crc)
+        out = c.compress(part)
+        size += len(out)
+        if sink is not None and out:
+            sink(out)
+    out = c.flush()
+    size += len(out)
+    if sink is not None and out:
+        sink(out)
+    return size, crc & 0xFFFFFFFF
 
 
 def write_npz_deflated(f: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
     """Write ``arrays`` to the open binary file ``f`` as a deflated ``.npz``
-    (what ``np.load`` and :class:`NpzArchive` read), each member
-    deflated by :func:`_deflate`, in the given order, with fixed
-    timestamps; one member in memory at a time.  Archives that would need
-    zip64 (near 2 GiB of arrays) are written by ``np.savez_compressed``."""
+    (what ``np.load`` and :class:`NpzArchive` read), in the given order,
+    with fixed timestamps, so the same arrays are always the same bytes.
+
+    Each member is deflated with the smaller of zlib's default strategy
+    (what ``np.savez_compressed`` uses) and Huffman coding alone: quantised
+    weights have no repeats for LZ77 to find, and its matches cost more
+    than they save (an int3 table: about 3% smaller); text and sparse masks
+    keep the default.  Both are measured first (counted, not kept), then
+    the smaller is written, so memory stays at a few MB beyond the arrays.
+    Archives that would need zip64 (near 2 GiB of arrays) are written by
+    ``np.savez_compressed`` (its own timestamps)."""
     arrays = {k: np.asanyarray(v) for k, v in arrays.items()}
     if sum(a.nbytes + 4096 for a in arrays.values()) > _ZIP32_LIMIT:
         np.savez_compressed(f, **arrays)
@@ -376,20 +405,20 @@ def write_npz_deflated(f: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
     offset = 0
     for key, a in arrays.items():
         name = f"{key}.npy".encode("utf-8")
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, a, allow_pickle=False)
-        data = buf.getvalue()
-        comp = _deflate(data)
-        crc = zlib.crc32(data) & 0xFFFFFFFF
-        fields = (20, 0, zipfile.ZIP_DEFLATED, _DOS_TIME, _DOS_DATE, crc, len(comp), len(data),
-                  len(name))
+        head, data = _npy_parts(a)
+        sizes = [_deflate_stream(head, data, st) for st in _STRATEGIES]
+        best = min(range(len(_STRATEGIES)), key=lambda j: sizes[j][0])
+        csize, crc = sizes[best]
+        fields = (20, 0, zipfile.ZIP_DEFLATED, _DOS_TIME, _DOS_DATE, crc, csize,
+                  len(head) + data.size, len(name))
         local = struct.pack("<4s5H3L2H", b"PK\x03\x04", *fields, 0)
         f.write(local + name)
-        f.write(comp)
+        written, _ = _deflate_stream(head, data, _STRATEGIES[best], f.write)
+        if written != csize:                                   # zlib is deterministic
+            raise RuntimeError(f"deflating '{key}' gave {written} bytes, then {csize}")
         central.append(struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, *fields, 0, 0, 0, 0, 0,
                                    offset) + name)
-        offset += len(local) + len(name) + len(comp)
-        del buf, data, comp
+        offset += len(local) + len(name) + csize
     directory = b"".join(central)
     f.write(directory)
     f.write(struct.pack("<4s4H2LH", _EOCD, 0, 0, len(central), len(central), len(directory),

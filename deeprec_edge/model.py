@@ -568,6 +568,12 @@ class Model:
 # --------------------------------------------------------------------------
 
 
+def _value_hashed(name: str) -> bool:
+    """Arrays the writer stores as float16 or float32 by their values (the
+    output bias, per-row scales): compared and hashed as float32."""
+    return name == "b" or name.endswith(".scale")
+
+
 def _canonical_bytes(name: str, a: np.ndarray) -> Tuple[bytes, Iterable[bytes]]:
     if name in ("config", "personal"):
         obj = json.loads(str(a[()]))
@@ -583,7 +589,10 @@ def _canonical_bytes(name: str, a: np.ndarray) -> Tuple[bytes, Iterable[bytes]]:
     if kind in "iub":
         return b"<i8", [np.ascontiguousarray(a, dtype="<i8").tobytes()]
     if kind == "f":
-        dt = f"<f{a.dtype.itemsize}"
+        # b and per-row scales hash as float32 whatever they are stored as
+        # (float16 when their values allow it): their values are the model
+        itemsize = 4 if _value_hashed(name) and a.dtype.itemsize == 2 else a.dtype.itemsize
+        dt = f"<f{itemsize}"
         arr = np.ascontiguousarray(a, dtype=dt)
         return dt.encode(), [memoryview(arr).cast("B")]
     raise ModelFormatError(f"array '{name}' has dtype {a.dtype}, which has no canonical form")
@@ -1248,8 +1257,10 @@ def load_model(path: Any, base: Optional[Model] = None) -> Model:
 DELTA_TAG = "deeprec-edge/personal-delta"
 
 
-def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+def _same_array(a: np.ndarray, b: np.ndarray, name: str = "") -> bool:
     a, b = np.asarray(a), np.asarray(b)
+    if _value_hashed(name) and a.dtype.kind == b.dtype.kind == "f":
+        return a.shape == b.shape and np.array_equal(a.astype(np.float32), b.astype(np.float32))
     return (a.shape == b.shape and a.dtype.kind == b.dtype.kind
             and a.dtype.itemsize == b.dtype.itemsize and np.array_equal(a, b))
 
@@ -1273,7 +1284,8 @@ def delta_arrays(model: Model, base: Model) -> Dict[str, np.ndarray]:
                          f"model")
     full, ref = model.to_arrays(), base.to_arrays()
     out = {k: v for k, v in full.items()
-           if k in ("format", "config", "personal") or k not in ref or not _same_array(v, ref[k])}
+           if k in ("format", "config", "personal") or k not in ref or
+           not _same_array(v, ref[k], k)}
     out["version"] = np.array(2, np.int64)
     out["delta"] = np.array(json.dumps({"format": DELTA_TAG, "base_fingerprint": fp,
                                         "version": int(full["version"][()])}))
@@ -1313,6 +1325,10 @@ def _merge_delta(arrays: Dict[str, np.ndarray], delta: Dict[str, Any], table: It
     for name in table:
         if name not in merged and name in ref:
             merged[name] = ref[name]
+    if "b" in ref and merged.get("b") is ref["b"]:
+        # the base's b, float16 beside its compressed matrices, is float32
+        # values for a personal model whose matrices may all be float32
+        merged["b"] = np.asarray(ref["b"], np.float32)
     merged["version"] = np.array(delta["version"], np.int64)
     return merged
 

@@ -20,7 +20,8 @@ A model file may store each weight *matrix* -- the item tables ``E`` and
 =================  ===================================================================
 
 Scales (``X.scale``) are stored as float16 when every one of them is a
-float16 value -- what int4/int3 quantisation produces -- else float32.
+float16 value -- what int4/int3 quantisation produces -- else float32 (both
+are hashed as float32 by the model fingerprint).
 
 The writer stores a matrix sparse exactly when that takes fewer bytes than
 dense (so the layout follows from the values: one canonical file per
@@ -55,8 +56,8 @@ _F32 = np.float32
 #: Clipping ratios the int4/int3 quantiser tries per row (scale = ratio *
 #: max|row| / qmax), from no clipping down to half the row's range.
 _CLIP_RATIOS = np.linspace(1.0, 0.5, 26)
-#: float16's normal range: scales inside it are stored as float16.
-_F16_MIN, _F16_MAX = 2.0 ** -14, 65504.0
+#: Largest float16 value: int4/int3 scales up to it are float16 values.
+_F16_MAX = 65504.0
 
 
 class Compressed:
@@ -217,7 +218,9 @@ def quantize(a: Any, storage: str) -> Any:
     qmax``, clipping the largest values when that costs less than the
     coarser step; the first ratio wins ties), each candidate rounded to
     float16 -- so the file stores float16 scales -- unless some row's scale
-    falls outside float16's normal range (then float32 candidates).  float16:
+    would exceed float16's range (|W| beyond ~1.3e5: then float32
+    candidates).  A row so small that its float16 scale is subnormal or 0
+    loses precision only where the values are below 1e-4 anyway.  float16:
     values beyond its range raise ValueError."""
     dt, sparse = parse_storage(storage)
     a = np.ascontiguousarray(dequantize(a), _F32)
@@ -240,8 +243,7 @@ def quantize(a: Any, storage: str) -> Any:
         return Compressed(_round_rows(a, scale, qmax), scale, dt)
     q = np.empty(a.shape, np.int8)
     scale = np.empty(a.shape[0], _F32)
-    nz = amax[amax > 0] / np.float32(qmax)
-    half = bool(nz.size == 0 or (nz.min() * _CLIP_RATIOS[-1] >= _F16_MIN and nz.max() <= _F16_MAX))
+    half = bool(amax.max(initial=0.0) / np.float32(qmax) <= _F16_MAX)
     step = max(1, (1 << 20) // max(1, a.shape[1]))       # rows per block: bounded temporaries
     for r0 in range(0, a.shape[0], step):
         blk = a[r0:r0 + step]
@@ -302,12 +304,12 @@ def _unpack4(b: np.ndarray, n: int, what: str, qmax: int = 7) -> np.ndarray:
     if nib.shape[-1] > n and nib[..., n:].any():
         raise ValueError(f"{what}: the padding nibble after the last value must be 0")
     nib = nib[..., :n]
-    if (nib == 8).any():
-        raise ValueError(f"{what}: int4 value -8 (symmetric quantisation uses -7 .. 7)")
     q = np.where(nib >= 8, nib.astype(np.int16) - 16, nib).astype(np.int8)
-    if qmax < 7 and (np.abs(q) > qmax).any():
+    if qmax < 7 and (np.abs(q.astype(np.int16)) > qmax).any():
         raise ValueError(f"{what}: int{qmax.bit_length() + 1} values must be in "
                          f"-{qmax} .. {qmax}")
+    if (nib == 8).any():
+        raise ValueError(f"{what}: int4 value -8 (symmetric quantisation uses -7 .. 7)")
     return q
 
 

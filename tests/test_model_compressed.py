@@ -25,7 +25,13 @@ STORAGES = ("float16", "int8", "int4", "int3")
 QMAX = {"int8": 127, "int4": 7, "int3": 3}
 
 
-def _quantize_f64(x, qmax):
+def _quantize_f64_f32(x, qmax):
+    """:func:`_quantize_f64` with float32 candidate scales (the rule when a
+    scale would exceed float16's range)."""
+    return _quantize_f64(x, qmax, half=False)
+
+
+def _quantize_f64(x, qmax, half=True):
     """The int4/int3 quantiser as specified (docs/model-format.md), in
     float64 with the scale candidates computed as documented: per row, for
     each clipping ratio 1.0, 0.98, ..., 0.5 the candidate scale
@@ -36,7 +42,7 @@ def _quantize_f64(x, qmax):
     best = None
     for ratio in np.linspace(1.0, 0.5, 26):
         s = (amax * np.float32(ratio) / np.float32(qmax)).astype(np.float32)
-        s = s.astype(np.float16).astype(np.float64)
+        s = s.astype(np.float16).astype(np.float64) if half else s.astype(np.float64)
         safe = np.where(s > 0, s, 1.0)
         q = np.clip(np.rint(x.astype(np.float64) / safe[:, None]), -qmax, qmax)
         err = ((np.float32(1) * (q * s[:, None]).astype(np.float32) - x.astype(np.float64)) ** 2
@@ -402,15 +408,23 @@ def test_int3_file_is_smaller_than_int4_deflated(tmp_path):
     assert sizes["int3"] < 0.85 * sizes["int4"], sizes
 
 
-def test_tiny_rows_keep_float32_scales(tmp_path):
-    """A scale outside float16's normal range: the whole matrix keeps
-    float32 scales, quantised by the same rule with float32 candidates."""
+def test_scales_beyond_float16_stay_float32(tmp_path):
+    """A scale beyond float16's range: the whole matrix keeps float32
+    scales, quantised by the same rule with float32 candidates; a tiny row
+    (subnormal float16 scale) stays within a step of its values."""
     m = random_model(n_items=30, e=8, seed=4)
-    m.E[3] *= 1e-7
+    m.E[5] *= 1e-6
     c = compress_model(m, {"E": "int4"})
     assert c.E.scale.dtype == np.float32
-    assert not np.array_equal(c.E.scale.astype(np.float16).astype(np.float32), c.E.scale)
-    assert (np.abs(c.E[3] - m.E[3]) <= np.abs(m.E[3]).max() / 7).all()
+    np.testing.assert_array_equal(c.E.scale.astype(np.float16).astype(np.float32), c.E.scale)
+    assert (np.abs(c.E[5] - m.E[5]) <= np.abs(m.E[5]).max() / 7).all()
+    m.E[3] *= 1e6
+    c = compress_model(m, {"E": "int4"})
+    with np.errstate(over="ignore"):
+        assert not np.array_equal(c.E.scale.astype(np.float16).astype(np.float32), c.E.scale)
+    q, s = _quantize_f64_f32(m.E, 7)
+    np.testing.assert_array_equal(c.E.data, q)
+    np.testing.assert_array_equal(c.E.scale, s)
     save_model(c, tmp_path / "t.npz")
     with np.load(tmp_path / "t.npz") as z:
         assert z["E.scale"].dtype == np.float32
@@ -469,3 +483,67 @@ def test_deflated_writer(tmp_path, monkeypatch):
     save_model(m, p2, compressed=True)
     assert p2.read_bytes() != p1.read_bytes()
     assert load_model(p2).fingerprint() == m.fingerprint()
+
+
+def test_deflated_writer_streams_members(tmp_path):
+    """A large member is deflated in chunks: memory beyond the arrays stays
+    a fraction of the member (np.savez_compressed copies it whole)."""
+    import tracemalloc
+    from deeprec_edge._npz import write_npz_deflated
+    a = np.arange(8_000_000, dtype=np.float32) % 977          # 32 MB, deflates fast
+    tracemalloc.start()
+    try:
+        with open(tmp_path / "big.npz", "wb") as f:
+            write_npz_deflated(f, {"x": a, "y": a[:10]})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.5 * a.nbytes, peak
+    with np.load(tmp_path / "big.npz") as z:
+        np.testing.assert_array_equal(z["x"], a)
+        np.testing.assert_array_equal(z["y"], a[:10])
+
+
+def test_float16_bias_and_scales_hash_and_delta_by_value(tmp_path):
+    """b and per-row scales are stored float16 or float32 by their values:
+    the fingerprint and personal deltas see values, not the dtype -- a
+    model whose b happens to be float16 values has the fingerprint it had
+    when written float32, and a personal model whose matrices are all
+    float32 (so b is written float32) does not carry b in its delta."""
+    from deeprec_edge.model import _fingerprint, delta_arrays
+    m = random_model(n_items=60, e=8, hidden=8, d=8, seed=9)
+    m.b[:] = 0.0
+    g = compress_model(m, {"tables": "int8"})
+    arrays = g.to_arrays()
+    assert arrays["b"].dtype == np.float16
+    widened = dict(arrays, b=arrays["b"].astype(np.float32))
+    assert _fingerprint(widened) == g.fingerprint()
+    assert _fingerprint(dict(arrays, b=arrays["b"] + np.float16(1))) != g.fingerprint()
+    # global: GRU and head compressed, E float32; the fine-tune makes them float32
+    g = compress_model(random_model(n_items=60, e=8, hidden=8, d=8, seed=9),
+                       {"gru": "int8", "head": "int8", "bias": "float16"})
+    p = params_of(g)
+    p.W_p = p.W_p + np.float32(0.25)
+    for k in (0, 1):                                  # W_ih, W_hh of the last layer
+        p.layers[-1][k] = p.layers[-1][k] + np.float32(0.25)
+    pers = make_personal(g, p, clicks_used=3, last_timestamp=None, seed=0, epochs=1)
+    assert all(st == "float32" for st in pers.storage.values())
+    assert g.to_arrays()["b"].dtype == np.float16 and pers.to_arrays()["b"].dtype == np.float32
+    assert "b" not in delta_arrays(pers, g)
+    save_model(g, tmp_path / "g.npz")
+    save_model(pers, tmp_path / "d.npz", delta_of=g)
+    back = load_model(tmp_path / "d.npz", base=load_model(tmp_path / "g.npz"))
+    assert back.fingerprint() == pers.fingerprint()
+    np.testing.assert_array_equal(back.b, g.b)
+
+
+def test_export_dtype_overrides_the_preset_group_by_group(tmp_path):
+    from deeprec_edge.trainer.export import export_model
+    src = tmp_path / "m.npz"
+    save_model(random_model(n_items=50, e=8, hidden=8, d=8, seed=2), src)
+    export_model(str(src), str(tmp_path / "o.npz"), compress="max", dtype="gru=int8")
+    out = load_model(tmp_path / "o.npz")
+    assert out.storage["E"] == "int3" and out.storage["gru0.W_ih"] == "int8"
+    assert out.storage["head.W"] == "int4"
+    with np.load(tmp_path / "o.npz") as z:
+        assert z["b"].dtype == np.float16

@@ -874,7 +874,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--compress", choices=sorted(PRESETS),
                    help="a preset: 'max' = the smallest setting within 1%% of the float32 "
                         "model's Recall@20 in the README's table: tables=int3,gru=int4,"
-                        "head=int4,bias=float16, deflated (--dtype/--prune override it)")
+                        "head=int4,bias=float16, deflated (--dtype overrides the groups it names, "
+                        "--prune its pruning)")
     e.add_argument("--compressed", action="store_true", help="deflate the npz")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=_cmd_export)

@@ -185,7 +185,8 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
     (``"tables=int4,gru=int8"`` or a dict); ``prune``: one-shot magnitude
     pruning of that share of every weight matrix's weights; ``compress``: a
     preset of :data:`deeprec_edge.trainer.compress.PRESETS` (``"max"``),
-    which explicit ``dtype``/``prune`` override; ``compressed``: deflate the
+    whose groups an explicit ``dtype`` overrides one by one (and ``prune``
+    its pruning); ``compressed``: deflate the
     npz (the preset may turn it on); ``inputs``: item ids the devices click
     (their histories), kept beside ``items`` so a sliced model can still
     read and fine-tune on those histories.  Returns a summary dict: ``source``,
@@ -199,8 +200,9 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
             raise ValueError(f"unknown --compress preset {compress!r} (presets: "
                              f"{', '.join(PRESETS)})")
         spec = dict(PRESETS[compress])
-    if dtype is not None:
-        spec["dtype"] = parse_dtype(dtype) if isinstance(dtype, str) else dict(dtype)
+    if dtype is not None:    # overrides the preset group by group
+        spec["dtype"] = {**spec.get("dtype", {}),
+                         **(parse_dtype(dtype) if isinstance(dtype, str) else dict(dtype))}
     if prune:
         spec["prune"] = float(prune)
     if not 0.0 <= spec.get("prune", 0.0) < 1.0:
