@@ -32,11 +32,14 @@ exit status is 1 when there is a finding, else 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import mmap
 import os
 import re
+import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -504,11 +507,16 @@ def _limit_memory(extra: int = 1 << 30) -> None:
         pass
 
 
-def worker(targets: List[str], seed: int, start: int, stop: int, state_path: str) -> int:
+def worker(targets: List[str], seed: int, start: int, stop: int, state_path: str,
+           tmp_dir: Optional[str] = None) -> int:
     """Run cases start..stop-1, each on targets[index % len(targets)]; the
-    index being run is kept in ``state_path`` (an mmap) for the parent."""
+    index being run is kept in ``state_path`` (an mmap) for the parent.
+    Files go to ``tmp_dir`` (the parent's, removed by it however the worker
+    ends), else to a temporary directory of its own."""
     insts = []
-    with tempfile.TemporaryDirectory(prefix="deeprec-edge-fuzz-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = tmp_dir or stack.enter_context(
+            tempfile.TemporaryDirectory(prefix="deeprec-edge-fuzz-"))
         for name in targets:
             t = _CLASSES[name]()
             t.setup(tmp)
@@ -535,27 +543,60 @@ def worker(targets: List[str], seed: int, start: int, stop: int, state_path: str
 def drive(targets: List[str], seed: int, calls: int, jobs: int, quiet: bool) -> int:
     """Run ``calls`` cases in ``jobs`` worker processes; print findings and a
     summary; return the exit status."""
-    findings, slow, crashes = [], [], []
     t0 = time.time()
     bounds = [calls * j // jobs for j in range(jobs + 1)]
     pending = [(bounds[j], bounds[j + 1]) for j in range(jobs) if bounds[j] < bounds[j + 1]]
-    running: List[Tuple[subprocess.Popen, str, int, int]] = []
+    running: List[Tuple[subprocess.Popen, str, str, int, int]] = []
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
 
     def launch(start: int, stop: int) -> None:
         fd, state = tempfile.mkstemp(prefix="deeprec-edge-fuzz-state-")
         os.write(fd, struct.pack("<qq", start, 0))
         os.close(fd)
+        tmp = tempfile.mkdtemp(prefix="deeprec-edge-fuzz-")
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", f"{start}:{stop}",
-               "--seed", str(seed), "--targets", ",".join(targets), "--state", state]
+               "--seed", str(seed), "--targets", ",".join(targets), "--state", state,
+               "--tmp", tmp]
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
-        running.append((p, state, start, stop))
+        running.append((p, state, tmp, start, stop))
 
+    def stop_all(signum: int = 0, frame: Any = None) -> None:
+        """Kill the workers and remove their files (a worker killed by a
+        crashing case, or this run stopped, leaves nothing in /tmp)."""
+        for p, state, tmp, _, _ in running:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            shutil.rmtree(tmp, ignore_errors=True)
+            if os.path.exists(state):
+                os.unlink(state)
+        running.clear()
+        if signum:
+            raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, stop_all)
+    try:
+        findings, slow, crashes = _collect(launch, pending, running, targets, quiet, t0)
+    finally:
+        stop_all()
+        signal.signal(signal.SIGTERM, old)
+    return _report(findings, slow, crashes, targets, seed, calls, t0)
+
+
+def _collect(launch: Callable[[int, int], None], pending: List[Tuple[int, int]],
+             running: List[Any], targets: List[str], quiet: bool, t0: float
+             ) -> Tuple[List[Any], List[Any], List[Any]]:
+    """Wait for the workers in turn, relaunching after a crashing case."""
+    findings: List[Any] = []
+    slow: List[Any] = []
+    crashes: List[Any] = []
     for start, stop in pending:
         launch(start, stop)
     while running:
-        p, state, start, stop = running.pop(0)
+        p, state, tmp, start, stop = running[0]
         out, _ = p.communicate()
+        running.pop(0)
+        shutil.rmtree(tmp, ignore_errors=True)
         for line in out.splitlines():
             try:
                 rec = json.loads(line)
@@ -572,6 +613,11 @@ def drive(targets: List[str], seed: int, calls: int, jobs: int, quiet: bool) -> 
                 launch(index + 1, stop)                # carry on after the crashing case
         elif not quiet:
             print(f"worker {start}..{stop} done ({time.time() - t0:.0f} s)", file=sys.stderr)
+    return findings, slow, crashes
+
+
+def _report(findings: List[Any], slow: List[Any], crashes: List[Any], targets: List[str],
+            seed: int, calls: int, t0: float) -> int:
     for rec in findings:
         print(f"FINDING {rec['target']}:{rec['index']} {rec['what']}")
     for rec in crashes:
@@ -601,6 +647,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--state", help=argparse.SUPPRESS)
+    p.add_argument("--tmp", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     targets = [t for t in a.targets.split(",") if t]
     bad = [t for t in targets if t not in _CLASSES]
@@ -615,7 +662,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
     if a.worker:
         start, stop = (int(x) for x in a.worker.split(":"))
-        return worker(targets, a.seed, start, stop, a.state)
+        return worker(targets, a.seed, start, stop, a.state, a.tmp)
     if a.replay:
         name, index = a.replay.split(":")
         t = _CLASSES[name]()

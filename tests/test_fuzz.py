@@ -42,11 +42,13 @@ def test_harness_reports_an_undocumented_exception(tmp_path):
     assert finding is not None and finding.startswith("KeyError: 'planted'")
 
 
-def test_harness_reports_a_crash_and_carries_on():
+def test_harness_reports_a_crash_and_carries_on(tmp_path):
     """A worker killed by a signal (SIGABRT here, as a segfault would) is a
-    CRASH naming the case; the cases after it still run."""
+    CRASH naming the case; the cases after it still run; the crashed
+    worker's files are removed all the same."""
     code, out, err = _run("--calls", "40", "--targets", "binding", "--seed", "3",
-                          env={"DEEPREC_EDGE_FUZZ_PLANT_CRASH": "17"})
+                          env={"DEEPREC_EDGE_FUZZ_PLANT_CRASH": "17", "TMPDIR": str(tmp_path)})
     assert code == 1
     assert "CRASH binding:17 exit status" in out and "--replay binding:17" in out
     assert "calls: 40" in out.strip().splitlines()[-1]
+    assert os.listdir(tmp_path) == []

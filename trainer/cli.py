@@ -578,6 +578,9 @@ def _cmd_export(a) -> int:
                   f"that click (its input row is not in the slice; fine-tuning needs clicks "
                   f"on kept items): keep the items its users click with --inputs "
                   f"(their histories, or the training log)")
+        if not info["deflated"] and any(st.startswith("int3") for st in info["storage"].values()):
+            print("note: int3 is stored like int4 (two values a byte), so this undeflated file "
+                  "is no smaller; its saving is in a deflated file: add --compressed")
     if a.onnx:
         return _write_onnx(a.output, a.onnx, a.json)
     return 0

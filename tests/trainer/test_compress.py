@@ -89,6 +89,17 @@ def test_export_prune_and_compress_max(trained, tmp_path, capsys):
     assert j["deflated"] and j["array_bytes"]["E"] > 0
 
 
+def test_export_int3_undeflated_says_where_the_saving_is(trained, tmp_path, capsys):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    assert main(["export", str(trained / "w.npz"), "-o", str(a), "--dtype", "int3"]) == 0
+    assert "its saving is in a deflated file: add --compressed" in capsys.readouterr().out
+    assert main(["export", str(trained / "w.npz"), "-o", str(b), "--dtype", "int3",
+                 "--compressed"]) == 0
+    assert "add --compressed" not in capsys.readouterr().out
+    assert b.stat().st_size < a.stat().st_size
+    assert load_model(a).fingerprint() == load_model(b).fingerprint()
+
+
 @pytest.mark.parametrize("args,message", [
     (["--dtype", "int2"], "unknown storage 'int2'"),
     (["--dtype", "bias=int8"], "unknown storage 'int8' for the output bias (float32, float16)"),
