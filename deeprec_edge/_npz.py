@@ -349,7 +349,8 @@ _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
 
 #: Bytes of a member fed to zlib at a time.
 _CHUNK = 1 << 22
-_STRATEGIES = (zlib.Z_DEFAULT_STRATEGY, zlib.Z_HUFFMAN_ONLY)
+#: zlib strategies the writer tries per member (at level 9, memory level 9).
+_STRATEGIES = (zlib.Z_DEFAULT_STRATEGY, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE)
 
 
 def _npy_parts(a: np.ndarray) -> Tuple[bytes, np.ndarray]:
@@ -366,10 +367,10 @@ def _npy_parts(a: np.ndarray) -> Tuple[bytes, np.ndarray]:
 
 def _deflate_stream(head: bytes, data: np.ndarray, strategy: int,
                     sink: Optional[Callable[[bytes], Any]] = None) -> Tuple[int, int]:
-    """Raw deflate (level 6, as ``np.savez_compressed``) of ``head + data``
-    with ``strategy``, ``_CHUNK`` bytes at a time; the output goes to
-    ``sink`` (None: only counted).  Returns (compressed bytes, crc32)."""
-    c = zlib.compressobj(6, zlib.DEFLATED, -15, 8, strategy)
+    """Raw deflate (level 9, memory level 9) of ``head + data`` with
+    ``strategy``, ``_CHUNK`` bytes at a time; the output goes to ``sink``
+    (None: only counted).  Returns (compressed bytes, crc32)."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, strategy)
     size, crc = 0, 0
     for part in [head] + [data[i:i + _CHUNK] for i in range(0, data.size, _CHUNK)]:
         crc = zlib.crc32(part, crc)
@@ -389,12 +390,14 @@ def write_npz_deflated(f: BinaryIO, arrays: Mapping[str, np.ndarray]) -> None:
     (what ``np.load`` and :class:`NpzArchive` read), in the given order,
     with fixed timestamps, so the same arrays are always the same bytes.
 
-    Each member is deflated with the smaller of zlib's default strategy
-    (what ``np.savez_compressed`` uses) and Huffman coding alone: quantised
-    weights have no repeats for LZ77 to find, and its matches cost more
-    than they save (an int3 table: about 3% smaller); text and sparse masks
-    keep the default.  Both are measured first (counted, not kept), then
-    the smaller is written, so memory stays at a few MB beyond the arrays.
+    Each member is deflated at zlib's level 9 with the smallest of its
+    default strategy, Huffman coding alone and run-length matches only:
+    quantised weights have no repeats for LZ77 to find, and its matches
+    cost more than they save (an int3 table: about 3% smaller than
+    ``np.savez_compressed``'s level 6); text and sparse masks keep the
+    default.  Each is measured first (counted, not kept), then the smallest
+    is written, so memory stays at a few MB beyond the arrays (and time at
+    about four deflate passes).
     Archives that would need zip64 (near 2 GiB of arrays) are written by
     ``np.savez_compressed`` (its own timestamps)."""
     arrays = {k: np.asanyarray(v) for k, v in arrays.items()}

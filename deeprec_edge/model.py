@@ -302,12 +302,12 @@ class Model:
             cfg["flags"] = flags
         return cfg, enc
 
-    def _bias_file(self, storage: Mapping[str, str]) -> np.ndarray:
-        """The output bias ``b`` as the file stores it: float16 in a file
-        with compressed matrices when every value is a float16 value
-        (``compress_model(..., {"bias": "float16"})`` rounds it so), else
-        float32."""
-        b = self.b
+    @staticmethod
+    def _bias_file(b: np.ndarray, storage: Mapping[str, str]) -> np.ndarray:
+        """A bias vector (``b``, ``head.b``, ``gru{l}.b_ih``/``b_hh``) as the
+        file stores it: float16 in a file with compressed matrices when
+        every value is a float16 value (``compress_model(..., {"bias":
+        "float16"})`` rounds them so), else float32."""
         if all(st == "float32" for st in storage.values()):
             return b
         with np.errstate(over="ignore"):
@@ -460,12 +460,12 @@ class Model:
                     arrays.update({k: v for k, v in enc.items()
                                    if k == name or k.startswith(name + ".")})
                 else:
-                    arrays[name] = a
+                    arrays[name] = self._bias_file(a, storage)
         arrays.update({k: v for k, v in enc.items() if k == "head.W" or k.startswith("head.W.")})
-        arrays["head.b"] = self.b_p
+        arrays["head.b"] = self._bias_file(self.b_p, storage)
         if self.O is not None:
             arrays.update({k: v for k, v in enc.items() if k == "O" or k.startswith("O.")})
-        arrays["b"] = self._bias_file(storage)
+        arrays["b"] = self._bias_file(self.b, storage)
         arrays["popularity"] = self.popularity
         if self.personal is not None:
             arrays["personal"] = np.array(_dump_json(self.personal, "personal"))
@@ -570,8 +570,13 @@ class Model:
 
 def _value_hashed(name: str) -> bool:
     """Arrays the writer stores as float16 or float32 by their values (the
-    output bias, per-row scales): compared and hashed as float32."""
-    return name == "b" or name.endswith(".scale")
+    biases, per-row scales): compared and hashed as float32."""
+    return name.endswith(".scale") or _is_bias(name)
+
+
+def _is_bias(name: str) -> bool:
+    """``b``, ``head.b``, ``gru{l}.b_ih``, ``gru{l}.b_hh``."""
+    return name in ("b", "head.b") or re.fullmatch(r"gru\d+\.b_(ih|hh)", name) is not None
 
 
 def _canonical_bytes(name: str, a: np.ndarray) -> Tuple[bytes, Iterable[bytes]]:
@@ -1038,6 +1043,8 @@ def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: b
     :func:`_matrix_members`)."""
     storage = storage or {}
     mats = _matrix_shapes(n, e, hs, d, tied)
+    # biases may be float16 beside compressed matrices (Model._bias_file)
+    half = "float16" if any(st != "float32" for st in storage.values()) else ""
     t: Dict[str, _Member] = {k: _RECORDS[k] for k in ("format", "version", "config")}
     t["item_ids"] = _Member("ids", (n,))
     _matrix_members(t, "E", *mats["E"], storage.get("E", "float32"))
@@ -1045,15 +1052,13 @@ def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: b
         for part in ("W_ih", "W_hh"):
             name = f"gru{l}.{part}"
             _matrix_members(t, name, *mats[name], storage.get(name, "float32"))
-        t[f"gru{l}.b_ih"] = _Member("f32", (3 * H,), f"= (3*H,) with H={H}")
-        t[f"gru{l}.b_hh"] = _Member("f32", (3 * H,), f"= (3*H,) with H={H}")
+        t[f"gru{l}.b_ih"] = _Member("f32", (3 * H,), f"= (3*H,) with H={H}", dtype=half)
+        t[f"gru{l}.b_hh"] = _Member("f32", (3 * H,), f"= (3*H,) with H={H}", dtype=half)
     _matrix_members(t, "head.W", *mats["head.W"], storage.get("head.W", "float32"))
-    t["head.b"] = _Member("f32", (d,), f"= (d,) with d={d}")
+    t["head.b"] = _Member("f32", (d,), f"= (d,) with d={d}", dtype=half)
     if not tied:
         _matrix_members(t, "O", *mats["O"], storage.get("O", "float32"))
-    # float16 only beside compressed matrices (Model._bias_file)
-    t["b"] = _Member("f32", (n,), f"= (n_items,) with n_items={n}",
-                     dtype="float16" if any(st != "float32" for st in storage.values()) else "")
+    t["b"] = _Member("f32", (n,), f"= (n_items,) with n_items={n}", dtype=half)
     t["popularity"] = _Member("counts", (n,), "= (n_items,)")
     if personal:
         t["personal"] = _RECORDS["personal"]
@@ -1325,10 +1330,11 @@ def _merge_delta(arrays: Dict[str, np.ndarray], delta: Dict[str, Any], table: It
     for name in table:
         if name not in merged and name in ref:
             merged[name] = ref[name]
-    if "b" in ref and merged.get("b") is ref["b"]:
-        # the base's b, float16 beside its compressed matrices, is float32
-        # values for a personal model whose matrices may all be float32
-        merged["b"] = np.asarray(ref["b"], np.float32)
+    for name, a in ref.items():
+        if _is_bias(name) and merged.get(name) is a:
+            # the base's biases, float16 beside its compressed matrices, are
+            # float32 values for a personal model whose matrices may all be float32
+            merged[name] = np.asarray(a, np.float32)
     merged["version"] = np.array(delta["version"], np.int64)
     return merged
 
@@ -1552,9 +1558,10 @@ def compress_model(model: Model, storage: Mapping[str, str]) -> Model:
     group (``"tables"``: E and O, ``"gru"``: every W_ih/W_hh, ``"head"``:
     head.W) to a storage dtype (``"float32"``, ``"float16"``, ``"int8"``,
     ``"int4"``, ``"int3"``); a name wins over its group, matrices not named
-    keep their storage.  ``"bias": "float16"`` rounds the output bias ``b``
-    to float16 values, which a file with compressed matrices then stores as
-    float16 (``"float32"`` or absent: ``b`` unchanged).  Quantisation starts from the current values (a matrix already
+    keep their storage.  ``"bias": "float16"`` rounds the biases (``b``,
+    ``head.b``, every ``b_ih``/``b_hh``) to float16 values, which a file with
+    compressed matrices then stores as float16 (``"float32"`` or absent:
+    unchanged).  Quantisation starts from the current values (a matrix already
     compressed in another dtype is re-quantised from its dequantised values).  Zeros stay
     zeros, so a pruned model stays pruned and its file stores it sparse.
     Biases, ids and records are shared, not copied.  Raises ValueError for
@@ -1566,16 +1573,18 @@ def compress_model(model: Model, storage: Mapping[str, str]) -> Model:
     storage = dict(storage)
     bias = storage.pop("bias", "float32")
     if bias not in ("float32", "float16"):
-        raise ValueError(f"compress_model: the output bias is stored float32 or float16, got "
+        raise ValueError(f"compress_model: the biases are stored float32 or float16, got "
                          f"{bias!r}")
-    b = model.b
-    if bias == "float16":
+
+    def biases(v: np.ndarray, what: str) -> np.ndarray:
+        if bias != "float16":
+            return v
         with np.errstate(over="ignore"):
-            h = np.asarray(b, np.float32).astype(np.float16)
+            h = np.asarray(v, np.float32).astype(np.float16)
         if not np.isfinite(h).all():
-            raise ValueError("compress_model: an output bias of magnitude >= 65520 does not fit "
-                             "float16")
-        b = h.astype(np.float32)
+            raise ValueError(f"compress_model: a bias ({what}) of magnitude >= 65520 does not "
+                             f"fit float16")
+        return h.astype(np.float32)
     for k, v in storage.items():
         if k not in mats and k not in MATRIX_GROUPS:
             raise ValueError(f"compress_model: {k!r} is neither a weight matrix of this model "
@@ -1593,9 +1602,11 @@ def compress_model(model: Model, storage: Mapping[str, str]) -> Model:
             raise ValueError(f"compress_model: {name}: {e}") from None
     out = Model(config=json.loads(_dump_json(model.config, "config")), item_ids=model.item_ids,
                 E=new["E"], layers=[GRULayer(new[f"gru{l}.W_ih"], new[f"gru{l}.W_hh"],
-                                             layer.b_ih, layer.b_hh)
+                                             biases(layer.b_ih, f"gru{l}.b_ih"),
+                                             biases(layer.b_hh, f"gru{l}.b_hh"))
                                     for l, layer in enumerate(model.layers)],
-                W_p=new["head.W"], b_p=model.b_p, O=new.get("O"), b=b,
+                W_p=new["head.W"], b_p=biases(model.b_p, "head.b"), O=new.get("O"),
+                b=biases(model.b, "b"),
                 popularity=model.popularity, personal=model.personal,
                 personal_bias_index=model.personal_bias_index,
                 personal_bias=model.personal_bias, repeat_scale=model.repeat_scale,

@@ -152,7 +152,7 @@ def test_compress_model_refuses_unknown_names_and_storages():
         compress_model(m, {"gru9.W_ih": "int8"})
     with pytest.raises(ValueError, match="unknown storage 'int2'"):
         compress_model(m, {"E": "int2"})
-    with pytest.raises(ValueError, match="the output bias is stored float32 or float16"):
+    with pytest.raises(ValueError, match="the biases are stored float32 or float16"):
         compress_model(m, {"bias": "int8"})
     m.E[0, 0] = 1e6
     with pytest.raises(ValueError, match="E: a value of magnitude >= 65520 does not fit float16"):
@@ -223,6 +223,10 @@ def _cfg(a, **changes):
     ("int8", 0, lambda a: a.__setitem__("version", np.array(1)),
      "version 1 cannot hold a compressed matrices"),
     ("int8", 0, lambda a: a.__setitem__("b", a["b"].astype(np.float16)), None),  # allowed here
+    ("int8", 0, lambda a: a.__setitem__("gru0.b_hh", a["gru0.b_hh"].astype(np.float16)), None),
+    ("int8", 0, lambda a: a.__setitem__("personal.bias" if "personal.bias" in a else "head.b",
+                                        a["head.b"].astype(np.float64)),
+     "array 'head.b' has dtype float64, expected float32"),
     ("int8", 0, lambda a: a.__setitem__("b", np.r_[np.nan, a["b"][1:]].astype(np.float16)),
      "array 'b' has 1 NaN value(s)"),
     ("int8", 0, lambda a: a.__setitem__("b", a["b"].astype(np.float64)),
@@ -435,11 +439,17 @@ def test_scales_beyond_float16_stay_float32(tmp_path):
 def test_output_bias_float16(tmp_path, storage):
     m = random_model(n_items=40, e=8, seed=6)
     c = compress_model(m, {"tables": storage, "bias": "float16"})
-    np.testing.assert_array_equal(c.b, m.b.astype(np.float16).astype(np.float32))
+    f16 = lambda v: v.astype(np.float16).astype(np.float32)  # noqa: E731
+    np.testing.assert_array_equal(c.b, f16(m.b))
+    np.testing.assert_array_equal(c.b_p, f16(m.b_p))
+    for l, layer in enumerate(c.layers):
+        np.testing.assert_array_equal(layer.b_ih, f16(m.layers[l].b_ih))
+        np.testing.assert_array_equal(layer.b_hh, f16(m.layers[l].b_hh))
     save_model(c, tmp_path / "b.npz")
     with np.load(tmp_path / "b.npz") as z:
         # stored float16 only beside compressed matrices (a version-1 file keeps float32)
-        assert z["b"].dtype == (np.float16 if storage != "float32" else np.float32)
+        for name in ("b", "head.b", "gru0.b_ih", "gru0.b_hh"):
+            assert z[name].dtype == (np.float16 if storage != "float32" else np.float32), name
     back = load_model(tmp_path / "b.npz")
     assert back.b.dtype == np.float32 and back.fingerprint() == c.fingerprint()
     np.testing.assert_array_equal(back.b, c.b)
@@ -449,7 +459,7 @@ def test_output_bias_float16(tmp_path, storage):
     with np.load(tmp_path / "b2.npz") as z:
         assert z["b"].dtype == np.float32
     m.b[1] = 7e4
-    with pytest.raises(ValueError, match="output bias of magnitude >= 65520"):
+    with pytest.raises(ValueError, match=r"a bias \(b\) of magnitude >= 65520"):
         compress_model(m, {"bias": "float16"})
 
 
@@ -472,8 +482,10 @@ def test_deflated_writer(tmp_path, monkeypatch):
         assert [i.filename for i in z.infolist()] == [k + ".npy" for k in arrays]
         for info in z.infolist():
             assert info.compress_type == zipfile.ZIP_DEFLATED
-            c = zlib.compressobj(6, zlib.DEFLATED, -15)
-            assert info.compress_size <= len(c.compress(z.read(info)) + c.flush())
+            raw = z.read(info)
+            for strategy in (zlib.Z_DEFAULT_STRATEGY, zlib.Z_HUFFMAN_ONLY):  # at least as small
+                c = zlib.compressobj(9, zlib.DEFLATED, -15, 9, strategy)
+                assert info.compress_size <= len(c.compress(raw) + c.flush())
     with np.load(p1) as z:
         for k, v in arrays.items():
             np.testing.assert_array_equal(z[k], v)
@@ -529,7 +541,9 @@ def test_float16_bias_and_scales_hash_and_delta_by_value(tmp_path):
     pers = make_personal(g, p, clicks_used=3, last_timestamp=None, seed=0, epochs=1)
     assert all(st == "float32" for st in pers.storage.values())
     assert g.to_arrays()["b"].dtype == np.float16 and pers.to_arrays()["b"].dtype == np.float32
-    assert "b" not in delta_arrays(pers, g)
+    delta = delta_arrays(pers, g)
+    assert not {"b", "gru0.b_ih", "gru0.b_hh"} & set(delta)
+    assert pers.to_arrays()["gru0.b_ih"].dtype == np.float32
     save_model(g, tmp_path / "g.npz")
     save_model(pers, tmp_path / "d.npz", delta_of=g)
     back = load_model(tmp_path / "d.npz", base=load_model(tmp_path / "g.npz"))

@@ -869,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="storage of the weight matrices: float32, float16, int8, int4 or int3 "
                         "(per-row scales), for all of them or per group, e.g. "
                         "tables=int3,gru=int4,bias=float16 (groups: tables = E and O, gru, "
-                        "head; bias = the output bias, float32 or float16)")
+                        "head; bias = every bias vector, float32 or float16)")
     e.add_argument("--prune", type=C.Float(0, 1, hi_open=True), default=0.0, metavar="FRACTION",
                    help="zero this share of the smallest weights of every matrix (GRU and head: "
                         "of the matrix; item tables: of each row), one-shot; fit --prune "

@@ -41,7 +41,7 @@ DEFAULT_PRUNE_PARTS: Tuple[str, ...] = ("tables", "gru", "head")
 #: the smallest export the README's table measured within 1% relative
 #: Recall@20 of the float32 model on both RSC15-100k and Online Retail: item
 #: tables int3 (seven levels, per-row least-squares scales), GRU and head
-#: int4, float16 scales and output bias, deflated.  It prunes nothing:
+#: int4, float16 scales and biases, deflated.  It prunes nothing:
 #: one-shot pruning costs more than 1% at 50% on Online Retail; pruning during
 #: training (``fit --prune``) and then ``--compress max`` goes further on
 #: RSC15-100k.  The README's table gives the ratios and losses.
@@ -57,7 +57,7 @@ BIAS_DTYPES: Tuple[str, ...] = ("float32", "float16")
 
 def parse_dtype(spec: str) -> Dict[str, str]:
     """``"int8"`` (every matrix group) or ``"tables=int3,gru=int4,bias=float16"``
-    -> storage per group (``bias``: the output bias, float32 or float16);
+    -> storage per group (``bias``: every bias vector, float32 or float16);
     ValueError naming what is wrong."""
     out: Dict[str, str] = {}
     for part in [p.strip() for p in str(spec).split(",") if p.strip()]:
@@ -73,7 +73,7 @@ def parse_dtype(spec: str) -> Dict[str, str]:
         allowed = BIAS_DTYPES if groups == ["bias"] else MATRIX_DTYPES
         if dt not in allowed:
             raise ValueError(f"--dtype: unknown storage {dt!r} for "
-                             f"{'the output bias' if groups == ['bias'] else 'matrices'} "
+                             f"{'the biases' if groups == ['bias'] else 'matrices'} "
                              f"({', '.join(allowed)})")
         for g in groups:
             out[g] = dt

@@ -5,7 +5,7 @@ items (``deeprec-train export``).
 Compression (:mod:`deeprec_edge.trainer.compress`): ``dtype`` stores the
 weight matrices of each group (``tables``: E, O; ``gru``; ``head``) as
 float32, float16, int8, int4 or int3 (format version 2,
-:mod:`deeprec_edge.quant`) and the output bias (``bias``) as float32 or
+:mod:`deeprec_edge.quant`) and the biases (``bias``) as float32 or
 float16,
 ``prune`` zeroes that share of the smallest weights first (one-shot, no
 recovery training: ``deeprec-train fit --prune`` prunes gradually while

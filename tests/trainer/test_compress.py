@@ -102,7 +102,7 @@ def test_export_int3_undeflated_says_where_the_saving_is(trained, tmp_path, caps
 
 @pytest.mark.parametrize("args,message", [
     (["--dtype", "int2"], "unknown storage 'int2'"),
-    (["--dtype", "bias=int8"], "unknown storage 'int8' for the output bias (float32, float16)"),
+    (["--dtype", "bias=int8"], "unknown storage 'int8' for the biases (float32, float16)"),
     (["--dtype", "rows=int8"], "unknown group 'rows'"),
     (["--prune", "1.5"], "argument --prune: must be a number in [0, 1), got '1.5'"),
 ])
