@@ -34,8 +34,8 @@ from typing import Any, BinaryIO, Callable, Dict, Mapping, NamedTuple, Optional,
 
 import numpy as np
 
-__all__ = ["NpzArchive", "NpyHeader", "Expect", "read_npz", "write_npz_deflated", "MAX_MEMBERS", "MAX_DIRECTORY_BYTES",
-           "MAX_HEADER_BYTES", "MAX_INFLATION", "SMALL_ARCHIVE"]
+__all__ = ["NpzArchive", "NpyHeader", "Expect", "read_npz", "write_npz_deflated", "MAX_MEMBERS",
+           "MAX_DIRECTORY_BYTES", "MAX_HEADER_BYTES", "MAX_INFLATION", "SMALL_ARCHIVE"]
 
 #: Members an archive may have (a model with 64 layers has about 270).
 MAX_MEMBERS = 1024
@@ -345,8 +345,6 @@ _ZIP32_LIMIT = (1 << 31) - 1
 #: 1980-01-01 00:00 in MS-DOS time and date: every member's timestamp, so a
 #: model is always written as the same bytes.
 _DOS_TIME, _DOS_DATE = 0, (0 << 9) | (1 << 5) | 1
-
-
 #: Bytes of a member fed to zlib at a time.
 _CHUNK = 1 << 22
 #: zlib strategies the writer tries per member (at level 9, memory level 9).

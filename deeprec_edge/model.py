@@ -44,7 +44,8 @@ from ._atomic import atomic_write
 from .recipe import DEFAULT_RECIPE, FinetuneRecipe
 from .repeat import DEFAULT_MEMORY, FEATURES as REPEAT_FEATURES, RepeatSpec
 from ._npz import NpzArchive, write_npz_deflated
-from .quant import Compressed, decode as _decode, encode as _encode, parse_storage
+from .quant import (_NIBBLE, Compressed, decode as _decode, encode as _encode, float16_if_exact,
+                    parse_storage)
 
 __all__ = [
     "FORMAT_TAG",
@@ -308,11 +309,7 @@ class Model:
         file stores it: float16 in a file with compressed matrices when
         every value is a float16 value (``compress_model(..., {"bias":
         "float16"})`` rounds them so), else float32."""
-        if all(st == "float32" for st in storage.values()):
-            return b
-        with np.errstate(over="ignore"):
-            h = np.asarray(b).astype(np.float16)
-        return h if np.array_equal(h.astype(np.float32), b) else b
+        return float16_if_exact(b) if _has_storage(storage) else b
 
     @property
     def is_personal(self) -> bool:
@@ -362,7 +359,7 @@ class Model:
         repeat component, a recipe or compressed matrices)."""
         if self.repeat_w is not None or "finetune" in self.config:
             return 2
-        return 2 if any(st != "float32" for st in self.storage.values()) else 1
+        return 2 if _has_storage(self.storage) else 1
 
     @property
     def n_parameters(self) -> int:
@@ -594,7 +591,7 @@ def _canonical_bytes(name: str, a: np.ndarray) -> Tuple[bytes, Iterable[bytes]]:
     if kind in "iub":
         return b"<i8", [np.ascontiguousarray(a, dtype="<i8").tobytes()]
     if kind == "f":
-        # b and per-row scales hash as float32 whatever they are stored as
+        # biases and per-row scales hash as float32 whatever they are stored as
         # (float16 when their values allow it): their values are the model
         itemsize = 4 if _value_hashed(name) and a.dtype.itemsize == 2 else a.dtype.itemsize
         dt = f"<f{itemsize}"
@@ -846,7 +843,7 @@ class _Checker:
                             f"{shape}")
 
     def _kind_f32(self, name: str, m: "_Member", dt: np.dtype, shape: Tuple[int, ...]) -> None:
-        if dt == np.float16 and m.dtype == "float16":   # allowed here (b beside compressed matrices)
+        if dt == np.float16 and m.dtype == "float16":   # a bias beside compressed matrices
             dt = np.dtype(np.float32)
         if dt == np.float16:
             raise self.fail(f"array '{name}' is float16, expected float32 (only the weight "
@@ -1003,8 +1000,11 @@ def _storage_flags(storage: Mapping[str, str]) -> set:
 
 _FILE_DTYPE = {"float32": "float32", "float16": "float16", "int8": "int8", "int4": "uint8",
                "int3": "uint8"}
-#: storages kept two values per byte in a file
-_NIBBLE = ("int4", "int3")
+
+
+def _has_storage(storage: Mapping[str, str]) -> bool:
+    """A storage record is needed: some matrix is compressed or sparse."""
+    return any(st != "float32" for st in storage.values())
 
 
 def _matrix_members(t: Dict[str, _Member], name: str, shape: Tuple[int, int], desc: str,
@@ -1044,7 +1044,7 @@ def _member_table(n: int, e: int, hs: List[int], d: int, tied: bool, personal: b
     storage = storage or {}
     mats = _matrix_shapes(n, e, hs, d, tied)
     # biases may be float16 beside compressed matrices (Model._bias_file)
-    half = "float16" if any(st != "float32" for st in storage.values()) else ""
+    half = "float16" if _has_storage(storage) else ""
     t: Dict[str, _Member] = {k: _RECORDS[k] for k in ("format", "version", "config")}
     t["item_ids"] = _Member("ids", (n,))
     _matrix_members(t, "E", *mats["E"], storage.get("E", "float32"))

@@ -45,7 +45,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 __all__ = ["DTYPES", "Compressed", "parse_storage", "storage_string", "quantize", "encode",
-           "decode", "storage_of", "dequantize", "file_names"]
+           "decode", "storage_of", "dequantize", "file_names", "float16_if_exact"]
 
 #: The storage dtypes, smallest last.
 DTYPES: Tuple[str, ...] = ("float32", "float16", "int8", "int4", "int3")
@@ -345,16 +345,17 @@ def encode(name: str, value: Any) -> Tuple[Dict[str, np.ndarray], str]:
     else:
         out[name] = _pack4(data) if dt in _NIBBLE else data
     if scale is not None:
-        out[f"{name}.scale"] = _scale_file(scale)
+        out[f"{name}.scale"] = float16_if_exact(scale)
     return out, storage_string(dt, sparse)
 
 
-def _scale_file(scale: np.ndarray) -> np.ndarray:
-    """Per-row scales as the file stores them: float16 when every scale is
-    a float16 value (exactly), else float32."""
+def float16_if_exact(a: np.ndarray) -> np.ndarray:
+    """A float32 vector as a file stores it when its values decide (per-row
+    scales, and biases beside compressed matrices): float16 when every
+    value is a float16 value, else ``a`` itself."""
     with np.errstate(over="ignore"):
-        h = scale.astype(np.float16)
-    return h if np.array_equal(h.astype(_F32), scale) else scale
+        h = np.asarray(a).astype(np.float16)
+    return h if np.array_equal(h.astype(_F32), a) else a
 
 
 def decode(name: str, arrays: Dict[str, np.ndarray], storage: str,
