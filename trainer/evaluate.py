@@ -41,7 +41,9 @@ Visible stages, each a function:
    rules, each user's events averaged first, then users, with 95% intervals
    (bootstrap under 100 users by default); paired per-user differences
    personal - global, personal - centralized and personal - the best non-GRU
-   method; warnings for small samples.
+   method; the same by kind of test event (:func:`event_breakdown`: returns
+   vs items new to the user, targets whose popularity rose between the
+   cutoffs vs steady ones); warnings for small samples.
 
 ``validation=True`` never reads the test part: the clicks after the second
 cutoff are removed first and the same protocol runs on what is left.  Tune
@@ -112,6 +114,9 @@ __all__ = [
     "finetune_users",
     "score_users",
     "build_report",
+    "event_breakdown",
+    "rising_items",
+    "repeat_targets",
     "train_model",
     "evaluate_deeprec",
     "evaluate_sessions",
@@ -137,6 +142,13 @@ _TABLE_METRICS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@
 BOOTSTRAP_BELOW_USERS = 100
 #: Under these sample sizes the report warns that intervals are wide.
 WARN_USERS, WARN_EVENTS = 30, 200
+
+#: A target is "rising" when its click rate in the devices-only clicks is at
+#: least this many times its rate before the cutoff (the report's breakdown).
+RISING_RATE = 2.0
+#: The breakdown's kinds of test event, in report order: pairs of a kind
+#: and its complement.
+EVENT_KINDS = ("repeat", "new", "rising", "steady")
 
 Log = Callable[[str], None]
 
@@ -641,6 +653,34 @@ class Scores:
     hits: Dict[str, List[np.ndarray]]
     set_sizes: List[int]
     n_events: int
+    kinds: Dict[str, List[np.ndarray]] = field(default_factory=dict)
+
+
+def rising_items(pre_support: np.ndarray, between_support: np.ndarray,
+                 ratio: float = RISING_RATE) -> Optional[np.ndarray]:
+    """Bool [N]: items whose click rate among the devices-only clicks
+    (``between_support``, per item: the clicks between the cutoffs, which the
+    centralized model saw and the cloud did not) is at least ``ratio`` times
+    their rate among the cloud's clicks (``pre_support``) and who have such
+    clicks at all; a rate is a share of its part's clicks.  ``None`` when either part has no clicks."""
+    pre = np.asarray(pre_support, np.float64)
+    between = np.asarray(between_support, np.float64)
+    if pre.shape != between.shape:
+        raise ValueError(f"supports of {pre.shape} and {between.shape} items")
+    n_pre, n_between = pre.sum(), between.sum()
+    if n_between <= 0 or n_pre <= 0:
+        return None
+    return (between > 0) & ((between / n_between) >= ratio * (pre / n_pre))
+
+
+def repeat_targets(items: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Bool per input position ``p``: is the target ``items[p + 1]`` among
+    ``items[:p + 1]`` (a return to an item the user clicked before)."""
+    items = np.asarray(items, np.int64)
+    pos = np.asarray(pos, np.int64)
+    first = np.full(int(items.max()) + 1 if items.size else 0, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, items, np.arange(items.size))
+    return first[items[pos + 1]] <= pos
 
 
 def score_users(sp: ProtocolSplit, models: Dict[str, Model], personal: Dict[int, Model],
@@ -659,6 +699,11 @@ def score_users(sp: ProtocolSplit, models: Dict[str, Model], personal: Dict[int,
     sizes: List[int] = []
     n_events = 0
     gmodel = models["global"]
+    between = sp.central.subset(sp.central.times >= sp.cutoff)
+    rising = rising_items(sp.train.item_support(), between.item_support())
+    kinds: Dict[str, List[np.ndarray]] = {"repeat": []}
+    if rising is not None:
+        kinds["rising"] = []
     step = block_rows(N)
     for eu in _progress_iter(sp.users, len(sp.users), "scoring", progress):
         pos = eu.test_pos
@@ -684,6 +729,9 @@ def score_users(sp: ProtocolSplit, models: Dict[str, Model], personal: Dict[int,
         hits["cloud"].append(hc)
         hits["device"].append(hd)
         hits["union"].append(cmask[np.arange(B), targets])
+        kinds["repeat"].append(repeat_targets(eu.items, pos))
+        if rising is not None:
+            kinds["rising"].append(rising[targets])
         first = None
         if st.exclude_seen:
             first = np.full(N, np.iinfo(np.int64).max, np.int64)
@@ -715,7 +763,7 @@ def score_users(sp: ProtocolSplit, models: Dict[str, Model], personal: Dict[int,
                 acc[m]["full"].add_ranks(o, c, users=uvec[a:b])
                 o, c = target_ranks(S, targets[a:b], mask=cm)
                 acc[m]["candidates"].add_ranks(o, c, users=uvec[a:b])
-    return Scores(acc, hits, sizes, n_events)
+    return Scores(acc, hits, sizes, n_events, kinds)
 
 
 # --------------------------------------------------------------------------
@@ -798,6 +846,53 @@ def candidate_recall(hits: Dict[str, List[np.ndarray]], ci: str = "normal",
     return out
 
 
+def _subset(acc: RankAccumulator, keep: np.ndarray) -> RankAccumulator:
+    """The events of ``acc`` that ``keep`` selects (same order)."""
+    out = RankAccumulator()
+    if keep.any():
+        u = acc.users
+        out.add_ranks(acc.optimistic[keep], acc.conservative[keep],
+                      users=None if u is None else u[keep])
+    return out
+
+
+def event_breakdown(scores: Scores, methods: Sequence[str], ci: str, seed: int,
+                    best: Optional[str] = None) -> Dict[str, Any]:
+    """Full-ranking Recall@20 / MRR@20 of the GRU methods (and ``best``)
+    by kind of test event: ``repeat`` (the target is an item the user
+    clicked before) and ``new``; ``rising`` (the target's click rate among
+    the devices-only clicks is at least :data:`RISING_RATE` times its rate
+    before the cutoff: a change only the centralized model saw) and
+    ``steady``.  Per kind: events, their share, users with such events,
+    per-user means and the paired differences personal - global and
+    personal - centralized over those users."""
+    out: Dict[str, Any] = {}
+    shown = [m for m in GRU_METHODS + ((best,) if best else ()) if m in methods]
+    n_all = scores.n_events
+    for kind, parts in scores.kinds.items():
+        flag = np.concatenate(parts) if parts else np.zeros(0, bool)
+        other = {"repeat": "new", "rising": "steady"}[kind]
+        for name, keep in ((kind, flag), (other, ~flag)):
+            sub = {m: _subset(scores.acc[m]["full"], keep) for m in shown}
+            rec: Dict[str, Any] = {"events": int(keep.sum()),
+                                   "share": float(keep.sum() / n_all) if n_all else None,
+                                   "users": int(np.unique(sub[shown[0]].users).size)
+                                   if shown and len(sub[shown[0]]) else 0,
+                                   "methods": {}}
+            for m in shown:
+                summ = _summaries(sub[m], (20,), ci, seed)
+                rec["methods"][m] = {key: summ["optimistic"][key]
+                                     for key in ("recall@20", "mrr@20")} if summ else {}
+            if "personal" in shown:
+                for b in ("global", "centralized"):
+                    if b in shown:
+                        pr = _paired(sub["personal"], sub[b], (20,), ci, seed)
+                        rec[f"personal-{b}"] = {key: pr[key] for key in ("recall@20", "mrr@20")
+                                                } if pr else {}
+            out[name] = rec
+    return out
+
+
 def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
                  fitted: Dict[str, Any], ft_record: Dict[str, Any], models: Dict[str, Model],
                  timing: Dict[str, float], fcfg: FitConfig) -> Dict[str, Any]:
@@ -854,6 +949,7 @@ def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
         "methods": results,
         "best_non_gru": best,
         "comparisons": comparisons,
+        "breakdown": event_breakdown(scores, methods, ci, st.seed, best),
         "finetune": ft_record,
         "global_model": None if gm is None else {
             "repeat": gm.describe().get("repeat"), "recipe": gm.recipe.to_dict(),
@@ -1098,6 +1194,38 @@ def _table(report: Dict[str, Any], setting: str) -> List[str]:
     return lines
 
 
+_KIND_LABELS = {
+    "repeat": "repeat (an item she clicked before)",
+    "new": "new to her",
+    "rising": f"rising (rate between the cutoffs ≥ {RISING_RATE:g}× before)",
+    "steady": "steady",
+}
+
+
+def _breakdown_table(bd: Dict[str, Any]) -> List[str]:
+    """The report's ``breakdown`` as a markdown table (Recall@20)."""
+    if not bd:
+        return []
+    ms = [m for m in next(iter(bd.values()))["methods"]]
+    diffs = [k for k in ("personal-global", "personal-centralized")
+             if any(k in r for r in bd.values())]
+    head = (["test events", "share", "users"] + ms
+            + [k.replace("-", " − ", 1) for k in diffs])
+    out = ["", "Recall@20 by kind of test event (full ranking; per-user means over the users "
+               "with such events; differences paired, 95% intervals):", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind, r in bd.items():
+        row = [_KIND_LABELS.get(kind, kind), _fmt(r.get("share"), 3), f"{r.get('users', 0):,}"]
+        row += [_fmt(((r["methods"].get(m) or {}).get("recall@20") or {}).get("mean"))
+                for m in ms]
+        for k in diffs:
+            v = (r.get(k) or {}).get("recall@20")
+            row.append(f"{v['mean']:+.4f} [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]"
+                       if v else "")
+        out.append("| " + " | ".join(row) + " |")
+    return out
+
+
 def markdown_report(report: Dict[str, Any]) -> str:
     """The report's tables as markdown (means; ``±`` = half the 95% interval
     for Recall@20 and MRR@20; the last two columns use conservative ties)."""
@@ -1147,6 +1275,7 @@ def markdown_report(report: Dict[str, Any]) -> str:
                 out.append("")
                 out.append(f"Paired per-user difference {name.replace('-', ' − ', 1)} "
                            f"(full ranking): " + "; ".join(parts) + ".")
+        out += _breakdown_table(report.get("breakdown") or {})
     else:
         out.append(f"Session protocol: {d['train_events']:,} training clicks, "
                    f"{d['catalogue_items']:,} items ranked, {d['events_evaluated']:,} test "

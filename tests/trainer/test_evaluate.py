@@ -25,7 +25,8 @@ from deeprec_edge.trainer.synthetic import make_shoppers, make_synthetic
 #: top-level keys of a DeepRec report (docs/trainer.md, "Report keys")
 DEEPREC_KEYS = {"report", "version", "protocol", "created", "deeprec_edge_version", "data",
                 "settings", "fit_config", "candidates", "methods", "best_non_gru",
-                "comparisons", "finetune", "global_model", "models", "warnings", "timing"}
+                "comparisons", "breakdown", "finetune", "global_model", "models", "warnings",
+                "timing"}
 DEEPREC_DATA_KEYS = {"source", "format", "events", "cutoff", "cutoff_iso", "test_cutoff",
                      "test_cutoff_iso", "quantile", "split", "pre_cutoff_events",
                      "train_events", "catalogue_items", "unknown_item_events",
@@ -339,3 +340,77 @@ def test_the_devices_model_ranking_is_the_one_from_before_the_session():
     c0 = EV.Candidates(m, {}, -np.ones((30, 1), np.int64), np.arange(30), n=30, n_recent=0,
                        n_neighbors=0, memory=0, ranked=0)
     assert c0.session_ranking(eu, 5) is None
+
+
+def test_repeat_targets_and_rising_items_against_brute_force():
+    rng = np.random.default_rng(3)
+    items = rng.integers(0, 12, size=200)
+    pos = np.sort(rng.choice(199, size=80, replace=False))
+    want = [items[p + 1] in set(items[:p + 1].tolist()) for p in pos]
+    np.testing.assert_array_equal(EV.repeat_targets(items, pos), want)
+    # item 0: 10 of 100 cloud clicks, 10 of 20 device clicks: 5x its rate, rising;
+    # item 1: 60 of 100, 6 of 20: half its rate; item 2: 30 of 100, 4 of 20 (0.67x);
+    # item 3: none before, none between -> not rising
+    pre = np.array([10, 60, 30, 0])
+    between = np.array([10, 6, 4, 0])
+    np.testing.assert_array_equal(EV.rising_items(pre, between), [True, False, False, False])
+    np.testing.assert_array_equal(EV.rising_items(pre, between, ratio=0.6),
+                                  [True, False, True, False])
+    assert EV.rising_items(pre, np.zeros(4)) is None
+    with pytest.raises(ValueError, match="supports"):
+        EV.rising_items(pre, between[:3])
+
+
+def test_breakdown_is_the_per_user_mean_within_each_kind():
+    # ranks of three methods for 3 users' events, and which events are repeats:
+    # the breakdown must equal a direct per-user mean over the selected events
+    rng = np.random.default_rng(4)
+    users = np.repeat([7, 8, 9], [5, 3, 6])
+    flags = rng.random(users.size) < 0.5
+    flags[:2] = [True, False]
+    acc = {}
+    ranks = {}
+    for m in ("global", "centralized", "personal"):
+        r = rng.integers(1, 40, size=users.size)
+        ranks[m] = r
+        a = EV.RankAccumulator()
+        a.add_ranks(r[:8], r[:8], users=users[:8])      # batches as score_users adds them
+        a.add_ranks(r[8:], r[8:], users=users[8:])
+        acc[m] = {"full": a}
+    sc = EV.Scores(acc, {}, [], users.size, {"repeat": [flags[:5], flags[5:8], flags[8:]]})
+    bd = EV.event_breakdown(sc, ("global", "centralized", "personal"), "normal", 0)
+    assert set(bd) == {"repeat", "new"}
+
+    def per_user(m, keep, metric):
+        vals = []
+        for u in np.unique(users[keep]):
+            r = ranks[m][keep & (users == u)]
+            vals.append(np.mean(r <= 20) if metric == "recall" else np.mean((r <= 20) / r))
+        return np.mean(vals), len(vals)
+
+    for kind, keep in (("repeat", flags), ("new", ~flags)):
+        assert bd[kind]["events"] == keep.sum()
+        assert bd[kind]["share"] == pytest.approx(keep.mean())
+        for m in ("global", "centralized", "personal"):
+            for metric in ("recall", "mrr"):
+                want, n_u = per_user(m, keep, metric)
+                assert bd[kind]["methods"][m][f"{metric}@20"]["mean"] == pytest.approx(want)
+                assert bd[kind]["users"] == n_u
+        d = bd[kind]["personal-global"]["recall@20"]["mean"]
+        assert d == pytest.approx(per_user("personal", keep, "recall")[0]
+                                  - per_user("global", keep, "recall")[0])
+
+
+def test_breakdown_finds_the_planted_gain_on_repeats(shop_report):
+    # planted: users start to return to their items after the cutoff (nobody did
+    # before); the personal models learn who -- the gain is on repeat targets
+    bd = shop_report["breakdown"]
+    n = shop_report["data"]["test_events"]
+    assert bd["repeat"]["events"] + bd["new"]["events"] == n
+    assert {"rising", "steady"} <= set(bd)
+    assert bd["rising"]["events"] + bd["steady"]["events"] == n
+    rep = bd["repeat"]["personal-global"]["recall@20"]
+    assert rep["ci_low"] > 0
+    assert rep["mean"] > bd["new"]["personal-global"]["recall@20"]["mean"]
+    md = EV.markdown_report(shop_report)
+    assert "Recall@20 by kind of test event" in md and "| repeat (an item" in md
