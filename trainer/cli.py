@@ -906,7 +906,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--split", choices=("time", "share"), default="time",
                    help="time: the second global cutoff (default; no model trains on a click "
                         "later than a test click); share: each user's first "
-                        "--finetune-share of post-cutoff clicks is on the device")
+                        "--finetune-share of post-cutoff clicks is on the device (and in the "
+                        "centralized model's training log)")
     v.add_argument("--finetune-share", type=C.Float(0, 1, lo_open=True, hi_open=True), default=0.5,
                    help="--split share: share of each user's post-cutoff clicks on the device "
                         "(default 0.5)")

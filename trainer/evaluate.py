@@ -14,7 +14,9 @@ Visible stages, each a function:
    cutoffs is evaluated; the counts each filter removed are reported (and
    named in the error when nobody is left).  No model ever trains on a click
    later than a test click.  ``split="share"`` keeps the older per-user split
-   (each user's first ``finetune_share`` of post-cutoff clicks fine-tunes).
+   (each user's first ``finetune_share`` of post-cutoff clicks fine-tunes;
+   the centralized model trains on those shares too, so it can see clicks
+   later than other users' test clicks).
 2. :func:`fit_models` -- ``global``: the trainer's pipeline
    (:func:`deeprec_edge.trainer.pipeline.train_model`: GRU, repeat component,
    device recipe) on the clicks before the first cutoff; ``centralized``: the
@@ -376,9 +378,10 @@ def split_protocol(inter: Interactions, st: DeepRecSettings,
     k = remap_items(inter, catalogue)
     n_unknown = len(inter) - len(k)
     end = test_cutoff if test_cutoff is not None else np.inf
-    central = filter_sessions(k.subset(k.times < (test_cutoff if test_cutoff is not None
-                                                  else cutoff)), st.min_session_length)
     uo = k.user_offsets()
+    # what a server that saw every device's clicks would train on: each user's clicks
+    # before her test part (the time split: every click before the second cutoff)
+    in_central = np.zeros(len(k), bool)
     pop = {"users_in_log": int(len(inter.user_offsets()) - 1),
            "users_with_catalogue_clicks": int(len(uo) - 1)}
     no_test = few_ft = 0
@@ -394,6 +397,7 @@ def split_protocol(inter: Interactions, st: DeepRecSettings,
             n_post = (b - a) - n_pre
             n_ft = min(max(int(round(n_post * st.finetune_share)), 0), max(n_post - 1, 0))
             n_hist = n_pre + n_ft
+        in_central[a:a + n_hist] = True
         starts = np.ones(b - a, bool)
         starts[1:] = sess[1:] != sess[:-1]
         tgt = np.arange(max(n_hist, 1), b - a)
@@ -407,6 +411,7 @@ def split_protocol(inter: Interactions, st: DeepRecSettings,
             continue
         users.append(EvalUser(int(us[a]), it[a:b].astype(np.int32), times, sess, n_pre, n_hist,
                               (tgt - 1).astype(np.int64)))
+    central = filter_sessions(k.subset(in_central), st.min_session_length)
     pop["without_test_events"] = no_test
     pop["too_few_device_clicks"] = few_ft
     sampled_out = 0

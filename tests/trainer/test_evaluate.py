@@ -125,6 +125,17 @@ def test_protocol_never_trains_on_a_click_later_than_a_test_click(shoppers):
     # the per-user share split, on request, keeps its semantics
     sh = EV.split_protocol(inter, EV.DeepRecSettings(cutoff=truth.cutoff, split="share"))
     assert sh.test_cutoff is None and len(sh.users) > 0
+    # ... and its centralized model trains on every device's fine-tune share as well as the
+    # cloud's clicks (not on the cloud's alone, which would make it the global model again)
+    post = {}
+    for eu in sh.users:
+        post[eu.user] = (eu.times[eu.n_pre:eu.n_hist], eu.times[eu.n_hist:])
+    cu, ct = sh.central.users, sh.central.times
+    assert (ct >= sh.cutoff).sum() >= sum(len(a) for a, _ in post.values()) > 0
+    for u, (ft, test) in post.items():
+        mine = ct[cu == u]
+        assert np.isin(ft, mine).all()
+        assert not np.isin(test[test > ft.max(initial=-np.inf)], mine).any()
 
 
 def test_report_keys_and_consistency(shop_report):
