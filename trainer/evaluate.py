@@ -45,7 +45,7 @@ Visible stages, each a function:
    personal - global, personal - centralized and personal - the best non-GRU
    method; the same by kind of test event (:func:`event_breakdown`: returns
    vs items new to the user, targets whose popularity rose between the
-   cutoffs vs steady ones); warnings for small samples.
+   cutoffs vs the rest); warnings for small samples.
 
 ``validation=True`` never reads the test part: the clicks after the second
 cutoff are removed first and the same protocol runs on what is left.  Tune
@@ -150,7 +150,7 @@ WARN_USERS, WARN_EVENTS = 30, 200
 RISING_RATE = 2.0
 #: The breakdown's kinds of test event, in report order: pairs of a kind
 #: and its complement.
-EVENT_KINDS = ("repeat", "new", "rising", "steady")
+EVENT_KINDS = ("repeat", "new", "rising", "not_rising")
 
 Log = Callable[[str], None]
 
@@ -377,11 +377,16 @@ def split_protocol(inter: Interactions, st: DeepRecSettings,
                          f"remove all {len(pre):,} of them)")
     k = remap_items(inter, catalogue)
     n_unknown = len(inter) - len(k)
+    # the protocol reads each user's clicks in time order (her first n_pre are before the
+    # cutoff, ...); a log whose sessions overlap in time (an explicit session column: two
+    # tabs, two devices) has its rows in session order: put them in time order (stable)
+    if np.any((np.diff(k.times) < 0) & (k.users[1:] == k.users[:-1])):
+        k = k.subset(np.lexsort((k.times, k.users)))
     end = test_cutoff if test_cutoff is not None else np.inf
     uo = k.user_offsets()
-    # what a server that saw every device's clicks would train on: each user's clicks
-    # before her test part (the time split: every click before the second cutoff)
-    in_central = np.zeros(len(k), bool)
+    # what a server that saw every device's clicks would train on: every click before the
+    # test part (the share split: the cloud's clicks and each user's device share)
+    in_central = k.times < end if st.split == "time" else k.times < cutoff
     pop = {"users_in_log": int(len(inter.user_offsets()) - 1),
            "users_with_catalogue_clicks": int(len(uo) - 1)}
     no_test = few_ft = 0
@@ -397,7 +402,7 @@ def split_protocol(inter: Interactions, st: DeepRecSettings,
             n_post = (b - a) - n_pre
             n_ft = min(max(int(round(n_post * st.finetune_share)), 0), max(n_post - 1, 0))
             n_hist = n_pre + n_ft
-        in_central[a:a + n_hist] = True
+            in_central[a + n_pre:a + n_hist] = True
         starts = np.ones(b - a, bool)
         starts[1:] = sess[1:] != sess[:-1]
         tgt = np.arange(max(n_hist, 1), b - a)
@@ -868,30 +873,33 @@ def event_breakdown(scores: Scores, methods: Sequence[str], ci: str, seed: int,
     clicked before) and ``new``; ``rising`` (the target's click rate among
     the devices-only clicks is at least :data:`RISING_RATE` times its rate
     before the cutoff: a change only the centralized model saw) and
-    ``steady``.  Per kind: events, their share, users with such events,
+    ``not_rising``.  Per kind: events, their share, users with such events,
     per-user means and the paired differences personal - global and
-    personal - centralized over those users."""
+    personal - centralized over those users; ``ci`` is the report's
+    setting (``"auto"``: bootstrap under :data:`BOOTSTRAP_BELOW_USERS`
+    users of the kind), ``ci_used`` what was used."""
     out: Dict[str, Any] = {}
     shown = [m for m in GRU_METHODS + ((best,) if best else ()) if m in methods]
     n_all = scores.n_events
     for kind, parts in scores.kinds.items():
         flag = np.concatenate(parts) if parts else np.zeros(0, bool)
-        other = {"repeat": "new", "rising": "steady"}[kind]
+        other = {"repeat": "new", "rising": "not_rising"}[kind]
         for name, keep in ((kind, flag), (other, ~flag)):
             sub = {m: _subset(scores.acc[m]["full"], keep) for m in shown}
+            n_users = (int(np.unique(sub[shown[0]].users).size)
+                       if shown and len(sub[shown[0]]) else 0)
+            ci_k = _ci_method(ci, n_users)
             rec: Dict[str, Any] = {"events": int(keep.sum()),
                                    "share": float(keep.sum() / n_all) if n_all else None,
-                                   "users": int(np.unique(sub[shown[0]].users).size)
-                                   if shown and len(sub[shown[0]]) else 0,
-                                   "methods": {}}
+                                   "users": n_users, "ci_used": ci_k, "methods": {}}
             for m in shown:
-                summ = _summaries(sub[m], (20,), ci, seed)
+                summ = _summaries(sub[m], (20,), ci_k, seed)
                 rec["methods"][m] = {key: summ["optimistic"][key]
                                      for key in ("recall@20", "mrr@20")} if summ else {}
             if "personal" in shown:
                 for b in ("global", "centralized"):
                     if b in shown:
-                        pr = _paired(sub["personal"], sub[b], (20,), ci, seed)
+                        pr = _paired(sub["personal"], sub[b], (20,), ci_k, seed)
                         rec[f"personal-{b}"] = {key: pr[key] for key in ("recall@20", "mrr@20")
                                                 } if pr else {}
             out[name] = rec
@@ -954,7 +962,7 @@ def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
         "methods": results,
         "best_non_gru": best,
         "comparisons": comparisons,
-        "breakdown": event_breakdown(scores, methods, ci, st.seed, best),
+        "breakdown": event_breakdown(scores, methods, st.ci, st.seed, best),
         "finetune": ft_record,
         "global_model": None if gm is None else {
             "repeat": gm.describe().get("repeat"), "recipe": gm.recipe.to_dict(),
@@ -1199,18 +1207,14 @@ def _table(report: Dict[str, Any], setting: str) -> List[str]:
     return lines
 
 
-_KIND_LABELS = {
-    "repeat": "repeat (an item she clicked before)",
-    "new": "new to her",
-    "rising": f"rising (rate between the cutoffs ≥ {RISING_RATE:g}× before)",
-    "steady": "steady",
-}
-
-
-def _breakdown_table(bd: Dict[str, Any]) -> List[str]:
+def _breakdown_table(bd: Dict[str, Any], split: str = "time") -> List[str]:
     """The report's ``breakdown`` as a markdown table (Recall@20)."""
     if not bd:
         return []
+    where = "between the cutoffs" if split == "time" else "in the devices' shares"
+    labels = {"repeat": "repeat (an item she clicked before)", "new": "new to her",
+              "rising": f"rising (rate {where} ≥ {RISING_RATE:g}× before)",
+              "not_rising": f"not rising (< {RISING_RATE:g}×)"}
     ms = [m for m in next(iter(bd.values()))["methods"]]
     diffs = [k for k in ("personal-global", "personal-centralized")
              if any(k in r for r in bd.values())]
@@ -1220,7 +1224,7 @@ def _breakdown_table(bd: Dict[str, Any]) -> List[str]:
                "with such events; differences paired, 95% intervals):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for kind, r in bd.items():
-        row = [_KIND_LABELS.get(kind, kind), _fmt(r.get("share"), 3), f"{r.get('users', 0):,}"]
+        row = [labels.get(kind, kind), _fmt(r.get("share"), 3), f"{r.get('users', 0):,}"]
         row += [_fmt(((r["methods"].get(m) or {}).get("recall@20") or {}).get("mean"))
                 for m in ms]
         for k in diffs:
@@ -1280,7 +1284,7 @@ def markdown_report(report: Dict[str, Any]) -> str:
                 out.append("")
                 out.append(f"Paired per-user difference {name.replace('-', ' − ', 1)} "
                            f"(full ranking): " + "; ".join(parts) + ".")
-        out += _breakdown_table(report.get("breakdown") or {})
+        out += _breakdown_table(report.get("breakdown") or {}, d.get("split", "time"))
     else:
         out.append(f"Session protocol: {d['train_events']:,} training clicks, "
                    f"{d['catalogue_items']:,} items ranked, {d['events_evaluated']:,} test "

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from deeprec_edge.trainer import evaluate as EV
-from deeprec_edge.trainer.data import Interactions, split_by_time
+from deeprec_edge.trainer.data import Interactions, filter_sessions, remap_items, split_by_time
 from deeprec_edge.trainer.fit import FitConfig
 from deeprec_edge.recipe import FinetuneRecipe
 from deeprec_edge.trainer.synthetic import make_shoppers, make_synthetic
@@ -122,6 +122,11 @@ def test_protocol_never_trains_on_a_click_later_than_a_test_click(shoppers):
         assert eu.times[eu.n_hist - 1] < sp.test_cutoff
         assert (eu.times[eu.test_pos + 1] >= sp.test_cutoff).all()
         assert eu.n_hist - eu.n_pre >= st.min_finetune_clicks
+    # the centralized log is every catalogue click before the test part, no more, no less
+    k = remap_items(inter, sp.catalogue)
+    want = filter_sessions(k.subset(k.times < sp.test_cutoff), st.min_session_length)
+    assert len(sp.central) == len(want)
+    np.testing.assert_array_equal(np.sort(sp.central.times), np.sort(want.times))
     # the per-user share split, on request, keeps its semantics
     sh = EV.split_protocol(inter, EV.DeepRecSettings(cutoff=truth.cutoff, split="share"))
     assert sh.test_cutoff is None and len(sh.users) > 0
@@ -418,10 +423,85 @@ def test_breakdown_finds_the_planted_gain_on_repeats(shop_report):
     bd = shop_report["breakdown"]
     n = shop_report["data"]["test_events"]
     assert bd["repeat"]["events"] + bd["new"]["events"] == n
-    assert {"rising", "steady"} <= set(bd)
-    assert bd["rising"]["events"] + bd["steady"]["events"] == n
+    assert {"rising", "not_rising"} <= set(bd)
+    assert bd["rising"]["events"] + bd["not_rising"]["events"] == n
     rep = bd["repeat"]["personal-global"]["recall@20"]
     assert rep["ci_low"] > 0
     assert rep["mean"] > bd["new"]["personal-global"]["recall@20"]["mean"]
     md = EV.markdown_report(shop_report)
     assert "Recall@20 by kind of test event" in md and "| repeat (an item" in md
+
+
+def test_sessions_that_overlap_in_time_are_read_in_time_order():
+    # explicit sessions that interleave (two tabs): rows come in session order, so a
+    # user's times go down and up; the protocol must still cut by time
+    rng = np.random.default_rng(0)
+    users, items, times, sess = [], [], [], []
+    for u in range(40):
+        for j in range(6):
+            t0 = rng.uniform(0, 60) * 86400
+            users += [u] * 5
+            items += rng.integers(0, 15, 5).tolist()
+            times += np.sort(t0 + rng.uniform(0, 40, size=5) * 86400).tolist()
+            sess += [u * 10 + j] * 5
+    inter = Interactions.from_arrays(users, items, np.array(times) + 1.6e9, sessions=sess,
+                                     session_gap=None)
+    assert np.any((np.diff(inter.times) < 0) & (np.diff(inter.users) == 0))
+    sp = EV.split_protocol(inter, EV.DeepRecSettings(quantile=0.5))
+    assert sp.central.times.max() < sp.test_cutoff
+    k = remap_items(inter, sp.catalogue)
+    assert len(sp.central) == int((k.times < sp.test_cutoff).sum())
+    assert len(sp.users) > 0
+    for eu in sp.users:
+        assert np.all(np.diff(eu.times) >= 0)
+        assert (eu.times[:eu.n_pre] < sp.cutoff).all() and (eu.times[eu.n_pre:] >= sp.cutoff).all()
+        assert (eu.times[:eu.n_hist] < sp.test_cutoff).all()
+        assert (eu.times[eu.test_pos + 1] >= sp.test_cutoff).all()
+
+
+def test_score_users_kinds_follow_the_ranks_event_by_event():
+    # validation mode, sampled users, session starts, a baseline: the kind flags of
+    # score_users equal a brute-force reading of each event, in the ranks' order
+    inter, _ = make_shoppers(n_users=80, clicks_per_user=60, repeat_rates=(0.0, 0.8),
+                             repeat_from_cutoff=True, drift_share=0.0, cutoff_quantile=0.6,
+                             seed=1)
+    st = EV.DeepRecSettings(quantile=0.5, validation=True, max_users=25, session_starts=True,
+                            methods=("popularity", "global", "personal"), n_candidates=30)
+    sp = EV.split_protocol(inter, st)
+    models, _, _ = EV.fit_models(sp, st.methods, small_fit(simulate=False),
+                                 log=lambda s: None, progress=False)
+    cands = EV.build_candidates(sp, models["global"], st)
+    personal, _ = EV.finetune_users(sp, models["global"], st, cands, progress=False)
+    sc = EV.score_users(sp, models, personal, st, cands, progress=False)
+    users, rep, tgt = [], [], []
+    for eu in sp.users:
+        for p in eu.test_pos:
+            users.append(eu.user)
+            tgt.append(eu.items[p + 1])
+            rep.append(eu.items[p + 1] in set(eu.items[:p + 1].tolist()))
+    pre = np.bincount(sp.train.items, minlength=len(sp.catalogue)).astype(float)
+    cen = sp.central
+    bet = np.bincount(cen.items[cen.times >= sp.cutoff], minlength=len(sp.catalogue))
+    bet = bet.astype(float)
+    ris = [bet[t] > 0 and bet[t] / bet.sum() >= 2 * pre[t] / pre.sum() for t in tgt]
+    assert 0 < sum(ris) < len(ris) and 0 < sum(rep) < len(rep)
+    for m in st.methods:
+        np.testing.assert_array_equal(sc.acc[m]["full"].users, users)
+    np.testing.assert_array_equal(np.concatenate(sc.kinds["repeat"]), rep)
+    np.testing.assert_array_equal(np.concatenate(sc.kinds["rising"]), ris)
+
+
+def test_breakdown_chooses_its_interval_per_kind():
+    # 120 users in all, but only 5 with repeat events: "auto" bootstraps that kind
+    users = np.repeat(np.arange(120), 2)
+    flags = np.zeros(users.size, bool)
+    flags[:10] = True
+    acc = {}
+    for m in ("global", "personal"):
+        a = EV.RankAccumulator()
+        a.add_ranks(np.arange(users.size) % 30 + 1, users=users)
+        acc[m] = {"full": a}
+    sc = EV.Scores(acc, {}, [], users.size, {"repeat": [flags]})
+    bd = EV.event_breakdown(sc, ("global", "personal"), "auto", 0)
+    assert bd["repeat"]["users"] == 5 and bd["repeat"]["ci_used"] == "bootstrap"
+    assert bd["new"]["users"] == 115 and bd["new"]["ci_used"] == "normal"
