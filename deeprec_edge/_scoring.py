@@ -14,7 +14,7 @@ import numpy as np
 
 from ._tables import matmul_t
 from .ranking import target_ranks
-from .repeat import RepeatSpec
+from .repeat import RepeatSpec, feature_dot
 
 __all__ = ["Events", "score_block", "iter_score_blocks", "rank_events", "block_rows"]
 
@@ -49,7 +49,7 @@ def score_block(params, spec: Optional[RepeatSpec], U: np.ndarray, a: int, b: in
         else:
             r, c, f = rows[lo:hi], cols[lo:hi], phi[lo:hi]
         if r.size:
-            S[r - a, c] += (f @ spec.weights).astype(np.float32)
+            S[r - a, c] += feature_dot(f, spec.weights).astype(np.float32)
     return S
 
 

@@ -17,7 +17,7 @@ from ._finetune import (FinetuneResult, evaluate_history, event_positions, finet
                         fit_parts)
 from .model import make_personal, params_of
 from .recipe import FinetuneRecipe
-from .repeat import history_features
+from .repeat import feature_dot, history_features
 
 __all__ = ["finetune", "recommend", "user_embedding"]
 
@@ -258,7 +258,7 @@ def recommend(model, history=None, k: int = 20, candidates: Optional[Iterable] =
             items = np.asarray(history.items, np.int64)
             _, c, phi = history_features(items, _session_starts(model, history),
                                          [items.size - 1], spec.memory)
-            bias[c] += (phi @ spec.weights).astype(np.float32)
+            bias[c] += feature_dot(phi, spec.weights).astype(np.float32)
             if cand is not None:
                 cand = np.union1d(cand, c).astype(np.int32)
     idx, scores = _tables.score_topk(p.out_table, u, k, bias=bias, idx=cand, exclude=excl)

@@ -213,7 +213,7 @@ def model_ranking(model, history_items, session_start=None, n: int = 500) -> np.
     from ._engine import user_vectors
     from ._tables import score_topk
     from .model import params_of
-    from .repeat import history_features
+    from .repeat import feature_dot, history_features
 
     h = _dense_indices(history_items, "history_items", model.n_items)
     if h.size == 0 or n <= 0:
@@ -232,7 +232,7 @@ def model_ranking(model, history_items, session_start=None, n: int = 500) -> np.
     spec = model.repeat
     if spec.active:
         _, cols, phi = history_features(h, starts, pos, spec.memory)
-        bias[cols] += ((phi @ spec.weights) / spec.scale).astype(np.float32)
+        bias[cols] += (feature_dot(phi, spec.weights) / spec.scale).astype(np.float32)
     idx, _ = score_topk(p.out_table, np.ascontiguousarray(u, np.float32),
                         min(int(n), model.n_items), bias=bias)
     return idx.astype(np.int64)

@@ -34,7 +34,7 @@ features at many positions at once (evaluation, fine-tuning).  numpy only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -44,6 +44,7 @@ __all__ = [
     "RepeatSpec",
     "RepeatMemory",
     "history_features",
+    "feature_dot",
     "add_repeat_scores",
 ]
 
@@ -206,6 +207,23 @@ def history_features(items: Sequence[int], session_start: Optional[np.ndarray],
     return np.concatenate(rows), np.concatenate(cols), np.concatenate(phis)
 
 
+def feature_dot(phi: np.ndarray, w: Any) -> np.ndarray:
+    """``phi @ w`` for repeat cells (``phi`` [n, F], ``w`` [F]) in ``phi``'s
+    float dtype, one column at a time in a fixed order.  Not a BLAS call: a
+    matrix-vector product this small has raised spurious "invalid value"
+    floating-point warnings here on finite inputs (OpenBLAS, AVX-512), and
+    its rounding would depend on the BLAS kernel."""
+    phi = np.asarray(phi)
+    dt = phi.dtype if phi.dtype.kind == "f" else np.dtype(np.float32)
+    w = np.asarray(w, dt).reshape(-1)
+    if phi.ndim != 2 or phi.shape[1] != w.shape[0]:
+        raise ValueError(f"repeat features of shape {phi.shape} and {w.shape[0]} weights")
+    out = np.zeros(phi.shape[0], dt)
+    for j in range(w.shape[0]):
+        out += phi[:, j] * w[j]
+    return out
+
+
 def add_repeat_scores(S: np.ndarray, rows: np.ndarray, cols: np.ndarray, phi: np.ndarray,
                       spec: RepeatSpec, row_offset: int = 0) -> np.ndarray:
     """``S <- scale * S + w . phi`` on the sparse cells (in place; ``S``
@@ -218,6 +236,6 @@ def add_repeat_scores(S: np.ndarray, rows: np.ndarray, cols: np.ndarray, phi: np
     sel = (rows >= row_offset) & (rows < row_offset + S.shape[0])
     if not sel.all():
         rows, cols, phi = rows[sel], cols[sel], phi[sel]
-    vals = phi @ spec.weights.astype(phi.dtype)
+    vals = feature_dot(phi, spec.weights)
     np.add.at(S, (rows - row_offset, cols), vals.astype(S.dtype))
     return S

@@ -20,7 +20,7 @@ from ._core import StreamCore
 from . import _tables
 from ._atomic import atomic_write
 from .quant import Compressed
-from .repeat import RepeatMemory
+from .repeat import RepeatMemory, feature_dot
 from ._npz import Expect, read_npz
 
 __all__ = ["Session"]
@@ -232,7 +232,7 @@ class Session:
         scale = np.float32(self._spec.scale)
         with self._lock:
             mi, phi = self._mem.features()
-            add = (phi @ self._spec.weights) / scale
+            add = feature_dot(phi, self._spec.weights) / scale
             if candidates is None and self._cand is not None:
                 b_c = self._b_c.copy()
                 for i, v in zip(mi.tolist(), add.tolist()):

@@ -124,3 +124,21 @@ def test_add_repeat_scores_matches_a_dense_reference():
     got = add_repeat_scores(S.copy(), rows, cols, phi, spec)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
     assert not RepeatSpec().active and spec.active
+
+
+def test_feature_dot_is_the_float64_product_without_blas():
+    from deeprec_edge.repeat import feature_dot
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 5, 333):
+        phi = rng.standard_normal((n, len(FEATURES))).astype(np.float32)
+        w = rng.standard_normal(len(FEATURES)).astype(np.float32)
+        got = feature_dot(phi, w)
+        assert got.dtype == np.float32 and got.shape == (n,)
+        ref = phi.astype(np.float64) @ w.astype(np.float64)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+        # float64 features stay float64 (the reference paths)
+        got64 = feature_dot(phi.astype(np.float64), w)
+        assert got64.dtype == np.float64
+        np.testing.assert_allclose(got64, phi.astype(np.float64) @ w.astype(np.float32), rtol=1e-12)
+    with pytest.raises(ValueError, match="weights"):
+        feature_dot(np.zeros((3, 4), np.float32), np.zeros(5))
