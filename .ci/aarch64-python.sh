@@ -131,6 +131,7 @@ lap "wheel"
 
 step "install the wheel with [test,trainer]"
 in_root pip install -q "/work/wheelhouse/$WHEEL[test,trainer]"
+in_root pip install -q --force-reinstall --no-deps "/work/wheelhouse/$WHEEL"   # a reused root may hold an older 0.1.0
 in_root sh -c 'cd /tmp && python -c "import deeprec_edge as d, deeprec_edge.kernels as k, numpy; print(\"deeprec_edge\", d.__version__, \"paths\", k.supported_paths(), \"active\", k.active_path(), \"numpy\", numpy.__version__)"'
 lap "installed"
 
