@@ -184,7 +184,7 @@ class _Problem:
         b_c = self.b_c.copy()
         if beta is not None:
             np.add.at(b_c, self.bcol, beta.astype(F32))
-        rep = feature_dot(self.phi, w.astype(F32)).astype(F32) if self.rows.size else None
+        rep = feature_dot(self.phi, w).astype(F32) if self.rows.size else None
         grads = {k: np.zeros(self.sizes[k]) for k in self.parts}
         dW = np.zeros(self.W0.shape) if "head" in self.parts else None
         total = 0.0

@@ -129,7 +129,7 @@ def fit_repeat(params, ev: EventSet, *, l2: float = 1.0, memory: int = DEFAULT_M
         # scores carry no information gets a small scale, never a negative one)
         scale, w = float(np.exp(np.clip(x[0], -30.0, 30.0))), x[1:]
         f, g = 0.0, np.zeros(Fn + 1)
-        rep_vals = feature_dot(ev.phi, w.astype(np.float32))
+        rep_vals = feature_dot(ev.phi, w)          # in phi's float32
         for a, b, lo, hi in blocks:
             S0 = base(a, b)
             S = S0 * np.float32(scale)

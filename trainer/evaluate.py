@@ -118,6 +118,7 @@ __all__ = [
     "build_report",
     "event_breakdown",
     "rising_items",
+    "first_clicks",
     "repeat_targets",
     "train_model",
     "evaluate_deeprec",
@@ -148,9 +149,8 @@ WARN_USERS, WARN_EVENTS = 30, 200
 #: A target is "rising" when its click rate in the devices-only clicks is at
 #: least this many times its rate before the cutoff (the report's breakdown).
 RISING_RATE = 2.0
-#: The breakdown's kinds of test event, in report order: pairs of a kind
-#: and its complement.
-EVENT_KINDS = ("repeat", "new", "rising", "not_rising")
+#: The breakdown's kinds of test event, each with its complement (report order).
+EVENT_KINDS = {"repeat": "new", "rising": "not_rising"}
 
 Log = Callable[[str], None]
 
@@ -671,8 +671,9 @@ def rising_items(pre_support: np.ndarray, between_support: np.ndarray,
     """Bool [N]: items whose click rate among the devices-only clicks
     (``between_support``, per item: the clicks between the cutoffs, which the
     centralized model saw and the cloud did not) is at least ``ratio`` times
-    their rate among the cloud's clicks (``pre_support``) and who have such
-    clicks at all; a rate is a share of its part's clicks.  ``None`` when either part has no clicks."""
+    their rate among the cloud's clicks (``pre_support``), among items with
+    such clicks at all; a rate is a share of its part's clicks.  ``None``
+    when either part has no clicks."""
     pre = np.asarray(pre_support, np.float64)
     between = np.asarray(between_support, np.float64)
     if pre.shape != between.shape:
@@ -683,13 +684,24 @@ def rising_items(pre_support: np.ndarray, between_support: np.ndarray,
     return (between > 0) & ((between / n_between) >= ratio * (pre / n_pre))
 
 
-def repeat_targets(items: np.ndarray, pos: np.ndarray) -> np.ndarray:
+def first_clicks(items: np.ndarray, n_items: int) -> np.ndarray:
+    """Per item code below ``n_items``: the position of its first click in
+    ``items`` (int64 max for items never clicked)."""
+    items = np.asarray(items, np.int64)
+    first = np.full(n_items, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, items, np.arange(items.size))
+    return first
+
+
+def repeat_targets(items: np.ndarray, pos: np.ndarray,
+                   first: Optional[np.ndarray] = None) -> np.ndarray:
     """Bool per input position ``p``: is the target ``items[p + 1]`` among
-    ``items[:p + 1]`` (a return to an item the user clicked before)."""
+    ``items[:p + 1]`` (a return to an item the user clicked before).
+    ``first``: :func:`first_clicks` of ``items``, when already at hand."""
     items = np.asarray(items, np.int64)
     pos = np.asarray(pos, np.int64)
-    first = np.full(int(items.max()) + 1 if items.size else 0, np.iinfo(np.int64).max, np.int64)
-    np.minimum.at(first, items, np.arange(items.size))
+    if first is None:
+        first = first_clicks(items, int(items.max()) + 1 if items.size else 0)
     return first[items[pos + 1]] <= pos
 
 
@@ -739,13 +751,10 @@ def score_users(sp: ProtocolSplit, models: Dict[str, Model], personal: Dict[int,
         hits["cloud"].append(hc)
         hits["device"].append(hd)
         hits["union"].append(cmask[np.arange(B), targets])
-        kinds["repeat"].append(repeat_targets(eu.items, pos))
+        first = first_clicks(eu.items, N)
+        kinds["repeat"].append(repeat_targets(eu.items, pos, first))
         if rising is not None:
             kinds["rising"].append(rising[targets])
-        first = None
-        if st.exclude_seen:
-            first = np.full(N, np.iinfo(np.int64).max, np.int64)
-            np.minimum.at(first, eu.items.astype(np.int64), np.arange(eu.items.size))
         views = {}
         for m in methods:
             if m in baselines:
@@ -760,7 +769,7 @@ def score_users(sp: ProtocolSplit, models: Dict[str, Model], personal: Dict[int,
             b = min(a + step, B)
             fm = None
             cm = cmask[a:b]
-            if first is not None:
+            if st.exclude_seen:
                 fm = first[None, :] >= (pos[a:b, None] + 1)
                 cm = cm & fm
             for m in methods:
@@ -883,8 +892,7 @@ def event_breakdown(scores: Scores, methods: Sequence[str], ci: str, seed: int,
     n_all = scores.n_events
     for kind, parts in scores.kinds.items():
         flag = np.concatenate(parts) if parts else np.zeros(0, bool)
-        other = {"repeat": "new", "rising": "not_rising"}[kind]
-        for name, keep in ((kind, flag), (other, ~flag)):
+        for name, keep in ((kind, flag), (EVENT_KINDS[kind], ~flag)):
             sub = {m: _subset(scores.acc[m]["full"], keep) for m in shown}
             n_users = (int(np.unique(sub[shown[0]].users).size)
                        if shown and len(sub[shown[0]]) else 0)
