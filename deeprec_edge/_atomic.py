@@ -133,6 +133,9 @@ def check_target(path: PathLike) -> str:
     p = os.fspath(path)
     if isinstance(p, bytes):
         p = os.fsdecode(p)
+    if p.endswith(os.sep) or (os.altsep is not None and p.endswith(os.altsep)):
+        raise IsADirectoryError(errno.EISDIR, f"cannot write {p}: a path ending in "
+                                              f"{p[-1]!r} names a directory; give a file name")
     target = p
     if os.path.islink(p):
         target = os.path.realpath(p)

@@ -38,6 +38,22 @@ def _dense_candidates(model, candidates) -> Optional[np.ndarray]:
     return idx
 
 
+def _history_items(model, history) -> np.ndarray:
+    """The history's dense item indices (int64), checked against ``model``:
+    a history read without a model, or with one of another catalogue, is a
+    clear error rather than a TypeError or IndexError deep inside."""
+    items = getattr(history, "items", None)
+    if items is None:
+        raise ValueError("the history was read without a model (it holds item ids, not "
+                         "catalogue positions): read it with read_history(path, model=model)")
+    items = np.asarray(items, np.int64).reshape(-1)
+    if items.size and (items.min() < 0 or items.max() >= model.n_items):
+        raise ValueError(f"the history's item positions reach {int(items.max())} but the "
+                         f"model's catalogue has {model.n_items:,} items: it was read with "
+                         f"another model; read it with read_history(path, model=model)")
+    return items
+
+
 def _unknown_note(model, history) -> str:
     """What the history lost to items outside the catalogue (a sliced
     model's typical problem), for error messages; '' when nothing."""
@@ -123,7 +139,7 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     say = progress or (lambda s: None)
     personal = getattr(model, "personal", None) or {}
     ts = np.asarray(history.timestamps, np.float64)
-    items = np.asarray(history.items, np.int32)
+    items = _history_items(model, history).astype(np.int32)
     sess = _session_starts(model, history)
     n_old = 0
     if personal.get("last_timestamp") is not None:
@@ -176,6 +192,12 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
                           repeat_component=model.has_repeat, progress=progress)
     summary["personal_parts"] = parts_res.summary
     kept = parts_res.summary.get("kept_global")
+    if gru_epochs == 0 and "gru" in summary and kept is not None:
+        # the gru part ran and kept the global weights too: say why, not only the other parts'
+        why = summary["gru"].get("kept_global") or (
+            "the gru part's held-out check kept epoch 0 (training did not improve the "
+            "newest clicks)")
+        kept = why if not set(rc.parts) - {"gru"} else f"{why}; {kept}"
     summary["kept_global"] = kept if gru_epochs == 0 else None
     # the per-user check's held-out events (the newest): Recall@20 / MRR@20 of the
     # global model and of the personal parts fitted without them
@@ -213,11 +235,11 @@ def user_embedding(model, history=None) -> np.ndarray:
     """The user embedding u after the latest click of ``history`` (float32
     [d]); with no history, the embedding of a fresh session."""
     p = params_of(model)
-    if history is None or len(history.items) == 0:
+    items = None if history is None else _history_items(model, history).astype(np.int32)
+    if items is None or items.size == 0:
         h = np.zeros((1, p.hidden_sizes[-1]), np.float32)
         from . import kernels as K
         return K.head_forward(h, p.W_p, p.b_p, p.activation)[0]
-    items = np.asarray(history.items, np.int32)
     sess = _session_starts(model, history)
     U = _engine.user_vectors(p, items, sess, np.array([items.size - 1]), _reset(model))
     return U[0]
@@ -242,7 +264,7 @@ def recommend(model, history=None, k: int = 20, candidates: Optional[Iterable] =
     p = params_of(model)
     spec = model.repeat
     u = np.ascontiguousarray(user_embedding(model, history), np.float32)
-    has_hist = history is not None and len(history.items) > 0
+    has_hist = history is not None and _history_items(model, history).size > 0
     if exclude_clicked is None:
         exclude_clicked = not model.has_repeat
     excl = None

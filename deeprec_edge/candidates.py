@@ -50,9 +50,9 @@ def _pick_user(users: List[str], user: Optional[str], path: str) -> Optional[str
                              f"(read_candidates(..., user={distinct[0]!r}) in Python, "
                              f"--user {distinct[0]} on the command line)")
         return distinct[0] if distinct else None
-    if str(user) not in distinct:
+    if str(user).strip() not in distinct:
         raise ValueError(f"{path}: no candidates for user {user!r}")
-    return str(user)
+    return str(user).strip()
 
 
 def _typed(tokens: List[str], model) -> list:
@@ -118,10 +118,12 @@ def read_candidates(path, model=None, user: Optional[str] = None) -> list:
 
 
 def _read_text(path: str, model, user: Optional[str]) -> list:
-    with open(path, newline="", encoding="utf-8") as f:
+    # utf-8-sig: a byte-order mark (Excel's "CSV UTF-8") is not part of the first name
+    with open(path, newline="", encoding="utf-8-sig") as f:
         first = f.readline()
         f.seek(0)
-        header = [c.strip().lower() for c in first.strip().split(",")]
+        # the header as CSV (R's write.csv quotes every name)
+        header = [c.strip().lower() for c in next(csv.reader([first]), [])]
         if "item_id" in header and len(header) > 1:
             reader = csv.reader(f)
             names = [c.strip().lower() for c in next(reader)]
@@ -137,13 +139,13 @@ def _read_text(path: str, model, user: Optional[str]) -> list:
                                      f"the header names {len(names)}")
                 items.append(row[ic].strip())
                 if uc is not None:
-                    users.append(row[uc])
+                    users.append(row[uc].strip())
             if uc is not None:
                 u = _pick_user(users, user, path)
                 items = [i for i, v in zip(items, users) if v == u]
             return _typed(items, model)
         lines = [ln.strip() for ln in f if ln.strip()]
-        if lines and lines[0].lower() == "item_id":
+        if lines and lines[0].strip('"').lower() == "item_id":
             lines = lines[1:]
         return _typed(lines, model)
 

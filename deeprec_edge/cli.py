@@ -11,6 +11,7 @@ status of a process killed by SIGPIPE (141), as other Unix tools do.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import signal
@@ -54,6 +55,7 @@ def _cmd_finetune(a) -> int:
     out = a.output or _default_output(a.weights)
     C.check_output_not_input(out, {"the model WEIGHTS": a.weights,
                                    "the history HISTORY": a.history,
+                                   "the global model --base": a.base,
                                    "the --candidates file": a.candidates})
     _check_writable(out)
     settings = dict(epochs=a.epochs, seed=a.seed, window=a.window, batch_size=a.batch_size,
@@ -71,10 +73,11 @@ def _cmd_finetune(a) -> int:
         settings["parts"] = parts
     if a.max_events is not None:
         settings["max_events"] = a.max_events
-    if a.head_only:
-        settings["parts"] = tuple(sorted(set(settings.get("parts") or ()) | {"gru"}))
     base = load_model(a.base) if a.base else None
     model = load_model(a.weights, base=base)
+    if a.head_only:     # adds the gru part to the recipe given, or to the model file's
+        parts = settings["parts"] if "parts" in settings else model.recipe.parts
+        settings["parts"] = tuple(parts) + (() if "gru" in parts else ("gru",))
     delta_of = None
     if a.delta:
         delta_of = base if base is not None else model
@@ -99,7 +102,8 @@ def _cmd_finetune(a) -> int:
         + f"{s['clicks_older_than_model']} older than the model",
         f"recipe: {'+'.join(rc['parts']) or 'none (keep the global model)'}"
         + (f", prior strength {rc['l2']:g}" if rc["parts"] else "")
-        + f" ({'from the model file' if a.parts is None and a.l2 is None else 'as given'})",
+        + (" (from the model file)" if a.parts is None and a.l2 is None and not a.head_only
+           else " (as given)"),
     ]
     if "loss_first_epoch" in s:
         lines.append(f"gru part (sampled softmax): first epoch {s['loss_first_epoch']:.4f}, "
@@ -143,8 +147,19 @@ def _check_writable(path: str) -> None:
 
 
 def _read_candidates(path: str, model, user: Optional[str] = None):
+    """The candidate ids of ``path`` for ``user``; a set with no id in the
+    model's catalogue is an error (ranking it would print nothing, and
+    fine-tuning's held-out check would score 0 before and after)."""
     from .candidates import read_candidates
-    return read_candidates(path, model, user=user)
+    ids = read_candidates(path, model, user=user)
+    _, unknown = model.item_index(np.asarray(ids, dtype=object) if ids else np.zeros(0, np.int64))
+    if unknown.all():
+        ex = ", ".join(repr(x) for x in ids[:3])
+        raise UserError(f"{path}: " + (f"none of its {len(ids):,} candidate ids is in the "
+                                       f"model's catalogue (e.g. {ex})" if ids else
+                                       "holds no candidate ids")
+                        + (f" for user {user}" if user is not None else ""))
+    return ids
 
 
 # --------------------------------------------------------------------------
@@ -175,10 +190,10 @@ def _print_table(ids, scores, fmt: str) -> None:
             for r, (x, s) in enumerate(zip(ids, scores))]
     if fmt == "json":
         print(json.dumps([{"rank": r, "item_id": i, "score": s} for r, i, s in rows], indent=2))
-    elif fmt == "csv":
-        print("rank,item_id,score")
-        for r, i, s in rows:
-            print(f"{r},{i},{s:.6g}")
+    elif fmt == "csv":      # quoted where needed: string ids may hold commas or quotes
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(("rank", "item_id", "score"))
+        w.writerows((r, i, f"{s:.6g}") for r, i, s in rows)
     else:
         w = max([len(str(i)) for _, i, _ in rows] + [7])
         print(f"{'rank':>4}  {'item_id':<{w}}  {'score':>9}")
@@ -243,13 +258,16 @@ def _cmd_info(a) -> int:
 
 
 def _cmd_demo(a) -> int:
-    from .demo import NEXT_STEPS, run_demo, write_demo_files
+    from .demo import NEXT_STEPS, demo_paths, run_demo, write_demo_files
     if a.files is not None:
         paths = write_demo_files(a.files)
         print(f"wrote {' and '.join(paths)} (the demo's global model and one user's clicks)."
               f"\nNext:\n  {NEXT_STEPS.split(chr(10), 1)[1].strip()}")
         return 0
     if a.output:
+        model_path, history_path = demo_paths()
+        C.check_output_not_input(a.output, {"the packaged demo model": model_path,
+                                            "the packaged demo history": history_path})
         _check_writable(a.output)
     return run_demo(quiet=a.quiet, k=a.k, seed=a.seed, output=a.output)
 

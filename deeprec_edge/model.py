@@ -103,6 +103,9 @@ _MAX_MESSAGE = 600
 
 ACTIVATIONS = ("tanh", "identity")
 _REQUIRED_CONFIG = ("n_items", "e", "L", "H", "d", "activation", "tied", "carry_state")
+#: Largest magnitude of a personal model's last_timestamp (unix seconds): the
+#: history reader reads numbers from 1e11 as milliseconds and rejects 1e14 ms.
+_MAX_SECONDS = 1e11
 _REQUIRED_PERSONAL = ("base_fingerprint", "clicks_used", "last_timestamp", "seed", "epochs",
                       "created")
 _LAYER_PARTS = ("W_ih", "W_hh", "b_ih", "b_hh")
@@ -549,8 +552,11 @@ class Model:
             ts = p.get("last_timestamp")
             info["last_timestamp"] = ts
             if isinstance(ts, (int, float)) and math.isfinite(ts):
-                info["last_click_utc"] = _dt.datetime.fromtimestamp(
-                    ts, _dt.timezone.utc).isoformat()
+                try:
+                    info["last_click_utc"] = _dt.datetime.fromtimestamp(
+                        ts, _dt.timezone.utc).isoformat()
+                except (OverflowError, OSError, ValueError):   # before year 1
+                    info["last_click_utc"] = None
             for k in ("seed", "epochs", "finetunes", "clicks_used_total"):
                 if k in p:
                     info[k] = p[k]
@@ -802,8 +808,10 @@ class _Checker:
         if not self._is_int(p["seed"]):
             raise self.fail(f"personal seed must be an integer, got {p['seed']!r}")
         ts = p["last_timestamp"]
-        if ts is not None and not self._is_num(ts):
-            raise self.fail(f"personal last_timestamp must be unix seconds or null, got {ts!r}")
+        if ts is not None and (not self._is_num(ts) or not abs(ts) <= _MAX_SECONDS):
+            raise self.fail(f"personal last_timestamp must be unix seconds (at most "
+                            f"{_MAX_SECONDS:g} in magnitude, as histories are read) or null, "
+                            f"got {ts!r}")
         if not isinstance(p["created"], str):
             raise self.fail(f"personal created must be a string, got {p['created']!r}")
 

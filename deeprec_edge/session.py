@@ -11,6 +11,7 @@ restored (``state_dict`` / ``load_state_dict``, or ``save`` / ``load`` to an
 from __future__ import annotations
 
 import json
+import math
 import threading
 from typing import Iterable, Optional, Sequence, Tuple
 
@@ -151,18 +152,23 @@ class Session:
             self._click_index(int(items[j]), float(ts[j]))
     # -- ids ------------------------------------------------------------
     def _dense(self, ids: Iterable) -> np.ndarray:
-        """Dense indices of the known ids, sorted, each once."""
-        idx = [self._index[i] for i in ids if i in self._index]
-        return np.unique(np.asarray(idx, np.int32))
+        """Dense indices of the known ids, sorted, each once (ids matched as
+        :meth:`Model.item_index` matches them, like :func:`recommend`)."""
+        ids = list(ids)
+        if not ids:
+            return np.zeros(0, np.int32)
+        idx, unknown = self.model.item_index(ids)
+        return np.unique(np.asarray(idx)[~np.asarray(unknown)]).astype(np.int32)
 
     def _lookup(self, item) -> int:
         try:
             return self._index[item]
-        except KeyError:
-            # accept numpy scalars and int-like strings for integer catalogues
-            key = item.item() if isinstance(item, np.generic) else item
-            if key in self._index:
-                return self._index[key]
+        except (KeyError, TypeError):
+            # numpy scalars, decimal strings for integer catalogues, integers for
+            # string ones: as Model.item_index matches them
+            idx, unknown = self.model.item_index(item)
+            if idx.ndim == 0 and not bool(unknown):
+                return int(idx)
             raise KeyError(f"unknown item id {item!r}: not in the model's catalogue") from None
 
     # -- streaming ------------------------------------------------------
@@ -172,6 +178,11 @@ class Session:
         self._click_index(self._lookup(item), timestamp)
 
     def _click_index(self, i: int, timestamp: Optional[float]) -> None:
+        if timestamp is not None:
+            timestamp = float(timestamp)
+            if not math.isfinite(timestamp):
+                # a NaN would compare False with every later gap: no session would end
+                raise ValueError(f"click timestamp must be a finite unix time, got {timestamp}")
         with self._lock:
             if (timestamp is not None and self._last_time is not None and not self.carry_state
                     and timestamp - self._last_time > self.session_gap):
@@ -302,26 +313,41 @@ class Session:
 
     def load_state_dict(self, d: dict) -> None:
         """Restore a :meth:`state_dict` taken from a session of the same model."""
-        clicked = np.asarray(d["clicked"])
-        if clicked.size and (clicked.min() < 0 or clicked.max() >= self._ids.shape[0]):
+        # every check first, then the change: a state that fails leaves the session as it was
+        clicked = np.asarray(d["clicked"]).reshape(-1)
+        if clicked.size and (clicked.dtype.kind not in "iu" or clicked.min() < 0
+                             or clicked.max() >= self._ids.shape[0]):
             raise ValueError("session state: clicked item indices out of range for this model")
-        with self._lock:
-            if self._mem is not None and "memory.items" in d:
-                mem = RepeatMemory(self._mem.capacity)
+        state = np.asarray(d["state"], np.float32).reshape(-1)
+        n_state = int(self._core.get_state().shape[0])
+        if state.shape[0] != n_state or not np.isfinite(state).all():
+            raise ValueError(f"session state: 'state' must hold {n_state} finite numbers for "
+                             f"this model, got {state.shape[0]}"
+                             + ("" if state.shape[0] != n_state else " with non-finite values"))
+        lt = float(np.asarray(d.get("last_time", np.nan), np.float64).reshape(-1)[0])
+        if np.isinf(lt):
+            raise ValueError(f"session state: last_time must be a finite unix time, got {lt}")
+        mem = None
+        if self._mem is not None:
+            # a state without a memory (written by a model without one) starts empty:
+            # the previous user's items must not stay
+            mem = RepeatMemory(self._mem.capacity)
+            if "memory.items" in d:
                 mem.load_state({k[7:]: d[k] for k in d if k.startswith("memory.")},
                                n_items=self._ids.shape[0])
+        with self._lock:
+            self._core.set_state(state)
+            if mem is not None:
                 self._mem = mem
                 if self._cand_base is not None:
                     self._cand = np.union1d(self._cand_base,
                                             mem.items[:mem.size]).astype(np.int32)
-            self._core.set_state(np.asarray(d["state"], np.float32))
             self._forget_clicks()
             self._clicked[clicked.astype(np.int64)] = 1
             if self._cand is not None:
                 self._gather()
             self._history = clicked.astype(np.int64).tolist()
             self._new_session = not self._history
-            lt = float(d.get("last_time", np.nan))
             self._last_time = None if np.isnan(lt) else lt
 
     def _state_layout(self) -> dict:

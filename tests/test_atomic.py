@@ -349,3 +349,14 @@ def test_writer_error_and_interrupt_leave_nothing(tmp_path):
             atomic_write(p, fail)
         assert listing(tmp_path) == ["x.bin"] and p.read_bytes() == b"old"
     assert json.loads(json.dumps(listing(tmp_path))) == ["x.bin"]
+
+
+def test_a_path_ending_in_a_separator_is_refused_before_any_work(tmp_path):
+    """``out/`` names a directory: refused by the up-front check (commands run
+    it before long work), whether or not the directory exists."""
+    for p in (str(tmp_path / "missing") + os.sep, str(tmp_path) + os.sep):
+        with pytest.raises(IsADirectoryError, match="names a directory"):
+            _atomic.check_target(p)
+        with pytest.raises(IsADirectoryError):
+            atomic_write(p, lambda f: f.write(b"x"))
+    assert not os.path.exists(tmp_path / "missing")

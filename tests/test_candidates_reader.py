@@ -107,3 +107,24 @@ def test_invalid_code_points_are_a_value_error(tmp_path):
     from deeprec_edge.trainer.candidates import load_candidates_npz
     with pytest.raises(ValueError, match="invalid unicode characters"):
         load_candidates_npz(p)
+
+
+def test_spreadsheet_csvs_read_like_plain_ones(tmp_path):
+    """Excel's "CSV UTF-8" (a byte-order mark) and R's write.csv (quoted
+    names) give the same candidates as a plain file: the item column is
+    found, and the user column too (another user's items never leak in)."""
+    model = random_model(n_items=20)
+    plain = "user_id,item_id\nu1,1015\nu2,1008\nu1,1011\n"
+    cases = {
+        "plain": plain.encode(),
+        "bom": b"\xef\xbb\xbf" + plain.encode(),
+        "quoted": b'"user_id","item_id","rank"\n"u1",1015,1\n"u2",1008,1\n"u1",1011,2\n',
+        "spaced": b"user_id, item_id\nu1 , 1015\nu2, 1008\n u1, 1011\n",
+    }
+    for name, data in cases.items():
+        p = tmp_path / f"{name}.csv"
+        p.write_bytes(data)
+        assert read_candidates(p, model, user="u1") == [1015, 1011], name
+    p = tmp_path / "list.txt"
+    p.write_bytes(b'\xef\xbb\xbf"item_id"\n1015\n1011\n')
+    assert read_candidates(p, model) == [1015, 1011]

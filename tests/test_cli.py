@@ -376,3 +376,89 @@ def test_source_tree_import_says_what_to_do(tmp_path):
         for hint in ("pip install .", "run `pytest`, not `python -m pytest`",
                      "`deeprec-edge`, not `python -m deeprec_edge`"):
             assert hint in last, last
+
+
+def test_base_model_is_an_input_too(files, tmp_path):
+    """-o onto the --base global model is refused before any work (it was
+    replaced by a delta that only that global model can read)."""
+    w, h = files
+    g = tmp_path / "g.npz"
+    shutil.copy(w, g)
+    before = g.read_bytes()
+    msg = _one_line_error(*run("finetune", w, h, "--base", g, "--delta", "-o", g))
+    assert f"refusing to write {g}: it is the global model --base" in msg, msg
+    assert g.read_bytes() == before
+
+
+def test_head_only_adds_the_gru_part_to_the_files_recipe(files, tmp_path, capsys):
+    """--head-only adds gru to the recipe the model file names (it replaced it)."""
+    from deeprec_edge.model import save_model
+    w, h = files
+    m = load_model(w)
+    m.config["finetune"] = dict(m.recipe.to_dict(), parts=["offset", "bias"])
+    save_model(m, tmp_path / "r.npz")
+    out = tmp_path / "me.npz"
+    assert main(["finetune", str(tmp_path / "r.npz"), str(h), "-o", str(out), "-q", "--json",
+                 "--head-only", "--epochs", "1"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["recipe"]["parts"] == ["offset", "bias", "gru"]
+    assert main(["finetune", str(tmp_path / "r.npz"), str(h), "-o", str(out), "-q",
+                 "--head-only", "--epochs", "1"]) == 0
+    assert "recipe: offset+bias+gru, prior strength 10 (as given)" in capsys.readouterr().out
+
+
+def test_recommend_csv_quotes_string_ids(tmp_path, capsys):
+    """String ids with commas or quotes survive recommend --csv (read back by csv)."""
+    import csv
+    import io
+    from deeprec_edge.model import model_from_params, params_of, save_model
+    from helpers_model import random_model
+    base = random_model(n_items=5, e=8, hidden=[12], seed=0)
+    ids = np.array(['shirt, blue', 'mug "xl"', "lamp", "desk", "pen"])
+    save_model(model_from_params(params_of(base), ids, base.popularity), tmp_path / "s.npz")
+    assert main(["recommend", str(tmp_path / "s.npz"), "--csv", "-k", "5"]) == 0
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == ["rank", "item_id", "score"] and all(len(r) == 3 for r in rows)
+    assert sorted(r[1] for r in rows[1:]) == sorted(ids.tolist())
+
+
+def test_demo_output_never_replaces_the_packaged_files(tmp_path, monkeypatch, capsys):
+    """demo -o onto the packaged demo model is refused (demo --files would
+    then hand out a personal model as the global one)."""
+    import deeprec_edge.demo as demo
+    m, h = demo_paths()
+    shutil.copy(m, tmp_path / "demo_model.npz")
+    shutil.copy(h, tmp_path / "demo_history.csv")
+    fake = (str(tmp_path / "demo_model.npz"), str(tmp_path / "demo_history.csv"))
+    monkeypatch.setattr(demo, "demo_paths", lambda: fake)
+    before = (tmp_path / "demo_model.npz").read_bytes()
+    assert main(["demo", "-q", "-o", fake[0]]) == 2
+    assert "it is the packaged demo model" in capsys.readouterr().err
+    assert (tmp_path / "demo_model.npz").read_bytes() == before
+
+
+def test_candidates_with_no_known_id_are_an_error(files, tmp_path):
+    """A candidate set none of whose ids the model knows stops the command
+    (it printed an empty ranking, and fine-tuning scored 0 -> 0 and kept
+    the global model for a reason it did not say)."""
+    w, h = files
+    c = tmp_path / "c.csv"
+    c.write_text("user_id,item_id\nu1,nope\nu1,nada\nu2,1001\n")
+    for cmd in (("recommend", w, "--history", h), ("finetune", w, h, "-o", tmp_path / "o.npz")):
+        msg = _one_line_error(*run(*cmd, "--candidates", c, "--user", "u1"))
+        assert "none of its 2 candidate ids is in the model's catalogue" in msg, msg
+        assert "for user u1" in msg
+    assert not (tmp_path / "o.npz").exists()
+
+
+def test_kept_global_says_why_for_the_gru_part(files, tmp_path, capsys):
+    """When the gru part keeps epoch 0 the summary says so, not "no personal
+    parts in the recipe"."""
+    w, h = files
+    c = tmp_path / "c.csv"          # two known items the held-out clicks never hit:
+    c.write_text("item_id\n1215\n1211\n")   # Recall@20 0 -> 0, so epoch 0 is kept
+    assert main(["finetune", str(w), str(h), "-o", str(tmp_path / "o.npz"), "-q", "--json",
+                 "--parts", "gru", "--candidates", str(c)]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["best_epoch"] == 0 and s["recall20_after"] == 0.0
+    assert s["kept_global"].startswith("the gru part's held-out check kept epoch 0"), s

@@ -614,6 +614,9 @@ def test_optional_config_keys_have_defaults(tmp_path):
     (lambda p: p.update(base_fingerprint="abc"), "personal base_fingerprint must be 64"),
     (lambda p: p.update(clicks_used=-1), "personal clicks_used must be a non-negative"),
     (lambda p: p.update(last_timestamp="yesterday"), "personal last_timestamp must be unix"),
+    # finite but beyond any time a history is read at: `info` could not print it
+    (lambda p: p.update(last_timestamp=1e20), "personal last_timestamp must be unix"),
+    (lambda p: p.update(last_timestamp=-2e11), "personal last_timestamp must be unix"),
 ])
 def test_bad_personal_record(tmp_path, change, expect):
     a = {k: np.array(v, copy=True) for k, v in random_personal().to_arrays().items()}

@@ -348,3 +348,27 @@ def test_no_network_during_finetune_and_ranking(tmp_path, model_and_user, monkey
     s = de.Session(res.model)
     s.click(int(items[0]) + ID_OFFSET)
     s.recommend(5)
+
+
+def test_a_history_read_for_another_catalogue_is_a_clear_error(model_and_user, tmp_path):
+    """A history read without a model (ids, not catalogue positions) or with
+    a model of a smaller catalogue is a ValueError that says how to read it
+    -- not a TypeError or an IndexError from deep inside."""
+    model, items, starts = model_and_user
+    path = _write_history(tmp_path / "h.csv", items[:30], starts[:30])
+    no_model = de.read_history(path)
+    for f in (lambda h: de.recommend(model, h, k=3), lambda h: de.user_embedding(model, h),
+              lambda h: de.finetune(model, h)):
+        with pytest.raises(ValueError, match=r"read_history\(path, model=model\)"):
+            f(no_model)
+    small_p = params_of(model)
+    n = 10
+    small = model_from_params(
+        Params(small_p.E[:n].copy(), small_p.layers, small_p.W_p, small_p.b_p,
+               None if small_p.O is None else small_p.O[:n].copy(), small_p.b_out[:n].copy(),
+               small_p.activation),
+        np.asarray(model.item_ids)[:n], model.popularity[:n])
+    h = de.read_history(path, model=model)
+    assert h.items.max() >= n
+    with pytest.raises(ValueError, match="read with another model"):
+        de.recommend(small, h, k=3)

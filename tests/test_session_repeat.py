@@ -136,3 +136,61 @@ def test_history_replay_equals_clicking():
     ra, rb = a.recommend(15), b.recommend(15)
     np.testing.assert_array_equal(ra[0], rb[0])
     np.testing.assert_allclose(ra[1], rb[1], rtol=1e-6)
+
+
+def test_a_failed_load_leaves_the_session_as_it_was(tmp_path):
+    """A state file that fails a check (here: the GRU state of another model
+    size) changes nothing -- not the repeat memory, not the candidates -- and
+    a state without a memory does not keep the previous user's items."""
+    rng = np.random.default_rng(2)
+    model = _model()
+    ids = np.asarray(model.item_ids)
+    items, times = _stream(rng, 30)
+    s = Session(model, candidates=ids[[30, 31]])
+    for j in range(items.size):
+        s.click(ids[items[j]], timestamp=times[j])
+    before = s.recommend(40)
+    mem_before = s._mem.state()
+    bad = s.state_dict()
+    bad["state"] = bad["state"][:5]
+    bad["memory.items"] = np.array([33, 34, 35])
+    bad["memory.count"] = np.array([1, 1, 1])
+    bad["memory.last"] = np.array([0, 1, 2])
+    bad["memory.session"] = np.array([1, 1, 1])
+    bad["memory.clock"] = np.array([3, 1])
+    with pytest.raises(ValueError, match="'state' must hold"):
+        s.load_state_dict(bad)
+    after = s.recommend(40)
+    np.testing.assert_array_equal(before[0], after[0])
+    np.testing.assert_array_equal(before[1], after[1])
+    for k, v in s._mem.state().items():
+        np.testing.assert_array_equal(v, mem_before[k])
+    other = Session(model).state_dict()          # a fresh user: no memory arrays
+    other = {k: v for k, v in other.items() if not k.startswith("memory.")}
+    s.load_state_dict(other)
+    assert s._mem.size == 0
+    assert set(model.item_index(s.recommend(40)[0])[0].tolist()) == {30, 31}
+
+
+def test_ids_match_as_in_recommend_and_timestamps_must_be_finite():
+    """Decimal-string ids of an integer catalogue are the same items for a
+    Session as for recommend(); a NaN timestamp is refused (it would compare
+    False with every later gap, so no session would ever end)."""
+    model = _model()
+    ids = np.asarray(model.item_ids)
+    as_text = [str(i) for i in ids[:10]]
+    s = Session(model, candidates=as_text)
+    got, _ = s.recommend(10)
+    ref, _ = recommend(model, None, k=10, candidates=as_text)
+    assert len(got) == 10
+    np.testing.assert_array_equal(np.sort(got), np.sort(ref))
+    s.click(as_text[3], timestamp=1.7e9)
+    assert s.clicks == 1
+    with pytest.raises(KeyError, match="unknown item id"):
+        s.click("nope")
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite unix time"):
+            s.click(ids[1], timestamp=bad)
+    assert s.clicks == 1
+    s.click(ids[1], timestamp=1.7e9 + 2 * GAP)      # a gap after a refused NaN still resets
+    assert s.clicks == 1
