@@ -205,7 +205,7 @@ def _preprocess(a, inter, *, filter_items: bool = True):
 
 
 def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
-                 min_session_length: int = 2) -> None:
+                 min_session_length: int = 2, user_filter: bool = True) -> None:
     g = p.add_argument_group("reading the log")
     g.add_argument("--format", choices=("auto",) + FORMATS, default=default_format,
                    help=f"log format (default {default_format}: guessed from the header line: "
@@ -263,8 +263,9 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
                    help=f"drop items with fewer clicks, iteratively (default {min_item_support})")
     g.add_argument("--min-session-length", type=C.Int(1, 2 ** 31 - 1), default=min_session_length,
                    help=f"drop shorter sessions, iteratively (default {min_session_length})")
-    g.add_argument("--min-user-events", type=C.Int(0, 2 ** 31 - 1), default=0,
-                   help="drop users with fewer clicks, iteratively (default 0: off)")
+    if user_filter:     # evaluate filters users by its protocol's own counts instead
+        g.add_argument("--min-user-events", type=C.Int(0, 2 ** 31 - 1), default=0,
+                       help="drop users with fewer clicks, iteratively (default 0: off)")
 
 
 # --------------------------------------------------------------------------
@@ -396,8 +397,8 @@ def _cmd_fit(a) -> int:
     from .data import filter_sessions, remap_items, split_by_time
     from .evaluate import train_model
 
-    _not_an_input(a.output, {"the log LOG": a.log, "the --valid log": a.valid})
-    _check_writable(a.output)
+    _check_outputs({"-o": a.output, "--report": a.report},
+                   {"the log LOG": a.log, "the --valid log": a.valid})
     _fit_config(a)                                # the flags' errors before any reading
     inter = _read(a, a.log)
     cfg = _fit_config(a, inter.user_kind)
@@ -475,21 +476,21 @@ def _cmd_candidates(a) -> int:
 
     if not a.output and not a.csv:
         raise UserError("give -o FILE.npz and/or --csv FILE.csv")
-    for p in (a.output, a.csv):
-        if p:
-            _not_an_input(p, {"the log LOG": a.log, "the --model file": a.model,
-                              "the --test log": a.test})
-            _check_writable(p)
+    _check_outputs({"-o": a.output, "--csv": a.csv, "--report": a.report},
+                   {"the log LOG": a.log, "the --model file": a.model, "the --test log": a.test})
     model = load_model(a.model) if a.model else None
-    inter = _read(a, a.log)
-    if model is not None:
-        inter = remap_items(inter, model.item_ids)
-        inter = _preprocess(a, inter, filter_items=False)
+
+    def prepare(log):
+        if model is None:
+            return _preprocess(a, log)
+        log = _preprocess(a, remap_items(log, model.item_ids), filter_items=False)
         if a.min_item_support > 1 or a.min_session_length > 1:
-            inter = filter_support(inter, min_item_support=a.min_item_support,
-                                   min_session_length=a.min_session_length, compact=False)
-    else:
-        inter = _preprocess(a, inter)
+            log = filter_support(log, min_item_support=a.min_item_support,
+                                 min_session_length=a.min_session_length, compact=False)
+        return log
+
+    raw = _read(a, a.log)
+    inter = prepare(raw)
     report: Dict[str, Any] = {"log": a.log, "users": None, "items": inter.n_items}
     if a.test:
         test = _read(a, a.test, item_vocab=inter.item_ids)
@@ -499,7 +500,10 @@ def _cmd_candidates(a) -> int:
     else:
         cands = None
         if a.eval_quantile:
-            pre, post, cut = split_by_time(inter, a.eval_quantile)
+            _, post, cut = split_by_time(inter, a.eval_quantile)
+            # the sets are built as the cloud would have built them at the cutoff: from the
+            # clicks before it, filtered alone (later clicks must not keep a rare item)
+            pre = prepare(raw.subset(raw.times < cut))
             c_pre = _candidate_sets(a, pre, model)
             rec = candidate_recall(c_pre, post)
             report["recall"] = dict(rec, measured_on=f"clicks after the {a.eval_quantile} time "
@@ -536,10 +540,7 @@ def _cmd_export(a) -> int:
     inputs_named = {"the model MODEL": a.model,
                     **{f"the --items file {p}": p for p in (a.items or [])},
                     **{f"the --inputs file {p}": p for p in (a.inputs or [])}}
-    for path in (a.output, a.onnx):
-        if path:
-            _not_an_input(path, inputs_named)
-            _check_writable(path)
+    _check_outputs({"-o": a.output, "--onnx": a.onnx}, inputs_named)
     if not a.output:
         return _write_onnx(a.model, a.onnx, a.json)
     items = inputs = None
@@ -630,15 +631,35 @@ def _not_an_input(output, inputs) -> None:
         raise UserError(str(e)) from None
 
 
+def _same_path(a: str, b: str) -> bool:
+    """``a`` and ``b`` name one file: the same file on disk (links too) or,
+    for paths that do not exist yet, the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _check_outputs(outputs: Dict[str, Optional[str]], inputs: Dict[str, Optional[str]]) -> None:
+    """Before any reading: no output is an input, no two outputs are one
+    file (the second write would replace the first), and every output can
+    be written (a missing directory fails now, not after the run)."""
+    given = [(flag, p) for flag, p in outputs.items() if p]
+    for i, (flag, p) in enumerate(given):
+        _not_an_input(p, inputs)
+        for flag2, p2 in given[:i]:
+            if _same_path(p, p2):
+                raise UserError(f"{flag2} and {flag} both name {p}: give each output its own "
+                                f"file")
+        _check_writable(p)
+
+
 def _check_output_paths(a) -> None:
     """Before any work: every output path writable, and the plot's image
     format one matplotlib writes (so a typo does not cost a whole run)."""
     ins = {"the log": getattr(a, "log", None), "the --model file": getattr(a, "model", None),
            "TRAIN": getattr(a, "train", None), "TEST": getattr(a, "test", None)}
-    for p in (a.json_report, a.markdown, a.plot):
-        if p:
-            _not_an_input(p, ins)
-            _check_writable(p)
+    _check_outputs({"--report": a.json_report, "--markdown": a.markdown, "--plot": a.plot}, ins)
     if a.plot:
         try:
             from matplotlib.backend_bases import FigureCanvasBase
@@ -679,7 +700,9 @@ def _output_args(p) -> None:
     g.add_argument("--markdown", metavar="FILE", help="also write the markdown tables here")
     g.add_argument("--plot", metavar="FILE.png",
                    help="bar chart of Recall@20/MRR@20 with intervals (needs matplotlib)")
-    g.add_argument("--ks", default="5,10,20", help="cutoffs k (default 5,10,20)")
+    g.add_argument("--ks", default="5,10,20",
+                   help="cutoffs k (default 5,10,20; 20 is always added: the report is read "
+                        "at Recall@20 / MRR@20)")
     g.add_argument("--ci", choices=("auto", "normal", "bootstrap"), default="auto",
                    help="95%% interval over users (sessions protocol: events): normal "
                         "approximation or bootstrap percentile; auto (default): bootstrap under "
@@ -900,8 +923,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first cutoff: this time quantile of all clicks (default 0.8)")
     v.add_argument("--cutoff", help="first cutoff as a date or unix time (overrides --quantile)")
     v.add_argument("--test-quantile", type=C.Float(0, 1, lo_open=True, hi_open=True),
-                   help="second cutoff (start of the test part): this time quantile "
-                        "(default: halfway from --quantile to 1, i.e. 0.9)")
+                   help="second cutoff (start of the test part): this time quantile of all "
+                        "clicks (default: halfway from --quantile to 1, i.e. 0.9; with a "
+                        "--cutoff date: the median of the clicks after it)")
     v.add_argument("--test-cutoff", help="second cutoff as a date or unix time")
     v.add_argument("--split", choices=("time", "share"), default="time",
                    help="time: the second global cutoff (default; no model trains on a click "
@@ -971,7 +995,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--ft-candidates", action="store_true",
                    help="gru part: draw half the negatives from the user's candidate set")
     v.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    _reader_args(v, min_item_support=2, min_session_length=1)
+    _reader_args(v, min_item_support=2, min_session_length=1, user_filter=False)
     _model_args(v)
     _output_args(v)
     v.set_defaults(func=_cmd_evaluate)

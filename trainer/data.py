@@ -445,10 +445,19 @@ def _assemble(users: np.ndarray, items: np.ndarray, times: np.ndarray, sessions:
         if sessions is None:
             order = np.lexsort((times, users))
         else:
-            # sessions ordered by their first click within each user
-            start = np.full(int(sessions.max()) + 1, np.inf)
-            np.minimum.at(start, sessions, times)
-            order = np.lexsort((times, sessions, start[sessions], users))
+            # sessions ordered by their first click within each user: the start of
+            # each (user, session) pair -- a session label may recur across users
+            # ("web", "app"), and its first click over all users says nothing of hers
+            u64, s64 = users.astype(np.int64), sessions.astype(np.int64)
+            n_s = int(s64.max()) + 1
+            if (int(u64.max()) + 1) * n_s < 2 ** 62:
+                _, pair = np.unique(u64 * n_s + s64, return_inverse=True)
+            else:
+                _, pair = np.unique(np.stack([u64, s64], 1), axis=0, return_inverse=True)
+            pair = pair.reshape(-1)
+            start = np.full(int(pair.max()) + 1, np.inf)
+            np.minimum.at(start, pair, times)
+            order = np.lexsort((times, sessions, start[pair], users))
         users, items, times = users[order], items[order].astype(np.int32), times[order]
         new = np.empty(n, dtype=bool)
         new[0] = True

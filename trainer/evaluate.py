@@ -139,8 +139,19 @@ GRU_METHODS = ("global", "centralized", "personal")
 BASELINE_METHODS = tuple(BASELINES)
 DEEPREC_METHODS = BASELINE_METHODS + GRU_METHODS
 SESSION_METHODS = tuple(m for m in BASELINE_METHODS if m != "recency") + ("recency", "gru")
-_TABLE_METRICS = ("recall@5", "recall@10", "recall@20", "mrr@5", "mrr@10", "mrr@20",
-                  "ndcg@20", "map@20")
+#: The cutoff every report is read at (the headline, the best non-GRU method, the breakdown).
+HEADLINE_K = 20
+
+
+def report_ks(ks: Sequence[int]) -> Tuple[int, ...]:
+    """The cutoffs a report computes: ``ks`` and always :data:`HEADLINE_K`."""
+    return tuple(sorted({int(k) for k in ks} | {HEADLINE_K}))
+
+
+def _table_metrics(ks: Sequence[int]) -> Tuple[str, ...]:
+    """The markdown table's columns: Recall and MRR at every k, NDCG and MAP at 20."""
+    return (tuple(f"recall@{k}" for k in ks) + tuple(f"mrr@{k}" for k in ks)
+            + (f"ndcg@{HEADLINE_K}", f"map@{HEADLINE_K}"))
 #: Under this many users the intervals are bootstrap percentile intervals by default.
 BOOTSTRAP_BELOW_USERS = 100
 #: Under these sample sizes the report warns that intervals are wide.
@@ -238,9 +249,13 @@ def _check_settings(st: DeepRecSettings) -> None:
         raise ValueError(f"unknown method(s) {unknown}; choose among {list(DEEPREC_METHODS)}")
     if not 0.0 < st.quantile < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {st.quantile}")
-    if st.test_quantile is not None and not st.quantile < st.test_quantile < 1.0:
+    if st.test_quantile is not None and st.cutoff is None \
+            and not st.quantile < st.test_quantile < 1.0:
         raise ValueError(f"test_quantile must be in (quantile={st.quantile}, 1), got "
                          f"{st.test_quantile}")
+    if st.test_quantile is not None and not 0.0 < st.test_quantile < 1.0:
+        # with a cutoff date the split checks that its quantile falls after the date
+        raise ValueError(f"test_quantile must be in (0, 1), got {st.test_quantile}")
     if st.split not in ("time", "share"):
         raise ValueError(f"split must be 'time' or 'share', got {st.split!r}")
     if not 0.0 < st.finetune_share < 1.0:
@@ -338,7 +353,8 @@ def split_protocol(inter: Interactions, st: DeepRecSettings,
             test_cutoff = _when(st.test_cutoff)
         else:
             q2 = st.test_quantile if st.test_quantile is not None else (1.0 + st.quantile) / 2
-            if st.cutoff is not None:       # a date: the second cutoff halves what follows it
+            if st.cutoff is not None and st.test_quantile is None:
+                # a date and no second quantile: the second cutoff halves what follows it
                 after = t[t >= cutoff]
                 test_cutoff = float(np.quantile(after, 0.5)) if after.size else cutoff
             else:
@@ -918,7 +934,7 @@ def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
                  fitted: Dict[str, Any], ft_record: Dict[str, Any], models: Dict[str, Model],
                  timing: Dict[str, float], fcfg: FitConfig) -> Dict[str, Any]:
     """Stage 6 (see the module docstring)."""
-    ks = tuple(int(k) for k in st.ks)
+    ks = report_ks(st.ks)
     n_users = len(sp.users)
     ci = _ci_method(st.ci, n_users)
     methods = tuple(st.methods)
@@ -961,6 +977,7 @@ def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
     gm = models.get("global")
     report = _report_head("deeprec")
     settings = json.loads(json.dumps(asdict(st), default=str))
+    settings["ks"] = list(ks)                     # what was computed (20 always)
     settings["ci_used"] = ci
     report.update({
         "data": data,
@@ -1081,7 +1098,9 @@ def evaluate_sessions(train: Interactions, test: Interactions,
     if "gru" in methods:
         p = params_of(gmodel)
         spec = gmodel.repeat
-        U = user_vectors(p, items, starts, pos, not gmodel.carry_state)
+        # each test session is its own anonymous user: the GRU state starts fresh at
+        # every session even for a model that carries a user's state across sessions
+        U = user_vectors(p, items, starts, pos, True)
         rep = None
         if spec.active:     # each session is its own user: its memory starts empty
             rep = _per_session_features(items, starts, pos, spec.memory)
@@ -1100,7 +1119,7 @@ def evaluate_sessions(train: Interactions, test: Interactions,
             acc[m].add_ranks(o, c)
     timing["scoring_seconds"] = time.perf_counter() - t0
     timing["total_seconds"] = time.perf_counter() - t_start
-    ks = tuple(int(k) for k in ks)
+    ks = report_ks(ks)
     report = _report_head("sessions")
     results = {m: {"full": _summaries(acc[m], ks, ci, seed)} for m in methods}
     report.update({
@@ -1201,15 +1220,16 @@ def _cell(m: Optional[Dict[str, Any]], with_ci: bool) -> str:
 
 
 def _table(report: Dict[str, Any], setting: str) -> List[str]:
+    cols = _table_metrics(report.get("settings", {}).get("ks") or (5, 10, 20))
     head = ["method"] + [m.replace("recall", "Recall").replace("mrr", "MRR")
-                         .replace("ndcg", "NDCG").replace("map", "MAP") for m in _TABLE_METRICS]
+                         .replace("ndcg", "NDCG").replace("map", "MAP") for m in cols]
     head += ["Recall@20 cons.", "MRR@20 cons."]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in report["methods"].items():
         r = res.get(setting) or {}
         opt, con = r.get("optimistic") or {}, r.get("conservative") or {}
         row = [name] + [_cell(opt.get(k), k.endswith("@20") and k[:3] in ("rec", "mrr"))
-                        for k in _TABLE_METRICS]
+                        for k in cols]
         row += [_cell(con.get("recall@20"), False), _cell(con.get("mrr@20"), False)]
         lines.append("| " + " | ".join(row) + " |")
     return lines

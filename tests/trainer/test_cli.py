@@ -318,3 +318,98 @@ def test_numeric_options_name_their_range(log_csv, capsys):
             main(argv)
         assert e.value.code == 2
         assert f"argument {opt}" in capsys.readouterr().err
+
+
+def test_every_output_is_checked_before_any_work(log_csv, tmp_path, capsys):
+    """fit/candidates --report onto the log, two outputs onto one file, or an
+    output in a missing directory: refused before reading, nothing changed
+    (fit --report LOG replaced the log with JSON; -o X --report X left an
+    unreadable model; --report R --markdown R an unparseable report)."""
+    import shutil
+    log = tmp_path / "log.csv"
+    shutil.copy(log_csv, log)
+    before = log.read_bytes()
+    out = tmp_path / "o.npz"
+    cases = [
+        (["fit", str(log), *READER, *SMALL, "-o", str(out), "--report", str(log)],
+         "an input of this command"),
+        (["candidates", str(log), *READER, "-o", str(out), "--report", str(log), "-q"],
+         "an input of this command"),
+        (["fit", str(log), *READER, *SMALL, "-o", str(out), "--report", str(out)],
+         "-o and --report both name"),
+        (["candidates", str(log), *READER, "-o", str(out), "--csv", str(out), "-q"],
+         "-o and --csv both name"),
+        (["evaluate", str(log), *READER, *SMALL, "--report", str(tmp_path / "r"),
+          "--markdown", str(tmp_path / "." / "r")], "--report and --markdown both name"),
+        (["fit", str(log), *READER, *SMALL, "-o", str(out), "--report",
+          str(tmp_path / "missing" / "r.json")], "missing"),
+    ]
+    for argv, expect in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert expect in err, (argv, err)
+        assert "epoch" not in err                    # refused before training
+        assert log.read_bytes() == before
+        assert not out.exists() and not (tmp_path / "r").exists()
+
+
+def test_evaluate_sessions_starts_every_test_session_fresh(tmp_path):
+    """Each test session is its own anonymous user: a model that carries its
+    state across a user's sessions ranks exactly as the same weights without
+    that flag (it carried session 0's state into session 1)."""
+    from deeprec_edge.trainer.data import split_by_time
+    from deeprec_edge.trainer.evaluate import evaluate_sessions
+    inter, _ = make_synthetic(n_users=30, n_items=40, n_clusters=2, seed=3)
+    tr, te, _ = split_by_time(inter, 0.8, unit="session")
+    p = init_params(tr.n_items, FitConfig(hidden=[12], embedding=8, dim=8), seed=0)
+    ids = tr.item_ids
+    pop = tr.item_support().astype(np.float32)
+    reps = {}
+    for carry in (False, True):
+        m = model_from_params(p, ids, pop, config={"carry_state": carry})
+        assert m.carry_state is carry
+        r = evaluate_sessions(tr, te, methods=("gru",), model=m, progress=False)
+        reps[carry] = r["methods"]["gru"]["full"]["optimistic"]
+    for k in ("recall@20", "mrr@20"):
+        assert reps[True][k]["mean"] == reps[False][k]["mean"], k
+
+
+def test_candidate_recall_builds_the_sets_from_pre_cutoff_clicks_alone(tmp_path, monkeypatch):
+    """candidates --eval-quantile: an item with too few clicks before the
+    cutoff is not in the sets built at the cutoff, however often it is
+    clicked after it (support filtering ran on the whole log)."""
+    import deeprec_edge.trainer.cli as tcli
+    rows = ["user_id,item_id,time"]
+    t = 0
+    for u in range(40):                      # items 1..4: well supported before the cutoff
+        for i in (1, 2, 3, 4, 1, 2):
+            rows.append(f"u{u},{i},{t}")
+            t += 10
+    rows += [f"u{u},99,{t + u}" for u in range(3)]          # item 99: 3 clicks before,
+    t_pre, t = t + 2, t + 1000
+    for u in range(30):                                    # 30 after the cutoff
+        rows += [f"u{u},99,{t}", f"u{u},1,{t + 1}"]
+        t += 10
+    rows.append(f"u0,2,{t}")
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(rows) + "\n")
+    from deeprec_edge.trainer.data import time_cutoff
+    times = np.array([float(r.rsplit(",", 1)[1]) for r in rows[1:]])
+    assert t_pre < time_cutoff(times, 0.8) < t_pre + 998      # the cutoff falls in the gap
+    seen = []
+    real = tcli._candidate_sets
+    monkeypatch.setattr(tcli, "_candidate_sets",
+                        lambda a, hist, model: seen.append(hist) or real(a, hist, model))
+    assert main(["candidates", str(log), *READER, "-o", str(tmp_path / "c.npz"), "-q",
+                 "--eval-quantile", "0.8", "--min-item-support", "5", "-n", "5"]) == 0
+    pre, full = seen
+    assert 99 not in set(pre.item_ids[pre.items].tolist())
+    assert 99 in set(full.item_ids[full.items].tolist())
+
+
+def test_evaluate_has_no_user_filter_that_would_read_test_clicks(log_csv, capsys):
+    """--min-user-events counted every click of a user, test clicks too, and
+    evaluate ignored it anyway: it is not an evaluate option."""
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(log_csv), *READER, *SMALL, "--min-user-events", "5"])
+    assert "unrecognized arguments: --min-user-events" in capsys.readouterr().err

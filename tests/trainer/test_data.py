@@ -372,3 +372,18 @@ def test_package_import_is_light_and_names_the_extra():
                          cwd=os.path.dirname(__file__), timeout=60)
     assert out.returncode == 0, out.stderr
     assert 'pip install "deeprec-edge[trainer]"' in out.stdout
+
+
+def test_session_labels_reused_across_users_keep_each_users_time_order(tmp_path):
+    """Explicit session labels that recur across users ("web", "app"): each
+    user's sessions come in her own time order (they were ordered by the
+    label's first click over all users)."""
+    p = tmp_path / "s.csv"
+    p.write_text("user_id,session_id,item_id,timestamp\n"
+                 "A,web,1,1000\nA,web,2,1010\nA,app,3,5000\nA,app,4,5010\n"
+                 "B,app,5,100\nB,app,6,110\nB,web,7,9000\n")
+    f = D.read_csv(p).to_frame()
+    for u, g in f.groupby("user_id"):
+        assert g.time.is_monotonic_increasing, (u, g.time.tolist())
+    a = f[f.user_id == "A"]
+    assert a.item_id.tolist() == [1, 2, 3, 4] and a.session.nunique() == 2

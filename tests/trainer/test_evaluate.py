@@ -505,3 +505,27 @@ def test_breakdown_chooses_its_interval_per_kind():
     bd = EV.event_breakdown(sc, ("global", "personal"), "auto", 0)
     assert bd["repeat"]["users"] == 5 and bd["repeat"]["ci_used"] == "bootstrap"
     assert bd["new"]["users"] == 115 and bd["new"]["ci_used"] == "normal"
+
+
+def test_a_test_quantile_is_honoured_after_a_cutoff_date(shoppers):
+    """--cutoff DATE --test-quantile Q: the test part starts at the Q time
+    quantile of all clicks (it was the median after the date whatever Q
+    said); a Q before the date is an error; no Q keeps the median."""
+    inter, truth = shoppers
+    t = inter.times
+    for q in (0.8, 0.95):
+        sp = EV.split_protocol(inter, EV.DeepRecSettings(cutoff=truth.cutoff, test_quantile=q))
+        assert sp.test_cutoff == pytest.approx(float(np.quantile(t, q)))
+    sp = EV.split_protocol(inter, EV.DeepRecSettings(cutoff=truth.cutoff))
+    assert sp.test_cutoff == pytest.approx(float(np.quantile(t[t >= truth.cutoff], 0.5)))
+    with pytest.raises(ValueError, match="is not after the cutoff"):
+        EV.split_protocol(inter, EV.DeepRecSettings(cutoff=truth.cutoff, test_quantile=0.1))
+
+
+def test_reports_always_hold_the_headline_cutoff():
+    """ks without 20 still give Recall@20 / MRR@20 (the best non-GRU method
+    and the tables are read there), and the table shows the ks asked for."""
+    assert EV.report_ks((1, 50)) == (1, 20, 50)
+    assert EV.report_ks((5, 10, 20)) == (5, 10, 20)
+    head = EV._table({"settings": {"ks": [1, 20, 50]}, "methods": {}}, "full")[0]
+    assert "Recall@1 | Recall@20 | Recall@50 | MRR@1 | MRR@20 | MRR@50 | NDCG@20" in head
