@@ -50,6 +50,11 @@ SMALL_ARCHIVE = 64 << 20
 #: Largest inflation deflate can achieve (a stream of one repeated byte).
 _DEFLATE_MAX_RATIO = 1032
 
+class _BadHeader(Exception):
+    """A member's ``.npy`` header is invalid (the message; reported through
+    the caller's ``fail``, not wrapped as an I/O error)."""
+
+
 #: Zip general-purpose flags we never write and refuse: encryption (bits 0
 #: and 6) and "compressed patched data" (bit 5).
 _UNSUPPORTED_FLAGS = 0x1 | 0x20 | 0x40
@@ -207,6 +212,8 @@ class NpzArchive:
             with self.zip.open(info) as m:
                 head = m.read(12)
                 hdr, offset = self._parse_header(key, head, m)
+        except _BadHeader as e:
+            raise self.fail(str(e)) from None
         except _MEMBER_ERRORS as e:
             raise self.fail(f"is truncated or corrupt: array '{key}' cannot be read "
                             f"({type(e).__name__}: {e})") from None
@@ -220,45 +227,48 @@ class NpzArchive:
     def _parse_header(self, key: str, head: bytes, m: Any) -> Tuple[NpyHeader, int]:
         bad = f"array '{key}' is not a valid .npy array"
         if len(head) < 10 or head[:6] != b"\x93NUMPY":
-            raise self.fail(f"{bad} (no .npy magic)")
+            raise _BadHeader(f"{bad} (no .npy magic)")
         major = head[6]
         if major == 1:
             (hlen,) = struct.unpack("<H", head[8:10])
             start = 10
         elif major in (2, 3):
             if len(head) < 12:
-                raise self.fail(f"{bad} (truncated header)")
+                raise _BadHeader(f"{bad} (truncated header)")
             (hlen,) = struct.unpack("<I", head[8:12])
             start = 12
         else:
-            raise self.fail(f"{bad} (format version {major}.{head[7]})")
+            raise _BadHeader(f"{bad} (format version {major}.{head[7]})")
         if hlen > MAX_HEADER_BYTES:
-            raise self.fail(f"{bad} (a header of {hlen} bytes; at most {MAX_HEADER_BYTES})")
+            raise _BadHeader(f"{bad} (a header of {hlen} bytes; at most {MAX_HEADER_BYTES})")
+        if hlen < len(head) - start:
+            # shorter than the bytes already read: read(negative) would read the whole member
+            raise _BadHeader(f"{bad} (a header of {hlen} bytes)")
         text = head[start:] + m.read(hlen - (len(head) - start))
         if len(text) != hlen:
-            raise self.fail(f"is truncated or corrupt: array '{key}' has a truncated header")
+            raise _BadHeader(f"is truncated or corrupt: array '{key}' has a truncated header")
         try:
             d = ast.literal_eval(text.decode("utf-8" if major == 3 else "latin-1"))
         except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
-            raise self.fail(f"{bad} (unreadable header)") from None
+            raise _BadHeader(f"{bad} (unreadable header)") from None
         if (not isinstance(d, dict) or set(d) != {"descr", "fortran_order", "shape"}
                 or not isinstance(d["fortran_order"], bool) or not isinstance(d["shape"], tuple)
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
                            for s in d["shape"]) or len(d["shape"]) > 32):
-            raise self.fail(f"{bad} (header {text[:120]!r})")
+            raise _BadHeader(f"{bad} (header {text[:120]!r})")
         descr = d["descr"]
         if not isinstance(descr, str):
-            raise self.fail(f"array '{key}' has a structured dtype; deeprec-edge files hold "
+            raise _BadHeader(f"array '{key}' has a structured dtype; deeprec-edge files hold "
                             f"only numeric and string arrays")
         try:
             dtype = np.dtype(descr)
         except (TypeError, ValueError):
-            raise self.fail(f"{bad} (dtype {descr!r})") from None
+            raise _BadHeader(f"{bad} (dtype {descr!r})") from None
         if dtype.hasobject:
-            raise self.fail(f"array '{key}' holds Python objects (needs pickle); deeprec-edge "
+            raise _BadHeader(f"array '{key}' holds Python objects (needs pickle); deeprec-edge "
                             f"files hold only numeric and string arrays")
         if dtype.kind not in "biufcUS" or dtype.subdtype is not None:
-            raise self.fail(f"array '{key}' has dtype {dtype}; deeprec-edge files hold only "
+            raise _BadHeader(f"array '{key}' has dtype {dtype}; deeprec-edge files hold only "
                             f"numeric and string arrays")
         count = 1
         for s in d["shape"]:

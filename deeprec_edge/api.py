@@ -33,7 +33,7 @@ def _reset(model) -> bool:
 def _dense_candidates(model, candidates) -> Optional[np.ndarray]:
     if candidates is None:
         return None
-    idx, unknown = model.item_index(np.asarray(list(candidates)))
+    idx, unknown = model.item_index(list(candidates))
     idx = np.unique(np.asarray(idx)[~np.asarray(unknown)]).astype(np.int32)
     return idx
 

@@ -43,7 +43,7 @@ import numpy as np
 from ._atomic import atomic_write
 from .recipe import DEFAULT_RECIPE, FinetuneRecipe
 from .repeat import DEFAULT_MEMORY, FEATURES as REPEAT_FEATURES, RepeatSpec
-from ._npz import NpzArchive, write_npz_deflated
+from ._npz import SMALL_ARCHIVE, NpzArchive, write_npz_deflated
 from .quant import (_NIBBLE, Compressed, decode as _decode, encode as _encode, float16_if_exact,
                     parse_storage)
 
@@ -389,6 +389,11 @@ class Model:
         array input of the catalogue's kind.
         """
         q = np.asarray(ids)
+        if q.dtype.kind == "f" and not isinstance(ids, np.ndarray):
+            # Python ints numpy could not fit one integer type (an id >= 2**63 beside
+            # ordinary ones) became float64, rounding ids above 2**53 onto neighbours:
+            # each element is matched as given instead
+            q = np.asarray(ids, dtype=object)
         scalar = q.ndim == 0
         q = q.reshape(-1)
         sorted_ids, order = self._sorted_ids()
@@ -802,9 +807,13 @@ class _Checker:
         if not (isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp)):
             raise self.fail(f"personal base_fingerprint must be 64 lowercase hex digits "
                             f"(sha256), got {fp!r}")
-        for k in ("clicks_used", "epochs"):
-            if not self._is_int(p[k]) or p[k] < 0:
+        for k in ("clicks_used", "epochs", "finetunes", "clicks_used_total"):
+            if (k in p or k in _REQUIRED_PERSONAL) and (not self._is_int(p[k]) or p[k] < 0):
                 raise self.fail(f"personal {k} must be a non-negative integer, got {p[k]!r}")
+        fp = p.get("parent_fingerprint")
+        if fp is not None and not (isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp)):
+            raise self.fail(f"personal parent_fingerprint must be 64 lowercase hex digits "
+                            f"(sha256), got {fp!r}")
         if not self._is_int(p["seed"]):
             raise self.fail(f"personal seed must be an integer, got {p['seed']!r}")
         ts = p["last_timestamp"]
@@ -1271,11 +1280,16 @@ DELTA_TAG = "deeprec-edge/personal-delta"
 
 
 def _same_array(a: np.ndarray, b: np.ndarray, name: str = "") -> bool:
+    """Equal as the fingerprint sees them: for floats also the sign of zero
+    (np.array_equal calls -0.0 and 0.0 equal; their bytes differ)."""
     a, b = np.asarray(a), np.asarray(b)
     if _value_hashed(name) and a.dtype.kind == b.dtype.kind == "f":
-        return a.shape == b.shape and np.array_equal(a.astype(np.float32), b.astype(np.float32))
-    return (a.shape == b.shape and a.dtype.kind == b.dtype.kind
-            and a.dtype.itemsize == b.dtype.itemsize and np.array_equal(a, b))
+        a, b = a.astype(np.float32), b.astype(np.float32)
+    elif not (a.dtype.kind == b.dtype.kind and a.dtype.itemsize == b.dtype.itemsize):
+        return False
+    if a.shape != b.shape or not np.array_equal(a, b):
+        return False
+    return a.dtype.kind != "f" or np.array_equal(np.signbit(a), np.signbit(b))
 
 
 def delta_arrays(model: Model, base: Model) -> Dict[str, np.ndarray]:
@@ -1398,10 +1412,37 @@ def _read_npz(f: Any, p: str) -> Tuple[Dict[str, np.ndarray], Optional[Dict[str,
             if name in names:
                 h = z.header(name)
                 ck.member(name, m, h.dtype, h.shape)
+        _check_sparse_memory(ck, z, n, e, hs, d, tied, cfg.get("storage") or {})
         for name in table:
             if name in names and name not in arrays:
                 arrays[name] = z.read(name)
     return arrays, delta, list(table)
+
+
+#: In-memory bytes of decoding a model's sparse matrices, at most this many
+#: times its file size (beyond ``_npz.SMALL_ARCHIVE``).
+MAX_SPARSE_INFLATION = 1000
+
+
+def _check_sparse_memory(ck: "_Checker", z: NpzArchive, n: int, e: int, hs: List[int], d: int,
+                         tied: bool, storage: Mapping[str, str]) -> None:
+    """A sparse matrix decodes to its dense size from a mask that deflates
+    to almost nothing (an all-zero mask): count those dense bytes (and the
+    decoder's bit and bool copies of the mask) before any data is read: at
+    most :data:`MAX_SPARSE_INFLATION` times the file beyond
+    :data:`_npz.SMALL_ARCHIVE` (a 99%-pruned int4 matrix decodes to ~600x
+    its file bytes; an all-zero mask to ~10,000x)."""
+    extra = 0
+    for name, (shape, _) in _matrix_shapes(n, e, hs, d, tied).items():
+        dt, sparse = parse_storage(storage.get(name, "float32"))
+        if sparse:
+            extra += shape[0] * shape[1] * ({"float32": 4, "float16": 2}.get(dt, 1) + 2)
+    if not extra:
+        return
+    if extra > SMALL_ARCHIVE and extra > MAX_SPARSE_INFLATION * z.size:
+        raise ck.fail(f"not a plausible model file: its sparse matrices decode to "
+                      f"{extra / 2**20:,.0f} MiB from a file of {z.size:,} bytes (more than "
+                      f"{MAX_SPARSE_INFLATION}x)")
 
 
 def _write_arrays(f: Any, arrays: Mapping[str, np.ndarray], compressed: bool) -> None:

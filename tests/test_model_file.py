@@ -617,6 +617,11 @@ def test_optional_config_keys_have_defaults(tmp_path):
     # finite but beyond any time a history is read at: `info` could not print it
     (lambda p: p.update(last_timestamp=1e20), "personal last_timestamp must be unix"),
     (lambda p: p.update(last_timestamp=-2e11), "personal last_timestamp must be unix"),
+    # optional keys that the next fine-tune reads with int(): checked when present
+    (lambda p: p.update(finetunes="x"), "personal finetunes must be a non-negative integer"),
+    (lambda p: p.update(clicks_used_total=None), "personal clicks_used_total must be a non-neg"),
+    (lambda p: p.update(clicks_used_total=2.9), "personal clicks_used_total must be a non-neg"),
+    (lambda p: p.update(parent_fingerprint="abc"), "personal parent_fingerprint must be 64"),
 ])
 def test_bad_personal_record(tmp_path, change, expect):
     a = {k: np.array(v, copy=True) for k, v in random_personal().to_arrays().items()}
@@ -918,3 +923,59 @@ def test_invalid_code_points_and_zip_features_are_format_errors(tmp_path):
         data[at + 8:at + 10] = flag.to_bytes(2, "little")
         p.write_bytes(bytes(data))
         assert "is encrypted or patched" in load_error(p)
+
+
+def test_item_index_keeps_64_bit_ids_exact():
+    """A list of Python ints that numpy cannot fit one integer type (an id
+    >= 2**63 beside ordinary ones) became float64 and matched ids above
+    2**53 to their neighbours: each id is matched exactly, the huge one is
+    unknown -- also through recommend's and Session's candidates."""
+    from deeprec_edge import Session, recommend
+    from deeprec_edge.model import model_from_params, params_of
+    base = random_model(n_items=4)
+    ids = np.array([2 ** 60 + k for k in range(4)], np.int64)
+    m = model_from_params(params_of(base), ids, base.popularity)
+    want = [2 ** 60 + 1, 2 ** 60 + 3, 2 ** 64 - 5]
+    idx, unk = m.item_index(want)
+    np.testing.assert_array_equal(idx, [1, 3, -1])
+    np.testing.assert_array_equal(unk, [False, False, True])
+    assert sorted(recommend(m, None, k=4, candidates=want)[0].tolist()) == want[:2]
+    assert sorted(Session(m, candidates=want).recommend(4)[0].tolist()) == want[:2]
+
+
+def test_sparse_matrices_that_decode_to_gigabytes_are_rejected_unread(tmp_path):
+    """An all-zero mask deflates ~1000x and its dense matrix is 4 bytes an
+    entry: a 0.1 MB file declaring a 7000 x 65536 pruned table would decode
+    to 1.3 GiB. Rejected from the headers, before any data."""
+    from deeprec_edge._npz import write_npz_deflated
+    R, C = 7000, 65536
+    m = random_model(n_items=R, e=8, hidden=1, d=1)
+    a = m.to_arrays()
+    cfg = json.loads(str(a["config"][()]))
+    cfg.update(e=C, storage={"E": "float32+sparse"}, flags=["pruned"])
+    a["config"] = np.array(json.dumps(cfg))
+    a["version"] = np.array(2, np.int64)
+    a["E.mask"] = np.zeros((R, C // 8), np.uint8)
+    a["E"] = np.zeros(0, np.float32)
+    a["gru0.W_ih"] = np.zeros((3, C), np.float32)
+    p = tmp_path / "bomb.npz"
+    with open(p, "wb") as f:
+        write_npz_deflated(f, a)
+    assert p.stat().st_size < 200_000
+    msg, peak = _peak_mb(lambda: load_model(p))
+    assert "not a plausible model file: its sparse matrices decode to" in msg, msg
+    assert peak < 40, peak
+
+
+def test_a_npy_header_shorter_than_its_prefix_is_rejected_unread(tmp_path):
+    """A v1 header declaring 0 bytes made the reader read(-2): the whole
+    member. Rejected from the 12 bytes read, with a plain message."""
+    a = random_arrays()
+    raw = {"popularity": (b"\x93NUMPY\x01\x00\x00\x00", 60 << 20)}
+    a.pop("popularity")
+    p = tmp_path / "h.npz"
+    _write_members(p, a, raw, compress=zipfile.ZIP_DEFLATED)
+    msg, peak = _peak_mb(lambda: load_model(p))
+    assert "array 'popularity' is not a valid .npy array (a header of 0 bytes)" in msg, msg
+    assert "cannot be read" not in msg
+    assert peak < 20, peak

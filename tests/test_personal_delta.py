@@ -61,6 +61,20 @@ def test_a_trained_layer_replaces_the_compressed_one(tmp_path):
     assert back.storage["gru0.W_ih"] == "float32"
 
 
+def test_a_delta_keeps_arrays_that_differ_only_in_the_sign_of_zero(tmp_path):
+    """-0.0 and 0.0 are equal numbers with different bytes, and the
+    fingerprint hashes bytes: a delta that left such an array out loaded as
+    a model of another fingerprint."""
+    base = random_model(seed=3)
+    base.b_p[:] = 0.0
+    p = params_of(base)
+    p.b_p = -base.b_p                                   # -0.0 everywhere
+    pers = make_personal(base, p, clicks_used=1, last_timestamp=None, seed=0, epochs=1)
+    assert "head.b" in delta_arrays(pers, base)
+    save_model(pers, tmp_path / "d.npz", delta_of=base)
+    assert load_model(tmp_path / "d.npz", base=base).fingerprint() == pers.fingerprint()
+
+
 def test_delta_errors(tmp_path):
     base = random_model(seed=1)
     other = random_model(seed=9)
