@@ -284,6 +284,11 @@ def recent_items(history: Interactions, n_recent: int = 10,
     if n == 0:
         e = np.empty(0, np.int64)
         return e, e, np.empty(0, np.float64)
+    t = history.times
+    if np.any((u[1:] == u[:-1]) & (t[1:] < t[:-1])):
+        # rows in session order whose sessions overlap in time: recency is by time
+        o = np.lexsort((np.arange(n), t, u))
+        u, i = u[o], i[o]
     rev = np.arange(n - 1, -1, -1)
     key = u[rev] * history.n_items + i[rev]
     _, first = np.unique(key, return_index=True)

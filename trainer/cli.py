@@ -256,7 +256,8 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
                    help="seconds: a longer gap between a user's clicks starts a new session "
                         "(default 3600); also stored in the model file")
     g.add_argument("--no-session-gap", action="store_true",
-                   help="one session per user (no time-gap rule)")
+                   help="one session per user (no time-gap rule); the model file then tells "
+                        "devices not to cut sessions either (session_gap_seconds 1e12)")
     g.add_argument("--remove-repeats", action="store_true",
                    help="drop a click on the same item as the previous click of the session")
     g.add_argument("--min-item-support", type=C.Int(1, 2 ** 31 - 1), default=min_item_support,
@@ -573,6 +574,9 @@ def _cmd_export(a) -> int:
         if info["sliced"] and info["inputs_given"]:
             msg += (f"; {info['input_items_kept']:,} of them only as inputs (items the "
                     f"devices click)")
+            if info["inputs_unknown"]:
+                msg += (f"; {info['inputs_unknown']:,} --inputs clicks on items not in the "
+                        f"catalogue")
         print(msg)
         if info["sliced"] and not info["inputs_given"]:
             print(f"note: a device that clicks an item outside these {info['items']:,} loses "

@@ -136,10 +136,13 @@ def read_item_list(path: Any) -> List[Any]:
 
     - ``.npz``: the ``item_ids`` array (a candidates file: the union of all
       users' sets; or a model file: its catalogue);
-    - CSV with a header containing ``item_id`` (e.g. the candidates CSV
-      ``user_id,item_id,rank,score``): that column, all rows;
-    - otherwise one id per line (an ``item_id`` header line is allowed,
-      blank lines skipped).
+    - CSV with a header naming an item column as the device's history
+      reader does (``item_id``, ``itemId``, ``item``, ``aid``, any case;
+      delimited by commas, or tabs or semicolons when the header has no
+      comma) -- a candidates CSV ``user_id,item_id,rank,score`` or a
+      device's click history: that column, all rows;
+    - otherwise one id per line (a header line naming the item column is
+      allowed, blank lines skipped).
 
     Ids are returned as text, or as ints for an ``.npz`` with integer ids;
     :meth:`Model.item_index` matches decimal text against integer
@@ -150,13 +153,19 @@ def read_item_list(path: Any) -> List[Any]:
         raise FileNotFoundError(2, f"item list not found: {p}", p)
     if p.endswith(".npz"):
         return _ids_from_npz(p).tolist()
+    from deeprec_edge.history import ITEM_COLUMNS
     with open(p, newline="", encoding="utf-8-sig") as f:
         first = f.readline()
         f.seek(0)
-        header = [c.strip().lower() for c in first.strip().split(",")]
-        if "item_id" in header and len(header) > 1:
-            col = header.index("item_id")
-            rows = csv.reader(f)
+        delim = "," if "," in first else "\t" if "\t" in first else ";" if ";" in first else ","
+        header = [c.strip().lower() for c in next(csv.reader([first], delimiter=delim), [])]
+        hits = [i for i, h in enumerate(header) if h in ITEM_COLUMNS]
+        if len(hits) > 1:
+            raise ValueError(f"{p}: ambiguous item column: {[header[i] for i in hits]} all "
+                             f"match")
+        if hits and len(header) > 1:
+            col = hits[0]
+            rows = csv.reader(f, delimiter=delim)
             next(rows, None)
             out = []
             for line, row in enumerate(rows, start=2):
@@ -167,7 +176,7 @@ def read_item_list(path: Any) -> List[Any]:
                 out.append(row[col].strip())
             return out
         out = [ln.strip() for ln in f if ln.strip()]
-    if out and out[0].lower() == "item_id":
+    if out and out[0].strip('"').lower() in ITEM_COLUMNS:
         out = out[1:]
     return out
 
@@ -247,9 +256,15 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
         if inputs is not None:
             ids = list(inputs)
             if ids:
-                kept, _ = known(ids)
+                kept, unk = known(ids)
+                if not kept.size:       # a misread file would keep nothing, silently
+                    raise ValueError(
+                        f"none of the {len(ids):,} --inputs ids is in the catalogue of "
+                        f"{source} ({model.n_items} items), e.g. "
+                        f"{', '.join(repr(str(x)) for x in ids[:3])}")
                 n_input_only = int(np.setdiff1d(kept, ranked).size)
                 idx = np.concatenate([idx, kept])
+                info["inputs_unknown"] = int(unk.sum())
         model, sinfo = slice_model(model, idx, by="index")
         model.config["sliced_from"].update(items_to_rank=int(ranked.size),
                                            input_items=n_input_only)
@@ -270,4 +285,5 @@ def export_model(source: Any, output: Any, *, items: Optional[Iterable[Any]] = N
             "bytes": os.path.getsize(output), "fingerprint": model.fingerprint(),
             "storage": model.storage, "flags": model.flags, "prune": spec.get("prune", 0.0),
             "deflated": bool(compressed), "input_items_kept": n_input_only,
-            "inputs_given": inputs is not None}
+            "inputs_given": inputs is not None,
+            "inputs_unknown": info.get("inputs_unknown", 0)}

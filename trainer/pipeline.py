@@ -45,7 +45,11 @@ from .data import Interactions
 from .fit import FitConfig, fit, init_params, sequence_from_sessions
 from .simulate import DEFAULT_GRID, SimUser, choose_recipe, simulate_recipes
 
-__all__ = ["train_model", "fit_gru"]
+__all__ = ["train_model", "fit_gru", "NO_GAP_SECONDS"]
+
+#: ``session_gap_seconds`` written for a model trained without a gap rule
+#: (``session_gap=None``): about 31,700 years, a gap no history reaches.
+NO_GAP_SECONDS = 1e12
 
 Log = Callable[[str], None]
 
@@ -81,15 +85,20 @@ def fit_gru(inter: Interactions, cfg: FitConfig, *, valid: Optional[Interactions
 
 def _streams(inter: Interactions) -> List[Tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """Per user (or session, for a session log): (code, items, session
-    starts, times, session codes), rows in time order."""
+    starts, times, session codes), rows in time order -- as a device reads
+    the user's history (stable by time; a log's rows are in session order,
+    which differs where its explicit sessions overlap in time)."""
     off = inter.user_offsets()
     out = []
     it, tm, ss, us = inter.items, inter.times, inter.sessions, inter.users
     for a, b in zip(off[:-1].tolist(), off[1:].tolist()):
-        s = ss[a:b]
+        i, t, s = it[a:b].astype(np.int32), tm[a:b], ss[a:b]
+        if b - a > 1 and np.any(t[1:] < t[:-1]):
+            o = np.argsort(t, kind="stable")
+            i, t, s = i[o], t[o], s[o]
         st = np.ones(b - a, bool)
         st[1:] = s[1:] != s[:-1]
-        out.append((int(us[a]), it[a:b].astype(np.int32), st, tm[a:b], s))
+        out.append((int(us[a]), i, st, t, s))
     return out
 
 
@@ -147,7 +156,9 @@ def train_model(inter: Interactions, cfg: FitConfig, *, valid: Optional[Interact
         spec = transfer_scale(spec, calib["score_spread"], spread)
         calib["final_score_spread"] = spread
         calib["final_scale"] = spec.scale
-    gap = 3600.0 if session_gap is None else float(session_gap)
+    # no gap rule (one session per user, or the log's own sessions only): a gap no
+    # history reaches, so devices do not cut sessions the model never saw cut
+    gap = NO_GAP_SECONDS if session_gap is None else float(session_gap)
     config = {
         "loss": cfg.train.loss, "alpha": cfg.train.alpha, "carry_state": bool(cfg.carry_state),
         "session_gap_seconds": gap, "fit": _fit_record(cfg),

@@ -194,3 +194,13 @@ def test_candidate_recall_by_hand():
     # a test log on another (catalogue-compatible) vocabulary is matched by id
     other = Interactions.from_arrays([0, 0], [0, 1], [0, 1], item_ids=[11, 13], user_ids=[0])
     assert C.candidate_recall(cs, other)["recall"] == pytest.approx(0.5)
+
+
+def test_recent_items_are_the_newest_by_time_when_sessions_overlap():
+    """Rows in session order whose sessions overlap in time: the most recent
+    item is the one clicked last, not the one on the last row."""
+    inter = Interactions.from_arrays([0, 0, 0], [1, 2, 3], [0.0, 300.0, 100.0],
+                                     sessions=[0, 0, 1], n_items=4, session_gap=None)
+    assert inter.times.tolist() == [0.0, 300.0, 100.0]      # the log's row order
+    u, i, w = C.recent_items(inter, n_recent=3, decay=0.5)
+    assert i.tolist() == [2, 3, 1] and w.tolist() == [1.0, 0.5, 0.25]

@@ -181,6 +181,53 @@ def test_item_list_formats(tmp_path):
     assert read_item_list(tmp_path / "a.txt") == ["1", "2"]
     assert read_item_list(tmp_path / "b.csv") == ["3", "4"]
     assert read_item_list(tmp_path / "c.npz") == [5, 6]
+    # device click histories, as the device's reader takes them (--inputs): the item
+    # column by any of its names, comma, tab or semicolon delimited
+    for name, text in (("h1.csv", "itemId,timestamp\n7,1700000000\n8,1700000060\n"),
+                       ("h2.csv", "Item;time\n7;1700000000\n8;1700000060\n"),
+                       ("h3.tsv", "timestamp\taid\n1700000000\t7\n1700000060\t8\n"),
+                       ("h4.csv", '\ufeff"item_id","timestamp"\n7,1700000000\n8,1\n')):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        assert read_item_list(tmp_path / name) == ["7", "8"], name
+    (tmp_path / "h5.csv").write_text("item,item_id\n1,2\n")
+    with pytest.raises(ValueError, match="ambiguous item column"):
+        read_item_list(tmp_path / "h5.csv")
+
+
+def test_export_inputs_that_keep_nothing_are_an_error(tmp_path, capsys):
+    """--inputs whose ids the catalogue does not hold (a misread file) stop
+    the export instead of writing a slice that loses every device click;
+    unknown input clicks are counted."""
+    m = random_model(False)
+    save_model(m, tmp_path / "m.npz")
+    (tmp_path / "items.txt").write_text("\n".join(str(x) for x in m.item_ids[:5].tolist()))
+    (tmp_path / "h.csv").write_text("item_id,timestamp\nnope,1\nnada,2\n")
+    assert main(["export", str(tmp_path / "m.npz"), "-o", str(tmp_path / "s.npz"), "--items",
+                 str(tmp_path / "items.txt"), "--inputs", str(tmp_path / "h.csv")]) == 2
+    assert "none of the 2 --inputs ids is in the catalogue" in capsys.readouterr().err
+    assert not (tmp_path / "s.npz").exists()
+    (tmp_path / "h.csv").write_text(f"item_id,timestamp\nnope,1\n{m.item_ids[20]},2\n")
+    assert main(["export", str(tmp_path / "m.npz"), "-o", str(tmp_path / "s.npz"), "--items",
+                 str(tmp_path / "items.txt"), "--inputs", str(tmp_path / "h.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "1 of them only as inputs" in out and "1 --inputs clicks on items not in" in out
+    assert load_model(tmp_path / "s.npz").n_items == 6
+
+
+def test_fit_without_a_gap_rule_tells_devices_not_to_cut_sessions(log_csv, tmp_path):
+    """fit --no-session-gap trains one session per user; the file said 3600 s,
+    so devices cut sessions the model never saw cut."""
+    from deeprec_edge.trainer.pipeline import NO_GAP_SECONDS
+    out = tmp_path / "w.npz"
+    assert main(["fit", str(log_csv), *READER, *SMALL, "--set", "simulate_users=0",
+                 "--no-session-gap", "-o", str(out)]) == 0
+    m = load_model(out)
+    assert m.session_gap_seconds == NO_GAP_SECONDS
+    h = tmp_path / "h.csv"
+    h.write_text(f"item_id,timestamp\n{m.item_ids[0]},1000000\n{m.item_ids[1]},1500000\n"
+                 f"{m.item_ids[2]},90000000\n")
+    assert read_history(h, model=m).session_starts(m.session_gap_seconds).tolist() == \
+        [True, False, False]
 
 
 def test_user_errors(tmp_path, capsys, log_csv):
