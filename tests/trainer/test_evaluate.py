@@ -435,18 +435,8 @@ def test_breakdown_finds_the_planted_gain_on_repeats(shop_report):
 def test_sessions_that_overlap_in_time_are_read_in_time_order():
     # explicit sessions that interleave (two tabs): rows come in session order, so a
     # user's times go down and up; the protocol must still cut by time
-    rng = np.random.default_rng(0)
-    users, items, times, sess = [], [], [], []
-    for u in range(40):
-        for j in range(6):
-            t0 = rng.uniform(0, 60) * 86400
-            users += [u] * 5
-            items += rng.integers(0, 15, 5).tolist()
-            times += np.sort(t0 + rng.uniform(0, 40, size=5) * 86400).tolist()
-            sess += [u * 10 + j] * 5
-    inter = Interactions.from_arrays(users, items, np.array(times) + 1.6e9, sessions=sess,
-                                     session_gap=None)
-    assert np.any((np.diff(inter.times) < 0) & (np.diff(inter.users) == 0))
+    from helpers_logs import overlapping_sessions
+    inter = overlapping_sessions(40, 6)
     sp = EV.split_protocol(inter, EV.DeepRecSettings(quantile=0.5))
     assert sp.central.times.max() < sp.test_cutoff
     k = remap_items(inter, sp.catalogue)

@@ -93,18 +93,8 @@ def test_device_streams_are_in_time_order_when_sessions_overlap():
     histories (cut with a binary search at the inner cutoff) held clicks
     after it and missed some before it."""
     from deeprec_edge.trainer.pipeline import _streams
-    rng = np.random.default_rng(0)
-    users, items, times, sess = [], [], [], []
-    for u in range(20):
-        for j in range(4):
-            t0 = rng.uniform(0, 60) * 86400
-            users += [u] * 5
-            items += rng.integers(0, 15, 5).tolist()
-            times += np.sort(t0 + rng.uniform(0, 40, size=5) * 86400).tolist()
-            sess += [u * 10 + j] * 5
-    inter = Interactions.from_arrays(users, items, np.array(times) + 1.6e9, sessions=sess,
-                                     session_gap=None)
-    assert np.any((np.diff(inter.times) < 0) & (np.diff(inter.users) == 0))
+    from helpers_logs import overlapping_sessions
+    inter = overlapping_sessions(20, 4)
     cb = float(np.quantile(inter.times, 0.6))
     streams = _streams(inter)
     assert sum(len(s[1]) for s in streams) == len(inter)
