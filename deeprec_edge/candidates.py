@@ -287,12 +287,19 @@ def device_candidates(model, history_items, *, n: int = 500, memory: Optional[in
     if exclude_seen is None:
         exclude_seen = not favoured
     parts = []
-    if memory and favoured and not exclude_seen:
-        parts.append(recent[:memory])
+    if (memory is None or memory > 0) and favoured and not exclude_seen:
+        parts.append(recent[:memory])             # None: every item of hers
     if n_recent > 0 and n_neighbors > 0 and recent.size:
         q = recent[:n_recent]
-        nb = (np.asarray(neighbors)[q, :n_neighbors] if neighbors is not None
-              else item_neighbors(model, q, n_neighbors)).reshape(-1)
+        if neighbors is not None:
+            table = np.asarray(neighbors)
+            if table.ndim != 2 or table.shape[0] != model.n_items:
+                raise ValueError(f"neighbors: expected a [{model.n_items}, k] table of item "
+                                 f"indices, got shape {table.shape}")
+            nb = table[q, :n_neighbors].reshape(-1)
+            nb = _dense_indices(nb[nb != -1], "neighbors", model.n_items)   # -1: padding
+        else:
+            nb = item_neighbors(model, q, n_neighbors).reshape(-1)
         parts.append(nb[nb >= 0].astype(np.int64))
     for name, src in (("ranked", ranked), ("cloud", cloud)):
         if src is not None:

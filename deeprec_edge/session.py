@@ -47,8 +47,11 @@ class Session:
         user is to return to an item.
     history : History, optional
         The user's past clicks (:func:`deeprec_edge.read_history` with the
-        same model): they fill the repeat memory, and the newest session's
-        clicks set the GRU state, as if they had been clicked here.
+        same model): they fill the repeat memory, the newest session's
+        clicks set the GRU state (every click, for a model that carries its
+        state across sessions), and every item of the history counts as
+        clicked until the next session starts -- so ``recommend`` gives what
+        :func:`deeprec_edge.recommend` gives on that history.
     weight_dtype : {"float32", "float16"}
         Storage of the model's float32 GRU weights for the per-click step.
         "float32" (default) follows the model exactly.  "float16" steps with an IEEE
@@ -129,27 +132,34 @@ class Session:
             self._c_clicked[:] = self._clicked[c]
 
     def _replay(self, history) -> None:
-        """Fill the repeat memory with every past click and step the GRU
-        through the newest session's clicks."""
-        items = np.asarray(history.items, np.int64)
+        """Fill the repeat memory with every past click, step the GRU through
+        the newest session's clicks (every click, for a model that carries
+        its state across sessions) and count every item of the history as
+        clicked: then ``recommend`` ranks as :func:`deeprec_edge.recommend`
+        does on the same history.  Sessions are the history's own (its
+        session column, else the model's gap rule), never re-cut here."""
+        from .api import _history_items
+        items = _history_items(self.model, history)
         if items.size == 0:
             return
-        if items.min() < 0 or items.max() >= self._ids.shape[0]:
-            raise ValueError("history: item indices out of range for this model (read it with "
-                             "read_history(..., model=model))")
-        starts = history.session_starts(self.session_gap)
-        if self.carry_state:
-            starts = np.zeros_like(starts)
-            starts[0] = True
-        last = int(np.flatnonzero(starts)[-1]) if starts.any() else 0
+        starts = np.asarray(history.session_starts(self.session_gap), bool).copy()
+        starts[0] = True
+        last = 0 if self.carry_state else int(np.flatnonzero(starts)[-1])
         with self._lock:
-            if self._mem is not None:
+            if self._mem is not None:       # the earlier sessions: the memory only
                 for i, st in zip(items[:last].tolist(), starts[:last].tolist()):
                     self._mem.click(i, st)
-                self._new_session = True
-        ts = np.asarray(history.timestamps, np.float64)
         for j in range(last, items.size):
-            self._click_index(int(items[j]), float(ts[j]))
+            self._click_index(int(items[j]), None, start=bool(starts[j]))
+        with self._lock:
+            self._last_time = float(np.asarray(history.timestamps, np.float64)[-1])
+            self._clicked[items] = 1
+            if self._cand is not None:
+                if self._mem is not None:   # the memory's items always join the candidates
+                    self._cand = np.union1d(self._cand_base,
+                                            self._mem.items[:self._mem.size]).astype(np.int32)
+                self._gather()
+
     # -- ids ------------------------------------------------------------
     def _dense(self, ids: Iterable) -> np.ndarray:
         """Dense indices of the known ids, sorted, each once (ids matched as
@@ -177,19 +187,25 @@ class Session:
         ``timestamp``, optional).  Raises KeyError for an unknown id."""
         self._click_index(self._lookup(item), timestamp)
 
-    def _click_index(self, i: int, timestamp: Optional[float]) -> None:
+    def _click_index(self, i: int, timestamp: Optional[float],
+                     start: Optional[bool] = None) -> None:
+        """Record a click; ``start`` says whether it begins a session (None:
+        by the gap rule from ``timestamp``)."""
         if timestamp is not None:
             timestamp = float(timestamp)
             if not math.isfinite(timestamp):
                 # a NaN would compare False with every later gap: no session would end
                 raise ValueError(f"click timestamp must be a finite unix time, got {timestamp}")
         with self._lock:
-            if (timestamp is not None and self._last_time is not None and not self.carry_state
-                    and timestamp - self._last_time > self.session_gap):
-                self._core.reset()
-                self._forget_clicks()
-                self._history.clear()          # a new session, as reset()
-                self._new_session = True
+            if start is None:
+                start = (timestamp is not None and self._last_time is not None
+                         and timestamp - self._last_time > self.session_gap)
+            if start:
+                if not self.carry_state:       # the GRU starts afresh, as reset()
+                    self._core.reset()
+                    self._forget_clicks()
+                    self._history.clear()
+                self._new_session = True       # the repeat memory's session count, always
             if timestamp is not None:
                 self._last_time = float(timestamp)
             self._core.click(i)

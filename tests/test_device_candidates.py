@@ -165,3 +165,17 @@ def test_indices_outside_the_catalogue_are_refused_by_name():
     with pytest.raises(ValueError, match="history_items: index 77"):
         model_ranking(m, [77])
     assert device_candidates(m, np.array([], np.float64), n=3, fill=np.arange(50)).size == 3
+    table = -np.ones((50, 2), np.int64)
+    table[2] = [4, 99]                                           # a neighbour beyond 49
+    with pytest.raises(ValueError, match="neighbors: index 99"):
+        device_candidates(m, [1, 2], neighbors=table, n_recent=2, n_neighbors=2)
+    with pytest.raises(ValueError, match=r"neighbors: expected a \[50, k\] table"):
+        device_candidates(m, [1, 2], neighbors=table[:10])
+
+
+def test_memory_none_keeps_every_item_of_hers():
+    """memory=None means no limit (it meant none of her items)."""
+    m = _with_repeat((1.0, 0.2, -0.1, 0.0, 0.0))
+    hist = [5, 7, 5, 9, 3]
+    c = device_candidates(m, hist, n=4, memory=None, n_recent=0)
+    assert list(c) == [3, 9, 5, 7]

@@ -194,3 +194,71 @@ def test_ids_match_as_in_recommend_and_timestamps_must_be_finite():
     assert s.clicks == 1
     s.click(ids[1], timestamp=1.7e9 + 2 * GAP)      # a gap after a refused NaN still resets
     assert s.clicks == 1
+
+
+def _history(model, items, times, session_ids=None):
+    ids = np.asarray(model.item_ids)
+    return History(items=np.asarray(items, np.int32), item_ids=ids[items],
+                   timestamps=np.asarray(times, np.float64), session_ids=session_ids,
+                   n_rows=len(items))
+
+
+def _same_ranking(model, h, k=20, **kw):
+    a = recommend(model, h, k=k, **kw)
+    b = Session(model, history=h, **kw).recommend(k)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_allclose(a[1], b[1], rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("carry", [False, True])
+def test_session_and_recommend_agree_on_a_multi_session_history(carry):
+    """Session(history=h) ranks as recommend(model, h): a model that carries
+    its state across sessions still counts sessions for the repeat memory
+    (in_session was 1 for every item ever clicked), and a plain model
+    excludes every item of the history in both."""
+    rng = np.random.default_rng(11)
+    base = random_model(n_items=40, e=8, hidden=[12], seed=4)
+    items, times = _stream(rng, 50)
+    for spec in (SPEC, None):
+        model = model_from_params(params_of(base), base.item_ids, base.popularity,
+                                  config={"session_gap_seconds": GAP, "carry_state": carry},
+                                  repeat=spec)
+        h = _history(model, items, times)
+        assert h.session_starts(GAP).sum() > 3
+        _same_ranking(model, h)
+        _same_ranking(model, h, candidates=np.asarray(model.item_ids)[::2])
+    # clicking one at a time gives the same scores as the batch path too
+    model = model_from_params(params_of(base), base.item_ids, base.popularity,
+                              config={"session_gap_seconds": GAP, "carry_state": carry},
+                              repeat=SPEC)
+    s = Session(model)
+    for j in range(items.size):
+        s.click(model.item_ids[items[j]], timestamp=times[j])
+    got = s.recommend(40)
+    ref = reference_scores(model, items, times) if not carry else None
+    want = recommend(model, _history(model, items, times), k=40)
+    np.testing.assert_array_equal(got[0], want[0])
+    if ref is not None:
+        np.testing.assert_allclose(got[1], ref[model.item_index(got[0])[0]], rtol=2e-4,
+                                   atol=2e-4)
+
+
+def test_a_history_with_session_ids_is_not_recut_by_time():
+    """Sessions given by a session column stand even across a gap longer
+    than the model's: the replay cut the newest session at the gap."""
+    model = _model()
+    items = [1, 2, 3, 4, 5]
+    times = [0.0, 10.0, 100.0, 100.0 + 2 * GAP, 100.0 + 2 * GAP + 5]
+    h = _history(model, items, times, session_ids=np.array(["a", "a", "b", "b", "b"]))
+    assert h.session_starts(GAP).tolist() == [True, False, True, False, False]
+    s = Session(model, history=h)
+    assert s.clicks == 3
+    _same_ranking(model, h)
+
+
+def test_a_history_read_without_the_model_is_a_clear_error():
+    model = _model()
+    h = History(items=None, item_ids=np.asarray(model.item_ids)[:3],
+                timestamps=np.arange(3.0), session_ids=None, n_rows=3)
+    with pytest.raises(ValueError, match=r"read_history\(path, model=model\)"):
+        Session(model, history=h)
