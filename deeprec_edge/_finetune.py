@@ -30,7 +30,7 @@ from . import _engine
 from ._engine import Params, TrainConfig, Trainer
 from ._scoring import rank_events
 from .ranking import mrr_at_k, recall_at_k
-from .repeat import RepeatSpec, history_features
+from .repeat import FEATURES, RepeatSpec, history_features
 
 __all__ = ["FinetuneResult", "finetune", "evaluate_history"]
 
@@ -88,9 +88,13 @@ def finetune_params(base: Params, items: np.ndarray, session_start: Optional[np.
                     alpha: float = 0.75, lr: float = 0.05, optimizer: str = "adagrad",
                     holdout: float = 0.1, early_stopping: bool = True,
                     l2_to_global: float = 0.0, train_gru: bool = True,
-                    repeat: Optional[RepeatSpec] = None,
+                    repeat: Optional[RepeatSpec] = None, first_target: int = 0,
                     progress: Optional[Callable[[str], None]] = None) -> tuple:
     """Fine-tune a copy of ``base`` on one click sequence (dense indices).
+
+    Only next clicks at or after position ``first_target`` are learned from
+    (and held out); the clicks before it are context, read for the states
+    (continual fine-tuning: the clicks a personal model already learned).
 
     ``l2_to_global`` adds ``l2_to_global / 2 * ||w - w_global||^2`` over the
     trained weights to the loss (a pull towards ``base``; 0: off);
@@ -105,7 +109,11 @@ def finetune_params(base: Params, items: np.ndarray, session_start: Optional[np.
     n = int(items.shape[0])
     if n < 2:
         raise ValueError(f"fine-tuning needs at least 2 clicks of known items, got {n}")
-    n_hold = int(round(n * holdout)) if holdout > 0 and n >= 10 else 0
+    first_target = int(first_target)
+    if not 0 <= first_target < n:
+        raise ValueError(f"first_target must be in [0, {n}), got {first_target}")
+    n_new = n - first_target
+    n_hold = int(round(n_new * holdout)) if holdout > 0 and n_new >= 10 else 0
     n_train = n - n_hold
     targets_all = _engine.next_targets(items, session_start, reset_at_sessions)
     held = _heldout_positions(targets_all, n_train) if n_hold else np.zeros(0, np.int64)
@@ -117,6 +125,8 @@ def finetune_params(base: Params, items: np.ndarray, session_start: Optional[np.
     trainer = Trainer(params, items, session_start, cfg, n_trainable=1,
                       reset_at_sessions=reset_at_sessions, popularity=popularity,
                       candidates=candidates, train_limit=n_train)
+    if first_target > 1:
+        trainer.targets[:first_target - 1] = -1     # next clicks already learned from
     n_train_events = int((trainer.targets >= 0).sum())
     if n_train_events == 0:
         raise ValueError("the history has no next-click pair to learn from "
@@ -263,6 +273,28 @@ def _columns(n_items: int, targets: np.ndarray, bias_items: np.ndarray,
     return cols, logq
 
 
+def _widen_bias(x: Optional[np.ndarray], parts, base: Params, sub: np.ndarray,
+                full: np.ndarray) -> Optional[np.ndarray]:
+    """A packed solution over the personal biases of ``sub`` (sorted item
+    indices) as one over ``full`` (a sorted superset; the others start at
+    0): the check's fit warm-starts the final one."""
+    from ._personal import PARTS
+    if x is None or "bias" not in parts:
+        return x
+    d, h = base.W_p.shape
+    sizes = {"offset": d, "bias": sub.size, "repeat": len(FEATURES), "head": d * h}
+    out, a = [], 0
+    for part in (q for q in PARTS if q in parts):
+        seg = x[a:a + sizes[part]]
+        a += sizes[part]
+        if part == "bias":
+            wide = np.zeros(full.size, seg.dtype)
+            wide[np.searchsorted(full, sub)] = seg
+            seg = wide
+        out.append(seg)
+    return np.concatenate(out)
+
+
 def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
               session_start: Optional[np.ndarray], recipe, *, reset_at_sessions: bool = True,
               first_target: int = 0, popularity: Optional[np.ndarray] = None, seed: int = 0,
@@ -321,6 +353,13 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
     check = None
     if n_hold:
         train, held = data.subset(np.arange(n - n_hold)), data.subset(np.arange(n - n_hold, n))
+        # the check's fit knows only the clicks up to its last target: no personal bias
+        # (nor a certain column) for an item the held-out events alone click
+        train_bias = np.unique(items[: int(pos[n - n_hold - 1]) + 2]).astype(np.int64)
+        train.bias_items = held.bias_items = train_bias   # the held-out loss: the same biases
+        if columns is not None:
+            train.columns, train.logq = _columns(base.n_items, train.targets, train_bias,
+                                                 popularity, n_negatives, alpha, seed)
         wt = None if weights is None else weights[n_hold:]   # the same ages, shifted
         fit = fit_personal(train, base, spec, parts, l2, max_iter=recipe.max_iter, weights=wt)
         before = float(personal_loss(held, base, spec).mean())
@@ -335,8 +374,8 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
                                       f"{n_hold} events ({after:.4f} vs {before:.4f})")
             summary["seconds"] = time.perf_counter() - t0
             return keep
-        x0 = fit.info.get("x")
-        check = _apply(base, spec, fit, bias_items, {})
+        x0 = _widen_bias(fit.info.get("x"), parts, base, train_bias, bias_items)
+        check = _apply(base, spec, fit, train_bias, {})
     fit = fit_personal(data, base, spec, parts, l2, max_iter=recipe.max_iter, x0=x0,
                        weights=weights)
     vals = [v for v in (fit.delta, fit.beta, fit.w, fit.W_p) if v is not None]

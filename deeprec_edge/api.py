@@ -167,14 +167,14 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     params = base
     gru_epochs = 0
     if "gru" in rc.parts:
-        g_items, g_sess = items[first_target:], sess[first_target:].copy()
-        if g_sess.size:
-            g_sess[0] = True
-        if g_items.size >= 2:
+        # the whole history, the older clicks as context (the states the model will
+        # score with), the new ones as what is learned
+        if items.size - first_target >= 2:
             say(f"training the last GRU layer{'' if train_gru else ' (head only)'} and the head")
             try:
                 params, gsum = finetune_params(
-                    base, g_items, g_sess, reset_at_sessions=_reset(model),
+                    base, items, sess, first_target=first_target,
+                    reset_at_sessions=_reset(model),
                     popularity=model.popularity, candidates=cand, epochs=epochs, seed=seed,
                     window=window, batch_size=batch_size, n_negatives=n_negatives,
                     alpha=alpha, lr=lr, optimizer=optimizer, holdout=rc.holdout,

@@ -115,3 +115,52 @@ def test_continual_finetune_learns_from_new_clicks_only():
     assert second.model.personal["base_fingerprint"] == m.fingerprint()
     # the prior of the second fit is the first personal model
     assert _diff(second.model, first.model)
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_the_held_out_check_never_sees_the_held_out_items(sampled, monkeypatch):
+    """The check's fit on the older events knows only the items clicked up
+    to its last target: an item the newest (held-out) events alone click
+    gets no personal bias there (the fit pushed it down, biasing the check
+    towards the global model) and, with sampled columns, is not a certain
+    column. The final fit on every event has them all."""
+    import deeprec_edge._personal as P
+    from deeprec_edge._finetune import fit_parts
+    calls = []
+    orig = P.fit_personal
+    monkeypatch.setattr(P, "fit_personal",
+                        lambda data, *a, **k: calls.append(data) or orig(data, *a, **k))
+    m = _model(FinetuneRecipe(parts=("bias",), l2=1.0, holdout=0.2, min_holdout=10))
+    rng = np.random.default_rng(0)
+    items = np.concatenate([rng.integers(0, 8, 80), rng.integers(30, 36, 20)]).astype(np.int32)
+    sess = np.zeros(items.size, bool)
+    sess[0] = True
+    res = fit_parts(params_of(m), m.repeat, items, sess, m.recipe,
+                    full_softmax_limit=10 if sampled else 8192, n_negatives=5)
+    assert res.summary["heldout_events"] == 20 and len(calls) <= 2
+    check = calls[0]
+    late = set(range(30, 36))
+    assert not late & set(check.bias_items.tolist())
+    assert set(check.bias_items.tolist()) == set(items[:80].tolist())   # up to the 79th target
+    if sampled:
+        certain = check.columns[check.logq == 0]
+        assert not late & set(certain.tolist())
+    if len(calls) == 2:                                     # the final fit: every item
+        assert late <= set(calls[1].bias_items.tolist())
+
+
+def test_continual_gru_finetune_reads_the_older_clicks_as_context():
+    """A second fine-tune of the gru part learns the new clicks from the
+    states the model scores with: the older clicks are read first (the
+    training started from a zero state at the first new click, so the new
+    click that continues the session was not even a target)."""
+    rng = np.random.default_rng(5)
+    m = _model(FinetuneRecipe(parts=("gru",), holdout=0.0))
+    items = rng.integers(0, 20, 100)
+    h = _history(m, items)                                   # one session (30 s apart)
+    first = de.finetune(m, h, epochs=1)
+    h2 = _history(m, np.concatenate([items, rng.integers(0, 20, 30)]))
+    second = de.finetune(first.model, h2, epochs=1, holdout=0.0)
+    assert second.summary["clicks_older_than_model"] == 100
+    # 30 new next clicks, the first of them continuing the older click's session
+    assert second.summary["gru"]["train_events"] == 30
