@@ -387,7 +387,7 @@ def numpy_baseline_kb(cli_inputs):
     return runs[1]
 
 
-RSS_VARIANTS = {"CLI defaults (holdout 0.1)": [], "--holdout 0": ["--holdout", "0"]}
+RSS_VARIANTS = {"default holdout (0.2)": [], "--holdout 0": ["--holdout", "0"]}
 
 
 @pytest.mark.parametrize("variant", list(RSS_VARIANTS), ids=["defaults", "holdout0"])

@@ -145,7 +145,7 @@ ALPHA = Float(0.0, 10.0)
 #: Learning rate.
 LEARNING_RATE = Float(0.0, lo_open=True)
 #: Share of the newest clicks held out (0: none; 1 would leave nothing to train on).
-HOLDOUT = Float(0.0, 1.0, hi_open=True)
+HOLDOUT = Float(0.0, 0.9)          # the recipe's range (deeprec_edge.recipe)
 #: Strength of the L2 pull towards the global weights (0: off).
 L2_PULL = Float(0.0)
 #: Newest next-click events a device learns its personal parts from.

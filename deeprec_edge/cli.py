@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--optimizer", choices=list(C.OPTIMIZERS), default="adagrad",
                    help="optimiser (default adagrad)")
     f.add_argument("--holdout", type=C.HOLDOUT, help="share of the newest clicks held out to "
-                   "check the personal model (and for the gru part's early stopping), in [0, 1) "
+                   "check the personal model (and for the gru part's early stopping), in [0, 0.9] "
                    "(default: the model's recipe; 0 = no check)")
     f.add_argument("--no-early-stopping", action="store_true",
                    help="train all epochs instead of keeping the best held-out epoch")
@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Runs the whole on-device flow on the small model and "
                                    "sample history shipped inside the package: "
                                    "recommendations before, fine-tuning, recommendations "
-                                   "after. Takes a few seconds.")
+                                   "after. Takes well under a second.")
     d.add_argument("-k", type=C.TOP_K, default=10, help="recommendations to show (default 10)")
     d.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
     d.add_argument("-o", "--output", help="also write the personal model here")

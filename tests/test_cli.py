@@ -271,7 +271,12 @@ def test_help_states_the_ranges(capsys):
         main(["finetune", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "windows per batch, an integer in [1, 10000]" in out
-    assert "in [0, 1) (default: the model's recipe" in out
+    assert "in [0, 0.9] (default: the model's recipe" in out
+    # the parser's range is the recipe's: 0.95 fails when parsed, naming the option
+    with pytest.raises(SystemExit):
+        main(["finetune", "w.npz", "h.csv", "--holdout", "0.95"])
+    assert "argument --holdout: must be a number in [0, 0.9], got '0.95'" in \
+        capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Needs the extra: ``pip install "deeprec-edge[trainer]"`` (pandas, scipy,
 tqdm).  Importing this package is cheap; the submodules load on first use:
 
 - :mod:`.data` -- readers (generic CSV, MovieLens, YOOCHOOSE, session-rec
-  TSV, Diginetica, OTTO, Tianchi), the :class:`Interactions` container,
+  TSV, Diginetica, OTTO, Tianchi, UCI Online Retail, Tmall IJCAI-15), the
+  :class:`Interactions` container,
   support filtering, sessions by time gap, time splits;
 - :mod:`.candidates` -- item-item CF, embedding neighbours, per-user
   candidate sets (npz / CSV) and candidate-set recall;
@@ -33,6 +34,8 @@ _LAZY: Dict[str, str] = {
     "read_diginetica": "data",
     "read_otto": "data",
     "read_tianchi": "data",
+    "read_online_retail": "data",
+    "read_tmall": "data",
     "sessionize": "data",
     "remove_consecutive_repeats": "data",
     "filter_support": "data",
