@@ -16,7 +16,10 @@ seconds or milliseconds are told apart by magnitude, decided once per file
 from the first row: a value of 1e11 or more is milliseconds (1e11 s would be
 the year 5138; 1e11 ms is 1973-03-03), below is seconds; a value of 1e14 or
 more (microseconds, nanoseconds) is rejected.  Every row must then agree
-with the first (same kind, same unit), otherwise the row is an error.
+with the first (same kind, same unit), otherwise the row is an error.  Eight
+digits that form a date of 1900-2100 (``20240301``, ISO-8601's basic form)
+are an error rather than seconds of 1970; a leap second (``23:59:60``) is
+the next minute's first second, as unix time counts it.
 
 A click dated more than :data:`FUTURE_TOLERANCE_SECONDS` (one day) after
 the reader's clock is skipped and counted (``History.n_future``), not used:
@@ -206,11 +209,13 @@ def _parse_iso(s: str) -> Optional[float]:
     if m is None:
         return None
     y, mo, d, hh, mi, ss, frac, z, sign, oh, om = m.groups()
+    leap = ss == "60"                  # a leap second (23:59:60): one second after :59
     try:
-        t = _dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0), int(ss or 0))
+        t = _dt.datetime(int(y), int(mo), int(d), int(hh or 0), int(mi or 0),
+                         59 if leap else int(ss or 0))
     except ValueError:
         return None
-    secs = (t - _EPOCH).total_seconds()
+    secs = (t - _EPOCH).total_seconds() + (1.0 if leap else 0.0)
     if frac:
         secs += int(frac) / 10.0 ** len(frac)
     if sign:
@@ -222,12 +227,28 @@ def _parse_iso(s: str) -> Optional[float]:
     return secs
 
 
+def _looks_like_basic_date(s: str) -> bool:
+    """Eight digits that are a calendar date of 1900-2100 (YYYYMMDD)."""
+    y, mo, d = int(s[:4]), int(s[4:6]), int(s[6:])
+    if not 1900 <= y <= 2100:
+        return False
+    try:
+        _dt.date(y, mo, d)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_timestamp(s: str) -> Tuple[float, str]:
     """Parse one timestamp: returns ``(unix seconds, kind)`` with kind
     ``"iso"``, ``"s"`` or ``"ms"`` (numbers: milliseconds when the
     magnitude is at least :data:`MS_THRESHOLD`).  Raises ValueError."""
     s = s.strip()
     if _NUM_RE.fullmatch(s):
+        if len(s) == 8 and s.isdigit() and _looks_like_basic_date(s):
+            # 20240301 as unix seconds is 1970-08-23: a date written without dashes
+            raise ValueError(f"{s!r} looks like a date written YYYYMMDD; write it as ISO-8601 "
+                             f"({s[:4]}-{s[4:6]}-{s[6:]}) or as unix seconds")
         v = float(s)
         a = abs(v)
         if a >= MAX_MS:

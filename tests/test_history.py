@@ -148,6 +148,7 @@ def test_file_objects_and_paths(tmp_path, model):
     ("2024-03-01T12:00", utc(2024, 3, 1, 12)),
     ("2024-03-01", utc(2024, 3, 1)),
     ("2024-02-29T23:59:59z", utc(2024, 2, 29, 23, 59, 59)),
+    ("2016-12-31T23:59:60Z", utc(2017, 1, 1)),               # a leap second, as unix time
 ])
 def test_iso_timestamps(text, expect):
     t, kind = parse_timestamp(text)
@@ -162,6 +163,8 @@ def test_iso_timestamps(text, expect):
     ("100000000000", 100_000_000, "ms"),          # MS_THRESHOLD: 1e11 -> milliseconds
     ("1700000000123", 1_700_000_000.123, "ms"),
     ("1.7e12", 1_700_000_000, "ms"),
+    ("12345678", 12_345_678, "s"),                 # eight digits, but no date: seconds
+    ("19001301", 19_001_301, "s"),
 ])
 def test_unix_timestamps(text, expect, kind):
     t, k = parse_timestamp(text)
@@ -174,6 +177,15 @@ def test_unix_timestamps(text, expect, kind):
                                   "nan", "inf", "1e20", "12:00:00", "2024/03/01"])
 def test_bad_timestamps(text):
     with pytest.raises(ValueError):
+        parse_timestamp(text)
+
+
+@pytest.mark.parametrize("text", ["20240301", "19991231", "21001231"])
+def test_a_date_without_dashes_is_not_read_as_seconds_of_1970(text):
+    """20240301 read as unix seconds was 1970-08-23, and consecutive days one
+    second apart (one session): the message says how to write it."""
+    with pytest.raises(ValueError, match=f"looks like a date written YYYYMMDD; write it as "
+                                         f"ISO-8601 \\({text[:4]}-{text[4:6]}-{text[6:]}\\)"):
         parse_timestamp(text)
 
 
