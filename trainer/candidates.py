@@ -323,6 +323,7 @@ class CandidateSets:
         return len(self.users)
 
     def sizes(self) -> np.ndarray:
+        """Set size of every user (int64 [U], in ``users`` order)."""
         return np.diff(self.offsets)
 
     def row_of(self, user: int) -> int:
@@ -338,6 +339,8 @@ class CandidateSets:
         return self.items[self.offsets[k]:self.offsets[k + 1]]
 
     def as_dict(self, catalogue_ids: bool = True) -> Dict[Any, np.ndarray]:
+        """``{user: items}``, best first: catalogue ids (``catalogue_ids``) or
+        user and item codes."""
         out = {}
         for k, u in enumerate(self.users):
             it = self.items[self.offsets[k]:self.offsets[k + 1]]

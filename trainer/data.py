@@ -219,6 +219,7 @@ class Interactions:
 
     @property
     def n_events(self) -> int:
+        """Number of clicks (rows)."""
         return len(self.df)
 
     @property
@@ -239,18 +240,22 @@ class Interactions:
 
     @property
     def users(self) -> np.ndarray:
+        """User code of every click (int64; ``user_ids[code]`` is the id)."""
         return self.df["user"].to_numpy()
 
     @property
     def items(self) -> np.ndarray:
+        """Item code of every click (int32; ``item_ids[code]`` is the id)."""
         return self.df["item"].to_numpy()
 
     @property
     def times(self) -> np.ndarray:
+        """Unix time of every click, seconds (float64)."""
         return self.df["time"].to_numpy()
 
     @property
     def sessions(self) -> np.ndarray:
+        """Session number of every click (int64, increasing along the rows)."""
         return self.df["session"].to_numpy()
 
     def _offsets(self, key: np.ndarray) -> np.ndarray:
@@ -305,6 +310,7 @@ class Interactions:
                             info=self.info, validate=False)
 
     def copy(self) -> "Interactions":
+        """A copy (the clicks and both vocabularies; ``info`` shared)."""
         return Interactions(self.df.copy(), self.item_ids.copy(), self.user_ids.copy(),
                             user_kind=self.user_kind, info=self.info, validate=False)
 

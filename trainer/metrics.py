@@ -296,6 +296,8 @@ class RankAccumulator:
         return o, c
 
     def add_ranks(self, optimistic: Any, conservative: Any = None, users: Any = None) -> None:
+        """Add events: their ranks under both tie rules (``conservative``
+        None: the same) and, for per-user means, each event's user."""
         o = _ranks(optimistic).reshape(-1)
         c = o if conservative is None else _ranks(conservative).reshape(-1)
         if c.shape != o.shape:
@@ -311,14 +313,17 @@ class RankAccumulator:
 
     @property
     def optimistic(self) -> np.ndarray:
+        """Every event's rank with ties counted in the target's favour."""
         return np.concatenate(self._opt) if self._opt else np.empty(0, np.int64)
 
     @property
     def conservative(self) -> np.ndarray:
+        """Every event's rank with ties counted against the target."""
         return np.concatenate(self._con) if self._con else np.empty(0, np.int64)
 
     @property
     def users(self) -> Optional[np.ndarray]:
+        """Every event's user (None when events were added without users)."""
         if not self._has_users:
             return None
         return np.concatenate(self._users) if self._users else np.empty(0, np.int64)

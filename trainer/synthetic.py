@@ -67,14 +67,17 @@ class SyntheticOracle:
 
     @property
     def n_items(self) -> int:
+        """Items in the world."""
         return len(self.item_cluster)
 
     @property
     def n_clusters(self) -> int:
+        """Planted item clusters (tastes)."""
         return self.user_pref.shape[1]
 
     @property
     def n_users(self) -> int:
+        """Users in the world."""
         return self.user_pref.shape[0]
 
     # -- distributions ---------------------------------------------------
