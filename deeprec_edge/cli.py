@@ -152,7 +152,7 @@ def _read_candidates(path: str, model, user: Optional[str] = None):
     fine-tuning's held-out check would score 0 before and after)."""
     from .candidates import read_candidates
     ids = read_candidates(path, model, user=user)
-    _, unknown = model.item_index(np.asarray(ids, dtype=object) if ids else np.zeros(0, np.int64))
+    _, unknown = model.item_index(ids)
     if unknown.all():
         ex = ", ".join(repr(x) for x in ids[:3])
         raise UserError(f"{path}: " + (f"none of its {len(ids):,} candidate ids is in the "

@@ -803,17 +803,15 @@ class _Checker:
         missing = [k for k in _REQUIRED_PERSONAL if k not in p]
         if missing:
             raise self.fail(f"personal record is missing key(s) {_names(missing)}")
-        fp = p["base_fingerprint"]
-        if not (isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp)):
-            raise self.fail(f"personal base_fingerprint must be 64 lowercase hex digits "
-                            f"(sha256), got {fp!r}")
+        # required keys are present (above); the optional ones are checked when present
+        for k in ("base_fingerprint", "parent_fingerprint"):
+            fp = p.get(k)
+            if (k in p) and not (isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp)):
+                raise self.fail(f"personal {k} must be 64 lowercase hex digits (sha256), "
+                                f"got {fp!r}")
         for k in ("clicks_used", "epochs", "finetunes", "clicks_used_total"):
-            if (k in p or k in _REQUIRED_PERSONAL) and (not self._is_int(p[k]) or p[k] < 0):
+            if k in p and (not self._is_int(p[k]) or p[k] < 0):
                 raise self.fail(f"personal {k} must be a non-negative integer, got {p[k]!r}")
-        fp = p.get("parent_fingerprint")
-        if fp is not None and not (isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp)):
-            raise self.fail(f"personal parent_fingerprint must be 64 lowercase hex digits "
-                            f"(sha256), got {fp!r}")
         if not self._is_int(p["seed"]):
             raise self.fail(f"personal seed must be an integer, got {p['seed']!r}")
         ts = p["last_timestamp"]

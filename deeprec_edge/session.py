@@ -155,10 +155,14 @@ class Session:
             self._last_time = float(np.asarray(history.timestamps, np.float64)[-1])
             self._clicked[items] = 1
             if self._cand is not None:
-                if self._mem is not None:   # the memory's items always join the candidates
-                    self._cand = np.union1d(self._cand_base,
-                                            self._mem.items[:self._mem.size]).astype(np.int32)
+                if self._mem is not None:
+                    self._cand = self._with_memory()
                 self._gather()
+
+    def _with_memory(self) -> np.ndarray:
+        """The session's candidates with the repeat memory's items, which
+        always join them (sorted int32)."""
+        return np.union1d(self._cand_base, self._mem.items[:self._mem.size]).astype(np.int32)
 
     # -- ids ------------------------------------------------------------
     def _dense(self, ids: Iterable) -> np.ndarray:
@@ -216,8 +220,7 @@ class Session:
                 if self._cand is not None and not known:
                     # the items in the repeat memory always join the candidates (in
                     # index order); a new item may also have evicted an old one
-                    self._cand = np.union1d(self._cand_base,
-                                            self._mem.items[:self._mem.size]).astype(np.int32)
+                    self._cand = self._with_memory()
                     self._gather()
             self._new_session = False
             if self._cand is not None:
@@ -356,8 +359,7 @@ class Session:
             if mem is not None:
                 self._mem = mem
                 if self._cand_base is not None:
-                    self._cand = np.union1d(self._cand_base,
-                                            mem.items[:mem.size]).astype(np.int32)
+                    self._cand = self._with_memory()
             self._forget_clicks()
             self._clicked[clicked.astype(np.int64)] = 1
             if self._cand is not None:

@@ -279,16 +279,12 @@ def recent_items(history: Interactions, n_recent: int = 10,
     Returns ``(users, items, weights)``: for each user the distinct items by
     their latest click, most recent first, weight ``decay ** age`` (age 0 =
     the latest distinct item)."""
+    history = history.time_ordered()          # recency is by time, not by row
     u, i = history.users, history.items.astype(np.int64)
     n = len(u)
     if n == 0:
         e = np.empty(0, np.int64)
         return e, e, np.empty(0, np.float64)
-    t = history.times
-    if np.any((u[1:] == u[:-1]) & (t[1:] < t[:-1])):
-        # rows in session order whose sessions overlap in time: recency is by time
-        o = np.lexsort((np.arange(n), t, u))
-        u, i = u[o], i[o]
     rev = np.arange(n - 1, -1, -1)
     key = u[rev] * history.n_items + i[rev]
     _, first = np.unique(key, return_index=True)

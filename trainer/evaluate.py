@@ -394,10 +394,8 @@ def split_protocol(inter: Interactions, st: DeepRecSettings,
     k = remap_items(inter, catalogue)
     n_unknown = len(inter) - len(k)
     # the protocol reads each user's clicks in time order (her first n_pre are before the
-    # cutoff, ...); a log whose sessions overlap in time (an explicit session column: two
-    # tabs, two devices) has its rows in session order: put them in time order (stable)
-    if np.any((np.diff(k.times) < 0) & (k.users[1:] == k.users[:-1])):
-        k = k.subset(np.lexsort((k.times, k.users)))
+    # cutoff, ...)
+    k = k.time_ordered()
     end = test_cutoff if test_cutoff is not None else np.inf
     uo = k.user_offsets()
     # what a server that saw every device's clicks would train on: every click before the

@@ -88,17 +88,15 @@ def _streams(inter: Interactions) -> List[Tuple[int, np.ndarray, np.ndarray, np.
     starts, times, session codes), rows in time order -- as a device reads
     the user's history (stable by time; a log's rows are in session order,
     which differs where its explicit sessions overlap in time)."""
+    inter = inter.time_ordered()
     off = inter.user_offsets()
     out = []
     it, tm, ss, us = inter.items, inter.times, inter.sessions, inter.users
     for a, b in zip(off[:-1].tolist(), off[1:].tolist()):
-        i, t, s = it[a:b].astype(np.int32), tm[a:b], ss[a:b]
-        if b - a > 1 and np.any(t[1:] < t[:-1]):
-            o = np.argsort(t, kind="stable")
-            i, t, s = i[o], t[o], s[o]
+        s = ss[a:b]
         st = np.ones(b - a, bool)
         st[1:] = s[1:] != s[:-1]
-        out.append((int(us[a]), i, st, t, s))
+        out.append((int(us[a]), it[a:b].astype(np.int32), st, tm[a:b], s))
     return out
 
 
