@@ -65,7 +65,7 @@ class FitConfig:
     repeat_memory: int = 500      # distinct items a device remembers for repeat scores
     inner_quantiles: Tuple[float, float] = (0.8, 0.9)  # inner cutoffs (time quantiles)
     min_inner_events: int = 200   # fewer events between the inner cutoffs: plain GRU
-    simulate_users: int = 200     # devices simulated to choose the recipe (0: default recipe)
+    simulate_users: int = 1000    # devices simulated to choose the recipe (0: default recipe)
     min_simulated_users: int = 20  # fewer: keep the default recipe
     recipe: Optional[dict] = None  # a fixed device recipe (skips the simulation)
     # -- gradual magnitude pruning with recovery (trainer/compress.py: AGP) --

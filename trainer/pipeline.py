@@ -10,7 +10,8 @@
    learned on the next-click events between the two inner cutoffs -- clicks
    the inner GRU never trained on (:mod:`deeprec_edge.trainer.calibrate`).
 3. **Device recipe** (user logs, ``FitConfig.simulate_users``): users with
-   clicks before and after the second inner cutoff play devices; each
+   a click between the inner cutoffs and one after the second play devices
+   (:func:`simulated_devices`); each
    candidate recipe fine-tunes their personal models on their clicks before
    it and is scored on their clicks after it; the best recipe becomes the
    model's default (:mod:`deeprec_edge.trainer.simulate`).
@@ -109,6 +110,26 @@ def _events_between(starts: np.ndarray, times: np.ndarray, lo: float, hi: float)
     tgt = np.arange(1, n)
     ok = ~starts[1:] & (times[1:] >= lo) & (times[1:] < hi)
     return (tgt[ok] - 1).astype(np.int64)
+
+
+def simulated_devices(streams, ca: float, cb: float) -> List[SimUser]:
+    """The users of ``streams`` (as :func:`_streams` gives them) that play
+    devices in the recipe simulation: a device fine-tunes when it has clicks
+    the global model never saw, so a user needs at least one click between the
+    inner cutoffs ``[ca, cb)`` (as ``deeprec-train evaluate`` needs one device
+    click between its cutoffs), at least two clicks before ``cb`` (her history)
+    and a test event after ``cb``."""
+    sims = []
+    for (u, it, st, tm, ss) in streams:
+        n_hist = int(np.searchsorted(tm, cb, side="left"))
+        n_new = n_hist - int(np.searchsorted(tm, ca, side="left"))
+        if n_hist < 2 or n_new < 1:
+            continue
+        tp = _events_between(st, tm, cb, np.inf)
+        tp = tp[tp >= n_hist - 1]
+        if tp.size:
+            sims.append(SimUser(u, it, tm, ss, n_hist, tp))
+    return sims
 
 
 def _ranking_values(params, spec, ev) -> np.ndarray:
@@ -230,16 +251,7 @@ def _inner(inter: Interactions, cfg: FitConfig, simulate: bool,
                 spec = RepeatSpec(memory=cfg.repeat_memory)
     selection: Dict[str, Any] = {}
     if simulate:
-        sims = []
-        for (u, it, st, tm, ss) in streams:
-            n_hist = int(np.searchsorted(tm, cb, side="left"))
-            if n_hist < 1:
-                continue
-            tp = _events_between(st, tm, cb, np.inf)
-            tp = tp[tp >= n_hist - 1]
-            if tp.size == 0 or n_hist < 2:
-                continue
-            sims.append(SimUser(u, it, tm, ss, n_hist, tp))
+        sims = simulated_devices(streams, ca, cb)
         if len(sims) > cfg.simulate_users:
             rng = np.random.default_rng(cfg.train.seed)
             pick = np.sort(rng.choice(len(sims), size=cfg.simulate_users, replace=False))

@@ -107,3 +107,28 @@ def test_device_streams_are_in_time_order_when_sessions_overlap():
         rows = inter.users == u
         assert sorted(zip(tm.tolist(), it.tolist())) == \
             sorted(zip(inter.times[rows].tolist(), inter.items[rows].tolist()))
+
+
+def test_simulated_devices_are_users_with_new_clicks():
+    """A device fine-tunes on clicks the global model never saw: a simulated
+    device needs a click between the inner cutoffs (as evaluate's devices
+    need one between theirs), two clicks of history and a test event after
+    the second cutoff. A user whose history the inner model saw in full used
+    to play a device too."""
+    from deeprec_edge.trainer.pipeline import _streams, simulated_devices
+    ca, cb = 1000.0, 2000.0
+    rows = {0: [100, 200, 2100, 2200],            # nothing new between the cutoffs
+            1: [100, 200, 1500, 2100, 2200],       # one new click: a device
+            2: [1500, 2100, 2200],                 # one click of history
+            3: [100, 1200, 1300],                  # no test event after cb
+            4: [1100, 1200, 1300, 2100, 2200]}     # all history new: a device
+    us, its, ts = [], [], []
+    for u, t in rows.items():
+        us += [u] * len(t)
+        its += [(u + j) % 5 for j in range(len(t))]
+        ts += t
+    inter = Interactions.from_arrays(us, its, [float(x) for x in ts], session_gap=1e9)
+    sims = simulated_devices(_streams(inter), ca, cb)
+    assert [s.user for s in sims] == [1, 4]
+    one = sims[0]
+    assert one.n_hist == 3 and one.test_positions.tolist() == [2, 3]
