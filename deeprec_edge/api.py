@@ -96,8 +96,10 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     ----------
     model : Model
         The global model, or a personal model to fine-tune further
-        (continual): then only clicks newer than its last fine-tuning are
-        learned from (older ones are still read as context), the prior is
+        (continual): then only clicks newer than its last fine-tuning that
+        learned something are learned from (older ones are still read as
+        context; after a fine-tune that kept the model, its clicks are new
+        again), the prior is
         centred on the personal model, and the result still records the
         fingerprint of the original global model.
     history : History
@@ -223,8 +225,13 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
                                                                              parts_res.bias_index)
         bias = parts_res.params.b_out[bias_index]
     p = parts_res.params
+    # a fine-tune that kept the model learned nothing from these clicks: they stay
+    # "new" for the next one (with more clicks the check may let the parts through)
+    learned = summary["kept_global"] is None
     personal_model = make_personal(
-        model, p, clicks_used=int(n_new), last_timestamp=float(ts.max()), seed=int(seed),
+        model, p, clicks_used=int(n_new) if learned else 0,
+        last_timestamp=float(ts.max()) if learned else personal.get("last_timestamp"),
+        seed=int(seed),
         epochs=gru_epochs, bias_index=bias_index, bias=bias,
         repeat_w=parts_res.repeat.weights if model.has_repeat else None,
         parts=list(rc.parts), kept_global=summary["kept_global"])

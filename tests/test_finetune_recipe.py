@@ -92,6 +92,14 @@ def test_the_newest_clicks_decide_per_user():
     assert s["kept_global"] and "did not lower the loss" in s["kept_global"]
     assert s["personal_parts"]["heldout_loss_after"] >= s["personal_parts"]["heldout_loss_before"]
     assert _diff(res.model, m) == []
+    # nothing was learned from these clicks: a later fine-tune with more of them learns
+    # from all of them (they were lost to every later fine-tune)
+    assert res.model.personal["last_timestamp"] is None
+    assert res.model.personal["clicks_used"] == 0
+    more = np.concatenate([old, new, np.tile(np.arange(30, 35), 10)])
+    again = de.finetune(res.model, _history(m, more))
+    assert again.summary["clicks_older_than_model"] == 0
+    assert again.summary["clicks_used"] == more.size
     # a user whose habits hold: the same check lets the personal parts through
     res = de.finetune(m, _history(m, np.tile(np.arange(5), 50)))
     assert res.summary["kept_global"] is None
