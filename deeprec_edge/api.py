@@ -207,7 +207,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     n_hold = int(parts_res.summary.get("heldout_events") or 0)
     held = pos[pos.size - n_hold:] if n_hold else pos[:0]
     chk = parts_res.check or parts_res
-    before = evaluate_history(params, items, sess, held, _reset(model), cand, repeat=spec)
+    # "before" is the model fine-tuning started from (not the gru part's result)
+    before = evaluate_history(base, items, sess, held, _reset(model), cand, repeat=spec)
     after = evaluate_history(chk.params, items, sess, held, _reset(model), cand,
                              repeat=chk.repeat)
     summary.update(heldout_events=int(held.size), recall20_before=before["recall"],

@@ -172,3 +172,19 @@ def test_continual_gru_finetune_reads_the_older_clicks_as_context():
     assert second.summary["clicks_older_than_model"] == 100
     # 30 new next clicks, the first of them continuing the older click's session
     assert second.summary["gru"]["train_events"] == 30
+
+
+def test_the_summary_before_numbers_are_the_starting_model_s():
+    """``recall20_before``/``mrr20_before`` are the model fine-tuning started
+    from, on the held-out events; with the gru part in the recipe they were
+    of the gru-trained weights (the demo prints them as "global")."""
+    rng = np.random.default_rng(5)
+    m = _model(FinetuneRecipe(parts=("gru", "bias"), l2=1.0, holdout=0.2, min_holdout=10))
+    h = _history(m, np.tile(rng.integers(0, 12, 8), 25))
+    res = de.finetune(m, h, epochs=3, lr=0.2, early_stopping=False)
+    assert res.summary["epochs"] > 0                    # the gru part changed the weights
+    ref = de.finetune(m, h, parts=("bias",))            # no gru part: "before" is m's
+    s, r = res.summary, ref.summary
+    assert s["heldout_events"] == r["heldout_events"] > 0
+    assert s["recall20_before"] == r["recall20_before"]
+    assert s["mrr20_before"] == r["mrr20_before"]
