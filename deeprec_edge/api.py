@@ -170,12 +170,17 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     gru_epochs = 0
     if "gru" in rc.parts:
         # the whole history, the older clicks as context (the states the model will
-        # score with), the new ones as what is learned
-        if items.size - first_target >= 2:
+        # score with), the new ones -- at most the newest max_events events, as for
+        # the other parts -- as what is learned
+        events = event_positions(items, sess, _reset(model), first_target)
+        gru_first = first_target
+        if events.size > rc.max_events:
+            gru_first = int(events[-rc.max_events]) + 1     # its target: the first learned
+        if items.size - gru_first >= 2:
             say(f"training the last GRU layer{'' if train_gru else ' (head only)'} and the head")
             try:
                 params, gsum = finetune_params(
-                    base, items, sess, first_target=first_target,
+                    base, items, sess, first_target=gru_first,
                     reset_at_sessions=_reset(model),
                     popularity=model.popularity, candidates=cand, epochs=epochs, seed=seed,
                     window=window, batch_size=batch_size, n_negatives=n_negatives,

@@ -188,3 +188,16 @@ def test_the_summary_before_numbers_are_the_starting_model_s():
     assert s["heldout_events"] == r["heldout_events"] > 0
     assert s["recall20_before"] == r["recall20_before"]
     assert s["mrr20_before"] == r["mrr20_before"]
+
+
+def test_the_gru_part_learns_from_the_newest_max_events():
+    """``max_events`` bounds what every part learns from; the gru part
+    trained on the whole history (unbounded time on a long one)."""
+    rng = np.random.default_rng(6)
+    m = _model(FinetuneRecipe(parts=("gru",), holdout=0.0, max_events=40))
+    h = _history(m, rng.integers(0, 20, 300))
+    g = de.finetune(m, h, epochs=1).summary["gru"]
+    assert g["train_events"] == 40
+    # fewer events than the bound: all of them
+    g = de.finetune(m, _history(m, rng.integers(0, 20, 30)), epochs=1).summary["gru"]
+    assert g["train_events"] == 29
