@@ -112,6 +112,16 @@ class FinetuneRecipe:
             kw["parts"] = tuple(kw["parts"])
         return cls(**kw)
 
+    def label(self) -> str:
+        """A one-line name for logs and reports, e.g. ``offset+bias+repeat
+        (l2 10, holdout 0)``; "keep the global model" with no parts."""
+        if not self.parts:
+            return "keep the global model"
+        opts = [f"l2 {self.l2:g}", f"holdout {self.holdout:g}"]
+        if self.half_life:
+            opts.append(f"half-life {self.half_life:g}")
+        return f"{'+'.join(self.parts)} ({', '.join(opts)})"
+
     def with_(self, **changes: Any) -> "FinetuneRecipe":
         """A copy with ``changes`` (validated)."""
         return replace(self, **changes)

@@ -201,3 +201,11 @@ def test_the_gru_part_learns_from_the_newest_max_events():
     # fewer events than the bound: all of them
     g = de.finetune(m, _history(m, rng.integers(0, 20, 30)), epochs=1).summary["gru"]
     assert g["train_events"] == 29
+
+
+def test_a_recipe_s_label_names_what_distinguishes_it():
+    assert FinetuneRecipe(parts=()).label() == "keep the global model"
+    a = FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=10.0, holdout=0.0)
+    b = a.with_(holdout=0.2)
+    assert a.label() == "offset+bias+repeat (l2 10, holdout 0)"
+    assert a.label() != b.label() != b.with_(half_life=100.0).label()

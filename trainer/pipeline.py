@@ -270,6 +270,5 @@ def _inner(inter: Interactions, cfg: FitConfig, simulate: bool,
             records = simulate_recipes(imodel, sims, DEFAULT_GRID, seed=cfg.train.seed, log=say)
             recipe = choose_recipe(records)
             selection.update(status="chosen", candidates=records, chosen=recipe.to_dict())
-            say(f"device recipe: {'+'.join(recipe.parts) or 'keep the global model'}"
-                + (f" (l2 {recipe.l2:g})" if recipe.parts else ""))
+            say(f"device recipe: {recipe.label()}")
     return spec, calib, selection, recipe

@@ -43,6 +43,10 @@ DEFAULT_GRID: Tuple[FinetuneRecipe, ...] = (
     FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=10.0),
     FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=10.0, holdout=0.0),
     FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=10.0, half_life=100.0),
+    # the head matrix too (d x H numbers under the same prior)
+    FinetuneRecipe(parts=("offset", "bias", "repeat", "head"), l2=10.0),
+    FinetuneRecipe(parts=("offset", "bias", "repeat", "head"), l2=10.0, holdout=0.0),
+    FinetuneRecipe(parts=("offset", "bias", "repeat", "head"), l2=30.0, holdout=0.0),
     FinetuneRecipe(parts=("gru",)),      # DeepRec's own: the last GRU layer and the head
 )
 
@@ -126,7 +130,7 @@ def simulate_recipes(model: Model, users: Sequence[SimUser],
                "mrr@20": float(vals[:, 1].mean()), "gain": float(d.mean()),
                "gain_se": sd / np.sqrt(d.size) if d.size > 1 else float("nan"),
                "users_better": int((d > 0).sum()), "users_worse": int((d < 0).sum())}
-        say(f"recipe {'+'.join(rc.parts) or 'global'} (l2 {rc.l2:g}): Recall@20 "
+        say(f"recipe {rc.label()}: Recall@20 "
             f"{rec['recall@20']:.4f}, MRR@20 {rec['mrr@20']:.4f}, gain {rec['gain']:+.4f} "
             f"({rec['users_better']} users better, {rec['users_worse']} worse)")
         out.append(rec)
