@@ -180,6 +180,7 @@ def finetune_params(base: Params, items: np.ndarray, session_start: Optional[np.
         "loss_first_epoch": losses[0] if losses else float("nan"),
         "loss_last_epoch": losses[-1] if losses else float("nan"),
         "heldout_events": int(held.size),
+        "heldout_first_target": int(n_train),   # the held-out next clicks: index >= this
         "recall20_before": before["recall"],
         "recall20_after": after["recall"],
         "mrr20_before": before["mrr"],

@@ -176,7 +176,7 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
         gru_first = first_target
         if events.size > rc.max_events:
             gru_first = int(events[-rc.max_events]) + 1     # its target: the first learned
-        if items.size - gru_first >= 2:
+        if items.size - first_target >= 2:
             say(f"training the last GRU layer{'' if train_gru else ' (head only)'} and the head")
             try:
                 params, gsum = finetune_params(
@@ -206,11 +206,16 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
             "newest clicks)")
         kept = why if not set(rc.parts) - {"gru"} else f"{why}; {kept}"
     summary["kept_global"] = kept if gru_epochs == 0 else None
+    if summary["kept_global"] is not None:
+        summary["clicks_used"] = 0        # nothing learned: they stay new (see below)
     # the per-user check's held-out events (the newest): Recall@20 / MRR@20 of the
     # global model and of the personal parts fitted without them
     pos = event_positions(items, sess, _reset(model), first_target)[-rc.max_events:]
     n_hold = int(parts_res.summary.get("heldout_events") or 0)
     held = pos[pos.size - n_hold:] if n_hold else pos[:0]
+    if gru_epochs > 0:
+        # only events the trained gru weights never learned from (its own held-out ones)
+        held = held[held + 1 >= summary["gru"]["heldout_first_target"]]
     chk = parts_res.check or parts_res
     # "before" is the model fine-tuning started from (not the gru part's result)
     before = evaluate_history(base, items, sess, held, _reset(model), cand, repeat=spec)

@@ -306,8 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(--parts). The newest clicks are held out to check that "
                                    "the personal model helps; otherwise the global model is "
                                    "kept. WEIGHTS may be a personal model: then only clicks "
-                                   "newer than its last timestamp are learned from (continual "
-                                   "fine-tuning).")
+                                   "newer than its last fine-tuning that learned something are "
+                                   "learned from (continual fine-tuning).")
     f.add_argument("weights", help="global or personal model (.npz), or a personal delta "
                                    "(with --base)")
     f.add_argument("history", help="click history CSV")
@@ -330,8 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="strength of the prior towards the global model (default: the "
                         "model's recipe)")
     f.add_argument("--max-events", type=C.MAX_EVENTS,
-                   help="the newest next-click events the personal parts learn from "
-                        "(default: the model's recipe)")
+                   help="the newest next-click events the personal parts (the gru part "
+                        "too) learn from (default: the model's recipe)")
     f.add_argument("--epochs", type=C.EPOCHS, default=5,
                    help=f"gru part: maximum epochs, {C.EPOCHS.describe()} (default 5)")
     f.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")

@@ -209,3 +209,32 @@ def test_a_recipe_s_label_names_what_distinguishes_it():
     b = a.with_(holdout=0.2)
     assert a.label() == "offset+bias+repeat (l2 10, holdout 0)"
     assert a.label() != b.label() != b.with_(half_life=100.0).label()
+
+
+def test_with_the_gru_part_the_summary_checks_on_events_it_never_learned():
+    """gru + other parts: the parts hold out 10 events, the gru part only
+    the newest 6 clicks and trained on the rest -- the summary's before/after
+    were measured partly on events the personal weights had learned."""
+    rng = np.random.default_rng(7)
+    m = _model(FinetuneRecipe(parts=("gru", "bias"), l2=1.0, holdout=0.2, min_holdout=10))
+    h = _history(m, np.tile(rng.integers(0, 12, 10), 3))         # 30 clicks, one session
+    res = de.finetune(m, h, epochs=3, lr=0.2, early_stopping=False)
+    s = res.summary
+    assert s["epochs"] > 0 and s["personal_parts"]["heldout_events"] == 10
+    assert 0 < s["heldout_events"] <= s["gru"]["heldout_events"]
+
+
+def test_a_kept_finetune_of_a_personal_model_keeps_its_last_timestamp():
+    rng = np.random.default_rng(8)
+    m = _model(FinetuneRecipe(parts=("bias",), l2=0.01, holdout=0.2, min_holdout=10))
+    first = de.finetune(m, _history(m, np.tile(np.arange(5), 50)))
+    assert first.summary["kept_global"] is None
+    t1 = first.model.personal["last_timestamp"]
+    # then habits change: the check keeps the first personal model, and its timestamp
+    # (200 new clicks as before, then 50 on other items: exactly the held-out events)
+    items = np.concatenate([np.tile(np.arange(5), 90), np.tile(np.arange(30, 35), 10)])
+    res = de.finetune(first.model, _history(m, items))
+    assert res.summary["kept_global"] and res.summary["clicks_used"] == 0
+    assert res.model.personal["last_timestamp"] == t1
+    assert res.model.personal["clicks_used_total"] == first.model.personal["clicks_used_total"]
+    assert _diff(res.model, first.model) == []

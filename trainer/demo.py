@@ -129,7 +129,8 @@ def build_demo(out_dir: str, seed: int = 0, log=print) -> Tuple[str, str]:
         "session_gap_seconds": 3600.0, "carry_state": False}
     model = model_from_params(params, ids, pop, config=config)
     # the device recipe: simulated devices of the same world (first 160 clicks on the
-    # device, the next 80 scored), the candidates of trainer/simulate.py plus the gru part
+    # device, the next 80 scored), the first four candidates of trainer/simulate.py plus
+    # the gru part
     from deeprec_edge.recipe import FinetuneRecipe
     from .simulate import DEFAULT_GRID, SimUser, choose_recipe, simulate_recipes
     sims = []

@@ -258,8 +258,9 @@ def _inner(inter: Interactions, cfg: FitConfig, simulate: bool,
             sims = [sims[i] for i in pick]
         selection = {"users": len(sims), "inner_cutoffs": [ca, cb]}
         if len(sims) < cfg.min_simulated_users:
-            selection["status"] = (f"skipped: {len(sims)} users with clicks on both sides of "
-                                   f"the inner cutoff (fewer than {cfg.min_simulated_users})")
+            selection["status"] = (f"skipped: {len(sims)} users with a click between the inner "
+                                   f"cutoffs and one after them (fewer than "
+                                   f"{cfg.min_simulated_users})")
             say(f"device recipe: {selection['status']}; the default recipe is kept")
         else:
             say(f"choosing the device recipe on {len(sims)} simulated devices")

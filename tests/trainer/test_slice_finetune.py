@@ -61,7 +61,9 @@ def test_a_slice_with_inputs_fine_tunes_on_the_whole_history(files, capsys):
                       "--epochs", "1", "-o", str(d / "p.npz"), "--json"]) == 0
     import json
     summary = json.loads(capsys.readouterr().out)
-    assert summary["clicks_used"] == 60 and summary["clicks_skipped_unknown"] == 0
+    # every click is known to the slice (clicks_used is 0 when the check kept the model)
+    assert summary["clicks_read"] == 60 and summary["clicks_skipped_unknown"] == 0
+    assert summary["clicks_used"] == (60 if summary["kept_global"] is None else 0)
     # a sliced model ranks its items as the source model does among them
     full, sl = load_model(d / "w.npz"), s
     assert edge_main(["recommend", str(d / "s.npz"), "--history", str(d / "h.csv"), "-k", "5",
