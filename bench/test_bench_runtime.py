@@ -405,11 +405,13 @@ def test_finetune_100k_peak_rss(benchmark, request, cli_inputs, numpy_baseline_k
     rss_kb, wall, stdout = benchmark.pedantic(mem.time_v, args=(cmd,), kwargs={"cwd": cli_inputs},
                                               rounds=1)
     s = json.loads(stdout)
-    assert s["clicks_read"] == BIG_CLICKS and s["clicks_used"] == BIG_CLICKS, s
+    # every click read; "used" is 0 when the held-out check kept the model
+    used = BIG_CLICKS if s["kept_global"] is None else 0
+    assert s["clicks_read"] == BIG_CLICKS and s["clicks_used"] == used, s
     assert s["clicks_skipped_unknown"] == 0
     assert math.isfinite(s["loss_first_epoch"]) and math.isfinite(s["loss_last_epoch"])
     personal = load_model(out)                 # validates names, shapes, finite values
-    assert personal.is_personal and personal.personal["clicks_used"] == BIG_CLICKS
+    assert personal.is_personal and personal.personal["clicks_used"] == used
     _GOALS.setdefault("rss100k", {})[variant] = {
         "finetune_maxrss_kb": rss_kb, "numpy_import_maxrss_kb": numpy_baseline_kb,
         "wall_s": wall}
