@@ -168,14 +168,13 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
                      "clicks_older_than_model": n_old, "clicks_used": int(n_new)}
     params = base
     gru_epochs = 0
+    # the next-click events learned from: the newest max_events of those after first_target
+    events = event_positions(items, sess, _reset(model), first_target)
+    pos = events[-rc.max_events:]
     if "gru" in rc.parts:
         # the whole history, the older clicks as context (the states the model will
-        # score with), the new ones -- at most the newest max_events events, as for
-        # the other parts -- as what is learned
-        events = event_positions(items, sess, _reset(model), first_target)
-        gru_first = first_target
-        if events.size > rc.max_events:
-            gru_first = int(events[-rc.max_events]) + 1     # its target: the first learned
+        # score with), the events in pos as what is learned (as for the other parts)
+        gru_first = int(pos[0]) + 1 if events.size > pos.size else first_target
         if items.size - first_target >= 2:
             say(f"training the last GRU layer{'' if train_gru else ' (head only)'} and the head")
             try:
@@ -206,11 +205,13 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
             "newest clicks)")
         kept = why if not set(rc.parts) - {"gru"} else f"{why}; {kept}"
     summary["kept_global"] = kept if gru_epochs == 0 else None
-    if summary["kept_global"] is not None:
-        summary["clicks_used"] = 0        # nothing learned: they stay new (see below)
+    # a fine-tune that kept the model learned nothing from these clicks: they stay
+    # "new" for the next one (with more clicks the check may let the parts through)
+    learned = summary["kept_global"] is None
+    if not learned:
+        summary["clicks_used"] = 0
     # the per-user check's held-out events (the newest): Recall@20 / MRR@20 of the
     # global model and of the personal parts fitted without them
-    pos = event_positions(items, sess, _reset(model), first_target)[-rc.max_events:]
     n_hold = int(parts_res.summary.get("heldout_events") or 0)
     held = pos[pos.size - n_hold:] if n_hold else pos[:0]
     if gru_epochs > 0:
@@ -236,11 +237,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
                                                                              parts_res.bias_index)
         bias = parts_res.params.b_out[bias_index]
     p = parts_res.params
-    # a fine-tune that kept the model learned nothing from these clicks: they stay
-    # "new" for the next one (with more clicks the check may let the parts through)
-    learned = summary["kept_global"] is None
     personal_model = make_personal(
-        model, p, clicks_used=int(n_new) if learned else 0,
+        model, p, clicks_used=summary["clicks_used"],
         last_timestamp=float(ts.max()) if learned else personal.get("last_timestamp"),
         seed=int(seed),
         epochs=gru_epochs, bias_index=bias_index, bias=bias,
