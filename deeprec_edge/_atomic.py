@@ -108,8 +108,10 @@ def _cannot_write(path: str, directory: str, exc: OSError) -> OSError:
         msg = f"cannot write {path}: directory {directory} is not writable ({why})"
     elif exc.errno == errno.EROFS:
         msg = f"cannot write {path}: directory {directory} is on a read-only file system"
-    elif exc.errno == errno.ENOENT:
+    elif exc.errno == errno.ENOENT and not os.path.isdir(directory):
         msg = f"cannot write {path}: directory {directory} does not exist"
+    elif exc.errno == errno.ENOENT:     # e.g. /proc: the directory takes no new files
+        msg = f"cannot write {path}: directory {directory} does not accept new files ({why})"
     elif exc.errno == errno.ENOTDIR:
         msg = f"cannot write {path}: {directory} is not a directory"
     else:

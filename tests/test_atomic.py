@@ -200,6 +200,22 @@ def test_check_target_errors_name_the_path(tmp_path):
     assert _atomic.check_target(tmp_path / "new.npz") == str(tmp_path / "new.npz")
 
 
+def test_enoent_in_an_existing_directory_is_not_called_missing(tmp_path):
+    """ENOENT on creating a file in a directory that exists (/proc, /sys): the
+    message must not say the directory does not exist."""
+    e = _atomic._cannot_write(str(tmp_path / "x.npz"), str(tmp_path),
+                              FileNotFoundError(errno.ENOENT, "No such file or directory"))
+    assert isinstance(e, FileNotFoundError) and e.errno == errno.ENOENT
+    assert "does not exist" not in str(e) and "does not accept new files" in str(e)
+    e = _atomic._cannot_write(str(tmp_path / "no" / "x.npz"), str(tmp_path / "no"),
+                              FileNotFoundError(errno.ENOENT, "No such file or directory"))
+    assert "directory " + str(tmp_path / "no") + " does not exist" in str(e)
+    if os.path.isdir("/proc/self") and not os.path.exists("/proc/deeprec-edge-test.npz"):
+        with pytest.raises(OSError) as ei:
+            de.save_model(random_model(), "/proc/deeprec-edge-test.npz")
+        assert "does not exist" not in str(ei.value) and "/proc" in str(ei.value)
+
+
 # --------------------------------------------------------------------------
 # signals during a save, and what killed writers leave behind
 # --------------------------------------------------------------------------
