@@ -71,6 +71,34 @@ def _unknown_note(model, history) -> str:
             f"--inputs)")
 
 
+def _clicks_already_learned(personal: dict, ts: np.ndarray) -> int:
+    """How many of the history's clicks (timestamps ``ts``) a personal
+    model's record says were learned from: those dated before its
+    ``last_timestamp``, and of those dated exactly then, the first
+    ``last_timestamp_clicks`` (a file without the key: all of them)."""
+    last = personal.get("last_timestamp")
+    if last is None:
+        return 0
+    last = float(last)
+    ties = int((ts == last).sum())
+    k = personal.get("last_timestamp_clicks")
+    return int((ts < last).sum()) + (ties if k is None else min(int(k), ties))
+
+
+def _learned_through(personal: dict, ts: np.ndarray, n_learned: int, learned: bool) -> dict:
+    """The record's ``last_timestamp`` / ``last_timestamp_clicks`` after a
+    fine-tune that learned from the first ``n_learned`` clicks of the
+    time-sorted ``ts`` (unchanged when it learned nothing)."""
+    if not learned or n_learned <= 0:
+        keep = {"last_timestamp": personal.get("last_timestamp")}
+        if personal.get("last_timestamp_clicks") is not None:
+            keep["last_timestamp_clicks"] = int(personal["last_timestamp_clicks"])
+        return keep
+    last = float(ts[n_learned - 1])
+    return {"last_timestamp": last,
+            "last_timestamp_clicks": int((ts[:n_learned] == last).sum())}
+
+
 def finetune(model, history, *, candidates: Optional[Iterable] = None,
              recipe: Optional[FinetuneRecipe] = None, parts: Optional[Sequence[str]] = None,
              l2: Optional[float] = None, max_events: Optional[int] = None, seed: int = 0,
@@ -143,9 +171,7 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     ts = np.asarray(history.timestamps, np.float64)
     items = _history_items(model, history).astype(np.int32)
     sess = _session_starts(model, history)
-    n_old = 0
-    if personal.get("last_timestamp") is not None:
-        n_old = int((ts <= float(personal["last_timestamp"])).sum())
+    n_old = _clicks_already_learned(personal, ts)
     n_new = items.size - n_old
     if items.size < 2 or n_new < 1:
         if n_old:
@@ -155,7 +181,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
         raise ValueError(f"fine-tuning needs at least 2 clicks of known items, got "
                          f"{items.size}{_unknown_note(model, history)}")
     if n_old:
-        # learn only from the new clicks; the old ones stay as context (sorted by time)
+        # learn only from the new clicks; the old ones stay as context (sorted by time,
+        # stably: of the clicks dated last_timestamp, the learned ones come first)
         order = np.argsort(ts, kind="stable")
         if not np.array_equal(order, np.arange(ts.size)):
             items, ts, sess = items[order], ts[order], sess[order]
@@ -208,8 +235,17 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     # a fine-tune that kept the model learned nothing from these clicks: they stay
     # "new" for the next one (with more clicks the check may let the parts through)
     learned = summary["kept_global"] is None
-    if not learned:
-        summary["clicks_used"] = 0
+    # the clicks learned from: the leading n_learned of the time-sorted history.  The gru
+    # part never trains on its held-out tail (early stopping reads it): that tail stays
+    # new, so the next fine-tune learns from it (the other parts, refitted on every event
+    # after their check, then see it again -- repeated, never lost)
+    n_learned = n_old
+    if learned:
+        n_learned = items.size
+        if gru_epochs > 0:
+            n_learned = min(n_learned, int(summary["gru"]["heldout_first_target"]))
+    summary["clicks_used"] = n_learned - n_old
+    summary["clicks_left_new"] = int(n_new) - summary["clicks_used"]   # the next one learns them
     # the per-user check's held-out events (the newest): Recall@20 / MRR@20 of the
     # global model and of the personal parts fitted without them
     n_hold = int(parts_res.summary.get("heldout_events") or 0)
@@ -239,7 +275,7 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     p = parts_res.params
     personal_model = make_personal(
         model, p, clicks_used=summary["clicks_used"],
-        last_timestamp=float(ts.max()) if learned else personal.get("last_timestamp"),
+        **_learned_through(personal, ts, n_learned, learned),
         seed=int(seed),
         epochs=gru_epochs, bias_index=bias_index, bias=bias,
         repeat_w=parts_res.repeat.weights if model.has_repeat else None,

@@ -809,7 +809,8 @@ class _Checker:
             if (k in p) and not (isinstance(fp, str) and re.fullmatch(r"[0-9a-f]{64}", fp)):
                 raise self.fail(f"personal {k} must be 64 lowercase hex digits (sha256), "
                                 f"got {fp!r}")
-        for k in ("clicks_used", "epochs", "finetunes", "clicks_used_total"):
+        for k in ("clicks_used", "epochs", "finetunes", "clicks_used_total",
+                  "last_timestamp_clicks"):
             if k in p and (not self._is_int(p[k]) or p[k] < 0):
                 raise self.fail(f"personal {k} must be a non-negative integer, got {p[k]!r}")
         if not self._is_int(p["seed"]):

@@ -238,3 +238,57 @@ def test_a_kept_finetune_of_a_personal_model_keeps_its_last_timestamp():
     assert res.model.personal["last_timestamp"] == t1
     assert res.model.personal["clicks_used_total"] == first.model.personal["clicks_used_total"]
     assert _diff(res.model, first.model) == []
+
+
+def test_a_new_click_sharing_the_last_learned_timestamp_is_learned():
+    """Day or minute stamps tie: a click added after a fine-tune, dated the
+    same as its newest learned click, is new. The record counts how many
+    clicks of that time were learned (``last_timestamp_clicks``); it once
+    took every click of that time as old, and the new one was never learned."""
+    rng = np.random.default_rng(11)
+    m = _model(FinetuneRecipe(parts=("offset", "bias", "repeat"), l2=5.0, holdout=0.0))
+    items = rng.integers(0, 20, 60).astype(np.int32)
+    ts = 1.7e9 + 60.0 * (np.arange(60) // 3)          # three clicks per minute
+
+    def hist(n):
+        return History(items=items[:n], item_ids=np.asarray(m.item_ids)[items[:n]],
+                       timestamps=ts[:n], session_ids=None, n_rows=n)
+
+    first = de.finetune(m, hist(40))                    # 40 = 13 minutes + 1 click
+    rec = first.model.personal
+    assert rec["last_timestamp"] == ts[39] and rec["last_timestamp_clicks"] == 1
+    second = de.finetune(first.model, hist(60))
+    assert second.summary["clicks_older_than_model"] == 40
+    assert second.summary["clicks_used"] == 20          # the two at ts[39]'s minute too
+    assert second.model.personal["last_timestamp_clicks"] == 3
+    assert second.model.personal["clicks_used_total"] == 60
+    with pytest.raises(ValueError, match="no new clicks"):
+        de.finetune(second.model, hist(60))
+    # a file written before the key: every click of that time counts as learned
+    old = dict(rec)
+    del old["last_timestamp_clicks"]
+    from deeprec_edge.api import _clicks_already_learned
+    assert _clicks_already_learned(old, ts[:60]) == 42
+    assert _clicks_already_learned(rec, ts[:60]) == 40
+
+
+def test_the_gru_part_s_held_out_clicks_stay_new_for_the_next_finetune():
+    """The gru part never trains on its held-out newest clicks (they pick the
+    epoch); they were recorded as used, and the next continual fine-tune read
+    them as context only: never learned."""
+    rng = np.random.default_rng(12)
+    m = _model(FinetuneRecipe(parts=("gru",), holdout=0.2))
+    items = np.tile(rng.integers(0, 12, 8), 20)          # 160 clicks a model can learn
+    h = _history(m, items)
+    first = de.finetune(m, h, epochs=3, lr=0.2, early_stopping=False)
+    g = first.summary["gru"]
+    assert first.summary["epochs"] > 0 and g["heldout_events"] > 0
+    n_train = g["heldout_first_target"]
+    assert first.summary["clicks_used"] == n_train < 160
+    assert first.summary["clicks_left_new"] == 160 - n_train
+    assert first.model.personal["last_timestamp"] == h.timestamps[n_train - 1]
+    # the same history again: the held-out tail is what is new now
+    second = de.finetune(first.model, h, epochs=1, holdout=0.0)
+    assert second.summary["clicks_older_than_model"] == n_train
+    assert second.summary["clicks_used"] == 160 - n_train
+    assert second.model.personal["clicks_used_total"] == 160

@@ -622,6 +622,8 @@ def test_optional_config_keys_have_defaults(tmp_path):
     (lambda p: p.update(clicks_used_total=None), "personal clicks_used_total must be a non-neg"),
     (lambda p: p.update(clicks_used_total=2.9), "personal clicks_used_total must be a non-neg"),
     (lambda p: p.update(parent_fingerprint="abc"), "personal parent_fingerprint must be 64"),
+    (lambda p: p.update(last_timestamp_clicks=-1), "personal last_timestamp_clicks must be a "),
+    (lambda p: p.update(last_timestamp_clicks="2"), "personal last_timestamp_clicks must be a "),
 ])
 def test_bad_personal_record(tmp_path, change, expect):
     a = {k: np.array(v, copy=True) for k, v in random_personal().to_arrays().items()}
