@@ -31,7 +31,7 @@ __all__ = [
     "Int", "Float", "check_finetune_args", "check_output_not_input",
     "EPOCHS", "SEED", "WINDOW", "BATCH_SIZE", "NEGATIVES", "ALPHA", "LEARNING_RATE",
     "HOLDOUT", "L2_PULL", "MAX_EVENTS", "TOP_K", "FINETUNE_ARGS", "RECIPE_DECIDES",
-    "OPTIMIZERS", "MAX_BATCH_LOGITS",
+    "OPTIMIZERS", "MAX_BATCH_LOGITS", "show_ranges",
 ]
 
 
@@ -194,6 +194,30 @@ def check_finetune_args(args: Mapping[str, Any],
             raise ValueError(
                 f"{b} x {w} x ({b} x {w} + {n}) = {logits:,} logits per mini-batch is more "
                 f"than {MAX_BATCH_LOGITS:,} (1 GiB of float32): lower {b}, {w} or {n}")
+
+
+def show_ranges(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Name every numeric option's range in its ``--help`` text, from the
+    option's own ``type=`` (an :class:`Int` or :class:`Float`), so that the
+    help and the check cannot disagree.  The range goes before a trailing
+    ``(default ...)``, else at the end; a help that already holds the exact
+    wording is left as it is.  Sub-commands are handled too.  Returns
+    ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_ranges(sub)
+            continue
+        if not isinstance(action.type, _Number) or action.help in (None, argparse.SUPPRESS):
+            continue
+        rng = action.type.describe()
+        text = action.help
+        if rng in text:
+            continue
+        at = text.rfind(" (default")
+        action.help = (f"{text[:at]}, {rng}{text[at:]}" if at > 0
+                       else f"{text}, {rng}" if text else rng)
+    return parser
 
 
 def check_output_not_input(output: Any, inputs: Mapping[str, Any]) -> None:

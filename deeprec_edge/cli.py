@@ -96,7 +96,9 @@ def _cmd_finetune(a) -> int:
     lines = [
         f"personal model written to {out}",
         f"clicks: {s['clicks_read']} read, {s['clicks_used']} used, "
-        f"{s['clicks_skipped_unknown']} skipped (unknown items), "
+        + (f"{s['clicks_left_new']} left new for the next fine-tune, "
+           if s.get("clicks_left_new") else "")
+        + f"{s['clicks_skipped_unknown']} skipped (unknown items), "
         + (f"{s['clicks_skipped_future']} skipped (dated in the future), "
            if s["clicks_skipped_future"] else "")
         + f"{s['clicks_older_than_model']} older than the model",
@@ -108,9 +110,9 @@ def _cmd_finetune(a) -> int:
     if "loss_first_epoch" in s:
         lines.append(f"gru part (sampled softmax): first epoch {s['loss_first_epoch']:.4f}, "
                      f"last epoch {s['loss_last_epoch']:.4f} (kept epoch {s['best_epoch']})")
-    if pp.get("events"):
-        lines.append(f"personal parts: {pp['events']} events"
-                     + (f", loss {pp['loss']:.4f}" if pp.get("loss") is not None else ""))
+    if pp.get("parts") and pp.get("loss") is not None:     # the parts were fitted
+        lines.append(f"personal parts {'+'.join(pp['parts'])}: {pp['events']} events, "
+                     f"loss {pp['loss']:.4f}")
     if s["heldout_events"]:
         lines.append(f"held-out newest clicks ({s['heldout_events']} events): Recall@20 "
                      f"{s['recall20_before']:.3f} -> {s['recall20_after']:.3f}, MRR@20 "
@@ -345,17 +347,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="negatives are drawn proportionally to popularity^ALPHA, "
                         f"{C.ALPHA.describe()} (default 0.75; 0: uniform)")
     f.add_argument("--lr", type=C.LEARNING_RATE, default=0.05,
-                   help="learning rate, > 0 (default 0.05)")
+                   help="learning rate (default 0.05)")
     f.add_argument("--optimizer", choices=list(C.OPTIMIZERS), default="adagrad",
                    help="optimiser (default adagrad)")
     f.add_argument("--holdout", type=C.HOLDOUT, help="share of the newest clicks held out to "
-                   "check the personal model (and for the gru part's early stopping), in [0, 0.9] "
+                   "check the personal model (and for the gru part's early stopping) "
                    "(default: the model's recipe; 0 = no check)")
     f.add_argument("--no-early-stopping", action="store_true",
                    help="train all epochs instead of keeping the best held-out epoch")
     f.add_argument("--l2-global", type=C.L2_PULL, default=0.0, metavar="LAMBDA",
                    help="pull the fine-tuned weights towards the global model's: "
-                        "LAMBDA/2 * ||w - w_global||^2 is added to the loss, LAMBDA >= 0 "
+                        "LAMBDA/2 * ||w - w_global||^2 is added to the loss "
                         "(default 0: off)")
     f.add_argument("--head-only", action="store_true",
                    help="gru part: train the head only (the last GRU layer stays the global "
@@ -376,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--history", help="click history CSV (default: a fresh session with no clicks)")
     r.add_argument("--candidates", help="candidate file (see finetune --help)")
     r.add_argument("--user", help="user id to select in a multi-user candidate file")
-    r.add_argument("-k", type=C.TOP_K, default=20, help="number of items, >= 1 (default 20)")
+    r.add_argument("-k", type=C.TOP_K, default=20, help="number of items (default 20)")
     r.add_argument("--include-clicked", action="store_true",
                    help="allow items already clicked in the history (always, for a model with "
                         "a repeat component: it scores returns itself)")
@@ -410,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "them (existing files are not overwritten)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_cmd_demo)
-    return p
+    return C.show_ranges(p)   # every numeric option's --help names its range
 
 
 #: Exit status of a command whose reader went away (128 + SIGPIPE, what a

@@ -89,3 +89,52 @@ def test_output_not_input(tmp_path):
     for out in (a, tmp_path / "link", tmp_path / "." / "a"):
         with pytest.raises(ValueError, match=f"it is the input A \\({a}\\)"):
             C.check_output_not_input(out, {"the input A": a, "nothing": None})
+
+
+def _numeric_options(parser, name=""):
+    """(command, option, type) of every numeric option, sub-commands included."""
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for k, sub in a.choices.items():
+                yield from _numeric_options(sub, f"{name} {k}".strip())
+        elif isinstance(a.type, C._Number):
+            yield name, a.option_strings[-1], a.type
+
+
+def _help_text(parser, command):
+    sub = parser
+    for word in command.split():
+        sub = next(a for a in sub._actions
+                   if isinstance(a, argparse._SubParsersAction)).choices[word]
+    return " ".join(sub.format_help().split())      # argparse wraps lines
+
+
+def test_every_numeric_option_of_deeprec_edge_names_its_range_in_help():
+    """docs/cli.md: every numeric option is checked against the range --help
+    prints; the range comes from the option's type, once (show_ranges)."""
+    from deeprec_edge.cli import build_parser
+    p = build_parser()
+    opts = list(_numeric_options(p))
+    assert {("finetune", "--l2"), ("finetune", "--max-events"), ("finetune", "--seed"),
+            ("recommend", "-k")} <= {(c, o) for c, o, _ in opts}
+    for command, option, typ in opts:
+        text = _help_text(p, command)
+        line = text[text.index(f" {option} "):]
+        # the option's own entry holds its range, and no entry says it twice
+        nxt = min([i for i in (line.find(" --", 3), line.find(" -k ", 3)) if i > 0] or [len(line)])
+        assert typ.describe() in line[:nxt], (command, option, line[:nxt])
+        assert line[:nxt].count(typ.describe()) == 1, (command, option)
+
+
+def test_show_ranges_places_the_range_before_the_default():
+    p = argparse.ArgumentParser()
+    p.add_argument("--a", type=C.Int(1, 5), help="apples (default 2)")
+    p.add_argument("--b", type=C.Float(0.0), help="bananas")
+    p.add_argument("--c", type=C.Float(0.0, 1.0), help="cherries, a number in [0, 1]")
+    p.add_argument("--d", type=C.Int(0))
+    C.show_ranges(p)
+    helps = {a.dest: a.help for a in p._actions}
+    assert helps["a"] == "apples, an integer in [1, 5] (default 2)"
+    assert helps["b"] == "bananas, a number >= 0"
+    assert helps["c"] == "cherries, a number in [0, 1]"        # already said: unchanged
+    assert helps["d"] is None                                  # no help line to extend

@@ -63,7 +63,9 @@ def test_finetune_recommend_info_end_to_end(files, tmp_path):
     code, so, se = run("finetune", w, h, "-o", out, "--epochs", "2", "--json")
     assert code == 0, se
     summary = json.loads(so)
-    assert summary["clicks_used"] == 240 and os.path.exists(out)
+    # the demo recipe's gru part holds its newest clicks out: they stay new
+    assert summary["clicks_used"] + summary["clicks_left_new"] == 240 and os.path.exists(out)
+    assert summary["clicks_used"] == summary["gru"]["heldout_first_target"]
     assert load_model(out).personal is not None
     code, so, se = run("recommend", out, "--history", h, "-k", "5", "--csv")
     assert code == 0, se
@@ -106,9 +108,15 @@ def test_finetune_recipe_flags(files, tmp_path, capsys):
     assert s["recipe"]["max_events"] == 50 and s["personal_parts"]["events"] == 50
     p = load_model(out)
     assert not np.array_equal(p.b_p, g.b_p) and p.personal_bias_index is not None
+    assert main(["finetune", str(w), str(h), "-o", str(out), "-q", "--parts", "offset,bias",
+                 "--holdout", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "personal parts offset+bias: " in text and ", loss " in text
     assert main(["finetune", str(w), str(h), "-o", str(out), "-q", "--parts", "none"]) == 0
     text = capsys.readouterr().out
     assert "kept the global model: no personal parts in the recipe" in text
+    # nothing fitted: the summary names no personal parts (it once said "N events")
+    assert "personal parts" not in text.replace("no personal parts in the recipe", "")
     code, so, se = run("finetune", w, h, "-o", out, "--parts", "magic")
     assert "--parts: unknown part(s) magic" in _one_line_error(code, so, se)
 

@@ -1030,7 +1030,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_cmd_demo_data)
-    return p
+    return C.show_ranges(p)   # every numeric option's --help names its range
 
 
 def main(argv: Optional[List[str]] = None) -> int:

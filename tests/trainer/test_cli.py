@@ -460,3 +460,23 @@ def test_evaluate_has_no_user_filter_that_would_read_test_clicks(log_csv, capsys
     with pytest.raises(SystemExit):
         main(["evaluate", str(log_csv), *READER, *SMALL, "--min-user-events", "5"])
     assert "unrecognized arguments: --min-user-events" in capsys.readouterr().err
+
+
+def test_every_numeric_option_names_its_range_in_help():
+    """docs/cli.md: every numeric option of deeprec-train is checked against the
+    range its --help prints (the option's own type, via _checks.show_ranges)."""
+    import argparse
+
+    from deeprec_edge import _checks as C
+    from deeprec_edge.trainer.cli import build_parser
+
+    seen = 0
+    for cmd, sub in next(a for a in build_parser()._actions
+                         if isinstance(a, argparse._SubParsersAction)).choices.items():
+        for a in sub._actions:
+            if isinstance(a.type, C._Number):
+                seen += 1
+                assert a.help and a.help.count(a.type.describe()) == 1, (cmd, a.option_strings)
+                # what --help prints (argparse expands %-formats and wraps lines)
+                assert a.type.describe() in " ".join(sub.format_help().split()), cmd
+    assert seen > 50
