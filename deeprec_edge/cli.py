@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import signal
 import sys
@@ -21,6 +22,29 @@ from typing import List, Optional
 import numpy as np
 
 from . import _checks as C
+
+
+def json_safe(o):
+    """A copy of ``o`` that JSON can hold strictly: NaN and infinities ->
+    ``null`` (``json.dumps`` writes them as ``NaN``, which JSON parsers
+    reject), numpy scalars and arrays -> Python values, keys -> strings."""
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return json_safe(o.tolist())
+    if isinstance(o, np.generic):
+        return json_safe(o.item())
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    return o
+
+
+def json_text(o, default=None) -> str:
+    """``o`` as strict JSON text for stdout (:func:`json_safe`; ``default``
+    as in :func:`json.dumps` for other objects)."""
+    return json.dumps(json_safe(o), indent=2, allow_nan=False, default=default)
 
 __all__ = ["main"]
 
@@ -121,7 +145,7 @@ def _cmd_finetune(a) -> int:
         lines.append(f"kept the global model: {s['kept_global']}")
     lines.append(f"time: {pp.get('seconds', 0.0) + s.get('gru', {}).get('seconds', 0.0):.2f} s")
     if a.json:
-        print(json.dumps({"output": out, **s}, indent=2, default=float))
+        print(json_text({"output": out, **s}, default=float))
     else:
         print("\n".join(lines))
     return 0
@@ -191,7 +215,7 @@ def _print_table(ids, scores, fmt: str) -> None:
     rows = [(int(r) + 1, (x.item() if isinstance(x, np.generic) else x), float(s))
             for r, (x, s) in enumerate(zip(ids, scores))]
     if fmt == "json":
-        print(json.dumps([{"rank": r, "item_id": i, "score": s} for r, i, s in rows], indent=2))
+        print(json_text([{"rank": r, "item_id": i, "score": s} for r, i, s in rows]))
     elif fmt == "csv":      # quoted where needed: string ids may hold commas or quotes
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(("rank", "item_id", "score"))
@@ -235,7 +259,7 @@ def _cmd_info(a) -> int:
     info["array_bytes"] = {name: b for name, _, _, b, _ in members
                            if name not in ("format", "version", "config", "personal")}
     if a.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json_text(info, default=str))
         return 0
     info.pop("array_bytes")
     storage = info.pop("storage")

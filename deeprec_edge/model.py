@@ -691,6 +691,8 @@ class _Checker:
             obj = json.loads(text, parse_constant=bad_constant)
         except ValueError as e:
             raise self.fail(f"'{name}' is not valid JSON ({e})") from None
+        except RecursionError:                  # e.g. "[" * 5000: the decoder's own limit
+            raise self.fail(f"'{name}' is not valid JSON (nested too deeply)") from None
         if not isinstance(obj, dict):
             raise self.fail(f"'{name}' must be a JSON object, got {type(obj).__name__}")
         return obj

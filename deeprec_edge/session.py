@@ -405,7 +405,7 @@ class Session:
         d = read_npz(path, self._state_layout(), fail)
         try:
             meta = json.loads(str(d.pop("meta")[()]))
-        except ValueError:
+        except (ValueError, RecursionError):    # not JSON, or nested beyond the decoder
             meta = None
         if not isinstance(meta, dict) or meta.get("format") != _STATE_FORMAT:
             raise ValueError(f"{path}: not a deeprec-edge session state (no "

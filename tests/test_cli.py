@@ -475,3 +475,26 @@ def test_kept_global_says_why_for_the_gru_part(files, tmp_path, capsys):
     s = json.loads(capsys.readouterr().out)
     assert s["best_epoch"] == 0 and s["recall20_after"] == 0.0
     assert s["kept_global"].startswith("the gru part's held-out check kept epoch 0"), s
+
+
+def _strict_json(text):
+    """json.loads that refuses NaN/Infinity (what JSON parsers other than
+    Python's do)."""
+    def refuse(c):
+        raise ValueError(f"{c} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json_when_nothing_is_held_out(files, tmp_path, capsys):
+    """--holdout 0 leaves the held-out numbers undefined: they are null, not NaN
+    (json.dumps wrote NaN, which jq, JavaScript and most parsers reject)."""
+    w, h = files
+    out = tmp_path / "me.npz"
+    assert main(["finetune", str(w), str(h), "-o", str(out), "-q", "--json", "--parts",
+                 "offset", "--holdout", "0"]) == 0
+    s = _strict_json(capsys.readouterr().out)
+    assert s["heldout_events"] == 0 and s["recall20_before"] is None
+    assert main(["info", str(out), "--json"]) == 0
+    _strict_json(capsys.readouterr().out)
+    assert main(["recommend", str(out), "-k", "3", "--json"]) == 0
+    assert len(_strict_json(capsys.readouterr().out)) == 3

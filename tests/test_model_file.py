@@ -570,6 +570,9 @@ def test_bad_json(tmp_path):
     assert "'config' must be a JSON object, got list" in load_error(broken(tmp_path, a))
     a["config"] = np.array('{"n_items": NaN}')
     assert "'config' is not valid JSON (NaN is not allowed" in load_error(broken(tmp_path, a))
+    # nested beyond the decoder's recursion limit: a RecursionError, not a format error
+    a["config"] = np.array("[" * 100_000 + "]" * 100_000)
+    assert "'config' is not valid JSON (nested too deeply)" in load_error(broken(tmp_path, a))
 
 
 @pytest.mark.parametrize("changes,expect", [

@@ -267,6 +267,7 @@ def test_session_load_errors_are_value_errors_saying_what(tmp_path):
         "model": (None, "missing array(s)"),
         "other npz": (None, "missing array(s) 'clicked', 'last_time', 'meta', 'state'"),
         "json list": (None, "no 'deeprec-edge/session' record"),
+        "deep json": (None, "no 'deeprec-edge/session' record"),   # RecursionError inside
         "wrong size": (None, "array 'state' has 999 elements"),
     }
     for name, (content, expect) in cases.items():
@@ -278,6 +279,10 @@ def test_session_load_errors_are_value_errors_saying_what(tmp_path):
         elif name == "json list":
             np.savez(p, meta=np.array("[1, 2]"), state=np.zeros(12, np.float32),
                      clicked=np.zeros(0, np.int32), last_time=np.float64(0))
+        elif name == "deep json":
+            np.savez(p, meta=np.array("[" * 100_000 + "]" * 100_000),
+                     state=np.zeros(12, np.float32), clicked=np.zeros(0, np.int32),
+                     last_time=np.float64(0))
         elif name == "wrong size":
             np.savez(p, meta=np.array("{}"), state=np.zeros(999, np.float32),
                      clicked=np.zeros(0, np.int32), last_time=np.float64(0))

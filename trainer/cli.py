@@ -39,7 +39,7 @@ FORMATS = ("csv", "movielens", "yoochoose", "session-tsv", "diginetica", "otto",
            "online-retail", "tmall")
 
 
-from deeprec_edge.cli import UserError, _check_writable  # noqa: E402  (one definition of each)
+from deeprec_edge.cli import UserError, _check_writable, json_text  # noqa: E402  (one definition of each)
 from deeprec_edge import _checks as C  # noqa: E402  (one range per setting, both commands)
 from .compress import PRESETS  # noqa: E402  (numpy only)
 
@@ -443,7 +443,7 @@ def _cmd_fit(a) -> int:
     if a.report:
         from .evaluate import write_json
         write_json({"summary": summary, "fit": hist, "config": model.config}, a.report)
-    print(json.dumps(summary, indent=2) if a.json else
+    print(json_text(summary) if a.json else
           f"wrote {a.output}: {model.n_items:,} items, {summary['epochs']} epochs on "
           f"{len(inter):,} clicks in {hist['seconds']:.1f} s "
           f"({summary['clicks_per_s'] or 0:,.0f} clicks/s)")
@@ -526,7 +526,7 @@ def _cmd_candidates(a) -> int:
         lines.append(f"candidate recall: {r['recall']:.4f} of {r['n_events']:,} next clicks "
                      f"(per-user mean {r['user_recall']:.4f}; {r['n_users_without_set']} users "
                      f"without a set) -- {r['measured_on']}")
-    print(json.dumps(report, indent=2, default=float) if a.json else "\n".join(lines))
+    print(json_text(report, default=float) if a.json else "\n".join(lines))
     return 0
 
 
@@ -560,7 +560,7 @@ def _cmd_export(a) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     if a.json:
-        print(json.dumps(info, indent=2))
+        print(json_text(info))
     else:
         what = (f"sliced to {info['items']:,} of {info['source_items']:,} items"
                 if info["sliced"] else f"{info['items']:,} items")
@@ -596,7 +596,7 @@ def _write_onnx(model_path: str, out: str, as_json: bool) -> int:
     from .onnx_export import export_onnx
     info = export_onnx(load_model(model_path), out)
     if as_json:
-        print(json.dumps(info, indent=2))
+        print(json_text(info))
     else:
         print(f"wrote {info['session']} (session graph, {info['session_bytes']:,} bytes) and "
               f"{info['step']} (step graph, {info['step_bytes']:,} bytes), ONNX opset "
@@ -689,8 +689,7 @@ def _outputs(a, report) -> None:
         if not plot_report(report, a.plot):
             _say("matplotlib is not installed: no plot written (pip install matplotlib)")
     if a.json:
-        from .evaluate import _clean
-        print(json.dumps(_clean(report), indent=2, allow_nan=False))
+        print(json_text(report))
     else:
         print(md, end="")
 

@@ -84,6 +84,7 @@ from deeprec_edge import __version__ as _VERSION
 from deeprec_edge._engine import user_vectors
 from deeprec_edge._scoring import block_rows, score_block
 from deeprec_edge.api import finetune as runtime_finetune
+from deeprec_edge.cli import json_safe
 from deeprec_edge.history import History
 from deeprec_edge.model import Model, params_of
 from deeprec_edge.ranking import target_ranks
@@ -1181,19 +1182,8 @@ def _baseline_block(bl, items, starts, pos, sess, off) -> np.ndarray:
 # output
 # --------------------------------------------------------------------------
 
-def _clean(o: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy scalars and arrays -> Python."""
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _clean(o.tolist())
-    if isinstance(o, np.generic):
-        return _clean(o.item())
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    return o
+#: JSON-safe copy: NaN/inf -> None, numpy scalars and arrays -> Python (one definition)
+_clean = json_safe
 
 
 def write_json(report: Dict[str, Any], path: str) -> None:
