@@ -753,16 +753,16 @@ def score_users(sp: ProtocolSplit, models: Dict[str, Model], personal: Dict[int,
         cmask = np.zeros((B, N), bool)
         hc = np.zeros(B, bool)
         hd = np.zeros(B, bool)
-        cloud = cands.cloud.get(eu.user, np.zeros(0, np.int32))
-        incloud = np.zeros(N, bool)
-        incloud[cloud] = True
         for r, p in enumerate(pos.tolist()):
             c = cands.for_event(eu, p)
             cmask[r, c] = True
             sizes.append(int(c.size))
+            # each part as the device uses it (the user's items left out of both when
+            # the model does not favour returns): the union is never below a part
+            # that fits in the set
             dev = cands.for_event(eu, p, cloud=False)
             hd[r] = targets[r] in set(dev.tolist())
-        hc = incloud[targets]
+            hc[r] = targets[r] in set(cands.for_event(eu, p, device=False).tolist())
         hits["cloud"].append(hc)
         hits["device"].append(hd)
         hits["union"].append(cmask[np.arange(B), targets])
@@ -949,7 +949,9 @@ def build_report(sp: ProtocolSplit, st: DeepRecSettings, scores: Scores,
                     for s in ("full", "candidates")}
     cand_rec: Dict[str, Any] = {"n_candidates": st.n_candidates,
                                 "cloud": "CF + output-embedding neighbours of the user's "
-                                         "clicks before the cutoff",
+                                         "clicks before the cutoff, then popular items (as "
+                                         "the device uses them: without her items when "
+                                         "those are left out)",
                                 "device": f"the user's items (newest first, at most "
                                           f"{st.candidate_memory}, when the model makes "
                                           f"returns likely: {returns_favoured(models['global'])}"
