@@ -135,6 +135,9 @@ def check_target(path: PathLike) -> str:
     p = os.fspath(path)
     if isinstance(p, bytes):
         p = os.fsdecode(p)
+    if not p:
+        # abspath("") is the working folder: the write would land in its parent
+        raise FileNotFoundError(errno.ENOENT, "cannot write '': the file name is empty")
     if p.endswith(os.sep) or (os.altsep is not None and p.endswith(os.altsep)):
         raise IsADirectoryError(errno.EISDIR, f"cannot write {p}: a path ending in "
                                               f"{p[-1]!r} names a directory; give a file name")
@@ -165,8 +168,35 @@ def check_target(path: PathLike) -> str:
         code = errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
         raise _cannot_write(p, directory, OSError(code, os.strerror(code)))
     if os.name == "posix" and not os.access(directory, os.W_OK | os.X_OK):
-        raise _cannot_write(p, directory, PermissionError(errno.EACCES,
-                                                          os.strerror(errno.EACCES)))
+        code = errno.EACCES
+        try:
+            if os.statvfs(directory).f_flag & os.ST_RDONLY:
+                code = errno.EROFS
+        except (OSError, AttributeError):
+            pass
+        err = OSError if code == errno.EROFS else PermissionError
+        raise _cannot_write(p, directory, err(code, os.strerror(code)))
+    return target
+
+
+def probe_target(path: PathLike) -> str:
+    """:func:`check_target`, then create and remove a temporary file where
+    :func:`atomic_write` would: a directory that passes the permission
+    checks but takes no new files (``/sys``, ``/proc``, a full quota) fails
+    here, before long work, and not after a command wrote its other
+    outputs.  Returns the target; leaves nothing behind."""
+    p = os.fspath(path)
+    if isinstance(p, bytes):
+        p = os.fsdecode(p)
+    target = check_target(p)
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(target)}{os.getpid()}.",
+                                   suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise _cannot_write(p, directory, e) from None
+    os.close(fd)
+    _unlink_quietly(tmp)
     return target
 
 
@@ -304,15 +334,21 @@ def atomic_write(path: PathLike, writer_fn: Callable[[IO[bytes]], object]) -> No
         except OSError as e:
             raise _cannot_write(p, directory, e) from None
         _live.add(tmp)
-        with os.fdopen(fd, "wb") as f:
-            writer_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-            try:
-                os.fchmod(f.fileno(), mode)
-            except (OSError, AttributeError):  # no permission bits here (or no fchmod)
-                pass
-        os.replace(tmp, target)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                writer_fn(f)
+                f.flush()
+                os.fsync(f.fileno())
+                try:
+                    os.fchmod(f.fileno(), mode)
+                except (OSError, AttributeError):  # no permission bits here (or no fchmod)
+                    pass
+            os.replace(tmp, target)
+        except OSError as e:
+            if e.errno is None or isinstance(e, NotRegularFileError):
+                raise
+            # e.g. ENOSPC, EDQUOT, EIO: say which file could not be written
+            raise type(e)(e.errno, f"cannot write {p}: {e.strerror or e}") from None
     except BaseException:
         if tmp is not None:
             _unlink_quietly(tmp)

@@ -76,6 +76,8 @@ def _cmd_finetune(a) -> int:
     from .model import load_model, save_model
     from .history import read_history
 
+    if a.output == "":
+        raise UserError("-o/--output: the file name is empty")
     out = a.output or _default_output(a.weights)
     C.check_output_not_input(out, {"the model WEIGHTS": a.weights,
                                    "the history HISTORY": a.history,
@@ -167,9 +169,11 @@ def _default_output(weights: str) -> str:
 def _check_writable(path: str) -> None:
     """Fail at once, before long work, if the output cannot be written: a
     missing or read-only directory, a directory, a device, FIFO or socket,
-    a dangling link (the checks of the atomic writer, _atomic.check_target)."""
-    from ._atomic import check_target
-    check_target(path)
+    a dangling link (the checks of the atomic writer), or a directory that
+    takes no new file (a temporary file is created and removed there:
+    _atomic.probe_target)."""
+    from ._atomic import probe_target
+    probe_target(path)
 
 
 def _read_candidates(path: str, model, user: Optional[str] = None):

@@ -376,3 +376,54 @@ def test_a_path_ending_in_a_separator_is_refused_before_any_work(tmp_path):
         with pytest.raises(IsADirectoryError):
             atomic_write(p, lambda f: f.write(b"x"))
     assert not os.path.exists(tmp_path / "missing")
+
+
+def test_an_empty_path_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
+    """abspath("") is the working folder: the temporary file went to its parent,
+    then the rename to "" failed."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(FileNotFoundError, match="the file name is empty"):
+        de.save_model(random_model(), "")
+    assert listing(tmp_path) == ["work"] and listing(work) == []
+
+
+def test_a_failed_write_names_the_file(tmp_path):
+    """Disk full (ENOSPC) while writing: the error says which file; the old file
+    is intact and no temporary file is left."""
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+
+    def full(f):
+        f.write(b"new")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as e:
+        atomic_write(target, full)
+    assert e.value.errno == errno.ENOSPC and f"cannot write {target}" in str(e.value)
+    assert target.read_bytes() == b"old" and listing(tmp_path) == ["out.bin"]
+
+
+def test_a_read_only_file_system_is_called_so(tmp_path, monkeypatch):
+    """os.access fails on a read-only file system too: the message said
+    'not writable (Permission denied)'."""
+    class RO:
+        f_flag = os.ST_RDONLY
+    monkeypatch.setattr(_atomic.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(_atomic.os, "statvfs", lambda d: RO())
+    with pytest.raises(OSError) as e:
+        _atomic.check_target(tmp_path / "x.npz")
+    assert e.value.errno == errno.EROFS and "read-only file system" in str(e.value)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_probe_target_fails_where_no_file_can_be_created(tmp_path):
+    """/proc passes the permission checks (as root) but takes no new file:
+    the probe fails up front (commands call it before long work) and leaves
+    nothing behind where it succeeds."""
+    with pytest.raises(OSError) as e:
+        _atomic.probe_target("/proc/deeprec-edge-probe.npz")
+    assert "/proc" in str(e.value) and "does not exist" not in str(e.value)
+    assert _atomic.probe_target(tmp_path / "ok.npz") == str(tmp_path / "ok.npz")
+    assert listing(tmp_path) == []

@@ -498,3 +498,11 @@ def test_json_output_is_strict_json_when_nothing_is_held_out(files, tmp_path, ca
     _strict_json(capsys.readouterr().out)
     assert main(["recommend", str(out), "-k", "3", "--json"]) == 0
     assert len(_strict_json(capsys.readouterr().out)) == 3
+
+
+def test_an_empty_output_name_is_an_error_not_the_default(files, tmp_path):
+    """-o "" wrote to the default WEIGHTS.personal.npz without a word."""
+    w, h = files
+    code, so, se = run("finetune", w, h, "-o", "")
+    assert "-o/--output: the file name is empty" in _one_line_error(code, so, se)
+    assert not os.path.exists(str(w).replace(".npz", ".personal.npz"))

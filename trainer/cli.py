@@ -648,6 +648,9 @@ def _check_outputs(outputs: Dict[str, Optional[str]], inputs: Dict[str, Optional
     """Before any reading: no output is an input, no two outputs are one
     file (the second write would replace the first), and every output can
     be written (a missing directory fails now, not after the run)."""
+    for flag, p in outputs.items():
+        if p == "":
+            raise UserError(f"{flag}: the file name is empty")
     given = [(flag, p) for flag, p in outputs.items() if p]
     for i, (flag, p) in enumerate(given):
         _not_an_input(p, inputs)

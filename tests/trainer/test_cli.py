@@ -480,3 +480,20 @@ def test_every_numeric_option_names_its_range_in_help():
                 # what --help prints (argparse expands %-formats and wraps lines)
                 assert a.type.describe() in " ".join(sub.format_help().split()), cmd
     assert seen > 50
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_an_output_that_cannot_be_created_fails_before_any_output_is_written(
+        log_csv, tmp_path, capsys):
+    """docs/trainer.md: a bad output writes no output file. /proc passes the
+    permission checks (as root) but takes no new file: fit ran to the end,
+    wrote -o, then failed on --report."""
+    w = tmp_path / "w.npz"
+    code = main(["fit", str(log_csv), *READER, *SMALL, "-o", str(w),
+                 "--report", "/proc/deeprec-edge-report.json"])
+    err = capsys.readouterr().err
+    assert code == 2 and "/proc" in err and "Traceback" not in err
+    assert not w.exists() and os.listdir(tmp_path) == []
+    code = main(["fit", str(log_csv), *READER, *SMALL, "-o", str(w), "--report", ""])
+    assert code == 2 and "--report: the file name is empty" in capsys.readouterr().err
+    assert not w.exists()
