@@ -43,7 +43,7 @@ import stat
 import tempfile
 import threading
 import time
-from typing import IO, Callable, Dict, Optional, Set, Union
+from typing import IO, Callable, Dict, Optional, Set, Tuple, Union
 
 __all__ = ["atomic_write", "check_target", "remove_stale_temporaries", "NotRegularFileError",
            "STALE_SECONDS"]
@@ -179,6 +179,16 @@ def check_target(path: PathLike) -> str:
     return target
 
 
+def _new_temporary(p: str, target: str, directory: str) -> Tuple[int, str]:
+    """A new temporary file for ``target`` in ``directory`` (fd, path); the
+    OSError names ``p``."""
+    try:
+        return tempfile.mkstemp(prefix=f"{_temp_prefix(target)}{os.getpid()}.",
+                                suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise _cannot_write(p, directory, e) from None
+
+
 def probe_target(path: PathLike) -> str:
     """:func:`check_target`, then create and remove a temporary file where
     :func:`atomic_write` would: a directory that passes the permission
@@ -190,11 +200,7 @@ def probe_target(path: PathLike) -> str:
         p = os.fsdecode(p)
     target = check_target(p)
     directory = os.path.dirname(os.path.abspath(target))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(target)}{os.getpid()}.",
-                                   suffix=".tmp", dir=directory)
-    except OSError as e:
-        raise _cannot_write(p, directory, e) from None
+    fd, tmp = _new_temporary(p, target, directory)
     os.close(fd)
     _unlink_quietly(tmp)
     return target
@@ -328,11 +334,7 @@ def atomic_write(path: PathLike, writer_fn: Callable[[IO[bytes]], object]) -> No
     taken = _install_cleanup_handlers()
     tmp: Optional[str] = None
     try:
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=f"{_temp_prefix(target)}{os.getpid()}.",
-                                       suffix=".tmp", dir=directory)
-        except OSError as e:
-            raise _cannot_write(p, directory, e) from None
+        fd, tmp = _new_temporary(p, target, directory)
         _live.add(tmp)
         try:
             with os.fdopen(fd, "wb") as f:
