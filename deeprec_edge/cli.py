@@ -291,7 +291,8 @@ def _cmd_demo(a) -> int:
     from .demo import NEXT_STEPS, demo_paths, run_demo, write_demo_files
     if a.files is not None:
         paths = write_demo_files(a.files)
-        print(f"wrote {' and '.join(paths)} (the demo's global model and one user's clicks)."
+        print(f"wrote {', '.join(paths)} (the demo's global model, one user's clicks and a "
+              f"candidate set for her: the catalogue's most popular items)."
               f"\nNext:\n  {NEXT_STEPS.split(chr(10), 1)[1].strip()}")
         return 0
     if a.output:
@@ -435,9 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-k", type=C.TOP_K, default=10, help="recommendations to show (default 10)")
     d.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
     d.add_argument("-o", "--output", help="also write the personal model here")
-    d.add_argument("--files", metavar="DIR", help="instead, write the demo's model and history "
-                   "to DIR as weights.npz and history.csv, to try finetune and recommend on "
-                   "them (existing files are not overwritten)")
+    d.add_argument("--files", metavar="DIR", help="instead, write the demo's model, history "
+                   "and a candidate set to DIR as weights.npz, history.csv and cands.csv, to "
+                   "try finetune and recommend on them (existing files are not overwritten)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_cmd_demo)
     return C.show_ranges(p)   # every numeric option's --help names its range

@@ -17,11 +17,11 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["demo_paths", "run_demo", "write_demo_files", "NEXT_STEPS"]
+__all__ = ["demo_paths", "run_demo", "write_demo_files", "NEXT_STEPS", "DEMO_CANDIDATES"]
 
 #: What to run after the demo, on files you can have now.
-NEXT_STEPS = ("deeprec-edge demo --files .   (writes the demo's weights.npz and history.csv "
-              "here)\n  deeprec-edge finetune weights.npz history.csv -o me.npz\n"
+NEXT_STEPS = ("deeprec-edge demo --files .   (writes the demo's weights.npz, history.csv "
+              "and cands.csv here)\n  deeprec-edge finetune weights.npz history.csv -o me.npz\n"
               "  deeprec-edge recommend me.npz --history history.csv -k 20\n"
               "Your own: weights.npz is a global model from the cloud side (deeprec-train fit), "
               "history.csv your clicks (item_id,timestamp[,session_id]).")
@@ -90,19 +90,37 @@ def run_demo(quiet: bool = False, k: int = 10, seed: int = 0, output: Optional[s
     return 0
 
 
+#: Items in the candidate file ``write_demo_files`` writes.
+DEMO_CANDIDATES = 100
+
+
 def write_demo_files(directory: str) -> list:
     """Copy the demo's model and history into ``directory`` as
-    ``weights.npz`` and ``history.csv`` (atomically; an existing file of
-    either name is never overwritten: ValueError).  Returns the paths."""
+    ``weights.npz`` and ``history.csv``, with ``cands.csv``: a candidate set
+    for the demo user, one item id per line (:func:`deeprec_edge.candidates.read_candidates`
+    reads it) -- the catalogue's :data:`DEMO_CANDIDATES` most popular items,
+    what the trainer's ``deeprec-train candidates`` falls back to for a user
+    it knows nothing about.  Written atomically; an existing file of any of
+    these names is never overwritten (ValueError).  Returns the paths."""
     from ._atomic import atomic_write
-    dst = [os.path.join(directory, "weights.npz"), os.path.join(directory, "history.csv")]
+    from .model import load_model
+    names = ("weights.npz", "history.csv", "cands.csv")
+    dst = [os.path.join(directory, n) for n in names]
     if not os.path.isdir(directory):
         raise ValueError(f"{directory} is not a directory")
     for d in dst:
         if os.path.lexists(d):
             raise ValueError(f"{d} exists: remove it or choose another directory")
-    for src, d in zip(demo_paths(), dst):
+    model_path, history_path = demo_paths()
+    model = load_model(model_path)
+    pop = np.asarray(model.popularity, np.float64)
+    top = np.lexsort((np.arange(pop.size), -pop))[:DEMO_CANDIDATES]   # ties: lower index
+    cands = "".join(f"{i}\n" for i in np.asarray(model.item_ids)[top].tolist()).encode()
+    contents = []
+    for src in (model_path, history_path):
         with open(src, "rb") as f:
-            data = f.read()
+            contents.append(f.read())
+    contents.append(cands)
+    for d, data in zip(dst, contents):
         atomic_write(d, lambda fh, data=data: fh.write(data))
     return dst

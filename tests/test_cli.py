@@ -506,3 +506,24 @@ def test_an_empty_output_name_is_an_error_not_the_default(files, tmp_path):
     code, so, se = run("finetune", w, h, "-o", "")
     assert "-o/--output: the file name is empty" in _one_line_error(code, so, se)
     assert not os.path.exists(str(w).replace(".npz", ".personal.npz"))
+
+
+def test_demo_files_include_a_candidate_set_for_the_readme_s_python(tmp_path, capsys):
+    """The README's Python quickstart reads cands.csv next to weights.npz and
+    history.csv (it read cands.npz, made only in the Trainer section further
+    down, so a reader following it in order hit FileNotFoundError)."""
+    from deeprec_edge.candidates import read_candidates
+    from deeprec_edge.demo import DEMO_CANDIDATES
+    assert main(["demo", "--files", str(tmp_path)]) == 0
+    assert "cands.csv" in capsys.readouterr().out
+    m = load_model(tmp_path / "weights.npz")
+    ids = read_candidates(str(tmp_path / "cands.csv"), model=m)
+    assert len(ids) == len(set(ids)) == DEMO_CANDIDATES
+    idx, unknown = m.item_index(ids)
+    assert not unknown.any()
+    pop = np.asarray(m.popularity)
+    assert pop[idx].min() >= np.sort(pop)[::-1][DEMO_CANDIDATES - 1]     # the most popular
+    before = (tmp_path / "cands.csv").read_bytes()
+    code, so, se = run("demo", "--files", tmp_path)          # never over existing files
+    assert "exists" in _one_line_error(code, so, se)
+    assert (tmp_path / "cands.csv").read_bytes() == before

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 
@@ -99,21 +98,6 @@ def _u_data(path):
 SETUP = {"clicks.tsv": _clicks_tsv, "u.data": _u_data}
 
 
-def _candidates_for_the_python_block(folder):
-    """The Python block reads cands.npz, "the candidate sets the trainer
-    writes for all users", before the README's Trainer section makes one:
-    make it the same way (deeprec-train candidates on clicks.tsv)."""
-    _clicks_tsv(os.path.join(folder, "clicks.tsv"))
-    subprocess.run([_command("deeprec-train"), "candidates", "clicks.tsv", "--model",
-                    "weights.npz", "-o", "cands.npz", "-q"], cwd=folder, check=True,
-                   capture_output=True, timeout=600)
-
-
-def _command(name):
-    here = os.path.join(os.path.dirname(sys.executable), name)
-    return here if os.path.exists(here) else shutil.which(name) or name
-
-
 # --------------------------------------------------------------------------
 # tests
 # --------------------------------------------------------------------------
@@ -141,8 +125,6 @@ def test_every_readme_block_runs(tmp_path):
                     make(str(tmp_path / name))
         assert lang in ("bash", "python"), f"{where}: a block of {lang or 'no language'} " \
                                            f"without a readme-test marker"
-        if lang == "python" and "cands.npz" in code and not (tmp_path / "cands.npz").exists():
-            _candidates_for_the_python_block(str(tmp_path))
         cmd = ["bash", "-e", "-o", "pipefail", "-c", code] if lang == "bash" else \
             [sys.executable, "-c", code]
         p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
