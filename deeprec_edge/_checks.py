@@ -31,7 +31,7 @@ __all__ = [
     "Int", "Float", "check_finetune_args", "check_output_not_input",
     "EPOCHS", "SEED", "WINDOW", "BATCH_SIZE", "NEGATIVES", "ALPHA", "LEARNING_RATE",
     "HOLDOUT", "L2_PULL", "MAX_EVENTS", "TOP_K", "FINETUNE_ARGS", "RECIPE_DECIDES",
-    "OPTIMIZERS", "MAX_BATCH_LOGITS", "show_ranges",
+    "OPTIMIZERS", "MAX_BATCH_LOGITS", "show_ranges", "quoted", "quoted_list",
 ]
 
 
@@ -194,6 +194,26 @@ def check_finetune_args(args: Mapping[str, Any],
             raise ValueError(
                 f"{b} x {w} x ({b} x {w} + {n}) = {logits:,} logits per mini-batch is more "
                 f"than {MAX_BATCH_LOGITS:,} (1 GiB of float32): lower {b}, {w} or {n}")
+
+
+def quoted(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a message, at most about ``limit`` characters: a
+    value read from a file (a 10^6-character line, a hostile header) must
+    not turn one error line into megabytes."""
+    r = repr(value)
+    if len(r) <= limit:
+        return r
+    n = len(value) if isinstance(value, (str, bytes)) else len(r)
+    return f"{r[:limit]}... ({n:,} characters)"
+
+
+def quoted_list(values: Any, k: int = 10, limit: int = 80) -> str:
+    """``[v1, v2, ...]`` of at most ``k`` :func:`quoted` values, and how
+    many more there are."""
+    vals = list(values)
+    shown = ", ".join(quoted(v, limit) for v in vals[:k])
+    more = f", ... ({len(vals) - k:,} more)" if len(vals) > k else ""
+    return f"[{shown}{more}]"
 
 
 def show_ranges(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _engine, _tables
+from ._checks import quoted
 from ._finetune import (FinetuneResult, evaluate_history, event_positions, finetune_params,
                         fit_parts)
 from .model import make_personal, params_of
@@ -56,19 +57,23 @@ def _history_items(model, history) -> np.ndarray:
 
 def _unknown_note(model, history) -> str:
     """What the history lost to items outside the catalogue (a sliced
-    model's typical problem), for error messages; '' when nothing."""
+    model's typical problem) and to clicks dated in the future, for error
+    messages; '' when nothing."""
+    n_future = int(getattr(history, "n_future", 0) or 0)
+    future = (f"; {n_future:,} click(s) dated in the future were skipped (is the device clock "
+              f"right?)" if n_future else "")
     n_unknown = int(getattr(history, "n_unknown", 0) or 0)
     if not n_unknown:
-        return ""
+        return future
     n_read = int(getattr(history, "n_rows", 0) or 0)
-    ex = ", ".join(str(x) for x in (getattr(history, "unknown_examples", None) or [])[:3])
+    ex = ", ".join(quoted(str(x)) for x in (getattr(history, "unknown_examples", None) or [])[:3])
     sliced = (model.config.get("sliced_from") or {}).get("n_items")
     what = (f"this sliced model keeps {model.n_items:,} of {sliced:,} items" if sliced
             else f"the model's catalogue has {model.n_items:,} items")
     return (f"; {n_unknown:,} of the history's {n_read:,} clicks are on items outside the "
             f"catalogue ({what}{'; e.g. ' + ex if ex else ''}) and were skipped -- a slice "
             f"for fine-tuning devices keeps the items they click (deeprec-train export "
-            f"--inputs)")
+            f"--inputs){future}")
 
 
 def _clicks_already_learned(personal: dict, ts: np.ndarray) -> int:

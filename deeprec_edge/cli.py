@@ -184,7 +184,7 @@ def _read_candidates(path: str, model, user: Optional[str] = None):
     ids = read_candidates(path, model, user=user)
     _, unknown = model.item_index(ids)
     if unknown.all():
-        ex = ", ".join(repr(x) for x in ids[:3])
+        ex = ", ".join(C.quoted(x) for x in ids[:3])
         raise UserError(f"{path}: " + (f"none of its {len(ids):,} candidate ids is in the "
                                        f"model's catalogue (e.g. {ex})" if ids else
                                        "holds no candidate ids")

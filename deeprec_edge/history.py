@@ -48,6 +48,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._checks import quoted, quoted_list
+
 __all__ = [
     "HistoryError",
     "History",
@@ -86,7 +88,18 @@ _EPOCH = _dt.datetime(1970, 1, 1)
 
 class HistoryError(ValueError):
     """A click history cannot be used: the message names the file and, for
-    a bad row, the line number and the column."""
+    a bad row, the line number and the column.  Values quoted from the file
+    are shortened (:func:`deeprec_edge._checks.quoted`), and the message is
+    at most :data:`MAX_MESSAGE` characters whatever it quotes."""
+
+    def __init__(self, msg: str = "") -> None:
+        if len(msg) > MAX_MESSAGE:
+            msg = msg[:MAX_MESSAGE] + " ..."
+        super().__init__(msg)
+
+
+#: Longest message of a :class:`HistoryError` (characters).
+MAX_MESSAGE = 2000
 
 
 @dataclass
@@ -247,17 +260,17 @@ def parse_timestamp(s: str) -> Tuple[float, str]:
     if _NUM_RE.fullmatch(s):
         if len(s) == 8 and s.isdigit() and _looks_like_basic_date(s):
             # 20240301 as unix seconds is 1970-08-23: a date written without dashes
-            raise ValueError(f"{s!r} looks like a date written YYYYMMDD; write it as ISO-8601 "
+            raise ValueError(f"{quoted(s)} looks like a date written YYYYMMDD; write it as ISO-8601 "
                              f"({s[:4]}-{s[4:6]}-{s[6:]}) or as unix seconds")
         v = float(s)
         a = abs(v)
         if a >= MAX_MS:
-            raise ValueError(f"{s!r} is too large for unix seconds or milliseconds "
+            raise ValueError(f"{quoted(s)} is too large for unix seconds or milliseconds "
                              f"(microseconds or nanoseconds are not supported)")
         return (v / 1000.0, "ms") if a >= MS_THRESHOLD else (v, "s")
     t = _parse_iso(s)
     if t is None:
-        raise ValueError(f"{s!r} is not a timestamp (expected ISO-8601 such as "
+        raise ValueError(f"{quoted(s)} is not a timestamp (expected ISO-8601 such as "
                          f"2024-03-01T12:00:00Z, or unix seconds or milliseconds)")
     return t, "iso"
 
@@ -278,10 +291,10 @@ def _find_column(header: List[str], role: str, given: Optional[str],
         if not exact:
             exact = [i for i, h in enumerate(header) if h.lower() == given.lower()]
         if not exact:
-            raise HistoryError(f"{where}: no column named {given!r} (given as the {role} "
-                               f"column); the header has {header}")
+            raise HistoryError(f"{where}: no column named {quoted(given)} (given as the "
+                               f"{role} column); the header has {quoted_list(header)}")
         if len(exact) > 1:
-            raise HistoryError(f"{where}: the header names column {given!r} "
+            raise HistoryError(f"{where}: the header names column {quoted(given)} "
                                f"{len(exact)} times")
         return exact[0]
     hits = [i for i, h in enumerate(header) if h.lower() in candidates]
@@ -290,7 +303,8 @@ def _find_column(header: List[str], role: str, given: Optional[str],
                            f"all match; choose one with {option}")
     if not hits:
         if required:
-            raise HistoryError(f"{where}: no {role} column: the header has {header}; expected "
+            raise HistoryError(f"{where}: no {role} column: the header has "
+                               f"{quoted_list(header)}; expected "
                                f"one of {list(candidates)} (case-insensitive) or pass {option}")
         return None
     return hits[0]
@@ -450,7 +464,7 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
     idx = [i for _, i in used]
     if len(set(idx)) != len(idx):
         raise HistoryError(f"{where}: the same column is used for two roles "
-                           f"({', '.join(f'{r}={header[i]!r}' for r, i in used)})")
+                           f"({', '.join(f'{r}={quoted(header[i])}' for r, i in used)})")
     n_fields = len(header)
     names = {"item": header[ci], "time": header[ti],
              "session": header[si] if si is not None else None}
@@ -476,7 +490,7 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
         int_catalogue = np.asarray(model.item_ids).dtype.kind in "iu"
 
     def bad(line: int, col: Optional[int], msg: str) -> HistoryError:
-        c = f", column {header[col]!r}" if col is not None else ""
+        c = f", column {quoted(header[col])}" if col is not None else ""
         return HistoryError(f"{where}, line {line}{c}: {msg}")
 
     line = 1
@@ -515,7 +529,7 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
         if kind is None:
             kind, kind_line = k, line
         elif k != kind:
-            raise bad(line, ti, f"{ts_text!r} reads as {_KIND_NAMES[k]}, but the file's "
+            raise bad(line, ti, f"{quoted(ts_text)} reads as {_KIND_NAMES[k]}, but the file's "
                                 f"timestamps are {_KIND_NAMES[kind]} (decided by line "
                                 f"{kind_line}); one file must use one kind and unit")
         if sessions is not None:
@@ -557,12 +571,18 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
         raise HistoryError(
             f"{where}: every click ({n_rows}) is dated more than "
             f"{FUTURE_TOLERANCE_SECONDS / 3600:g} hours in the future (the first, line {fl}: "
-            f"{ft!r}); is the device clock right, and are the timestamps unix seconds?")
+            f"{quoted(ft)}); is the device clock right, and are the timestamps unix seconds?")
     if model is not None and len(dense) == 0 and n_unknown:
+        counted = (f"{n_rows - n_future} click(s) not dated in the future" if n_future
+                   else f"{n_rows} click(s)")
+        future = (f"; {n_future} other(s), dated more than "
+                  f"{FUTURE_TOLERANCE_SECONDS / 3600:g} hours in the future, were skipped"
+                  if n_future else "")
         raise HistoryError(
-            f"{where}: none of the {n_rows} click(s) is on an item in the model's catalogue "
-            f"(unknown ids such as {', '.join(repr(u) for u in unknown_examples)}); is this "
-            f"history for this model, and is {names['item']!r} the item id column?")
+            f"{where}: none of the {counted} is on an item in the model's catalogue "
+            f"(unknown ids such as {', '.join(quoted(u) for u in unknown_examples)}){future}; "
+            f"is this history for this model, and is {quoted(names['item'])} the item id "
+            f"column?")
 
     ts = np.frombuffer(times, dtype=np.float64).copy() if len(times) else np.zeros(0)
     del times

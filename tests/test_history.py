@@ -442,3 +442,40 @@ def test_streaming_memory_is_linear_and_small(tmp_path, model):
     # per row: int32 item, int64 id, float64 time, session code and the
     # session id array (unicode); about 55 bytes, below the file's own text
     assert peak < 100 * n, f"peak {peak / n:.0f} bytes per row"
+
+
+@pytest.mark.parametrize("name,text", [
+    # a header of 200k columns, none of them an item column: the whole header was quoted
+    ("wide header", ",".join(f"col{i}" for i in range(200_000)) + "\n1,2\n"),
+    # one long timestamp: quoted whole
+    ("long timestamp", "item_id,timestamp\n1000," + "9" * 130_000 + "x\n"),
+    # long unknown ids only
+    ("long ids", "item_id,timestamp\n" + "".join(f"{'x' * 100_000}{i},{T0 + i}\n"
+                                                 for i in range(5))),
+])
+def test_error_messages_stay_short_whatever_the_file_holds(tmp_path, model, name, text):
+    """Each message quoted what it read in full: 2 MB for a wide header, 650 KB
+    for long ids. Quotes are cut (and say how long the value was)."""
+    msg = error(tmp_path, text, model=model)
+    assert len(msg) <= 2100, (name, len(msg))
+    assert "characters)" in msg or "more)" in msg, msg[:300]
+
+
+def test_messages_count_the_clicks_skipped_as_dated_in_the_future(tmp_path, model):
+    """Two known items dated 2999 and one unknown id: 'none of the 3 click(s) is
+    on an item in the model's catalogue' -- two of them are. One known click
+    and one future one: 'needs at least 2 clicks of known items, got 1', with
+    no word about the skipped click."""
+    import deeprec_edge as de
+    known = [str(i) for i in np.asarray(model.item_ids)[:2]]
+    text = ("item_id,timestamp\n" + f"{known[0]},2999-01-01T00:00:00Z\n"
+            + f"{known[1]},2999-01-01T00:00:01Z\n" + "nope,2023-11-14T22:13:20Z\n")
+    msg = error(tmp_path, text, model=model)
+    assert "none of the 1 click(s) not dated in the future" in msg
+    assert "2 other(s), dated more than 24 hours in the future, were skipped" in msg
+    p = write(tmp_path, "item_id,timestamp\n" + f"{known[0]},2023-11-14T22:13:20Z\n"
+              + f"{known[1]},2999-01-01T00:00:00Z\n", name="one.csv")
+    with pytest.raises(ValueError) as e:
+        de.finetune(model, de.read_history(p, model=model))
+    assert "got 1" in str(e.value) and "1 click(s) dated in the future were skipped" in \
+        str(e.value)
