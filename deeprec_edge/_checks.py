@@ -30,7 +30,7 @@ from typing import Any, Mapping, Optional, Union
 __all__ = [
     "Int", "Float", "check_finetune_args", "check_output_not_input",
     "EPOCHS", "SEED", "WINDOW", "BATCH_SIZE", "NEGATIVES", "ALPHA", "LEARNING_RATE",
-    "HOLDOUT", "L2_PULL", "MAX_EVENTS", "TOP_K", "FINETUNE_ARGS", "RECIPE_DECIDES",
+    "HOLDOUT", "L2_PULL", "MAX_EVENTS", "TOP_K", "RANK_K", "check_item_ids", "FINETUNE_ARGS", "RECIPE_DECIDES",
     "OPTIMIZERS", "MAX_BATCH_LOGITS", "show_ranges", "quoted", "quoted_list",
 ]
 
@@ -152,6 +152,8 @@ L2_PULL = Float(0.0)
 MAX_EVENTS = Int(1, 10_000_000)
 #: Number of recommendations.
 TOP_K = Int(1, 2 ** 31 - 1)
+#: ``k`` of the Python ranking calls (0: nothing; more than the items: all of them).
+RANK_K = Int(0, 2 ** 63 - 1)
 
 #: The numeric arguments of :func:`deeprec_edge.finetune` and their ranges.
 FINETUNE_ARGS = {
@@ -194,6 +196,15 @@ def check_finetune_args(args: Mapping[str, Any],
             raise ValueError(
                 f"{b} x {w} x ({b} x {w} + {n}) = {logits:,} logits per mini-batch is more "
                 f"than {MAX_BATCH_LOGITS:,} (1 GiB of float32): lower {b}, {w} or {n}")
+
+
+def check_item_ids(values: Any, name: str) -> Any:
+    """Refuse a string where a sequence of item ids (or part names) is
+    expected: iterating ``"1085"`` would give ``'1', '0', '8', '5'``."""
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name} must be a sequence (e.g. a list), not a single string: "
+                         f"got {quoted(values)}; write [{quoted(values)}]")
+    return values
 
 
 def quoted(value: Any, limit: int = 80) -> str:

@@ -162,7 +162,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     rc = model.recipe if recipe is None else recipe
     changes = {}
     if parts is not None:
-        changes["parts"] = tuple(parts)
+        from ._checks import check_item_ids
+        changes["parts"] = tuple(check_item_ids(parts, "parts"))
     if l2 is not None:
         changes["l2"] = l2
     if holdout is not None:
@@ -316,8 +317,10 @@ def recommend(model, history=None, k: int = 20, candidates: Optional[Iterable] =
     scores)``, best first; ties go to the lower item index.
     """
     from . import kernels as K
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
+    from ._checks import RANK_K, check_item_ids
+    k = RANK_K.check(k, "k")
+    if candidates is not None:
+        check_item_ids(candidates, "candidates")
     p = params_of(model)
     spec = model.repeat
     u = np.ascontiguousarray(user_embedding(model, history), np.float32)

@@ -110,6 +110,13 @@ def _cmd_finetune(a) -> int:
         if delta_of.is_personal:
             raise UserError("--delta: WEIGHTS is a personal model; give its global model with "
                             "--base (a delta is written against the global model)")
+        # the personal model will descend from WEIGHTS' global model: check before the work
+        want = (model.personal or {}).get("base_fingerprint") or model.fingerprint()
+        if delta_of.fingerprint() != want:
+            raise UserError(f"--delta --base {a.base}: WEIGHTS descends from the global model "
+                            f"{want[:12]}..., not from this base "
+                            f"({delta_of.fingerprint()[:12]}...); give WEIGHTS' own global "
+                            f"model as --base")
     hist = read_history(a.history, model=model, item_col=a.item_col, time_col=a.time_col,
                         session_col=a.session_col)
     cands = _read_candidates(a.candidates, model, a.user) if a.candidates else None

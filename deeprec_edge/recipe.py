@@ -73,6 +73,9 @@ class FinetuneRecipe:
     min_holdout: int = 10
 
     def __post_init__(self) -> None:
+        if isinstance(self.parts, (str, bytes)):
+            raise ValueError(f"fine-tuning recipe parts must be a sequence of names such as "
+                             f"('offset', 'bias'), not the string {self.parts!r:.80}")
         parts = tuple(self.parts)
         bad = [p for p in parts if p not in RECIPE_PARTS]
         if bad:

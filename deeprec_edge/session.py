@@ -101,6 +101,9 @@ class Session:
         self._new_session = True
         self.exclude_clicked = (not model.has_repeat) if exclude_clicked is None \
             else bool(exclude_clicked)
+        if candidates is not None:
+            from ._checks import check_item_ids
+            check_item_ids(candidates, "candidates")
         self._cand = None if candidates is None else self._dense(candidates)
         self._cand_base = self._cand
         if self._cand is not None:
@@ -239,6 +242,10 @@ class Session:
 
         ``candidates`` overrides the session's candidate list for this call.
         """
+        from ._checks import RANK_K, check_item_ids
+        k = RANK_K.check(k, "k")
+        if candidates is not None:
+            check_item_ids(candidates, "candidates")
         excl = self.exclude_clicked if exclude_clicked is None else exclude_clicked
         if self._mem is not None:
             return self._recommend_repeat(k, candidates, excl)

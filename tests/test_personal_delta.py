@@ -149,3 +149,22 @@ def test_cli_delta_finetune_recommend_info(tmp_path, capsys):
     assert main(["finetune", str(full), str(h), "-o", str(d2), "--delta", "-q"]) != 0
     assert "give its global model with --base" in capsys.readouterr().err
     assert not d2.exists()
+
+
+def test_cli_delta_with_another_base_fails_before_the_fine_tune(tmp_path, capsys, monkeypatch):
+    """--delta --base OTHER: the delta cannot be written against a global model
+    WEIGHTS does not descend from; that was found only after the whole
+    fine-tune had run."""
+    import deeprec_edge.api as api
+    w, h = _demo_files(tmp_path)
+    other = tmp_path / "other.npz"
+    save_model(compress_model(load_model(w), {"tables": "float32"}), other)
+    assert load_model(other).fingerprint() != load_model(w).fingerprint()
+    ran = []
+    monkeypatch.setattr(api, "finetune_params", lambda *a, **k: ran.append(1))
+    capsys.readouterr()
+    out = tmp_path / "me.delta.npz"
+    assert main(["finetune", str(w), str(h), "-o", str(out), "--delta", "--base", str(other),
+                 "--parts", "gru", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "not from this base" in err and not ran and not out.exists()

@@ -14,6 +14,7 @@ from deeprec_edge import kernels as K
 from deeprec_edge._engine import Params, user_vectors
 from deeprec_edge._finetune import evaluate_history, finetune_params
 from deeprec_edge.model import model_from_params, params_of
+from helpers_model import random_model
 from deeprec_edge.trainer.demo import ID_OFFSET, make_world
 from deeprec_edge.trainer.fit import FitConfig, fit, init_params
 
@@ -372,3 +373,32 @@ def test_a_history_read_for_another_catalogue_is_a_clear_error(model_and_user, t
     assert h.items.max() >= n
     with pytest.raises(ValueError, match="read with another model"):
         de.recommend(small, h, k=3)
+
+
+def test_k_and_id_sequences_are_checked_in_the_python_api():
+    """Session.recommend(2.5) returned 2 items where recommend(k=2.5) raised;
+    k = 10**20 was an OverflowError, k = None a bare TypeError; a string
+    where a sequence of ids or part names belongs was iterated by character
+    ('unknown part(s) ['o', 'f', ...]')."""
+    from deeprec_edge.recipe import FinetuneRecipe
+    from deeprec_edge.history import History
+    model = random_model(n_items=20, seed=2)
+    s = de.Session(model)
+    s.click(model.item_ids[1])
+    for bad in (2.5, 10 ** 20, None, -1, True):
+        for call in (lambda k: s.recommend(k), lambda k: de.recommend(model, k=k)):
+            with pytest.raises(ValueError, match="k must be an integer in"):
+                call(bad)
+    assert len(s.recommend(0)[0]) == 0 and len(s.recommend(10 ** 6)[0]) == 19   # 1 clicked
+    one = str(model.item_ids[3])
+    for call in (lambda: de.recommend(model, candidates=one), lambda: s.recommend(3, one),
+                 lambda: de.Session(model, candidates=one)):
+        with pytest.raises(ValueError, match="not a single string"):
+            call()
+    with pytest.raises(ValueError, match="not the string 'offset'"):
+        FinetuneRecipe(parts="offset")
+    h = History(items=np.arange(10, dtype=np.int32) % 20,
+                item_ids=np.asarray(model.item_ids)[np.arange(10) % 20],
+                timestamps=1.7e9 + 30.0 * np.arange(10), session_ids=None, n_rows=10)
+    with pytest.raises(ValueError, match="not a single string"):
+        de.finetune(model, h, parts="offset")
