@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the summary as JSON on stdout instead of text")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     _history_args(f)
-    f.set_defaults(func=_cmd_finetune)
+    f.set_defaults(func=_cmd_finetune, parser_=f)
 
     r = sub.add_parser("recommend", help="rank items for a user",
                        description="Rank candidates (or the whole catalogue) for the user "
@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true",
                      help="print the ranking as CSV (rank,item_id,score) instead of a table")
     _history_args(r)
-    r.set_defaults(func=_cmd_recommend)
+    r.set_defaults(func=_cmd_recommend, parser_=r)
 
     i = sub.add_parser("info", help="describe a model file",
                        description="Validate a model file and print its configuration.")
@@ -433,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the global model of a personal delta")
     i.add_argument("--json", action="store_true",
                    help="print the description as JSON on stdout instead of text")
-    i.set_defaults(func=_cmd_info)
+    i.set_defaults(func=_cmd_info, parser_=i)
 
     d = sub.add_parser("demo", help="fine-tune the embedded demo model on a sample history",
                        description="Runs the whole on-device flow on the small model and "
@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "and a candidate set to DIR as weights.npz, history.csv and cands.csv, to "
                    "try finetune and recommend on them (existing files are not overwritten)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress output")
-    d.set_defaults(func=_cmd_demo)
+    d.set_defaults(func=_cmd_demo, parser_=d)
     return C.show_ranges(p)   # every numeric option's --help names its range
 
 
@@ -472,7 +472,15 @@ def _stdout_gone() -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``deeprec-edge`` command; returns the exit status."""
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a, extra = parser.parse_known_args(argv)
+    if extra:
+        # the sub-command's own usage, and where a stray file name belongs
+        sub = getattr(a, "parser_", parser)
+        hint = ""
+        if getattr(a, "func", None) is _cmd_recommend and not extra[0].startswith("-"):
+            hint = (f"; recommend takes one positional argument, the model: give the history "
+                    f"as --history {extra[0]}")
+        sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     try:
         code = a.func(a)
         sys.stdout.flush()   # a closed pipe shows here, not at interpreter exit

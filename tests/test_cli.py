@@ -527,3 +527,15 @@ def test_demo_files_include_a_candidate_set_for_the_readme_s_python(tmp_path, ca
     code, so, se = run("demo", "--files", tmp_path)          # never over existing files
     assert "exists" in _one_line_error(code, so, se)
     assert (tmp_path / "cands.csv").read_bytes() == before
+
+
+def test_a_stray_argument_gets_the_command_s_usage_and_a_hint(files):
+    """recommend MODEL HISTORY printed the top-level usage and 'unrecognized
+    arguments: history.csv', with no word of --history."""
+    w, h = files
+    code, so, se = run("recommend", w, h)
+    assert code == 2 and "Traceback" not in se
+    assert "usage: deeprec-edge recommend" in se
+    assert f"give the history as --history {h}" in se
+    code, so, se = run("finetune", w, h, "--bogus")
+    assert code == 2 and "deeprec-edge finetune: error: unrecognized arguments: --bogus" in se

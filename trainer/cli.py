@@ -208,8 +208,9 @@ def _reader_args(p, *, default_format: str = "auto", min_item_support: int = 5,
                  min_session_length: int = 2, user_filter: bool = True) -> None:
     g = p.add_argument_group("reading the log")
     g.add_argument("--format", choices=("auto",) + FORMATS, default=default_format,
-                   help=f"log format (default {default_format}: guessed from the header line: "
-                        "the UCI Online Retail header -> online-retail, the Tmall "
+                   help=f"log format (default {default_format}"
+                        + ("" if default_format == "auto" else "; auto") + ": guessed from the "
+                        "header line: the UCI Online Retail header -> online-retail, the Tmall "
                         "user_log_format1 header -> tmall; else from the file name: "
                         "u.data/ratings.* -> movielens, *.jsonl -> otto, "
                         "yoochoose-clicks*.dat -> yoochoose, UserBehavior* -> tianchi, "
