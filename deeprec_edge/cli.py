@@ -57,6 +57,10 @@ def _err(msg: str) -> None:
     print(f"deeprec-edge: error: {msg}", file=sys.stderr)
 
 
+def _note(msg: str) -> None:
+    print(f"deeprec-edge: note: {msg}", file=sys.stderr)
+
+
 class _Progress:
     def __init__(self, quiet: bool):
         self.on = not quiet and sys.stderr.isatty()
@@ -214,6 +218,13 @@ def _cmd_recommend(a) -> int:
     if a.history:
         hist = read_history(a.history, model=model, item_col=a.item_col, time_col=a.time_col,
                             session_col=a.session_col)
+        ex = ", ".join(C.quoted(x) for x in hist.unknown_examples[:3])
+        why = [f"{n:,} {what}" for n, what in
+               ((hist.n_unknown, f"on items outside the model's catalogue, e.g. {ex}"),
+                (hist.n_future, "dated in the future")) if n]
+        if why:   # on stderr: stdout stays the ranking (--csv, --json)
+            _note(f"{a.history}: {hist.n_unknown + hist.n_future:,} of {hist.n_rows:,} clicks "
+                  f"skipped ({'; '.join(why)})")
     cands = _read_candidates(a.candidates, model, a.user) if a.candidates else None
     ids, scores = recommend(model, hist, k=a.k, candidates=cands,
                             exclude_clicked=False if (a.include_clicked or model.has_repeat)

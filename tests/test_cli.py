@@ -539,3 +539,18 @@ def test_a_stray_argument_gets_the_command_s_usage_and_a_hint(files):
     assert f"give the history as --history {h}" in se
     code, so, se = run("finetune", w, h, "--bogus")
     assert code == 2 and "deeprec-edge finetune: error: unrecognized arguments: --bogus" in se
+
+
+def test_recommend_says_on_stderr_what_the_history_lost(files, tmp_path):
+    """Unknown item ids in --history were skipped without a word (finetune
+    reports them); the note goes to stderr, the ranking on stdout stays CSV."""
+    w, h = files
+    lines = h.read_text().splitlines()
+    h2 = tmp_path / "h2.csv"
+    h2.write_text("\n".join(lines[:6] + ["nope-42," + lines[5].split(",", 1)[1]]) + "\n")
+    code, so, se = run("recommend", w, "--history", h2, "-k", "3", "--csv")
+    assert code == 0 and so.splitlines()[0] == "rank,item_id,score" and len(so.splitlines()) == 4
+    assert "1 of 6 clicks skipped (1 on items outside the model's catalogue, e.g. 'nope-42')" \
+        in se
+    code, so, se = run("recommend", w, "--history", h, "-k", "3", "--csv")
+    assert code == 0 and se == ""

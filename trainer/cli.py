@@ -178,7 +178,13 @@ def _read(a, path: str, item_vocab=None):
     if item_vocab is not None:
         kw["item_vocab"] = item_vocab
     t0 = time.perf_counter()
-    inter = read_interactions(path, fmt, **kw)
+    try:
+        inter = read_interactions(path, fmt, **kw)
+    except UnicodeDecodeError as e:
+        # e.g. a model file given as the log: the reader's message names no file
+        raise UserError(f"{path}: not {fmt} text ({e.encoding} cannot decode byte "
+                        f"{e.object[e.start:e.start + 1]!r} at position {e.start}); is this "
+                        f"the click log?") from None
     inter.info.setdefault("source", path)
     inter.info["source"] = path
     inter.info.setdefault("format", fmt)

@@ -497,3 +497,14 @@ def test_an_output_that_cannot_be_created_fails_before_any_output_is_written(
     code = main(["fit", str(log_csv), *READER, *SMALL, "-o", str(w), "--report", ""])
     assert code == 2 and "--report: the file name is empty" in capsys.readouterr().err
     assert not w.exists()
+
+
+def test_a_binary_file_as_the_log_is_named_in_the_error(tmp_path, capsys):
+    """fit weights.npz --format csv said only "'utf-8' codec can't decode byte"."""
+    m = model_from_params(init_params(20, FitConfig(hidden=[8])), np.arange(20),
+                          np.ones(20))
+    w = tmp_path / "weights.npz"
+    save_model(m, w)
+    assert main(["fit", str(w), "--format", "csv", "-o", str(tmp_path / "x.npz"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"{w}: not csv text" in err and "is this the click log?" in err
