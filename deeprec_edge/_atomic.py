@@ -192,7 +192,7 @@ def _new_temporary(p: str, target: str, directory: str) -> Tuple[int, str]:
 def probe_target(path: PathLike) -> str:
     """:func:`check_target`, then create and remove a temporary file where
     :func:`atomic_write` would: a directory that passes the permission
-    checks but takes no new files (``/sys``, ``/proc``, a full quota) fails
+    checks but takes no new files (``/sys``, ``/proc``, an exhausted quota of files) fails
     here, before long work, and not after a command wrote its other
     outputs.  Returns the target; leaves nothing behind."""
     p = os.fspath(path)
@@ -347,8 +347,9 @@ def atomic_write(path: PathLike, writer_fn: Callable[[IO[bytes]], object]) -> No
                     pass
             os.replace(tmp, target)
         except OSError as e:
-            if e.errno is None or isinstance(e, NotRegularFileError):
-                raise
+            other = e.filename is not None and os.fspath(e.filename) not in (tmp, target)
+            if e.errno is None or isinstance(e, NotRegularFileError) or other:
+                raise       # not about this file (e.g. the writer read another one)
             # e.g. ENOSPC, EDQUOT, EIO: say which file could not be written
             raise type(e)(e.errno, f"cannot write {p}: {e.strerror or e}") from None
     except BaseException:

@@ -40,8 +40,10 @@ class FinetuneResult:
     """What :func:`finetune` returns.
 
     ``model`` is the personal model (same format as the global one, plus
-    fine-tuning metadata); ``summary`` a dict: clicks_read, clicks_used,
-    clicks_skipped_unknown, clicks_older_than_model, windows, epochs_run,
+    fine-tuning metadata); ``summary`` a dict: clicks_read, clicks_used (the
+    new clicks learned from), clicks_left_new (new clicks the next
+    fine-tune will learn from), clicks_skipped_unknown,
+    clicks_older_than_model, windows, epochs_run,
     loss_first_epoch, loss_last_epoch, recall20_before, recall20_after,
     mrr20_before, mrr20_after, heldout_events, seconds, best_epoch.
     """
@@ -300,14 +302,14 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
               session_start: Optional[np.ndarray], recipe, *, reset_at_sessions: bool = True,
               first_target: int = 0, popularity: Optional[np.ndarray] = None, seed: int = 0,
               full_softmax_limit: int = 8192, n_negatives: int = 2048, alpha: float = 0.75,
-              repeat_component: Optional[bool] = None,
+              repeat_component: Optional[bool] = None, end_target: Optional[int] = None,
               progress: Optional[Callable[[str], None]] = None) -> PersonalParts:
     """Fit the recipe's parameter-efficient parts (offset, bias, repeat,
     head) on one history (:mod:`deeprec_edge._personal`).
 
     Events are the history's next-click pairs whose target is at or after
-    ``first_target`` (the newest ``recipe.max_events`` of them); their inputs
-    read the whole history.  With ``recipe.holdout`` the newest events are
+    ``first_target`` and before ``end_target`` (None: the end; the newest
+    ``recipe.max_events`` of them); their inputs read the whole history.  With ``recipe.holdout`` the newest events are
     held out first: if the parts fitted on the rest do not lower their loss,
     the user keeps ``base`` (``summary["kept_global"]`` says why).  A
     non-finite objective also keeps ``base``.  ``repeat_component``: whether
@@ -324,6 +326,8 @@ def fit_parts(base: Params, spec: RepeatSpec, items: np.ndarray,
     if not has_rep and "repeat" in parts:
         parts.remove("repeat")           # a model without the component has no weights to tune
     pos = event_positions(items, session_start, reset_at_sessions, first_target)
+    if end_target is not None:
+        pos = pos[pos + 1 < end_target]
     pos = pos[-recipe.max_events:]
     summary = {"parts": parts, "events": int(pos.size), "kept_global": None,
                "heldout_events": 0}

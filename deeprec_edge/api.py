@@ -13,7 +13,7 @@ from typing import Callable, Iterable, Optional, Sequence, Tuple
 import numpy as np
 
 from . import _engine, _tables
-from ._checks import quoted
+from ._checks import check_item_ids, quoted
 from ._finetune import (FinetuneResult, evaluate_history, event_positions, finetune_params,
                         fit_parts)
 from .model import make_personal, params_of
@@ -129,10 +129,12 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     ----------
     model : Model
         The global model, or a personal model to fine-tune further
-        (continual): then only clicks newer than its last fine-tuning that
-        learned something are learned from (older ones are still read as
-        context; after a fine-tune that kept the model, its clicks are new
-        again), the prior is
+        (continual): then only the clicks no earlier fine-tuning learned from
+        are learned from (older ones are still read as context; the record's
+        ``last_timestamp`` and ``last_timestamp_clicks`` say where learning
+        stopped, so a new click dated like the last learned one is new; after
+        a fine-tune that kept the model, or the ``gru`` part's held-out newest
+        clicks, they are new again), the prior is
         centred on the personal model, and the result still records the
         fingerprint of the original global model.
     history : History
@@ -162,7 +164,6 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     rc = model.recipe if recipe is None else recipe
     changes = {}
     if parts is not None:
-        from ._checks import check_item_ids
         changes["parts"] = tuple(check_item_ids(parts, "parts"))
     if l2 is not None:
         changes["l2"] = l2
@@ -174,6 +175,9 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
         rc = rc.with_(**changes)
     say = progress or (lambda s: None)
     personal = getattr(model, "personal", None) or {}
+    # time order, stably (read_history's already): what "learned up to the n-th click"
+    # and "the newest clicks" mean below; a History built by hand may be in any order
+    history = history.time_sorted()
     ts = np.asarray(history.timestamps, np.float64)
     items = _history_items(model, history).astype(np.int32)
     sess = _session_starts(model, history)
@@ -186,15 +190,13 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
                              f"(timestamp {personal['last_timestamp']})")
         raise ValueError(f"fine-tuning needs at least 2 clicks of known items, got "
                          f"{items.size}{_unknown_note(model, history)}")
-    if n_old:
-        # learn only from the new clicks; the old ones stay as context (sorted by time,
-        # stably: of the clicks dated last_timestamp, the learned ones come first)
-        order = np.argsort(ts, kind="stable")
-        if not np.array_equal(order, np.arange(ts.size)):
-            items, ts, sess = items[order], ts[order], sess[order]
+    # the first n_old clicks were learned from; they stay as context (of the clicks dated
+    # last_timestamp, the learned ones come first: the sort is stable)
     first_target = int(n_old)
     base = params_of(model)
     spec = model.repeat
+    if candidates is not None:
+        check_item_ids(candidates, "candidates")
     cand = _dense_candidates(model, candidates)
     summary: dict = {"recipe": rc.to_dict(), "clicks_read": int(history.n_rows),
                      "clicks_skipped_unknown": int(history.n_unknown),
@@ -226,8 +228,13 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
             for k in ("epochs_run", "best_epoch", "loss_first_epoch", "loss_last_epoch",
                       "windows"):
                 summary[k] = gsum[k]
+    # after a gru part that trained, the other parts learn the same clicks: not its
+    # held-out newest ones, which stay new for the next fine-tune (each part learns
+    # every click once)
+    parts_end = int(summary["gru"]["heldout_first_target"]) if gru_epochs > 0 else None
     parts_res = fit_parts(params, spec, items, sess, rc, reset_at_sessions=_reset(model),
-                          first_target=first_target, popularity=model.popularity, seed=seed,
+                          first_target=first_target, end_target=parts_end,
+                          popularity=model.popularity, seed=seed,
                           repeat_component=model.has_repeat, progress=progress)
     summary["personal_parts"] = parts_res.summary
     kept = parts_res.summary.get("kept_global")
@@ -242,9 +249,8 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     # "new" for the next one (with more clicks the check may let the parts through)
     learned = summary["kept_global"] is None
     # the clicks learned from: the leading n_learned of the time-sorted history.  The gru
-    # part never trains on its held-out tail (early stopping reads it): that tail stays
-    # new, so the next fine-tune learns from it (the other parts, refitted on every event
-    # after their check, then see it again -- repeated, never lost)
+    # part never trains on its held-out tail (early stopping reads it), nor then do the
+    # other parts: that tail stays new, so the next fine-tune learns from it
     n_learned = n_old
     if learned:
         n_learned = items.size
@@ -252,14 +258,17 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
             n_learned = min(n_learned, int(summary["gru"]["heldout_first_target"]))
     summary["clicks_used"] = n_learned - n_old
     summary["clicks_left_new"] = int(n_new) - summary["clicks_used"]   # the next one learns them
-    # the per-user check's held-out events (the newest): Recall@20 / MRR@20 of the
-    # global model and of the personal parts fitted without them
-    n_hold = int(parts_res.summary.get("heldout_events") or 0)
-    held = pos[pos.size - n_hold:] if n_hold else pos[:0]
+    # the held-out events (the newest): Recall@20 / MRR@20 of the model fine-tuning started
+    # from and of the personal model fitted without them
     if gru_epochs > 0:
-        # only events the trained gru weights never learned from (its own held-out ones)
-        held = held[held + 1 >= summary["gru"]["heldout_first_target"]]
-    chk = parts_res.check or parts_res
+        # the gru part's held-out clicks: no part learned from them (parts_end), so the
+        # personal model itself is measured
+        held, chk = pos[pos + 1 >= parts_end], parts_res
+    else:
+        # the parts' own check: the newest events, and the parts fitted without them
+        n_hold = int(parts_res.summary.get("heldout_events") or 0)
+        held = pos[pos.size - n_hold:] if n_hold else pos[:0]
+        chk = parts_res.check or parts_res
     # "before" is the model fine-tuning started from (not the gru part's result)
     before = evaluate_history(base, items, sess, held, _reset(model), cand, repeat=spec)
     after = evaluate_history(chk.params, items, sess, held, _reset(model), cand,
@@ -317,7 +326,7 @@ def recommend(model, history=None, k: int = 20, candidates: Optional[Iterable] =
     scores)``, best first; ties go to the lower item index.
     """
     from . import kernels as K
-    from ._checks import RANK_K, check_item_ids
+    from ._checks import RANK_K
     k = RANK_K.check(k, "k")
     if candidates is not None:
         check_item_ids(candidates, "candidates")

@@ -355,8 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(--parts). The newest clicks are held out to check that "
                                    "the personal model helps; otherwise the global model is "
                                    "kept. WEIGHTS may be a personal model: then only clicks "
-                                   "newer than its last fine-tuning that learned something are "
-                                   "learned from (continual fine-tuning).")
+                                   "no earlier fine-tuning learned from are learned from "
+                                   "(continual fine-tuning).")
     f.add_argument("weights", help="global or personal model (.npz), or a personal delta "
                                    "(with --base)")
     f.add_argument("history", help="click history CSV")

@@ -167,10 +167,30 @@ class History:
             columns=dict(self.columns),
         )
 
+    def time_sorted(self) -> "History":
+        """This history with its clicks sorted by time, stably (ties keep
+        their order); ``self`` when they already are (as
+        :func:`read_history` leaves them)."""
+        ts = np.asarray(self.timestamps)
+        if ts.shape[0] < 2 or (ts[1:] >= ts[:-1]).all():
+            return self
+        order = np.argsort(ts, kind="stable")
+        return replace(
+            self,
+            items=None if self.items is None else self.items[order],
+            item_ids=self.item_ids[order],
+            timestamps=ts[order],
+            session_ids=None if self.session_ids is None else self.session_ids[order],
+            unknown_examples=list(self.unknown_examples),
+            columns=dict(self.columns),
+        )
+
     def newer_than(self, timestamp: Optional[float]) -> "History":
         """Only the clicks strictly after ``timestamp`` (unix seconds; None
-        keeps all), e.g. the last click a personal model has seen; the
-        number dropped is added to ``n_older``."""
+        keeps all); the number dropped is added to ``n_older``.  Not what
+        continual fine-tuning learns from: clicks dated exactly a personal
+        model's ``last_timestamp`` may be new too (its record's
+        ``last_timestamp_clicks``, docs/model-format.md)."""
         if timestamp is None:
             return self
         m = self.timestamps > float(timestamp)

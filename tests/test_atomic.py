@@ -405,6 +405,18 @@ def test_a_failed_write_names_the_file(tmp_path):
     assert target.read_bytes() == b"old" and listing(tmp_path) == ["out.bin"]
 
 
+def test_an_error_about_another_file_is_not_blamed_on_the_output(tmp_path):
+    """The writer may read other files (a font, an input): their OSError keeps
+    its own file name."""
+    def reads(f):
+        open(tmp_path / "missing-font.ttf", "rb")
+
+    with pytest.raises(FileNotFoundError) as e:
+        atomic_write(tmp_path / "out.png", reads)
+    assert "missing-font.ttf" in str(e.value) and "cannot write" not in str(e.value)
+    assert listing(tmp_path) == []
+
+
 def test_a_read_only_file_system_is_called_so(tmp_path, monkeypatch):
     """os.access fails on a read-only file system too: the message said
     'not writable (Permission denied)'."""

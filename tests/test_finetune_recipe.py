@@ -292,3 +292,46 @@ def test_the_gru_part_s_held_out_clicks_stay_new_for_the_next_finetune():
     assert second.summary["clicks_older_than_model"] == n_train
     assert second.summary["clicks_used"] == 160 - n_train
     assert second.model.personal["clicks_used_total"] == 160
+
+
+def test_a_history_out_of_time_order_is_learned_in_time_order():
+    """A History built by hand need not be sorted: the record's last learned
+    click is the newest one (it was the last row's), so fine-tuning again on
+    the same clicks finds nothing new."""
+    rng = np.random.default_rng(13)
+    m = _model(FinetuneRecipe(parts=("offset", "bias"), l2=5.0, holdout=0.0))
+    h = _history(m, rng.integers(0, 20, 60))
+    order = np.arange(60)
+    order[[10, 59]] = order[[59, 10]]                      # the newest click in row 10
+    shuffled = History(items=h.items[order], item_ids=h.item_ids[order],
+                       timestamps=h.timestamps[order], session_ids=None, n_rows=60)
+    a = de.finetune(m, shuffled)
+    b = de.finetune(m, h)
+    assert a.model.personal["last_timestamp"] == h.timestamps.max()
+    assert a.summary["clicks_used"] == 60
+    assert _diff(a.model, b.model) == []                   # the same fit as the sorted history
+    with pytest.raises(ValueError, match="no new clicks"):
+        de.finetune(a.model, shuffled)
+
+
+def test_with_the_gru_part_every_part_learns_each_click_once():
+    """gru + other parts: the gru part's held-out newest clicks stay new for the
+    next fine-tune. The other parts had fitted them already, and then fitted
+    them again the next time. Now no part learns them the first time, and over
+    two fine-tunes the parts learn every event exactly once."""
+    rng = np.random.default_rng(14)
+    m = _model(FinetuneRecipe(parts=("gru", "offset", "bias"), l2=1.0, holdout=0.2,
+                              min_holdout=10))
+    items = np.tile(rng.integers(0, 12, 8), 20)             # 160 clicks, one session
+    h = _history(m, items)
+    first = de.finetune(m, h, epochs=3, lr=0.2, early_stopping=False)
+    s = first.summary
+    n_train = s["gru"]["heldout_first_target"]
+    assert s["epochs"] > 0 and s["kept_global"] is None and n_train < 160
+    assert s["personal_parts"]["events"] == n_train - 1     # targets 1 .. n_train - 1
+    assert s["clicks_used"] == n_train
+    # the summary's held-out events are the gru part's: learned by no part
+    assert s["heldout_events"] == 160 - n_train
+    second = de.finetune(first.model, h, epochs=1, holdout=0.0)
+    assert second.summary["personal_parts"]["events"] == 160 - n_train
+    assert second.model.personal["clicks_used_total"] == 160
