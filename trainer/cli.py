@@ -500,14 +500,21 @@ def _cmd_candidates(a) -> int:
     raw = _read(a, a.log)
     inter = prepare(raw)
     report: Dict[str, Any] = {"log": a.log, "users": None, "items": inter.n_items}
-    if a.test:
+    sessions_only = inter.user_kind != "user"
+    if sessions_only and (a.test or a.eval_quantile):
+        # sets are per session there, and the later clicks are other (new) sessions: a
+        # recall would count sets that cannot exist, not how good they are
+        report["recall_skipped"] = ("a session log: its units are sessions, and the clicks "
+                                    "after the cutoff (or in --test) are new sessions with no "
+                                    "set; measure candidate recall on a user-level log")
+    if a.test and not sessions_only:
         test = _read(a, a.test, item_vocab=inter.item_ids)
         cands = _candidate_sets(a, inter, model)
         rec = candidate_recall(cands, test)
         report["recall"] = dict(rec, measured_on=a.test)
     else:
         cands = None
-        if a.eval_quantile:
+        if a.eval_quantile and not sessions_only:
             _, post, cut = split_by_time(inter, a.eval_quantile)
             # the sets are built as the cloud would have built them at the cutoff: from the
             # clicks before it, filtered alone (later clicks must not keep a rare item)
@@ -528,6 +535,8 @@ def _cmd_candidates(a) -> int:
         write_json(report, a.report)
     lines = [f"candidate sets for {len(cands):,} users, {report['mean_set_size']:.1f} items on "
              f"average" + "".join(f"; wrote {p}" for p in (a.output, a.csv) if p)]
+    if "recall_skipped" in report:
+        lines.append(f"candidate recall not measured: {report['recall_skipped']}")
     if "recall" in report:
         r = report["recall"]
         lines.append(f"candidate recall: {r['recall']:.4f} of {r['n_events']:,} next clicks "
