@@ -90,11 +90,12 @@ def _clicks_already_learned(personal: dict, ts: np.ndarray) -> int:
     return int((ts < last).sum()) + (ties if k is None else min(int(k), ties))
 
 
-def _learned_through(personal: dict, ts: np.ndarray, n_learned: int, learned: bool) -> dict:
+def _learned_through(personal: dict, ts: np.ndarray, n_old: int, n_learned: int) -> dict:
     """The record's ``last_timestamp`` / ``last_timestamp_clicks`` after a
     fine-tune that learned from the first ``n_learned`` clicks of the
-    time-sorted ``ts`` (unchanged when it learned nothing)."""
-    if not learned or n_learned <= 0:
+    time-sorted ``ts``, of which the first ``n_old`` were learned before
+    (unchanged when it learned nothing new)."""
+    if n_learned <= n_old:
         keep = {"last_timestamp": personal.get("last_timestamp")}
         if personal.get("last_timestamp_clicks") is not None:
             keep["last_timestamp_clicks"] = int(personal["last_timestamp_clicks"])
@@ -251,11 +252,7 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     # the clicks learned from: the leading n_learned of the time-sorted history.  The gru
     # part never trains on its held-out tail (early stopping reads it), nor then do the
     # other parts: that tail stays new, so the next fine-tune learns from it
-    n_learned = n_old
-    if learned:
-        n_learned = items.size
-        if gru_epochs > 0:
-            n_learned = min(n_learned, int(summary["gru"]["heldout_first_target"]))
+    n_learned = (items.size if parts_end is None else parts_end) if learned else n_old
     summary["clicks_used"] = n_learned - n_old
     summary["clicks_left_new"] = int(n_new) - summary["clicks_used"]   # the next one learns them
     # the held-out events (the newest): Recall@20 / MRR@20 of the model fine-tuning started
@@ -290,7 +287,7 @@ def finetune(model, history, *, candidates: Optional[Iterable] = None,
     p = parts_res.params
     personal_model = make_personal(
         model, p, clicks_used=summary["clicks_used"],
-        **_learned_through(personal, ts, n_learned, learned),
+        **_learned_through(personal, ts, n_old, n_learned),
         seed=int(seed),
         epochs=gru_epochs, bias_index=bias_index, bias=bias,
         repeat_w=parts_res.repeat.weights if model.has_repeat else None,

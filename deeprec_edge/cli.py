@@ -382,17 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the newest next-click events the personal parts (the gru part "
                         "too) learn from (default: the model's recipe)")
     f.add_argument("--epochs", type=C.EPOCHS, default=5,
-                   help=f"gru part: maximum epochs, {C.EPOCHS.describe()} (default 5)")
+                   help="gru part: maximum epochs (default 5)")
     f.add_argument("--seed", type=C.SEED, default=0, help="random seed (default 0)")
     f.add_argument("--window", type=C.WINDOW, default=20,
-                   help=f"BPTT window in clicks, {C.WINDOW.describe()} (default 20)")
+                   help="BPTT window in clicks (default 20)")
     f.add_argument("--batch-size", type=C.BATCH_SIZE, default=16,
-                   help=f"windows per batch, {C.BATCH_SIZE.describe()} (default 16)")
+                   help="windows per batch (default 16)")
     f.add_argument("--negatives", type=C.NEGATIVES, default=256,
-                   help=f"shared negatives per batch, {C.NEGATIVES.describe()} (default 256)")
+                   help="shared negatives per batch (default 256)")
     f.add_argument("--alpha", type=C.ALPHA, default=0.75,
-                   help="negatives are drawn proportionally to popularity^ALPHA, "
-                        f"{C.ALPHA.describe()} (default 0.75; 0: uniform)")
+                   help="negatives are drawn proportionally to popularity^ALPHA "
+                        "(default 0.75; 0: uniform)")
     f.add_argument("--lr", type=C.LEARNING_RATE, default=0.05,
                    help="learning rate (default 0.05)")
     f.add_argument("--optimizer", choices=list(C.OPTIMIZERS), default="adagrad",

@@ -157,12 +157,16 @@ class History:
         m = np.asarray(mask, bool)
         if m.shape != self.timestamps.shape:
             raise ValueError(f"mask has shape {m.shape}, expected {self.timestamps.shape}")
+        return self._take(m)
+
+    def _take(self, index: np.ndarray) -> "History":
+        """A History of the clicks ``index`` (a bool mask or positions) picks."""
         return replace(
             self,
-            items=None if self.items is None else self.items[m],
-            item_ids=self.item_ids[m],
-            timestamps=self.timestamps[m],
-            session_ids=None if self.session_ids is None else self.session_ids[m],
+            items=None if self.items is None else self.items[index],
+            item_ids=self.item_ids[index],
+            timestamps=self.timestamps[index],
+            session_ids=None if self.session_ids is None else self.session_ids[index],
             unknown_examples=list(self.unknown_examples),
             columns=dict(self.columns),
         )
@@ -174,16 +178,7 @@ class History:
         ts = np.asarray(self.timestamps)
         if ts.shape[0] < 2 or (ts[1:] >= ts[:-1]).all():
             return self
-        order = np.argsort(ts, kind="stable")
-        return replace(
-            self,
-            items=None if self.items is None else self.items[order],
-            item_ids=self.item_ids[order],
-            timestamps=ts[order],
-            session_ids=None if self.session_ids is None else self.session_ids[order],
-            unknown_examples=list(self.unknown_examples),
-            columns=dict(self.columns),
-        )
+        return self._take(np.argsort(ts, kind="stable"))
 
     def newer_than(self, timestamp: Optional[float]) -> "History":
         """Only the clicks strictly after ``timestamp`` (unix seconds; None
@@ -618,16 +613,7 @@ def _read(f: Any, where: str, model: Any, item_col: Optional[str], time_col: Opt
         session_ids = np.array(sessions.values, dtype=str)[
             np.frombuffer(sessions.codes, dtype=np.int64)]
 
-    if ts.shape[0] > 1 and not (ts[1:] >= ts[:-1]).all():
-        order = np.argsort(ts, kind="stable")
-        ts = ts[order]
-        item_ids = item_ids[order]
-        if items is not None:
-            items = items[order]
-        if session_ids is not None:
-            session_ids = session_ids[order]
-
     return History(items=items, item_ids=item_ids, timestamps=ts, session_ids=session_ids,
                    n_rows=n_rows, n_unknown=n_unknown, unknown_examples=unknown_examples,
                    source=where, columns=names, time_format=kind or "s",
-                   n_future=n_future, future_example=future_example)
+                   n_future=n_future, future_example=future_example).time_sorted()
