@@ -114,6 +114,7 @@ def test_every_writer_is_the_atomic_writer(tmp_path, monkeypatch):
     assert listing(tmp_path) == sorted(writers)
 
 
+@pytest.mark.heavy
 def test_demo_history_is_written_atomically(tmp_path, monkeypatch):
     demo = pytest.importorskip("deeprec_edge.trainer.demo")
     calls = []

@@ -43,6 +43,7 @@ def _planted_events(rng, p, spec, n_users=300, length=30):
     return event_set(p, ev, memory=spec.memory)
 
 
+@pytest.mark.heavy
 def test_planted_weights_are_recovered():
     rng = np.random.default_rng(0)
     p = _params(rng)

@@ -302,6 +302,7 @@ def test_evaluate_sessions_command(tmp_path):
     assert r["data"]["catalogue_items"] <= 50
 
 
+@pytest.mark.heavy
 def test_demo_data(tmp_path):
     assert main(["demo-data", "-o", str(tmp_path), "-q"]) == 0
     m = load_model(tmp_path / "demo_model.npz")

@@ -71,6 +71,7 @@ def shop_report(shoppers):
     return EV.evaluate_deeprec(inter, st, small_fit(), progress=False, log=lambda s: None)
 
 
+@pytest.mark.heavy
 def test_personal_learns_who_started_to_return(shop_report, shoppers):
     r = shop_report
     inter, truth = shoppers
@@ -83,6 +84,7 @@ def test_personal_learns_who_started_to_return(shop_report, shoppers):
     assert r["finetune"]["users"] == r["data"]["evaluated_users"]
 
 
+@pytest.mark.heavy
 def test_personal_repeat_weights_follow_the_planted_rates(shoppers):
     # the right personal answer: a user who started to return gets a larger
     # "seen" weight than one who did not
@@ -143,6 +145,7 @@ def test_protocol_never_trains_on_a_click_later_than_a_test_click(shoppers):
         assert not np.isin(test[test > ft.max(initial=-np.inf)], mine).any()
 
 
+@pytest.mark.heavy
 def test_report_keys_and_consistency(shop_report):
     r = shop_report
     assert set(r) == DEEPREC_KEYS
@@ -275,6 +278,7 @@ def test_session_protocol():
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.heavy
 def test_plot_writes_a_png(tmp_path, shop_report):
     try:
         import matplotlib.image as mpl_image  # noqa: F401
@@ -291,6 +295,7 @@ def test_plot_writes_a_png(tmp_path, shop_report):
     assert not (tmp_path / "p.xyz").exists()
 
 
+@pytest.mark.heavy
 def test_plot_without_matplotlib(tmp_path, shop_report, monkeypatch):
     for name in ("matplotlib", "matplotlib.figure"):
         monkeypatch.setitem(sys.modules, name, None)
@@ -417,6 +422,7 @@ def test_breakdown_is_the_per_user_mean_within_each_kind():
                                   - per_user("global", keep, "recall")[0])
 
 
+@pytest.mark.heavy
 def test_breakdown_finds_the_planted_gain_on_repeats(shop_report):
     # planted: users start to return to their items after the cutoff (nobody did
     # before); the personal models learn who -- the gain is on repeat targets

@@ -81,6 +81,7 @@ def _config(mode):
 # --------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("mode", ["gru4rec", "windows"])
 def test_fit_reaches_oracle_recall(markov, mode):
     T, (it, rt), (iv, rv) = markov

@@ -5,6 +5,7 @@ into the file, small logs and session logs take the documented shortcuts."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from deeprec_edge.model import load_model, save_model
 from deeprec_edge.recipe import FinetuneRecipe
@@ -28,6 +29,7 @@ def _cfg(**kw) -> FitConfig:
     return cfg
 
 
+@pytest.mark.heavy
 def test_returning_users_get_a_repeat_component_and_a_chosen_recipe(tmp_path):
     inter, _ = make_shoppers(n_users=80, clicks_per_user=80, repeat_rates=(0.5, 0.9), seed=1)
     m, hist = train_model(inter, _cfg(), progress=False, log=lambda s: None)
