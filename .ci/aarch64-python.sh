@@ -155,6 +155,7 @@ SCALAR_FILES=(tests/test_runtime.py tests/test_personal.py tests/test_personal_d
               tests/test_score_rows.py tests/test_score_int8.py tests/test_model_compressed.py
               tests/test_kernels_errors.py)
 LOGS="$ROOT/work"
+RUN_LIMIT=1500   # seconds per run, well inside CI's limit
 # run_suite NAME [VAR=VALUE...] -- PYTEST-ARGS: pytest in the root on both cores,
 # log and exit status kept
 run_suite() {
@@ -163,7 +164,7 @@ run_suite() {
     while [ "$1" != "--" ]; do envs+=("$1"); shift; done
     shift
     t0=$(date +%s)
-    timeout -s INT -k 60 1500 bash "$REPO/.ci/in-root.sh" "$ROOT" env "${envs[@]}" \
+    timeout -s INT -k 60 "$RUN_LIMIT" bash "$REPO/.ci/in-root.sh" "$ROOT" env "${envs[@]}" \
         sh -c 'cd /work/tests-run && exec pytest -p no:cacheprovider -q -n 2 --timeout=600 --durations=10 "$@"' \
         sh "$@" > "$LOGS/pytest-$name.log" 2>&1 && rc=0 || rc=$?
     echo "$rc" > "$LOGS/pytest-$name.rc"
@@ -174,7 +175,7 @@ run_suite scalar DEEPREC_EDGE_FORCE_SCALAR=1 -- "${SCALAR_FILES[@]}"
 fail=0
 for run in neon scalar; do
     rc=$(cat "$LOGS/pytest-$run.rc" 2>/dev/null || echo missing)
-    echo "== aarch64 pytest ($run): exit $rc$([ "$rc" = 124 ] && echo ' (stopped: over 1,500 s)')"
+    echo "== aarch64 pytest ($run): exit $rc$([ "$rc" = 124 ] && echo " (stopped: over $RUN_LIMIT s)")"
     # failures in full, then pytest's summary lines
     sed -n '/^=* FAILURES =*$/,/^=* short test summary/p' "$LOGS/pytest-$run.log" | head -200 || true
     grep -E '^(SKIPPED|FAILED|ERROR)|slowest|Timeout|^[0-9.]+s (call|setup)| in [0-9.]+s' "$LOGS/pytest-$run.log" | tail -40 || true
