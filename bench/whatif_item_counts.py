@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import sys
 
 import numpy as np
@@ -44,22 +43,15 @@ def main(argv=None) -> int:
     ap.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--json", help="also write the numbers here")
     a = ap.parse_args(argv)
-    if not os.path.exists(a.log):
-        print(f"skipped: {a.log} not found (the shared datasets are not beside the repository)",
-              file=sys.stderr)
+    from _protocol import log_missing, split_and_models
+    if log_missing(a.log):
         return 0
     import deeprec_edge.trainer.evaluate as EV
-    # evaluate's own reading and fit defaults (the command's argument parser)
-    from deeprec_edge.trainer.cli import _fit_config, _read, build_parser
     from deeprec_edge.model import model_from_params, params_of
 
-    ea = build_parser().parse_args(["evaluate", a.log, "--format", a.format, "-q"])
-    inter = _read(ea, ea.log)
-    st = EV.DeepRecSettings(validation=a.validation)
-    sp = EV.split_protocol(inter, st)
+    # evaluate's own reading, split and fit defaults
+    st, sp, models = split_and_models(a.log, a.format, a.validation)
     quiet = lambda s: None  # noqa: E731
-    models, _, _ = EV.fit_models(sp, ("global", "centralized"), _fit_config(ea, "user"),
-                                 log=quiet, progress=False)
     cands = EV.build_candidates(sp, models["global"], st)
     g, N = models["global"], len(sp.catalogue)
     before = sp.train.item_support().astype(np.float64)
