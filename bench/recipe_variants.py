@@ -14,7 +14,9 @@ removed), never on the test part.
 
 ``--vary FIELD=V1,V2,...`` takes a :class:`FinetuneSettings` field:
 ``max_events``, ``l2``, ``holdout`` or ``parts`` (``offset+bias+repeat``).
-``--models DIR`` keeps the fitted global and centralized models there and
+``--breakdown`` adds ``evaluate``'s breakdown by kind of test event (returns
+vs items new to the user; targets whose rate rose between the cutoffs vs the
+rest).  ``--models DIR`` keeps the fitted global and centralized models there and
 reuses them on the next run with the same log and split.  Needs the trainer
 extra; Online Retail: about 20 minutes for the models, 2 minutes per value
 on a 2-core machine.
@@ -61,6 +63,9 @@ def main(argv=None) -> int:
                     help=f"one fine-tuning field and its values; FIELD in {sorted(FIELDS)}")
     ap.add_argument("--models", metavar="DIR",
                     help="keep (and reuse) the fitted global and centralized models here")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also by kind of test event (evaluate's breakdown: returns vs items "
+                         "new to the user, rising vs not)")
     ap.add_argument("--json", help="also write the numbers here")
     a = ap.parse_args(argv)
     from _protocol import log_missing, split_and_models
@@ -109,6 +114,8 @@ def main(argv=None) -> int:
             for other, src in (("global", vals["global"]), ("centralized", vals["centralized"]),
                                ("recipe", ref["personal"])):
                 row[f"{k} - {other}"] = _paired(p, src[k])
+        if a.breakdown:
+            row["breakdown"] = EV.event_breakdown(sc, st_score.methods, "normal", 0)
         rows.append(row)
         g, c = (float(np.mean(list(vals[m]["recall@20"].values()))) for m in names)
         print(f"{row['variant']:>24}: personal R@20 {row['recall@20']:.4f} MRR@20 "
@@ -119,6 +126,15 @@ def main(argv=None) -> int:
               f"±{row['recall@20 - recipe'][1]:.4f} MRR {row['mrr@20 - recipe'][0]:+.4f} "
               f"±{row['mrr@20 - recipe'][1]:.4f}  (global R {g:.4f}, centralized R {c:.4f})",
               flush=True)
+        for kind, rec in row.get("breakdown", {}).items():
+            if not rec["events"]:
+                continue
+            pg, pc = (rec.get(f"personal-{b}", {}).get("recall@20", {}) for b in names)
+            print(f"{'':>26}{kind} ({rec['share']:.0%} of events): personal R@20 "
+                  f"{rec['methods']['personal']['recall@20']['mean']:.4f}, - global "
+                  f"{pg.get('mean', float('nan')):+.4f} [{pg.get('ci_low', float('nan')):+.4f}, "
+                  f"{pg.get('ci_high', float('nan')):+.4f}], - centralized "
+                  f"{pc.get('mean', float('nan')):+.4f}", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"log": a.log, "validation": a.validation, "users": len(sp.users),

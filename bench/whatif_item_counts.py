@@ -17,7 +17,25 @@ personal for each ``--betas`` value (0 = the evaluate run itself). Choose beta
 on a ``--validation`` run (the test part removed), then read the test run.
 
     python bench/whatif_item_counts.py LOG [--format online-retail] [--validation]
-        [--betas 0 0.5 1] [--json out.json]
+        [--betas 0 0.5 1] [--epsilon inf 4 1] [--models DIR] [--json out.json]
+
+``--epsilon``: the same with a differentially private aggregate instead of
+exact click counts.  Each device reports the set of its ``--max-items``
+most-clicked items between the cutoffs (ties: the newer click first), each
+item once; the server sums the reports and adds Gaussian noise calibrated to
+user-level (epsilon, delta)-differential privacy: adding or removing one
+device changes the sum by at most sqrt(max_items) in L2 norm, and noise of
+standard deviation sigma = sqrt(max_items) / sqrt(2 rho) is rho-zCDP, which
+implies (rho + 2 sqrt(rho ln(1/delta)), delta)-DP (Bun & Steinke 2016,
+Proposition 1.3); rho is solved from epsilon and ``--delta``.  (Secure
+aggregation is assumed, so the server sees only the noisy sum.)  The
+reference rate before the cutoff is counted the same way from the cloud's
+own log: per user and window of the same length as the period between the
+cutoffs, her ``max_items`` most-clicked items, once each.  Noisy counts at or
+below 2 sigma are treated as zero (no information); the rates are smoothed
+towards the reference rate (one pseudo-report per item on average), so an
+item with no information keeps its bias.  ``inf`` = the bounded reports
+without noise.
 
 Not a product feature: shipping it would mean devices reporting what they
 clicked, which the privacy design does not allow today. The script exists so
@@ -29,9 +47,57 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
 
 import numpy as np
+
+
+def zcdp_gaussian_sigma(epsilon: float, delta: float, l2_sensitivity: float) -> float:
+    """Standard deviation of Gaussian noise for (epsilon, delta)-DP of a sum
+    with the given L2 sensitivity, through rho-zCDP (sigma^2 = Delta^2 / (2 rho);
+    rho-zCDP implies (rho + 2 sqrt(rho ln(1/delta)), delta)-DP).  0 for
+    epsilon = inf."""
+    if math.isinf(epsilon):
+        return 0.0
+    if not (epsilon > 0 and 0 < delta < 1):
+        raise ValueError(f"need epsilon > 0 and 0 < delta < 1, got {epsilon}, {delta}")
+    big_l = math.log(1.0 / delta)
+    sqrt_rho = math.sqrt(big_l + epsilon) - math.sqrt(big_l)   # rho + 2 sqrt(rho L) = epsilon
+    return l2_sensitivity / (math.sqrt(2.0) * sqrt_rho)
+
+
+def window_reports(users, items, times, start: float, end: float, window: float,
+                   max_items: int, n_items: int) -> np.ndarray:
+    """Per item: how many (user, window) pairs report it.  Windows of length
+    ``window`` end at ``end`` (the last one may be shorter at ``start``); a
+    user's report for a window is her ``max_items`` most-clicked items in it
+    (ties: the newer last click first), each once."""
+    import pandas as pd
+
+    keep = (times >= start) & (times < end)
+    df = pd.DataFrame({"u": users[keep], "i": items[keep], "t": times[keep]})
+    if df.empty:
+        return np.zeros(n_items)
+    df["w"] = np.floor((end - df["t"].to_numpy()) / window).astype(np.int64)
+    g = df.groupby(["u", "w", "i"], sort=False)["t"].agg(["size", "max"]).reset_index()
+    g = g.sort_values(["u", "w", "size", "max"], ascending=[True, True, False, False])
+    g = g[g.groupby(["u", "w"], sort=False).cumcount() < max_items]
+    return np.bincount(g["i"].to_numpy(), minlength=n_items).astype(np.float64)
+
+
+def private_shift(before: np.ndarray, between: np.ndarray, sigma: float,
+                  rng: np.random.Generator) -> np.ndarray:
+    """log(rate between / rate before) from report counts: ``between``
+    noised with N(0, sigma^2), counts at or below 2 sigma set to 0, both
+    rates smoothed towards the reference rate (N pseudo-reports spread as
+    it)."""
+    n = before.size
+    q = (before + 1.0) / (before.sum() + n)
+    noisy = between + (rng.normal(0.0, sigma, n) if sigma > 0 else 0.0)
+    kept = np.where(noisy > 2.0 * sigma, noisy, 0.0)
+    r = (kept + n * q) / (kept.sum() + n)
+    return np.log(r) - np.log(q)
 
 
 def main(argv=None) -> int:
@@ -41,6 +107,16 @@ def main(argv=None) -> int:
     ap.add_argument("--validation", action="store_true",
                     help="remove the test part first (choose beta here)")
     ap.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
+    ap.add_argument("--epsilon", type=float, nargs="+", default=[],
+                    help="also with a user-level (epsilon, delta)-DP aggregate of bounded "
+                         "reports, for each value ('inf': bounded, no noise)")
+    ap.add_argument("--delta", type=float, default=1e-6, help="DP delta (default 1e-6)")
+    ap.add_argument("--max-items", type=int, default=20,
+                    help="items a device reports at most (default 20)")
+    ap.add_argument("--noise-seeds", type=int, default=1,
+                    help="noise draws per epsilon, averaged (default 1)")
+    ap.add_argument("--models", metavar="DIR",
+                    help="keep (and reuse) the fitted global and centralized models here")
     ap.add_argument("--json", help="also write the numbers here")
     a = ap.parse_args(argv)
     from _protocol import log_missing, split_and_models
@@ -50,7 +126,7 @@ def main(argv=None) -> int:
     from deeprec_edge.model import model_from_params, params_of
 
     # evaluate's own reading, split and fit defaults
-    st, sp, models = split_and_models(a.log, a.format, a.validation)
+    st, sp, models = split_and_models(a.log, a.format, a.validation, a.models)
     quiet = lambda s: None  # noqa: E731
     cands = EV.build_candidates(sp, models["global"], st)
     g, N = models["global"], len(sp.catalogue)
@@ -60,14 +136,33 @@ def main(argv=None) -> int:
              - np.log((before + 1) / (before.sum() + N)))
     st_score = copy.copy(st)
     st_score.methods, st_score.ks = ("global", "centralized", "personal"), (20,)
+    variants = [("exact", None, beta, None) for beta in a.betas]
+    if a.epsilon:
+        t = sp.train.times
+        end = sp.test_cutoff if sp.test_cutoff is not None else float(sp.central.times.max())
+        window = end - sp.cutoff
+        ref = window_reports(sp.train.users, sp.train.items, t, float(t.min()), sp.cutoff,
+                             window, a.max_items, N)
+        btw = sp.central.subset(sp.central.times >= sp.cutoff)
+        rep = window_reports(btw.users, btw.items, btw.times, sp.cutoff, end, window,
+                             a.max_items, N)
+        print(f"DP reports: {int(rep.sum()):,} item reports between the cutoffs "
+              f"(at most {a.max_items} per device), {int(ref.sum()):,} before")
+        for eps in a.epsilon:
+            sigma = zcdp_gaussian_sigma(eps, a.delta, math.sqrt(a.max_items))
+            for seed in range(a.noise_seeds if sigma > 0 else 1):
+                sh = private_shift(ref, rep, sigma, np.random.default_rng(seed))
+                for beta in a.betas:
+                    if beta:
+                        variants.append((f"eps {eps:g}", (sigma, seed), beta, sh))
     rows = {}
     print(f"{a.log}: {len(sp.users)} users, {int(between.sum()):,} clicks between the cutoffs"
           f"{' (validation split)' if a.validation else ''}")
-    print("| beta | global R@20 | centralized R@20 | personal R@20 | global MRR@20 | "
-          "centralized MRR@20 | personal MRR@20 |\n|---|---|---|---|---|---|---|")
-    for beta in a.betas:
+    print("| counts | beta | global R@20 | centralized R@20 | personal R@20 | global MRR@20 | "
+          "centralized MRR@20 | personal MRR@20 |\n|---|---|---|---|---|---|---|---|")
+    for kind, noise, beta, sh in variants:
         p = copy.deepcopy(params_of(g))
-        p.b_out = (p.b_out + beta * shift).astype(np.float32)
+        p.b_out = (p.b_out + beta * (shift if sh is None else sh)).astype(np.float32)
         g2 = model_from_params(p, g.item_ids, g.popularity, config=dict(g.config),
                                repeat=g.repeat, recipe=g.recipe)
         personal, _ = EV.finetune_users(sp, g2, st, cands, log=quiet, progress=False)
@@ -77,9 +172,11 @@ def main(argv=None) -> int:
         for m in st_score.methods:
             s = sc.acc[m]["full"].summary(ks=(20,), ci="normal", seed=0)["optimistic"]
             row[m] = {k: s[k]["mean"] for k in ("recall@20", "mrr@20")}
-        rows[str(beta)] = row
-        print(f"| {beta:g} | " + " | ".join(f"{row[m][k]:.4f}" for k in ("recall@20", "mrr@20")
-                                            for m in st_score.methods) + " |", flush=True)
+        label = kind if noise is None else f"{kind} (sigma {noise[0]:.1f}, noise seed {noise[1]})"
+        rows[f"{label}, beta {beta:g}"] = row
+        print(f"| {label} | {beta:g} | " + " | ".join(
+            f"{row[m][k]:.4f}" for k in ("recall@20", "mrr@20") for m in st_score.methods)
+            + " |", flush=True)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"log": a.log, "validation": a.validation, "users": len(sp.users),
