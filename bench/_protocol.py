@@ -57,9 +57,26 @@ def cloud_models(ea, sp, models_dir: Optional[str] = None, tag: str = "") -> Dic
     return models
 
 
-def split_and_models(log: str, fmt: str, validation: bool,
-                     models_dir: Optional[str] = None) -> Tuple[object, object, Dict[str, object]]:
-    """:func:`evaluate_split` then :func:`cloud_models`: ``(settings, split, models)``."""
-    ea, st, sp = evaluate_split(log, fmt, validation)
-    tag = "_validation" if validation else "_test"
-    return st, sp, cloud_models(ea, sp, models_dir, tag)
+def add_log_arguments(ap, chosen: str) -> None:
+    """The arguments every script here takes: the log, ``--format``,
+    ``--validation`` (where ``chosen`` is chosen), ``--models``, ``--json``."""
+    ap.add_argument("log", help="a user-level click log (as for deeprec-train evaluate)")
+    ap.add_argument("--format", default="auto", help="log format (deeprec-train's --format)")
+    ap.add_argument("--validation", action="store_true",
+                    help=f"remove the test part first (choose {chosen} here)")
+    ap.add_argument("--models", metavar="DIR",
+                    help="keep (and reuse) the fitted global and centralized models here")
+    ap.add_argument("--json", help="also write the numbers here")
+
+
+def prepare(a) -> Optional[Tuple[object, object, Dict[str, object], object]]:
+    """For parsed :func:`add_log_arguments`: ``evaluate``'s settings, split,
+    cloud models and candidate sets, or None (noted on stderr) when the log
+    is absent."""
+    if log_missing(a.log):
+        return None
+    import deeprec_edge.trainer.evaluate as EV
+
+    ea, st, sp = evaluate_split(a.log, a.format, a.validation)
+    models = cloud_models(ea, sp, a.models, "_validation" if a.validation else "_test")
+    return st, sp, models, EV.build_candidates(sp, models["global"], st)

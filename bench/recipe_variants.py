@@ -47,51 +47,42 @@ def _vary(text: str):
 
 def _paired(a: dict, b: dict):
     """Mean and 95% normal half-width of a - b over the users both have."""
-    users = sorted(set(a) & set(b))
-    d = np.array([a[u] - b[u] for u in users])
-    half = 1.96 * d.std(ddof=1) / np.sqrt(d.size) if d.size > 1 else float("nan")
-    return float(d.mean()), float(half)
+    from deeprec_edge.trainer.metrics import mean_ci
+
+    mean, lo, hi = mean_ci([a[u] - b[u] for u in sorted(set(a) & set(b))], method="normal")
+    return mean, (hi - lo) / 2
 
 
 def main(argv=None) -> int:
+    from _protocol import GRU_CLOUD, add_log_arguments, prepare  # bench/, beside this script
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("log", help="a user-level click log (as for deeprec-train evaluate)")
-    ap.add_argument("--format", default="auto", help="log format (deeprec-train's --format)")
-    ap.add_argument("--validation", action="store_true",
-                    help="remove the test part first (choose settings here)")
+    add_log_arguments(ap, "settings")
     ap.add_argument("--vary", type=_vary, required=True, metavar="FIELD=V1,V2",
                     help=f"one fine-tuning field and its values; FIELD in {sorted(FIELDS)}")
-    ap.add_argument("--models", metavar="DIR",
-                    help="keep (and reuse) the fitted global and centralized models here")
     ap.add_argument("--breakdown", action="store_true",
                     help="also by kind of test event (evaluate's breakdown: returns vs items "
                          "new to the user, rising vs not)")
-    ap.add_argument("--json", help="also write the numbers here")
     a = ap.parse_args(argv)
-    from _protocol import log_missing, split_and_models
-    if log_missing(a.log):
+    ready = prepare(a)
+    if ready is None:
         return 0
+    st, sp, models, cands = ready           # evaluate's own reading, split, fit, candidates
     import deeprec_edge.trainer.evaluate as EV
-    from deeprec_edge.trainer.metrics import per_user_mean
+    from deeprec_edge.trainer.metrics import metric_values, per_user_mean
 
-    # evaluate's own reading, split and fit defaults
-    st, sp, models = split_and_models(a.log, a.format, a.validation, a.models)
     quiet = lambda s: None  # noqa: E731
-    names = ("global", "centralized")
     tag = "validation" if a.validation else "test"
-    cands = EV.build_candidates(sp, models["global"], st)
     field, values = a.vary
     st_score = copy.copy(st)
     st_score.methods, st_score.ks = ("global", "centralized", "personal"), (20,)
 
     def per_user(sc, m):
         acc = sc.acc[m]["full"]
-        r = np.asarray(acc.optimistic, np.float64)
         out = {}
-        for key, v in (("recall@20", (r <= 20).astype(np.float64)),
-                       ("mrr@20", np.where(r <= 20, 1.0 / r, 0.0))):
-            u, mean = per_user_mean(v, acc.users)
-            out[key] = dict(zip(u.tolist(), mean.tolist()))
+        for metric in ("recall", "mrr"):
+            u, mean = per_user_mean(metric_values(acc.optimistic, metric, 20), acc.users)
+            out[f"{metric}@20"] = dict(zip(u.tolist(), mean.tolist()))
         return out
 
     print(f"{a.log}: {len(sp.users)} users ({tag} split); model recipe: "
@@ -117,7 +108,7 @@ def main(argv=None) -> int:
         if a.breakdown:
             row["breakdown"] = EV.event_breakdown(sc, st_score.methods, "normal", 0)
         rows.append(row)
-        g, c = (float(np.mean(list(vals[m]["recall@20"].values()))) for m in names)
+        g, c = (float(np.mean(list(vals[m]["recall@20"].values()))) for m in GRU_CLOUD)
         print(f"{row['variant']:>24}: personal R@20 {row['recall@20']:.4f} MRR@20 "
               f"{row['mrr@20']:.4f} | - global R {row['recall@20 - global'][0]:+.4f} "
               f"±{row['recall@20 - global'][1]:.4f} | - centralized R "
@@ -129,7 +120,7 @@ def main(argv=None) -> int:
         for kind, rec in row.get("breakdown", {}).items():
             if not rec["events"]:
                 continue
-            pg, pc = (rec.get(f"personal-{b}", {}).get("recall@20", {}) for b in names)
+            pg, pc = (rec.get(f"personal-{b}", {}).get("recall@20", {}) for b in GRU_CLOUD)
             print(f"{'':>26}{kind} ({rec['share']:.0%} of events): personal R@20 "
                   f"{rec['methods']['personal']['recall@20']['mean']:.4f}, - global "
                   f"{pg.get('mean', float('nan')):+.4f} [{pg.get('ci_low', float('nan')):+.4f}, "

@@ -101,11 +101,10 @@ def private_shift(before: np.ndarray, between: np.ndarray, sigma: float,
 
 
 def main(argv=None) -> int:
+    from _protocol import add_log_arguments, prepare  # bench/, beside this script
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("log", help="a user-level click log (as for deeprec-train evaluate)")
-    ap.add_argument("--format", default="auto", help="log format (deeprec-train's --format)")
-    ap.add_argument("--validation", action="store_true",
-                    help="remove the test part first (choose beta here)")
+    add_log_arguments(ap, "beta")
     ap.add_argument("--betas", type=float, nargs="+", default=[0.0, 0.5, 1.0])
     ap.add_argument("--epsilon", type=float, nargs="+", default=[],
                     help="also with a user-level (epsilon, delta)-DP aggregate of bounded "
@@ -114,21 +113,16 @@ def main(argv=None) -> int:
     ap.add_argument("--max-items", type=int, default=20,
                     help="items a device reports at most (default 20)")
     ap.add_argument("--noise-seeds", type=int, default=1,
-                    help="noise draws per epsilon, averaged (default 1)")
-    ap.add_argument("--models", metavar="DIR",
-                    help="keep (and reuse) the fitted global and centralized models here")
-    ap.add_argument("--json", help="also write the numbers here")
+                    help="noise draws per epsilon, a row each (default 1)")
     a = ap.parse_args(argv)
-    from _protocol import log_missing, split_and_models
-    if log_missing(a.log):
+    ready = prepare(a)
+    if ready is None:
         return 0
+    st, sp, models, cands = ready           # evaluate's own reading, split, fit, candidates
     import deeprec_edge.trainer.evaluate as EV
     from deeprec_edge.model import model_from_params, params_of
 
-    # evaluate's own reading, split and fit defaults
-    st, sp, models = split_and_models(a.log, a.format, a.validation, a.models)
     quiet = lambda s: None  # noqa: E731
-    cands = EV.build_candidates(sp, models["global"], st)
     g, N = models["global"], len(sp.catalogue)
     before = sp.train.item_support().astype(np.float64)
     between = sp.central.subset(sp.central.times >= sp.cutoff).item_support().astype(np.float64)
