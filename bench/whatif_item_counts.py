@@ -107,6 +107,8 @@ def private_shift(before: np.ndarray, between: np.ndarray, sigma: float,
 #: log rate ratios the empirical-Bayes prior may put mass on (a 1/55 fall to a
 #: 3,000-fold rise, in steps of 0.1)
 EB_GRID = np.round(np.arange(-4.0, 8.0 + 1e-9, 0.1), 10)
+
+
 def noisy_count_loglik(y: np.ndarray, mu: np.ndarray, sigma: float,
                        chunk: int = 64) -> np.ndarray:
     """``log p(y | mu)`` for ``y = b + e``, ``b ~ Poisson(mu)``, ``e ~ N(0,
@@ -145,14 +147,15 @@ def noisy_count_loglik(y: np.ndarray, mu: np.ndarray, sigma: float,
     return out
 
 
-def npmle_weights(lik: np.ndarray, iterations: int = 2000, tol: float = 1e-10) -> np.ndarray:
+def npmle_weights(lik: np.ndarray, iterations: int = 30000, tol: float = 1e-10) -> np.ndarray:
     """Mixing weights ``g`` (on the columns of ``lik``, the likelihood of
     each row's data under each grid point) of maximum marginal likelihood
     ``sum_i log sum_k lik[i, k] g[k]``: EM, accelerated by SQUAREM
     (Varadhan & Roland 2008, scheme S3, with a plain EM step when the
     extrapolation does not improve), until the mean log-likelihood gains
-    less than ``tol``.  Plain EM crawls here: with noisy counts the
-    likelihood is flat in ``g`` and thousands of steps barely move it."""
+    less than ``tol`` or ``iterations`` EM steps are spent.  Plain EM crawls
+    here: with noisy counts the likelihood is flat in ``g`` and thousands of
+    steps barely move it."""
     n = lik.shape[0]
 
     def em(g):
@@ -191,8 +194,8 @@ def eb_shift(before: np.ndarray, between: np.ndarray, sigma: float,
     noise, ``q_i`` its reference rate (``before`` + 1/2, normalised), ``S``
     the noisy total; the log rate ratios ``d_i`` are drawn from one prior
     ``g`` on ``grid``, estimated by maximum marginal likelihood over all
-    items (the NPMLE, by EM; Kiefer & Wolfowitz 1956, Efron 2016's
-    g-modelling).  Returns ``(E[d_i | count_i], g)``.  A count the noise
+    items (the NPMLE, :func:`npmle_weights`; Kiefer & Wolfowitz 1956,
+    Efron 2016's g-modelling).  Returns ``(E[d_i | count_i], g)``.  A count the noise
     explains is pulled to where most items are; a rise the noise cannot
     explain keeps most of its size.  Nothing is tuned: the prior is fitted
     on the counts themselves."""
