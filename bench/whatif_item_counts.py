@@ -175,9 +175,9 @@ def npmle_weights(lik: np.ndarray, iterations: int = 30000, tol: float = 1e-10) 
         step = -float(np.linalg.norm(r)) / nv if nv > 0 else -1.0
         new = np.clip(g - 2.0 * step * r + step * step * v, 0.0, None)
         new = em(new / new.sum()) if new.sum() > 0 else g2
-        new_obj = objective(new)
-        if not new_obj >= objective(g2):
-            new, new_obj = g2, objective(g2)
+        new_obj, obj2 = objective(new), objective(g2)
+        if not new_obj >= obj2:
+            new, new_obj = g2, obj2
         done = new_obj - obj < tol
         g, obj = new, new_obj
         if done:
@@ -186,7 +186,7 @@ def npmle_weights(lik: np.ndarray, iterations: int = 30000, tol: float = 1e-10) 
 
 
 def eb_shift(before: np.ndarray, between: np.ndarray, sigma: float,
-             grid: np.ndarray = EB_GRID, iterations: int = 30000) -> Tuple[np.ndarray, np.ndarray]:
+             grid: np.ndarray = EB_GRID) -> Tuple[np.ndarray, np.ndarray]:
     """Empirical-Bayes ``log(rate between / rate before)`` from (noisy)
     report counts ``between`` and reference counts ``before``.
 
@@ -195,9 +195,9 @@ def eb_shift(before: np.ndarray, between: np.ndarray, sigma: float,
     the noisy total; the log rate ratios ``d_i`` are drawn from one prior
     ``g`` on ``grid``, estimated by maximum marginal likelihood over all
     items (the NPMLE, :func:`npmle_weights`; Kiefer & Wolfowitz 1956,
-    Efron 2016's g-modelling).  Returns ``(E[d_i | count_i], g)``.  A count the noise
-    explains is pulled to where most items are; a rise the noise cannot
-    explain keeps most of its size.  Nothing is tuned: the prior is fitted
+    Efron 2016's g-modelling).  Returns ``(E[d_i | count_i], g)``.  A
+    count the noise explains is pulled to where most items are; a rise the
+    noise cannot explain keeps most of its size.  Nothing is tuned: the prior is fitted
     on the counts themselves."""
     before = np.asarray(before, np.float64)
     between = np.asarray(between, np.float64)
@@ -206,7 +206,7 @@ def eb_shift(before: np.ndarray, between: np.ndarray, sigma: float,
     total = max(float(between.sum()), 1.0)
     ll = noisy_count_loglik(between, total * q[:, None] * np.exp(grid)[None, :], sigma)
     lik = np.exp(ll - ll.max(axis=1, keepdims=True))
-    g = npmle_weights(lik, iterations)
+    g = npmle_weights(lik)
     post = lik * g
     post /= post.sum(axis=1, keepdims=True)
     return post @ grid, g
